@@ -1,0 +1,159 @@
+"""What every channel adapter shares: the normalized message types and the ``Channel`` protocol.
+
+Nothing platform-specific passes inward past ``Inbound``; nothing past ``Reply``
+knows which platform it goes to, except through ``Capabilities``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+
+class AttachmentKind(str, Enum):
+    VOICE = "voice"  # a recorded voice note
+    AUDIO = "audio"  # an audio file
+    IMAGE = "image"
+    VIDEO = "video"
+    DOCUMENT = "document"
+
+
+Fetch = Callable[[], Awaitable[bytes]]
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A file that came with a message; its bytes are fetched only when someone needs them."""
+
+    kind: AttachmentKind
+    mime: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    fetch: Fetch | None = None
+    _data: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_bytes(cls, kind: AttachmentKind, data: bytes, **kw: object) -> Attachment:
+        """An attachment whose bytes are already here."""
+        return cls(kind=kind, size=len(data), _data=data, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_path(cls, kind: AttachmentKind, path: Path, **kw: object) -> Attachment:
+        """An attachment read from a local file when first needed."""
+
+        async def read() -> bytes:
+            return path.read_bytes()
+
+        return cls(kind=kind, filename=path.name, size=path.stat().st_size, fetch=read, **kw)  # type: ignore[arg-type]
+
+    async def read(self) -> bytes:
+        """The bytes, fetched once."""
+        if self._data is None:
+            if self.fetch is None:
+                raise ValueError("attachment has neither bytes nor a way to fetch them")
+            self._data = await self.fetch()
+        return self._data
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRef:
+    """Where a message came from and where its answer goes."""
+
+    channel: str
+    chat_id: str
+    thread_id: str | None = None
+    kind: Literal["direct", "group"] = "direct"
+
+    @property
+    def session_key(self) -> str:
+        """One conversation: a chat, or a topic/thread inside one."""
+        base = f"{self.channel}:{self.chat_id}"
+        return f"{base}:{self.thread_id}" if self.thread_id else base
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One normalized incoming message."""
+
+    chat: ChatRef
+    sender_id: str
+    sender_name: str
+    text: str = ""
+    message_id: str | None = None
+    mentioned: bool = False
+    reply_to: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(slots=True)
+class Media:
+    """A file the bot sends: generated image, video, music, or a voice note."""
+
+    kind: AttachmentKind
+    data: bytes
+    mime: str
+    filename: str
+    caption: str | None = None
+    duration: float | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to a chat: text, media, and optionally a spoken voice note."""
+
+    text: str = ""
+    media: list[Media] = field(default_factory=list)
+    voice: Media | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a channel can render; the core shapes replies by these, never by platform name."""
+
+    text_limit: int = 4096
+    markdown: Literal["none", "markdown", "telegram-html", "discord"] = "none"
+    voice_format: Literal["ogg_opus", "mp3"] = "mp3"
+    streams_text: bool = False
+
+
+InboundHandler = Callable[[Inbound], Awaitable[None]]
+
+
+@runtime_checkable
+class ReplyStream(Protocol):
+    """A reply being written: text arrives in pieces, then the whole reply closes it."""
+
+    async def delta(self, text: str) -> None: ...
+
+    async def close(self, reply: Reply) -> None:
+        """Finish: ``reply.text`` is the whole text (already shown in pieces where the channel streams)."""
+        ...
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A platform adapter: turns platform events into ``Inbound`` and sends ``Reply`` back."""
+
+    name: str
+    capabilities: Capabilities
+
+    async def run(self, on_message: InboundHandler) -> None:
+        """Receive until stopped or the source ends, handing each message to ``on_message``."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None:
+        """Send a whole reply (used for replies that arrive later, e.g. finished video jobs)."""
+        ...
+
+    def open_stream(self, chat: ChatRef) -> ReplyStream:
+        """Start a reply whose text is streamed as it is generated."""
+        ...

@@ -1,0 +1,40 @@
+"""Model references as written in the config: ``<provider>/<model id>``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KNOWN_PROVIDERS = ("openrouter",)
+
+
+class ModelRefError(ValueError):
+    """A model ref that names no known provider or no model."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A parsed ref: ``openrouter/moonshotai/kimi-k2.6`` → provider ``openrouter``, id ``moonshotai/kimi-k2.6``."""
+
+    provider: str
+    model_id: str
+
+    @classmethod
+    def parse(cls, ref: str) -> ModelRef:
+        """Parse a config ref; refuse one without a known provider prefix."""
+        provider, sep, model_id = ref.strip().partition("/")
+        if not sep or provider not in KNOWN_PROVIDERS or not model_id:
+            known = ", ".join(f"{p}/<model id>" for p in KNOWN_PROVIDERS)
+            raise ModelRefError(f"model ref {ref!r} is not of the form {known} (known providers: {', '.join(KNOWN_PROVIDERS)})")
+        return cls(provider, model_id)
+
+    @property
+    def slug(self) -> str:
+        """The upstream ``model`` field: the id, except ``auto`` which OpenRouter calls ``openrouter/auto``."""
+        return "openrouter/auto" if self.model_id == "auto" else self.model_id
+
+    @property
+    def is_auto(self) -> bool:
+        return self.slug == "openrouter/auto"
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model_id}"
