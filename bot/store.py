@@ -1,0 +1,249 @@
+"""State in SQLite: sessions, their history and per-chat settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from channels.base import ChatRef, Inbound
+
+from .migrate import migrate
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """One history entry, in OpenAI chat shape."""
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    id: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The message as chat completions takes it."""
+        msg: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            msg["tool_call_id"] = self.tool_call_id
+        return msg
+
+
+@dataclass(slots=True)
+class ChatSettings:
+    """A chat's own overrides; ``None`` means the config's default."""
+
+    model: str | None = None
+    thinking: str | None = None
+    tts: str | None = None
+
+
+@dataclass(slots=True)
+class SessionStats:
+    messages: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+
+_SETTINGS = ("model", "thinking", "tts")
+
+
+class Store:
+    """One aiosqlite connection; writes are serialised so concurrent turns never share a transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self._write = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating) the database at ``path`` in WAL mode and migrate it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: committed on success, rolled back on error."""
+        async with self._write:
+            try:
+                yield self.db
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+
+    async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def active_session(self, chat: ChatRef) -> int:
+        """The chat's current session id, opening one if there is none."""
+        row = await self._one("SELECT id FROM sessions WHERE key = ? AND active = 1", chat.session_key)
+        if row:
+            return int(row[0])
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO sessions (key, channel, chat_id, thread_id) VALUES (?, ?, ?, ?)",
+                (chat.session_key, chat.channel, chat.chat_id, chat.thread_id),
+            )
+        row = await self._one("SELECT id FROM sessions WHERE key = ? AND active = 1", chat.session_key)
+        assert row is not None
+        return int(row[0])
+
+    async def new_session(self, chat: ChatRef) -> int:
+        """Retire the chat's session (kept in the database) and open a fresh one."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE sessions SET active = 0 WHERE key = ? AND active = 1", (chat.session_key,))
+        return await self.active_session(chat)
+
+    async def history(self, session_id: int) -> list[StoredMessage]:
+        """The session's messages, oldest first."""
+        async with self.db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,)) as cur:
+            rows = await cur.fetchall()
+        return [_from_row(r) for r in rows]
+
+    async def append(self, session_id: int, messages: list[StoredMessage]) -> None:
+        """Store messages of one turn together, so a crash never leaves half a turn."""
+        async with self.transaction() as db:
+            for m in messages:
+                content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
+                cur = await db.execute(
+                    "INSERT INTO messages (session_id, role, content, content_json, name, tool_calls, tool_call_id,"
+                    " model, prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session_id, m.role, content, is_json, m.name,
+                        json.dumps(m.tool_calls) if m.tool_calls else None, m.tool_call_id,
+                        m.model, m.prompt_tokens, m.completion_tokens, m.cost,
+                    ),
+                )
+                m.id = cur.lastrowid
+            await db.execute(
+                "UPDATE sessions SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?", (session_id,)
+            )
+
+    async def stats(self, session_id: int) -> SessionStats:
+        """Message count, tokens and cost of a session."""
+        row = await self._one(
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+            " COALESCE(SUM(cost), 0) FROM messages WHERE session_id = ?",
+            session_id,
+        )
+        assert row is not None
+        return SessionStats(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+    async def chat_settings(self, chat: ChatRef) -> ChatSettings:
+        row = await self._one("SELECT model, thinking, tts FROM chat_settings WHERE key = ?", chat.session_key)
+        return ChatSettings(*row) if row else ChatSettings()
+
+    async def set_chat_setting(self, chat: ChatRef, name: str, value: str | None) -> None:
+        """Persist one override (``None`` clears it)."""
+        if name not in _SETTINGS:
+            raise ValueError(f"unknown chat setting {name!r}")
+        async with self.transaction() as db:
+            await db.execute(
+                f"INSERT INTO chat_settings (key, {name}) VALUES (?, ?) "
+                f"ON CONFLICT (key) DO UPDATE SET {name} = excluded.{name}",
+                (chat.session_key, value),
+            )
+
+
+def _from_row(r: aiosqlite.Row) -> StoredMessage:
+    content = json.loads(r["content"]) if r["content_json"] else r["content"]
+    return StoredMessage(
+        role=r["role"], content=content, name=r["name"],
+        tool_calls=json.loads(r["tool_calls"]) if r["tool_calls"] else None,
+        tool_call_id=r["tool_call_id"], model=r["model"], prompt_tokens=r["prompt_tokens"],
+        completion_tokens=r["completion_tokens"], cost=r["cost"], id=r["id"],
+    )
+
+
+class Inbox:
+    """The durable inbox and the group-chat buffer, on the store's connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def accept(self, inbound: Inbound) -> bool:
+        """Record a message before it is acknowledged; ``False`` when it was seen already (a redelivery)."""
+        chat = inbound.chat
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id,"
+                " sender_name, text, mentioned, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
+                 inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to),
+            )
+        return cur.rowcount == 1
+
+    async def done(self, inbounds: list[Inbound]) -> None:
+        """Mark messages answered."""
+        async with self.store.transaction() as db:
+            await db.executemany(
+                "UPDATE inbox SET status = 'done', done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                " WHERE channel = ? AND message_id = ?",
+                [(i.chat.channel, i.message_id) for i in inbounds],
+            )
+
+    async def pending(self) -> list[Inbound]:
+        """Messages accepted but never answered (the process died mid-turn), oldest first."""
+        async with self.store.db.execute("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id") as cur:
+            rows = await cur.fetchall()
+        return [
+            Inbound(
+                chat=ChatRef(r["channel"], r["chat_id"], r["thread_id"], r["chat_kind"]),
+                sender_id=r["sender_id"], sender_name=r["sender_name"], text=r["text"],
+                message_id=r["message_id"], mentioned=bool(r["mentioned"]), reply_to=r["reply_to"],
+            )
+            for r in rows
+        ]
+
+    async def remember_group(self, inbound: Inbound, limit: int) -> None:
+        """Keep a group message the bot was not addressed in; only the newest ``limit`` stay."""
+        key = inbound.chat.session_key
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO group_history (session_key, sender_name, text) VALUES (?, ?, ?)",
+                (key, inbound.sender_name, inbound.text),
+            )
+            await db.execute(
+                "DELETE FROM group_history WHERE session_key = ? AND id NOT IN"
+                " (SELECT id FROM group_history WHERE session_key = ? ORDER BY id DESC LIMIT ?)",
+                (key, key, limit),
+            )
+
+    async def take_group(self, chat: ChatRef) -> list[tuple[str, str]]:
+        """The buffered group messages (sender, text), emptied: they are given to the model once."""
+        async with self.store.transaction() as db:
+            async with db.execute(
+                "SELECT sender_name, text FROM group_history WHERE session_key = ? ORDER BY id", (chat.session_key,)
+            ) as cur:
+                rows = [(r[0], r[1]) for r in await cur.fetchall()]
+            await db.execute("DELETE FROM group_history WHERE session_key = ?", (chat.session_key,))
+        return rows
