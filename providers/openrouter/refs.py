@@ -27,6 +27,11 @@ class ModelRef:
             raise ModelRefError(f"model ref {ref!r} is not of the form {known} (known providers: {', '.join(KNOWN_PROVIDERS)})")
         return cls(provider, model_id)
 
+    @classmethod
+    def from_slug(cls, slug: str, provider: str = "openrouter") -> ModelRef:
+        """The ref of an upstream slug: ``openrouter/auto`` → ``openrouter/auto``, ``x/y`` → ``openrouter/x/y``."""
+        return cls(provider, "auto" if slug == "openrouter/auto" else slug)
+
     @property
     def slug(self) -> str:
         """The upstream ``model`` field: the id, except ``auto`` which OpenRouter calls ``openrouter/auto``."""

@@ -1,0 +1,274 @@
+"""The OpenRouter HTTP client: one ``httpx.AsyncClient``, chat completions plain and streamed, the model catalog."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import ConnectionFailedError, OpenRouterError, RequestTimeoutError, StreamError, error_for_status
+from .request import ChatSpec, PreparedRequest, ProviderSettings, build_chat_request
+from .retry import RetryPolicy, with_retries
+from .sse import sse_data
+
+log = logging.getLogger("chorus.openrouter")
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> Usage:
+        raw = raw or {}
+        return cls(
+            int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+            int(raw.get("total_tokens") or 0), float(raw["cost"]) if raw.get("cost") is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text as the model wrote it; the tool loop parses and validates it
+
+    def to_api(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A finished completion."""
+
+    model: str
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    images: list[str] = field(default_factory=list)  # data: or https URLs
+    audio: bytes = b""
+    transcript: str = ""
+    latency: float = 0.0
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class Done:
+    result: ChatResult
+
+
+StreamEvent = TextDelta | Done
+
+
+class OpenRouterClient:
+    """Talks to one OpenRouter base URL with one key; create once, ``aclose()`` at shutdown."""
+
+    def __init__(
+        self,
+        api_key: str | None,
+        settings: ProviderSettings | None = None,
+        *,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings or ProviderSettings()
+        self.retry = retry or RetryPolicy()
+        self.http = httpx.AsyncClient(
+            base_url=self.settings.base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            event_hooks={"response": [_log_response]},
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> OpenRouterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def same_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the base URL's origin: only then may it carry the key."""
+        a, b = urlsplit(str(self.http.base_url)), urlsplit(url)
+        return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+    async def request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> httpx.Response:
+        """One request with retries; an error status becomes a typed ``OpenRouterError``."""
+
+        async def once() -> httpx.Response:
+            resp = await self._send(self.http.build_request(method, path.lstrip("/"), timeout=_timeout(timeout), **kw))
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise _error_from(resp)
+            return resp
+
+        return await with_retries(once, self.retry)
+
+    async def chat(self, spec: ChatSpec) -> ChatResult:
+        """A non-streaming completion."""
+        spec = dataclasses.replace(spec, stream=False)
+        req = build_chat_request(spec, self.settings)
+        started = time.monotonic()
+        resp = await self.request("POST", req.path, json=req.body, headers=req.headers)
+        data = _json(resp)
+        if isinstance(data.get("error"), dict):
+            raise StreamError(str(data["error"].get("message", "")))
+        choice = (data.get("choices") or [{}])[0]
+        msg = choice.get("message") or {}
+        return ChatResult(
+            model=data.get("model") or spec.ref.slug,
+            text=msg.get("content") or "",
+            tool_calls=[
+                ToolCall(c.get("id") or f"call_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
+                for i, c in enumerate(msg.get("tool_calls") or [])
+            ],
+            usage=Usage.parse(data.get("usage")),
+            finish_reason=choice.get("finish_reason"),
+            reasoning=msg.get("reasoning"),
+            images=[i["image_url"]["url"] for i in msg.get("images") or [] if i.get("image_url")],
+            latency=time.monotonic() - started,
+        )
+
+    async def stream(self, spec: ChatSpec) -> AsyncIterator[StreamEvent]:
+        """A streamed completion: ``TextDelta`` pieces, then one ``Done`` with the whole result.
+
+        Retries happen only while opening the stream, before any output exists.
+        """
+        spec = dataclasses.replace(spec, stream=True)
+        req = build_chat_request(spec, self.settings)
+        started = time.monotonic()
+        resp = await with_retries(lambda: self._open_stream(req), self.retry)
+        acc = _StreamAccumulator(ChatResult(model=spec.ref.slug))
+        try:
+            async for payload in sse_data(resp.aiter_lines()):
+                text = acc.feed(json.loads(payload))
+                if text:
+                    yield TextDelta(text)
+        except httpx.TransportError as exc:
+            raise StreamError(f"connection lost: {type(exc).__name__}") from exc
+        finally:
+            await resp.aclose()
+        acc.result.latency = time.monotonic() - started
+        yield Done(acc.finish())
+
+    async def models(self, output_modality: str | None = None) -> list[dict[str, Any]]:
+        """The catalog from ``GET /models``."""
+        params = {"output_modalities": output_modality} if output_modality else None
+        resp = await self.request("GET", "models", params=params)
+        return list(_json(resp).get("data") or [])
+
+    async def _open_stream(self, req: PreparedRequest) -> httpx.Response:
+        resp = await self._send(self.http.build_request("POST", req.path.lstrip("/"), json=req.body, headers=req.headers), stream=True)
+        if resp.status_code >= 400:
+            await resp.aread()
+            await resp.aclose()
+            raise _error_from(resp)
+        return resp
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            return await self.http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise RequestTimeoutError(f"no answer in time ({type(exc).__name__})", status=None) from exc
+        except httpx.TransportError as exc:
+            raise ConnectionFailedError(type(exc).__name__) from exc
+
+
+class _StreamAccumulator:
+    """Joins stream chunks into one result: text, reasoning, tool-call fragments by index, audio, usage."""
+
+    def __init__(self, result: ChatResult) -> None:
+        self.result = result
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; return its new text."""
+        if isinstance(chunk.get("error"), dict):
+            raise StreamError(str(chunk["error"].get("message") or "unknown error"), code=chunk["error"].get("code"))
+        if chunk.get("model"):
+            self.result.model = chunk["model"]
+        if chunk.get("usage"):
+            self.result.usage = Usage.parse(chunk["usage"])
+        text = ""
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if choice.get("finish_reason"):
+                self.result.finish_reason = choice["finish_reason"]
+                if choice["finish_reason"] == "error":
+                    raise StreamError("the provider ended the answer with an error")
+            if delta.get("content"):
+                text += delta["content"]
+            if delta.get("reasoning"):
+                self.reasoning.append(delta["reasoning"])
+            for frag in delta.get("tool_calls") or []:
+                slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
+                slot["id"] = frag.get("id") or slot["id"]
+                fn = frag.get("function") or {}
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"].append(fn.get("arguments") or "")
+            for image in delta.get("images") or []:
+                self.result.images.append(image["image_url"]["url"])
+            audio = delta.get("audio") or {}
+            if audio.get("data"):  # each piece carries its own padding: decode one by one
+                self.result.audio += base64.b64decode(audio["data"])
+            if audio.get("transcript"):
+                self.result.transcript += audio["transcript"]
+        self.text.append(text)
+        return text
+
+    def finish(self) -> ChatResult:
+        self.result.text = "".join(self.text)
+        self.result.reasoning = "".join(self.reasoning) or None
+        self.result.tool_calls = [
+            ToolCall(c["id"] or f"call_{i}", c["name"], "".join(c["arguments"]) or "{}")
+            for i, c in sorted(self.calls.items())
+        ]
+        return self.result
+
+
+def _timeout(seconds: float | None) -> httpx.Timeout | httpx.USE_CLIENT_DEFAULT:  # type: ignore[valid-type]
+    return httpx.USE_CLIENT_DEFAULT if seconds is None else httpx.Timeout(seconds, connect=10.0)
+
+
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise OpenRouterError("the answer was not JSON", status=resp.status_code) from exc
+    if not isinstance(data, dict):
+        raise OpenRouterError("the answer had an unexpected shape", status=resp.status_code)
+    return data
+
+
+def _error_from(resp: httpx.Response) -> OpenRouterError:
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        body = resp.text
+    return error_for_status(resp.status_code, body, resp.headers.get("retry-after"))
+
+
+async def _log_response(resp: httpx.Response) -> None:
+    # Method, path and status only: never headers, which carry the key.
+    log.debug("%s %s -> %s", resp.request.method, resp.request.url.path, resp.status_code)
