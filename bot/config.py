@@ -1,0 +1,392 @@
+"""The config file: JSON5 whose keys follow OpenClaw's, validated into typed models.
+
+A wrong type or value is refused with its full key path, what was found and what
+is allowed; a key that looks like a typo of a known one is refused with "did you
+mean"; keys Chorus does not use are named in one warning.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import json5
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Chorus, a helpful assistant in a chat app. Answer concisely and in the language the user writes in."
+)
+Thinking = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
+DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
+GroupPolicy = Literal["allowlist", "open", "disabled"]
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``str()`` lists every problem, one per line."""
+
+
+class Section(BaseModel):
+    """camelCase in the file, snake_case in code; frozen once loaded."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class ProviderParams(Section):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow")
+    provider: dict[str, Any] = Field(default_factory=dict)
+
+
+class OpenRouterProvider(Section):
+    api_key: SecretStr | None = None
+    base_url: str = DEFAULT_BASE_URL
+    params: ProviderParams = Field(default_factory=ProviderParams)
+    timeout_ms: int = Field(120_000, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://openrouter.ai/api/v1")
+        return value.rstrip("/")
+
+
+class Providers(Section):
+    openrouter: OpenRouterProvider = Field(default_factory=OpenRouterProvider)
+
+
+class Models(Section):
+    providers: Providers = Field(default_factory=Providers)
+
+
+class ModelChoice(Section):
+    primary: str = "openrouter/auto"
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class ModelEntry(Section):
+    alias: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MediaModel(Section):
+    primary: str
+    timeout_ms: int = Field(180_000, gt=0)
+
+
+class AgentDefaults(Section):
+    model: ModelChoice = Field(default_factory=ModelChoice)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    image_generation_model: MediaModel = Field(
+        default_factory=lambda: MediaModel(primary="openrouter/google/gemini-3.1-flash-image-preview")
+    )
+    video_generation_model: MediaModel = Field(
+        default_factory=lambda: MediaModel(primary="openrouter/google/veo-3.1-fast", timeout_ms=600_000)
+    )
+    music_generation_model: MediaModel = Field(
+        default_factory=lambda: MediaModel(primary="openrouter/google/lyria-3-pro-preview")
+    )
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    thinking_default: Thinking = "off"
+    context_tokens: int = Field(128_000, gt=0)
+    max_tool_iterations: int = Field(8, ge=1, le=50)
+
+
+class Agents(Section):
+    defaults: AgentDefaults = Field(default_factory=AgentDefaults)
+
+
+class TtsOpenRouter(Section):
+    model: str = "hexgrad/kokoro-82m"
+    speaker_voice: str = "af_alloy"
+    response_format: Literal["mp3", "pcm"] = "mp3"
+    api_key: SecretStr | None = None
+
+
+class TtsProviders(Section):
+    openrouter: TtsOpenRouter = Field(default_factory=TtsOpenRouter)
+
+
+class Tts(Section):
+    auto: Literal["off", "always", "inbound", "tagged"] = "off"
+    provider: Literal["openrouter"] = "openrouter"
+    providers: TtsProviders = Field(default_factory=TtsProviders)
+    max_text_length: int = Field(1500, gt=0)
+    summary_model: str | None = None
+    text_delivery: Literal["normal", "caption", "suppress"] = "normal"
+    timeout_ms: int = Field(30_000, gt=0)
+
+
+class GroupChat(Section):
+    history_limit: int = Field(50, ge=0)
+
+
+class InboundSettings(Section):
+    debounce_ms: int = Field(0, ge=0)
+
+
+class Queue(Section):
+    mode: Literal["followup", "collect"] = "followup"
+
+
+class Messages(Section):
+    tts: Tts = Field(default_factory=Tts)
+    group_chat: GroupChat = Field(default_factory=GroupChat)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
+    queue: Queue = Field(default_factory=Queue)
+
+
+class SttModel(Section):
+    provider: Literal["openrouter"] = "openrouter"
+    model: str
+
+
+class AudioTools(Section):
+    enabled: bool = True
+    models: list[SttModel] = Field(default_factory=lambda: [SttModel(model="openai/whisper-large-v3-turbo")])
+    language: str | None = None
+    max_bytes: int = Field(20_000_000, gt=0)
+    max_duration_seconds: int = Field(600, gt=0)
+
+
+class MediaTools(Section):
+    audio: AudioTools = Field(default_factory=AudioTools)
+
+
+class Tools(Section):
+    media: MediaTools = Field(default_factory=MediaTools)
+
+
+class ChannelBase(Section):
+    enabled: bool = True
+    dm_policy: DmPolicy = "pairing"
+    allow_from: list[str | int] = Field(default_factory=list)
+    group_policy: GroupPolicy = "allowlist"
+    group_allow_from: list[str | int] = Field(default_factory=list)
+    require_mention: bool = True
+
+
+class TelegramChannel(ChannelBase):
+    bot_token: SecretStr | None = None
+    api_root: str | None = None
+
+
+class DiscordChannel(ChannelBase):
+    token: SecretStr | None = None
+    api_base: str | None = None
+
+
+class Channels(Section):
+    telegram: TelegramChannel = Field(default_factory=TelegramChannel)
+    discord: DiscordChannel = Field(default_factory=DiscordChannel)
+
+
+class ChorusConfig(Section):
+    """The whole config file."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    models: Models = Field(default_factory=Models)
+    agents: Agents = Field(default_factory=Agents)
+    messages: Messages = Field(default_factory=Messages)
+    tools: Tools = Field(default_factory=Tools)
+    channels: Channels = Field(default_factory=Channels)
+
+
+# Dicts whose keys are the user's own (env vars, model refs, routing fields): never checked as unknown keys.
+_FREE_FORM = {"env", "agents.defaults.models", "models.providers.openrouter.params"}
+_SECRET_KEYS = {"apiKey", "botToken", "token"}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: ChorusConfig
+    path: Path
+    raw: dict[str, Any]
+    warnings: list[str]
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``CHORUS_HOME``, else ``~/.chorus``."""
+    return Path(env.get("CHORUS_HOME") or Path(env.get("HOME") or Path.home()) / ".chorus").expanduser()
+
+
+def config_path(cli_path: str | None = None, env: Mapping[str, str] = os.environ) -> Path:
+    """``--config``, else ``CHORUS_CONFIG``, else ``<state dir>/chorus.json5``."""
+    chosen = cli_path or env.get("CHORUS_CONFIG")
+    return Path(chosen).expanduser() if chosen else state_dir(env) / "chorus.json5"
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """The file as written (``${VAR}`` unresolved); a missing file is an empty config."""
+    if not path.exists():
+        return {}
+    try:
+        raw = json5.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON5: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold one object {{...}}, found {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: Path, *, env: Mapping[str, str] = os.environ) -> LoadedConfig:
+    """Read, resolve and validate the config at ``path``."""
+    raw = read_raw(path)
+    config, warnings = parse_config(raw, env=env)
+    return LoadedConfig(config, path, raw, warnings)
+
+
+def parse_config(raw: dict[str, Any], *, env: Mapping[str, str] = os.environ) -> tuple[ChorusConfig, list[str]]:
+    """Validate a raw config; returns the config and warnings, or raises ``ConfigError`` listing every problem."""
+    problems: list[str] = []
+    unknown: list[str] = []
+    _check_keys(raw, ChorusConfig, "", problems, unknown)
+    own_env = raw.get("env") if isinstance(raw.get("env"), dict) else {}
+    resolved = _resolve(raw, {**env, **{k: str(v) for k, v in own_env.items()}}, "", problems)
+    config = None
+    try:
+        config = ChorusConfig.model_validate(resolved)
+    except ValidationError as exc:
+        by_path: dict[str, list[str]] = {}
+        for err in exc.errors():  # a union (str | int) fails once per member: one line per key
+            path, text = _describe(err)
+            by_path.setdefault(path, []).append(text)
+        problems += [f"{path}: {' / '.join(dict.fromkeys(texts))}" for path, texts in by_path.items()]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    warnings = [f"keys Chorus does not use (ignored): {', '.join(unknown)}"] if unknown else []
+    assert config is not None
+    return config, warnings
+
+
+def update_config(path: Path, mutate: Callable[[dict[str, Any]], None], *, env: Mapping[str, str] = os.environ) -> LoadedConfig:
+    """Change the file through ``mutate`` on its raw form, refuse an invalid result, keep ``.bak``.
+
+    The file is rewritten as plain JSON5, so comments in it are lost (the ``.bak`` keeps them).
+    """
+    raw = read_raw(path)
+    mutate(raw)
+    config, warnings = parse_config(raw, env=env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        backup = path.with_name(path.name + ".bak")
+        backup.write_bytes(path.read_bytes())
+        os.chmod(backup, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json5.dumps(raw, indent=2, quote_keys=False) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return LoadedConfig(config, path, raw, warnings)
+
+
+def set_in(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating the dicts on the way."""
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def load_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a ``.env`` file (``export`` prefix, quotes and comments allowed)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key.strip()] = value
+    return values
+
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _resolve(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    """``${VAR}`` references replaced from the environment (``$${X}`` stays a literal ``${X}``)."""
+    if isinstance(node, dict):
+        return {k: _resolve(v, env, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        if m[1] not in env:
+            problems.append(f"{path}: refers to ${{{m[1]}}}, which is not set in the environment or the config's env block")
+            return ""
+        return env[m[1]]
+
+    return _VAR.sub(sub, node)
+
+
+def _check_keys(node: Any, model: type[BaseModel], path: str, problems: list[str], unknown: list[str]) -> None:
+    """Walk the raw config beside the models: typos are problems, other unknown keys are collected."""
+    if not isinstance(node, dict):
+        return  # a wrong type is reported by validation
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    known = set(fields) | set(model.model_fields)
+    for key, value in node.items():
+        here = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            guess = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.75) or [
+                k for k in fields if k.lower() == str(key).lower()
+            ]
+            if guess:
+                problems.append(f"{here}: unknown key; did you mean '{guess[0]}'?")
+            else:
+                unknown.append(here)
+            continue
+        if here in _FREE_FORM:
+            continue
+        sub = _submodel(fields.get(key) or model.model_fields[key])
+        if sub is not None:
+            _check_keys(value, sub, here, problems, unknown)
+
+
+def _submodel(field: Any) -> type[BaseModel] | None:
+    annotation = field.annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    """One validation error as (key path, ``found X; allowed: Y``), with secrets masked."""
+    loc = [str(p) for p in err["loc"] if str(p) not in ("str", "int") and not str(p).startswith(("literal[", "function-"))]
+    path = ".".join(_camel(p) for p in loc) or "(top level)"
+    value = err.get("input")
+    secret = any(p in _SECRET_KEYS for p in path.split("."))
+    found = "a value (hidden: it is a secret)" if secret else f"{value!r} ({_type_name(value)})"
+    if err["type"] == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return path, f"found {found}; allowed: {allowed}"
+    if err["type"] == "missing":
+        return path, "required, but missing"
+    message = err["msg"].removeprefix("Value error, ")
+    return path, f"found {found}; {message[0].lower() + message[1:]}"
+
+
+def _camel(part: str) -> str:
+    return part if part.isdigit() or "_" not in part else to_camel(part)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
