@@ -1,17 +1,41 @@
 """Chat-completions request shaping: one function of (model, settings, conversation) → (path, headers, body).
 
-PLACEHOLDER: the full rule-by-rule builder replaces this (issue 3).
+``build_chat_request`` applies a short list of named steps, each one rule of the
+contract (``openrouter-contract.md``, "Request shaping"), so each can be checked
+against it on its own:
+
+| rule                                   | step                    | test (tests/test_request_shaping.py)          |
+| -------------------------------------- | ----------------------- | --------------------------------------------- |
+| model ref → upstream slug              | ``_base``               | test_model_refs_become_upstream_slugs         |
+| usage accounting, stream, tools        | ``_base``               | test_base_body_has_usage_stream_and_tools     |
+| attribution headers, real URL only     | ``_attribution``        | test_attribution_headers_only_on_openrouter_ai |
+| response cache headers, real URL only  | ``_response_cache``     | test_response_cache_headers_and_aliases       |
+| provider routing default + override    | ``_routing``            | test_provider_routing_default_and_override    |
+| extraBody merged as is                 | ``_extra_body``         | test_extra_body_is_merged                     |
+| Fusion: system note, no forced tools   | ``_fusion``             | test_fusion_note_and_no_forced_tool_choice    |
+| thinking → reasoning.effort            | ``_reasoning``          | test_thinking_levels_map_to_reasoning         |
+| DeepSeek V4 replay + reasoning_effort  | ``_deepseek``           | test_deepseek_v4_replay_and_effort            |
+| Anthropic cache_control, prefill drop  | ``_anthropic``          | test_anthropic_cache_markers_and_prefill_drop |
+| Gemini reasoning_details kept          | ``_gemini``             | test_gemini_reasoning_details_are_replayed    |
+| OpenAI-only fields never forwarded     | ``_strip_openai_only``  | test_openai_only_fields_are_never_sent        |
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .refs import ModelRef
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+PROJECT_URL = "https://github.com/chorus-bot/chorus"
+TITLE = "Chorus"
+CATEGORIES = ("chat", "personal-agent")
+EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+DEEPSEEK_V4 = ("deepseek/deepseek-v4-flash", "deepseek/deepseek-v4-pro")
+OPENAI_ONLY = ("service_tier", "store", "prompt_cache_key", "reasoning_summary", "previous_response_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +45,14 @@ class ProviderSettings:
     base_url: str = DEFAULT_BASE_URL
     provider_params: Mapping[str, Any] = field(default_factory=dict)  # models.providers.openrouter.params.provider
     model_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # agents.defaults.models.<ref>.params
+
+    @property
+    def is_openrouter(self) -> bool:
+        """Only the real OpenRouter gets attribution and cache headers, never a custom proxy."""
+        return self.base_url.rstrip("/") == DEFAULT_BASE_URL
+
+    def params_for(self, ref: ModelRef) -> Mapping[str, Any]:
+        return self.model_params.get(str(ref)) or {}
 
 
 @dataclass(slots=True)
@@ -43,12 +75,139 @@ class PreparedRequest:
     body: dict[str, Any]
 
 
+Step = Callable[[PreparedRequest, ChatSpec, ProviderSettings], None]
+
+
 def build_chat_request(spec: ChatSpec, settings: ProviderSettings) -> PreparedRequest:
-    """Build the request for ``spec``."""
-    body: dict[str, Any] = {"model": spec.ref.slug, "messages": spec.messages, **spec.extra}
-    if spec.tools:
-        body["tools"] = spec.tools
+    """The request for ``spec``; the caller's messages are never modified."""
+    req = PreparedRequest("/chat/completions", {}, {})
+    for step in STEPS:
+        step(req, spec, settings)
+    return req
+
+
+def _param(params: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return params[camel] if camel in params else params.get(snake)
+
+
+def _base(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    req.body.update(model=spec.ref.slug, messages=copy.deepcopy(spec.messages), usage={"include": True})
+    req.body.update(copy.deepcopy(spec.extra))
     if spec.stream:
-        body["stream"] = True
-    body["usage"] = {"include": True}
-    return PreparedRequest("/chat/completions", {}, body)
+        req.body["stream"] = True
+    if spec.tools:
+        req.body["tools"] = spec.tools
+
+
+def _attribution(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    if settings.is_openrouter:
+        # X-Title is the name OpenRouter's dashboard reads today; X-OpenRouter-Title is the contract's.
+        req.headers.update({
+            "HTTP-Referer": PROJECT_URL, "X-OpenRouter-Title": TITLE, "X-Title": TITLE,
+            "X-OpenRouter-Categories": ",".join(CATEGORIES),
+        })
+
+
+def _response_cache(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    if not settings.is_openrouter:
+        return
+    params = settings.params_for(spec.ref)
+    if _param(params, "responseCache", "response_cache"):
+        req.headers["X-OpenRouter-Cache"] = "true"
+        ttl = _param(params, "responseCacheTtlSeconds", "response_cache_ttl_seconds")
+        if ttl:
+            req.headers["X-OpenRouter-Cache-TTL"] = str(int(ttl))
+        if _param(params, "responseCacheClear", "response_cache_clear"):
+            req.headers["X-OpenRouter-Cache-Clear"] = "true"
+
+
+def _routing(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    # A model's own provider object replaces the default whole: routing fields interact
+    # (order vs sort, only vs ignore), so mixing two objects could route where neither meant.
+    provider = settings.params_for(spec.ref).get("provider") or settings.provider_params
+    if provider:
+        req.body["provider"] = copy.deepcopy(dict(provider))
+
+
+def _extra_body(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    extra = _param(settings.params_for(spec.ref), "extraBody", "extra_body")
+    if isinstance(extra, Mapping):
+        req.body.update(copy.deepcopy(dict(extra)))
+
+
+def fusion_note(params: Mapping[str, Any]) -> str | None:
+    """The system-prompt note naming a Fusion panel's analysis models and judge, when one is configured."""
+    extra = _param(params, "extraBody", "extra_body") or {}
+    for plugin in extra.get("plugins") or []:
+        if isinstance(plugin, Mapping) and plugin.get("id") == "fusion":
+            panel = ", ".join(plugin.get("analysis_models") or []) or "OpenRouter's default panel"
+            judge = plugin.get("model") or "OpenRouter's default judge"
+            return f"You answer through OpenRouter Fusion: the analysis models {panel} draft answers and {judge} judges them into one."
+    return None
+
+
+def _fusion(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    note = fusion_note(settings.params_for(spec.ref))
+    if note is None:
+        return
+    if req.body.get("tool_choice") == "required":
+        del req.body["tool_choice"]  # Fusion's panel cannot be forced into a tool call
+    messages = req.body["messages"]
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        messages[0]["content"] = f"{messages[0]['content']}\n\n{note}"
+    else:
+        messages.insert(0, {"role": "system", "content": note})
+
+
+def _reasoning_on(spec: ChatSpec) -> bool:
+    return spec.thinking in EFFORTS and not spec.ref.is_auto and spec.supports_reasoning is not False
+
+
+def _reasoning(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    # "off" sends nothing: the model's own default applies, which for most is no reasoning.
+    if _reasoning_on(spec) and spec.ref.slug not in DEEPSEEK_V4:
+        req.body["reasoning"] = {"effort": spec.thinking}
+
+
+def _deepseek(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    if spec.ref.slug not in DEEPSEEK_V4:
+        return
+    for message in req.body["messages"]:
+        if message.get("role") == "assistant" and "reasoning_content" not in message:
+            message["reasoning_content"] = ""  # thinking + tools replays must keep DeepSeek's shape
+    effort = req.body.pop("reasoning_effort", None) or (spec.thinking if _reasoning_on(spec) else None)
+    if effort:
+        req.body["reasoning_effort"] = "xhigh" if effort == "max" else effort
+
+
+def _anthropic(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    if not spec.ref.slug.startswith("anthropic/"):
+        return
+    for message in req.body["messages"]:
+        if message.get("role") in ("system", "developer") and isinstance(message.get("content"), str):
+            message["content"] = [{"type": "text", "text": message["content"], "cache_control": {"type": "ephemeral"}}]
+    messages = req.body["messages"]
+    if _reasoning_on(spec) and messages and messages[-1].get("role") == "assistant" and not messages[-1].get("tool_calls"):
+        messages.pop()  # Anthropic refuses a prefill while thinking: end on the user's turn
+
+
+_GEMINI_REPLAY_KEYS = {"role", "content", "tool_calls", "reasoning", "reasoning_details", "name"}
+
+
+def _gemini(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    if not spec.ref.slug.startswith("google/"):
+        return
+    for i, message in enumerate(req.body["messages"]):
+        if message.get("role") == "assistant":
+            req.body["messages"][i] = {k: v for k, v in message.items() if k in _GEMINI_REPLAY_KEYS}
+
+
+def _strip_openai_only(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    for key in OPENAI_ONLY:
+        req.body.pop(key, None)
+
+
+STEPS: tuple[Step, ...] = (
+    _base, _attribution, _response_cache, _routing, _extra_body, _fusion,
+    _reasoning, _deepseek, _anthropic, _gemini, _strip_openai_only,
+)
