@@ -1,0 +1,190 @@
+"""The agent loop: one turn of a conversation, from an ``Inbound`` to a ``Reply``, with tools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
+from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.refs import ModelRef
+from providers.openrouter.request import ChatSpec
+
+from .catalog import Catalog
+from .config import ChorusConfig
+from .context import fit_context
+from .store import StoredMessage, Store
+from .tools import ToolContext, ToolRegistry
+
+log = logging.getLogger("chorus.agent")
+STOP = "stop"  # the cancel message of /stop, told apart from a shutdown
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """What a turn produced, for callers that need more than the sent reply (CLI, tests, benchmarks)."""
+
+    reply: Reply
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    error: OpenRouterError | None = None
+
+
+class Agent:
+    """Runs turns: one at a time per session, many sessions at once."""
+
+    def __init__(
+        self,
+        config: ChorusConfig,
+        store: Store,
+        llm: OpenRouterClient,
+        tools: ToolRegistry | None = None,
+        *,
+        catalog: Catalog | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.llm = llm
+        self.tools = tools or ToolRegistry()
+        self.catalog = catalog
+        self.now = now
+
+    async def context_window(self, ref: ModelRef) -> int:
+        """The model's context length from the catalog, else ``agents.defaults.contextTokens``."""
+        info = await self.catalog.lookup(ref) if self.catalog else None
+        return (info.context_length if info and info.context_length else None) or self.config.agents.defaults.context_tokens
+
+    async def model_for(self, chat: ChatRef) -> ModelRef:
+        """The chat's own model, else the configured default."""
+        settings = await self.store.chat_settings(chat)
+        return ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
+
+    def system_prompt(self, chat: ChatRef) -> str:
+        """The configured prompt plus what the model cannot know by itself: the date and where it is talking."""
+        where = "a group chat (several people; each user message starts with the sender's name)" if chat.kind == "group" else "a direct chat"
+        return (
+            f"{self.config.agents.defaults.system_prompt.strip()}\n\n"
+            f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
+        )
+
+    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> TurnOutcome:
+        """Load history, call the model (running tools it asks for), stream the answer, store the turn.
+
+        ``group_context`` holds the group messages since the bot last answered (sender, text).
+        """
+        chat = inbound.chat
+        session_id = await self.store.active_session(chat)
+        history = await self.store.history(session_id)
+        settings = await self.store.chat_settings(chat)
+        ref = ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
+        info = await self.catalog.lookup(ref) if self.catalog else None
+        user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+        pending: list[StoredMessage] = [user]
+        messages, dropped = fit_context(
+            [{"role": "system", "content": self.system_prompt(chat)}],
+            [m.to_api() for m in history], [user.to_api()], await self.context_window(ref),
+        )
+        if dropped:
+            log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
+        ctx = ToolContext(chat=chat, session_id=session_id, inbound=inbound)
+        stream = channel.open_stream(chat)
+        shown: list[str] = []
+        media: list[Media] = []
+        total = Usage(cost=0.0)
+        log.info("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
+        try:
+            for _ in range(self.config.agents.defaults.max_tool_iterations):
+                result = await self._complete(ChatSpec(
+                    ref=ref, messages=messages, tools=self.tools.definitions() or None,
+                    thinking=settings.thinking or self.config.agents.defaults.thinking_default,
+                    supports_reasoning=info.supports_reasoning if info else None,
+                ), stream, shown)
+                _add_usage(total, result.usage)
+                answer = StoredMessage(
+                    "assistant", result.text or None, tool_calls=[c.to_api() for c in result.tool_calls] or None,
+                    model=result.model, prompt_tokens=result.usage.prompt_tokens,
+                    completion_tokens=result.usage.completion_tokens, cost=result.usage.cost,
+                )
+                pending.append(answer)
+                messages.append(answer.to_api())
+                if not result.tool_calls:
+                    break
+                outputs = await asyncio.gather(*(self.tools.call(c.name, c.arguments, ctx) for c in result.tool_calls))
+                for call, out in zip(result.tool_calls, outputs):
+                    media += out.media
+                    done = StoredMessage("tool", out.content, tool_call_id=call.id)
+                    pending.append(done)
+                    messages.append(done.to_api())
+            else:
+                limit = self.config.agents.defaults.max_tool_iterations
+                note = f"\n\n(I stopped after {limit} rounds of tool use without a final answer; ask me to continue if needed.)"
+                await stream.delta(note)
+                shown.append(note)
+        except asyncio.CancelledError as exc:
+            if exc.args != (STOP,):
+                raise  # shutdown: the inbox still holds the message, it is answered after the restart
+            await self.store.append(session_id, _complete_prefix(pending))
+            reply = Reply(text="".join(shown) + "\n\n⏹ Stopped.", media=media, reply_to=inbound.message_id)
+            await stream.close(reply)
+            return TurnOutcome(reply, total, str(ref))
+        except OpenRouterError as exc:
+            log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
+            # Keep what the user said (and any finished tool rounds): nothing is lost, the next turn sees it.
+            await self.store.append(session_id, _complete_prefix(pending))
+            text = "".join(shown)
+            reply = Reply(text=(text + "\n\n" if text else "") + f"⚠️ {exc}", media=media, reply_to=inbound.message_id)
+            await stream.close(reply)
+            return TurnOutcome(reply, total, str(ref), exc)
+        await self.store.append(session_id, pending)
+        reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
+        await stream.close(reply)
+        log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
+        return TurnOutcome(reply, total, str(ref))
+
+    async def _complete(self, spec: ChatSpec, stream: Any, shown: list[str]) -> ChatResult:
+        """One streamed model call, its text passed to the channel as it comes."""
+        if shown and shown[-1] and not shown[-1].endswith("\n"):
+            shown.append("\n\n")
+            await stream.delta("\n\n")
+        result: ChatResult | None = None
+        async for event in self.llm.stream(spec):
+            if isinstance(event, TextDelta):
+                shown.append(event.text)
+                await stream.delta(event.text)
+            elif isinstance(event, Done):
+                result = event.result
+        assert result is not None
+        return result
+
+
+def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = ()) -> str:
+    """The user's words as the model sees them; in groups, prefixed by who said them and preceded
+    by what the group said since the bot last answered."""
+    if inbound.chat.kind != "group":
+        return inbound.text
+    text = f"[{inbound.sender_name}]: {inbound.text}"
+    if group_context:
+        since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
+        text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
+    return text
+
+
+def _add_usage(total: Usage, usage: Usage) -> None:
+    total.prompt_tokens += usage.prompt_tokens
+    total.completion_tokens += usage.completion_tokens
+    total.total_tokens += usage.total_tokens
+    total.cost = (total.cost or 0.0) + (usage.cost or 0.0)
+
+
+def _complete_prefix(pending: list[StoredMessage]) -> list[StoredMessage]:
+    """The turn up to its last finished tool round: never an assistant tool call without its results."""
+    keep = list(pending)
+    while len(keep) > 1 and keep[-1].role == "assistant" and keep[-1].tool_calls:
+        keep.pop()
+    return keep

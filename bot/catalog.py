@@ -1,0 +1,103 @@
+"""The OpenRouter model catalog, cached on disk for a day: model lookup, reasoning support, context length."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from providers.openrouter.client import OpenRouterClient
+from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.refs import ModelRef
+
+log = logging.getLogger("chorus.catalog")
+MAX_AGE = 24 * 3600
+CATALOG_FILE = "models-cache.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What Chorus needs to know of one catalog entry."""
+
+    id: str
+    name: str
+    context_length: int | None
+    output_modalities: tuple[str, ...]
+    supported_parameters: tuple[str, ...]
+    prompt_price: str | None
+    completion_price: str | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> ModelInfo:
+        arch = raw.get("architecture") or {}
+        pricing = raw.get("pricing") or {}
+        return cls(
+            id=raw["id"], name=raw.get("name") or raw["id"], context_length=raw.get("context_length"),
+            output_modalities=tuple(arch.get("output_modalities") or ("text",)),
+            supported_parameters=tuple(raw.get("supported_parameters") or ()),
+            prompt_price=pricing.get("prompt"), completion_price=pricing.get("completion"),
+        )
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return "reasoning" in self.supported_parameters
+
+
+class Catalog:
+    """``GET /models?output_modalities=all``, kept in ``models-cache.json`` for a day."""
+
+    def __init__(self, llm: OpenRouterClient, cache_path: Path, *, max_age: float = MAX_AGE) -> None:
+        self.llm = llm
+        self.cache_path = cache_path
+        self.max_age = max_age
+        self._models: dict[str, ModelInfo] | None = None
+
+    async def models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Every model by id: from memory, else a fresh disk cache, else the API."""
+        if self._models is not None and not refresh:
+            return self._models
+        raw = None if refresh else self._read_cache()
+        if raw is None:
+            raw = await self.llm.models("all")
+            self._write_cache(raw)
+        self._models = {m["id"]: ModelInfo.parse(m) for m in raw if isinstance(m, dict) and m.get("id")}
+        return self._models
+
+    async def lookup(self, ref: ModelRef) -> ModelInfo | None:
+        """The entry for ``ref``, or ``None`` when unknown or the catalog cannot be had (never fails a turn)."""
+        try:
+            return (await self.models()).get(ref.slug)
+        except OpenRouterError as exc:
+            log.warning("model catalog unavailable: %s", exc)
+            return None
+
+    async def available(self) -> bool:
+        """Whether the catalog can be had at all (so an outage never blocks a /model change)."""
+        try:
+            await self.models()
+        except OpenRouterError:
+            return False
+        return True
+
+    def _read_cache(self) -> list[dict[str, Any]] | None:
+        try:
+            if time.time() - self.cache_path.stat().st_mtime > self.max_age:
+                return None
+            return json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _write_cache(self, raw: list[dict[str, Any]]) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"data": raw}), encoding="utf-8")
+        os.replace(tmp, self.cache_path)
+
+
+def matches_modality(info: ModelInfo, modality: str | None) -> bool:
+    """Whether ``info`` produces ``modality`` (``transcription`` and ``speech`` are OpenRouter's own kinds)."""
+    return modality is None or modality in info.output_modalities

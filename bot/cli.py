@@ -1,0 +1,303 @@
+"""The ``chorus`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.refs import ModelRef, ModelRefError
+from providers.openrouter.request import ChatSpec
+
+from . import doctor
+from .auth import save_key
+from .catalog import CATALOG_FILE, Catalog, matches_modality
+from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
+from .redact import redact, setup_logging
+from .runtime import Env, Runtime, make_client
+from .migrate import MigrationError
+
+DEFAULT_MODEL = "openrouter/auto"
+
+
+class UsageError(Exception):
+    """A problem the user fixes by running a different command; printed without a traceback."""
+
+
+class Cli:
+    """The state every subcommand shares: parsed arguments, environment, and the config, loaded once."""
+
+    def __init__(self, args: argparse.Namespace, env: Env) -> None:
+        self.args = args
+        self.env = env
+        self.path = config_path(args.config, env.vars)
+        self._loaded: LoadedConfig | None = None
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        if self._loaded is None:
+            self._loaded = load_config(self.path, env={**self.env.dotenv, **self.env.vars})
+            for warning in self._loaded.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        return self._loaded
+
+    def update(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedConfig:
+        self._loaded = update_config(self.path, mutate, env={**self.env.dotenv, **self.env.vars})
+        return self._loaded
+
+    def credential_or_fail(self):  # type: ignore[no-untyped-def]
+        cred = self.env.credential(self.loaded.config)
+        if cred is None:
+            raise UsageError(
+                "No OpenRouter key is configured. Run `chorus onboard` (or set OPENROUTER_API_KEY, "
+                "or models.providers.openrouter.apiKey in the config)."
+            )
+        return cred
+
+
+# ---- onboarding -------------------------------------------------------------------------------
+
+
+def onboard(cli: Cli) -> int:
+    """Store an OpenRouter key in the auth profile and make sure the config names a default model."""
+    given_key = getattr(cli.args, "openrouter_api_key", None)
+    choice = getattr(cli.args, "auth_choice", None) or ("openrouter-api-key" if given_key else None)
+    if choice is None:
+        if not _interactive():
+            raise UsageError("onboard needs --auth-choice openrouter-api-key|openrouter-oauth when not run in a terminal")
+        answer = input("Sign in with OpenRouter in the browser (o) or paste an API key (k)? [k] ").strip().lower()
+        choice = "openrouter-oauth" if answer.startswith("o") else "openrouter-api-key"
+    if choice == "openrouter-oauth":
+        (key, user_id), method = asyncio.run(_oauth(cli)), "oauth"
+    else:
+        key, user_id, method = _ask_key(given_key), None, "api-key"
+    path = save_key(cli.env.state, key, method=method, user_id=user_id)
+    print(f"Saved the OpenRouter key in profile openrouter:default ({path}, mode 0600).")
+    loaded = cli.update(_default_model)
+    print(f"Config: {loaded.path} (default model {loaded.config.agents.defaults.model.primary}).")
+    print("Next: `make run` (or `chorus run`) to chat in the terminal.")
+    return 0
+
+
+def _default_model(raw: dict[str, Any]) -> None:
+    primary = raw.get("agents", {}).get("defaults", {}).get("model", {}).get("primary")
+    if not primary:
+        set_in(raw, "agents.defaults.model.primary", DEFAULT_MODEL)
+
+
+def _ask_key(given: str | None) -> str:
+    key = (given or "").strip()
+    if not key:
+        if not _interactive():
+            raise UsageError("no key given: pass --openrouter-api-key KEY, or run onboarding in a terminal")
+        key = getpass.getpass("OpenRouter API key (input hidden; from https://openrouter.ai/settings/keys): ").strip()
+    if not key:
+        raise UsageError("no key entered; nothing was changed")
+    if any(c.isspace() for c in key):
+        raise UsageError("that key contains spaces; paste it exactly as OpenRouter shows it")
+    return key
+
+
+async def _oauth(cli: Cli) -> tuple[str, str | None]:
+    import webbrowser
+
+    from providers.openrouter import oauth
+
+    async def read_line(prompt: str) -> str:
+        return await asyncio.to_thread(input, prompt)
+
+    result = await oauth.login(
+        base_url=cli.loaded.config.models.providers.openrouter.base_url,
+        open_browser=webbrowser.open,
+        read_line=read_line,
+        say=print,
+        headless=getattr(cli.args, "headless", False) or oauth.is_headless(),
+    )
+    return result.key, result.user_id
+
+
+def auth_login(cli: Cli) -> int:
+    """``models auth login``: replace the stored key without re-running onboarding."""
+    cli.args.auth_choice = "openrouter-oauth" if cli.args.method == "oauth" else "openrouter-api-key"
+    return onboard(cli)
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+async def models_set(cli: Cli) -> int:
+    ref = ModelRef.parse(cli.args.ref)
+    loaded = cli.update(lambda raw: set_in(raw, "agents.defaults.model.primary", str(ref)))
+    print(f"Default model set to {loaded.config.agents.defaults.model.primary} in {loaded.path}.")
+    async with make_client(loaded.config, cli.env.credential(loaded.config)) as llm:
+        catalog = Catalog(llm, cli.env.state / CATALOG_FILE)
+        try:
+            known = ref.slug in await catalog.models()
+        except OpenRouterError as exc:
+            print(f"warning: could not check the model catalog ({exc})", file=sys.stderr)
+            return 0
+    if not known:
+        print(f"warning: {ref.slug} is not in OpenRouter's model catalog; check the spelling with `chorus models list`",
+              file=sys.stderr)
+    return 0
+
+
+async def models_list(cli: Cli) -> int:
+    """The catalog, optionally only the models that produce one modality."""
+    config = cli.loaded.config
+    async with make_client(config, cli.env.credential(config)) as llm:
+        models = await Catalog(llm, cli.env.state / CATALOG_FILE).models(refresh=cli.args.refresh)
+    shown = [m for m in sorted(models.values(), key=lambda m: m.id) if matches_modality(m, cli.args.modality)]
+    for m in shown:
+        context = f"{m.context_length:>9,}" if m.context_length else "        -"
+        print(f"{ModelRef.from_slug(m.id)!s:<55} {context}  {','.join(m.output_modalities)}")
+    print(f"{len(shown)} models" + (f" with {cli.args.modality} output" if cli.args.modality else ""), file=sys.stderr)
+    return 0
+
+
+def models_status(cli: Cli) -> int:
+    config = cli.loaded.config
+    cred = cli.env.credential(config)
+    print(f"Config:        {cli.path}{'' if cli.path.exists() else ' (not created yet; defaults in use)'}")
+    print(f"Default model: {config.agents.defaults.model.primary}")
+    print(f"Credential:    {cred.source if cred else 'none — run `chorus onboard`'}")
+    print(f"Base URL:      {config.models.providers.openrouter.base_url}")
+    return 0
+
+
+async def infer_run(cli: Cli) -> int:
+    """One model call, printed as text or as one JSON object."""
+    config = cli.loaded.config
+    ref = ModelRef.parse(cli.args.model or config.agents.defaults.model.primary)
+    async with make_client(config, cli.credential_or_fail()) as llm:
+        started = time.monotonic()
+        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}]))
+    if cli.args.json:
+        print(json.dumps({
+            "model": result.model, "ref": str(ref), "text": result.text,
+            "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
+                      "total_tokens": result.usage.total_tokens, "cost": result.usage.cost},
+            "finish_reason": result.finish_reason, "latency_ms": round((time.monotonic() - started) * 1000),
+        }, ensure_ascii=False))
+    else:
+        print(result.text)
+    return 0
+
+
+# ---- config, doctor, run ----------------------------------------------------------------------
+
+
+def config_validate(cli: Cli) -> int:
+    loaded = cli.loaded
+    where = loaded.path if loaded.path.exists() else f"{loaded.path} (missing: all defaults)"
+    print(f"Config is valid: {where}")
+    return 0
+
+
+async def run_doctor(cli: Cli) -> int:
+    checks = await doctor.run_checks(cli.path, cli.env)
+    for check in checks:
+        print(f"{'ok ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+async def run_service(cli: Cli) -> int:
+    """Start the service: the configured channels, or the console."""
+    loaded = cli.loaded
+    cred = cli.env.credential(loaded.config)
+    if cred is None and _interactive():
+        print("No OpenRouter key yet: let's set one up.")
+        await asyncio.to_thread(onboard, cli)
+        loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
+    if cred is None:
+        cli.credential_or_fail()
+    runtime = await Runtime.open(loaded, cli.env, cred)
+    try:
+        await runtime.serve(runtime.channels())
+    finally:
+        await runtime.close()
+    return 0
+
+
+# ---- plumbing ---------------------------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chorus", description="Chorus: chat with OpenRouter models in Telegram, Discord and the terminal.")
+    p.add_argument("--config", help="config file (default: $CHORUS_CONFIG or ~/.chorus/chorus.json5)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    o = sub.add_parser("onboard", help="store an OpenRouter key and write a starter config")
+    o.add_argument("--auth-choice", choices=["openrouter-api-key", "openrouter-oauth"])
+    o.add_argument("--openrouter-api-key", metavar="KEY", help="the key, for scripts (else asked for)")
+    o.add_argument("--headless", action="store_true", help="OAuth: print the URL and paste the redirect back")
+    o.set_defaults(func=onboard)
+
+    m = sub.add_parser("models", help="default model and credentials").add_subparsers(dest="models_cmd", required=True)
+    ms = m.add_parser("set", help="set agents.defaults.model.primary")
+    ms.add_argument("ref", help="openrouter/<provider>/<model>")
+    ms.set_defaults(func=models_set)
+    m.add_parser("status", help="default model, credential source, base URL").set_defaults(func=models_status)
+    ml = m.add_parser("list", help="OpenRouter's model catalog (cached for a day)")
+    ml.add_argument("--modality", choices=["text", "image", "audio", "video", "speech", "transcription"])
+    ml.add_argument("--refresh", action="store_true", help="fetch the catalog again now")
+    ml.set_defaults(func=models_list)
+    auth = m.add_parser("auth", help="credentials").add_subparsers(dest="auth_cmd", required=True)
+    login = auth.add_parser("login", help="replace the stored key")
+    login.add_argument("--provider", choices=["openrouter"], default="openrouter")
+    login.add_argument("--method", choices=["oauth", "api-key"], default="api-key")
+    login.add_argument("--openrouter-api-key", metavar="KEY")
+    login.add_argument("--headless", action="store_true")
+    login.set_defaults(func=auth_login, auth_choice=None)
+
+    i = sub.add_parser("infer", help="one-off model calls").add_subparsers(dest="infer_cmd", required=True)
+    im = i.add_parser("model", help="model calls").add_subparsers(dest="infer_model_cmd", required=True)
+    run = im.add_parser("run", help="one chat completion")
+    run.add_argument("--local", action="store_true", help="call OpenRouter from this process (the only mode)")
+    run.add_argument("--model", help="model ref (default: the configured default)")
+    run.add_argument("--prompt", required=True)
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.set_defaults(func=infer_run)
+
+    c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True)
+    c.add_parser("validate", help="check the config and exit").set_defaults(func=config_validate)
+    sub.add_parser("doctor", help="check config, credential, state dir, database, base URL").set_defaults(func=run_doctor)
+    sub.add_parser("run", help="start the service").set_defaults(func=run_service)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``chorus`` and ``python -m bot``."""
+    args = build_parser().parse_args(argv)
+    env = Env.load()
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
+    cli = Cli(args, env)
+    try:
+        outcome = args.func(cli)
+        return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else int(outcome)
+    except ConfigError as exc:
+        print(f"Config error in {cli.path}:\n{exc}", file=sys.stderr)
+    except (UsageError, ModelRefError, MigrationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OpenRouterError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # last resort: a sentence, not a traceback with secrets in locals
+        logging.getLogger("chorus").debug("unexpected failure", exc_info=True)
+        print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+    return 2

@@ -1,0 +1,138 @@
+"""Wiring: what the service is made of, built from the config and closed together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from functools import partial
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from channels.base import Channel
+from channels.console import ConsoleChannel
+from providers.openrouter.client import OpenRouterClient
+from providers.openrouter.request import ProviderSettings
+from providers.openrouter.retry import RetryPolicy
+
+from .agent import Agent
+from .dispatch import Dispatcher
+from .auth import Credential, resolve_key
+from .catalog import CATALOG_FILE, Catalog
+from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
+from .store import Inbox, Store
+
+log = logging.getLogger("chorus")
+
+
+@dataclass(slots=True)
+class Env:
+    """The process environment as Chorus sees it: variables, ``.env`` values and the state directory."""
+
+    vars: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    dotenv: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> Env:
+        env = dict(os.environ)
+        dotenv: dict[str, str] = {}
+        for path in (state_dir(env) / ".env", Path.cwd() / ".env"):  # the project's .env wins over the state dir's
+            if path.is_file():
+                dotenv.update(load_dotenv(path))
+        return cls(env, dotenv)
+
+    @property
+    def state(self) -> Path:
+        return state_dir(self.vars)
+
+    def credential(self, config: ChorusConfig) -> Credential | None:
+        """The OpenRouter key in precedence order (see ``bot.auth.resolve_key``)."""
+        key = config.models.providers.openrouter.api_key
+        return resolve_key(key.get_secret_value() if key else None, self.state, self.vars, config.env, self.dotenv)
+
+
+def provider_settings(config: ChorusConfig) -> ProviderSettings:
+    """The provider's plain-data view of the config."""
+    openrouter = config.models.providers.openrouter
+    return ProviderSettings(
+        base_url=openrouter.base_url,
+        provider_params=dict(openrouter.params.provider),
+        model_params={ref: dict(entry.params) for ref, entry in config.agents.defaults.models.items()},
+    )
+
+
+def make_client(config: ChorusConfig, credential: Credential | None) -> OpenRouterClient:
+    """The one OpenRouter client of this process (keyless only for the public catalog)."""
+    openrouter = config.models.providers.openrouter
+    return OpenRouterClient(
+        credential.key if credential else None, provider_settings(config),
+        timeout=openrouter.timeout_ms / 1000, retry=RetryPolicy(attempts=openrouter.max_retries + 1),
+    )
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The store, the model client and the agent: opened once, closed once."""
+
+    config: ChorusConfig
+    state: Path
+    store: Store
+    llm: OpenRouterClient
+    agent: Agent
+    dispatcher: Dispatcher
+
+    @classmethod
+    async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
+        store = await Store.open(env.state / "chorus.db")
+        llm = make_client(loaded.config, credential)
+        agent = Agent(loaded.config, store, llm, catalog=Catalog(llm, env.state / CATALOG_FILE))
+        return cls(loaded.config, env.state, store, llm, agent, Dispatcher(agent, Inbox(store)))
+
+    async def close(self) -> None:
+        await self.llm.aclose()
+        await self.store.close()
+
+    def channels(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> list[Channel]:
+        """The configured channels; the console when none is."""
+        configured = self.config.channels
+        for name, token in (("telegram", configured.telegram.bot_token), ("discord", configured.discord.token)):
+            if token is not None:
+                log.warning("channels.%s is configured, but this build has no %s adapter yet; using the console", name, name)
+        return [ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout)]
+
+    async def serve(self, channels: list[Channel]) -> None:
+        """Answer what the last run left pending, then run every channel until all end
+        (console: /quit or end of input) or a signal stops them; queued turns finish first."""
+        loop = asyncio.get_running_loop()
+        self.dispatcher.channels.update({ch.name: ch for ch in channels})
+        recovered = await self.dispatcher.recover()
+
+        def stop() -> None:
+            for ch in channels:
+                loop.create_task(ch.stop())
+            for task in tasks:
+                task.cancel()
+
+        tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.handle, channel=ch)), name=f"channel:{ch.name}")
+                 for ch in channels]
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests) or not supported
+                pass
+        try:
+            await asyncio.gather(*recovered, *tasks)
+            await self.dispatcher.drain()
+        except asyncio.CancelledError:
+            log.info("stopping")
+            await self.dispatcher.shutdown()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+
