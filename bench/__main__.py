@@ -1,0 +1,10 @@
+"""``python -m bench`` (``make bench``): run every benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench import turn_overhead
+
+if __name__ == "__main__":
+    asyncio.run(turn_overhead.main())

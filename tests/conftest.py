@@ -1,0 +1,93 @@
+"""Shared fixtures: an isolated state dir, the fake OpenRouter server, and the real ``chorus`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.openrouter import FakeOpenRouter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Home:
+    """A state directory and environment of one's own, as a new user would have."""
+
+    path: Path
+    env: dict[str, str]
+
+    @property
+    def config(self) -> Path:
+        return self.path / "chorus.json5"
+
+    def write_config(self, fake: FakeOpenRouter | None = None, **sections: Any) -> Path:
+        """Write a config pointing at ``fake``, merged with ``sections`` (JSON is valid JSON5)."""
+        cfg: dict[str, Any] = {}
+        if fake is not None:
+            cfg["models"] = {"providers": {"openrouter": {"baseUrl": fake.base_url, "maxRetries": 0}}}
+        _merge(cfg, sections)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(cfg, indent=2))
+        return self.config
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    """A fresh state dir; no key or config leaks in from the machine running the tests."""
+    state = tmp_path / "chorus-home"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME")}
+    env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
+    for key in ("OPENROUTER_API_KEY", "CHORUS_CONFIG"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CHORUS_HOME", str(state))
+    monkeypatch.chdir(tmp_path)  # so no .env from the checkout is read
+    return Home(state, env)
+
+
+@pytest.fixture
+async def fake_openrouter():
+    """The fake OpenRouter on 127.0.0.1; a contract violation in any request fails the test."""
+    async with FakeOpenRouter() as fake:
+        yield fake
+        fake.assert_clean()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+async def chorus(home: Home, *args: str, stdin: str = "", timeout: float = 60) -> Result:
+    """Run the real ``chorus`` CLI in a child process (``python -m bot``) with piped stdin."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=home.env, cwd=str(home.path.parent),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+async def onboarded(home: Home, fake: FakeOpenRouter) -> None:
+    """Store the fake's key the way a user would: through onboarding."""
+    home.write_config(fake)
+    result = await chorus(home, "onboard", "--auth-choice", "openrouter-api-key", "--openrouter-api-key", fake.api_key)
+    assert result.code == 0, result.err

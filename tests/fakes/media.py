@@ -1,0 +1,87 @@
+"""Real media made by the tests: PNG, MP4 and audio in several formats, and a decoder to check output."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import zlib
+
+import av
+import numpy as np
+
+
+def make_png(width: int = 64, height: int = 36) -> bytes:
+    """A valid RGB PNG with a gradient."""
+    rows = b"".join(
+        b"\x00" + bytes(c for x in range(width) for c in (x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), 128))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def make_mp4(seconds: float = 1.0, fps: int = 10, width: int = 64, height: int = 36) -> bytes:
+    """H.264 in MP4: a few frames of a moving gradient."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(max(1, int(seconds * fps))):
+            img = np.full((height, width, 3), (i * 20) % 255, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+_AUDIO = {  # fmt: (container, codec, sample rate)
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "wav": ("wav", "pcm_s16le", 16000),
+    "ogg_opus": ("ogg", "libopus", 48000),
+    "flac": ("flac", "flac", 16000),
+    "m4a": ("mp4", "aac", 44100),
+}
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    n = int(seconds * rate)
+    return (np.sin(2 * math.pi * freq * np.arange(n) / rate) * 0.3 * 32767).astype(np.int16)
+
+
+def make_audio(fmt: str, seconds: float = 1.0, freq: float = 440.0) -> bytes:
+    """A sine tone as ``mp3``, ``wav``, ``ogg_opus``, ``flac``, ``m4a``, or raw ``pcm`` (s16le 24 kHz mono)."""
+    if fmt == "pcm":
+        return tone(seconds, 24000, freq).tobytes()
+    container_fmt, codec, rate = _AUDIO[fmt]
+    samples = tone(seconds, rate, freq)
+    out = io.BytesIO()
+    with av.open(out, "w", format=container_fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        frame_size = stream.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+        for start in range(0, len(samples), frame_size):
+            piece = samples[start:start + frame_size]
+            frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            for converted in resampler.resample(frame):
+                for packet in stream.encode(converted):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def decode_info(data: bytes) -> tuple[str, str, float, int, int]:
+    """(container, codec, duration measured by decoding, sample rate, channels) of audio bytes."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return (container.format.name, stream.codec_context.name, samples / stream.rate,
+                stream.rate, stream.codec_context.channels)

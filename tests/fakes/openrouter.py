@@ -1,0 +1,563 @@
+"""A fake OpenRouter on 127.0.0.1 that speaks the contract (JSON, SSE, errors, media, OAuth)
+and checks every request against it; tests script its answers.
+
+A request that breaks the contract is answered 400 and recorded in ``violations``;
+the ``fake_openrouter`` fixture fails the test if any were seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+CHAT_KEYS = {
+    "model", "messages", "tools", "tool_choice", "stream", "max_tokens", "temperature", "reasoning",
+    "reasoning_effort", "provider", "plugins", "modalities", "image_config", "audio", "usage",
+}
+FORBIDDEN_KEYS = {"service_tier", "store", "prompt_cache_key"}
+STT_FORMATS = {"wav", "mp3", "flac", "m4a", "ogg", "webm", "aac"}
+
+
+# ---- scripted answers ------------------------------------------------------------------------
+
+
+@dataclass
+class Text:
+    text: str
+    usage: dict[str, Any] | None = None
+    reasoning: str | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class ToolCalls:
+    calls: list[tuple[str, dict[str, Any]]]
+    content: str = ""
+
+
+@dataclass
+class Error:
+    status: int
+    message: str
+    code: Any = None
+    retry_after: float | None = None
+
+
+@dataclass
+class StreamError:
+    partial_text: str
+    message: str
+
+
+@dataclass
+class Hang:
+    seconds: float
+
+
+@dataclass
+class Images:
+    count: int = 1
+    width: int = 64
+    height: int = 36
+    text: str = ""
+
+
+@dataclass
+class NoImages:
+    text: str = "I can't draw that."
+
+
+@dataclass
+class Music:
+    seconds: float = 2.0
+    fmt: str = "mp3"
+    lyrics: str = "la la la"
+
+
+@dataclass
+class NoAudio:
+    text: str = "No music today."
+
+
+Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio
+
+
+@dataclass
+class VideoPlan:
+    polls_until_done: int = 1
+    outcome: str = "completed"  # completed | failed | cancelled | expired
+    error: str | None = None
+
+
+@dataclass
+class FakeVideoJob:
+    id: str
+    plan: VideoPlan
+    body: dict[str, Any]
+    polls: int = 0
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: CIMultiDict[str]
+    body: bytes
+    json: Any = None
+
+
+RECORDED = web.RequestKey("recorded", Recorded)
+
+
+def default_models() -> list[dict[str, Any]]:
+    def model(id: str, *, ctx: int = 128_000, out: tuple[str, ...] = ("text",), params: tuple[str, ...] = ("tools",),
+              inp: tuple[str, ...] = ("text",)) -> dict[str, Any]:
+        return {
+            "id": id, "name": id, "context_length": ctx, "pricing": {"prompt": "0.000001", "completion": "0.000002"},
+            "architecture": {"input_modalities": list(inp), "output_modalities": list(out)},
+            "supported_parameters": list(params),
+        }
+
+    return [
+        model("openrouter/auto", ctx=2_000_000, params=("tools", "reasoning")),
+        model("openai/gpt-4o-mini"),
+        model("anthropic/claude-sonnet-4.6", ctx=1_000_000, params=("tools", "reasoning"), inp=("text", "image")),
+        model("deepseek/deepseek-v4-flash", params=("tools", "reasoning")),
+        model("moonshotai/kimi-k2.6", ctx=256_000),
+        model("openrouter/fusion", params=("tools",)),
+        model("google/gemini-3.1-flash-image-preview", out=("image", "text"), inp=("text", "image")),
+        model("google/veo-3.1-fast", out=("video",), params=()),
+        model("google/lyria-3-pro-preview", out=("audio", "text"), params=()),
+        model("hexgrad/kokoro-82m", out=("speech",), params=()),
+        model("openai/whisper-large-v3-turbo", out=("transcription",), inp=("audio",), params=()),
+    ]
+
+
+class FakeOpenRouter:
+    """The fake server; ``async with FakeOpenRouter() as fake:`` starts and stops it."""
+
+    def __init__(self, *, api_key: str = "sk-or-test-0123456789abcdef") -> None:
+        self.api_key = api_key
+        self.requests: list[Recorded] = []
+        self.violations: list[str] = []
+        self.answers: list[Answer] = []
+        self.models = default_models()
+        self.transcripts: list[str | Error] = []
+        self.speech_answers: list[Error] = []
+        self.videos: dict[str, FakeVideoJob] = {}
+        self.video_plan: list[VideoPlan] = []
+        self.oauth_codes: dict[str, str] = {}
+        self.oauth_key = "sk-or-oauth-fedcba9876543210"
+        self.allowed_extra_keys: set[str] = set()
+        self.chunk_size = 4
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._record], client_max_size=200 * 2**20)
+        app.add_routes([
+            web.post("/api/v1/chat/completions", self._chat),
+            web.get("/api/v1/models", self._models),
+            web.post("/api/v1/audio/speech", self._speech),
+            web.post("/api/v1/audio/transcriptions", self._transcriptions),
+            web.post("/api/v1/videos", self._video_submit),
+            web.get("/api/v1/videos/{id}", self._video_poll),
+            web.get("/api/v1/videos/{id}/content", self._video_content),
+            web.get("/files/{name}", self._file),
+            web.post("/api/v1/auth/keys", self._auth_keys),
+        ])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeOpenRouter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/api/v1"
+
+    # ---- scripting and inspection ------------------------------------------------------------
+
+    def queue(self, *answers: Answer) -> None:
+        self.answers.extend(answers)
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path == "/api/v1/chat/completions"]
+
+    def requests_to(self, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path == "/api/v1" + path or r.path == path]
+
+    def assert_clean(self) -> None:
+        assert not self.violations, "contract violations:\n" + "\n".join(self.violations)
+
+    def issue_oauth_code(self, challenge: str) -> str:
+        code = "code-" + secrets.token_hex(8)
+        self.oauth_codes[code] = challenge
+        return code
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        rec = Recorded(request.method, request.path, dict(request.query), CIMultiDict(request.headers), body)
+        if body and request.content_type == "application/json":
+            try:
+                rec.json = json.loads(body)
+            except ValueError:
+                return self._violation("request body is not valid JSON")
+        self.requests.append(rec)
+        request[RECORDED] = rec
+        if request.path.startswith("/api/v1/") and request.path != "/api/v1/auth/keys":
+            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return _error(401, "No auth credentials found")
+        return await handler(request)
+
+    def _violation(self, what: str) -> web.Response:
+        self.violations.append(what)
+        return _error(400, f"contract violation: {what}")
+
+    # ---- chat completions --------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = request[RECORDED].json
+        problem = self._check_chat(body)
+        if problem:
+            return self._violation(problem)
+        modalities = body.get("modalities") or []
+        if self.answers:
+            answer = self.answers.pop(0)
+        elif "audio" in modalities:
+            answer = Music()
+        elif "image" in modalities:
+            answer = Images()
+        else:
+            answer = Text("echo: " + _last_user_text(body["messages"]))
+        while isinstance(answer, Hang):
+            await asyncio.sleep(answer.seconds)
+            answer = self.answers.pop(0) if self.answers else Text("echo: " + _last_user_text(body["messages"]))
+        if isinstance(answer, Error):
+            return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+        if getattr(answer, "delay", 0):
+            await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
+        chunks = self._chunks(answer, body)
+        if body.get("stream"):
+            return await self._sse(request, chunks)
+        return web.json_response(_merge_chunks(chunks, body["model"]))
+
+    def _check_chat(self, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "chat body must be a JSON object"
+        for key in body:
+            if key in FORBIDDEN_KEYS:
+                return f"OpenAI-only field {key!r} must not be forwarded"
+            if key not in CHAT_KEYS and key not in self.allowed_extra_keys:
+                return f"unknown top-level field {key!r}"
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "model must be a non-empty string"
+        if "stream" in body and not isinstance(body["stream"], bool):
+            return "stream must be a boolean"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages must be a non-empty list"
+        call_ids: set[str] = set()
+        for i, m in enumerate(messages):
+            problem = _check_message(m, call_ids)
+            if problem:
+                return f"messages[{i}]: {problem}"
+        for i, tool in enumerate(body.get("tools") or []):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if tool.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
+                    or not isinstance(fn.get("parameters"), dict):
+                return f"tools[{i}] must be {{type: function, function: {{name, description?, parameters}}}}"
+        return None
+
+    def _chunks(self, answer: Answer, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The answer as stream chunks; the non-streaming answer is their merge."""
+        model = body["model"]
+        prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 1
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": "gen-fake", "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        def usage(completion: int) -> dict[str, Any]:
+            return {"id": "gen-fake", "model": model, "choices": [], "usage": {
+                "prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion, "cost": (prompt_tokens + completion) * 0.00001}}
+
+        out: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
+        if isinstance(answer, Text):
+            if answer.reasoning:
+                out.append(chunk({"reasoning": answer.reasoning}))
+            out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
+            out += [chunk({}, "stop"), {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
+        elif isinstance(answer, ToolCalls):
+            if answer.content:
+                out.append(chunk({"content": answer.content}))
+            for index, (name, args) in enumerate(answer.calls):
+                text = json.dumps(args)
+                cuts = _awkward_cuts(text)
+                first, rest = cuts[0], cuts[1:]
+                out.append(chunk({"tool_calls": [{"index": index, "id": f"call_{len(self.requests)}_{index}",
+                                                  "type": "function", "function": {"name": name, "arguments": first}}]}))
+                out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in rest]
+            out += [chunk({}, "tool_calls"), usage(20)]
+        elif isinstance(answer, StreamError):
+            out += [chunk({"content": p}) for p in _pieces(answer.partial_text, self.chunk_size)]
+            out.append({"id": "gen-fake", "model": model, "error": {"code": 502, "message": answer.message},
+                        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})
+        elif isinstance(answer, Images):
+            from tests.fakes.media import make_png
+
+            images = [{"type": "image_url", "image_url": {
+                "url": "data:image/png;base64," + base64.b64encode(make_png(answer.width, answer.height)).decode()}}
+                for _ in range(answer.count)]
+            out += [chunk({"content": answer.text, "images": images}), chunk({}, "stop"), usage(1290 * answer.count)]
+        elif isinstance(answer, NoImages):
+            out += [chunk({"content": answer.text}), chunk({}, "stop"), usage(10)]
+        elif isinstance(answer, Music):
+            from tests.fakes.media import make_audio
+
+            audio = make_audio(answer.fmt, answer.seconds)
+            step = 3000  # not a multiple of 3: every piece is base64 with its own padding
+            words = answer.lyrics.split(" ")
+            for i, start in enumerate(range(0, len(audio), step)):
+                delta: dict[str, Any] = {"audio": {"data": base64.b64encode(audio[start:start + step]).decode()}}
+                if i < len(words):
+                    delta["audio"]["transcript"] = words[i] + (" " if i < len(words) - 1 else "")
+                out.append(chunk(delta))
+            out += [chunk({}, "stop"), usage(500)]
+        elif isinstance(answer, NoAudio):
+            out += [chunk({"content": answer.text}), chunk({}, "stop"), usage(5)]
+        return out
+
+    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write(b": OPENROUTER PROCESSING\n\n")
+        for i, c in enumerate(chunks):
+            if i % 3 == 2:
+                await resp.write(b": OPENROUTER PROCESSING\n\n")
+            await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+        if not any("error" in c for c in chunks):
+            await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    # ---- other endpoints ---------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("output_modalities")
+        if not wanted:
+            wanted = "text"  # OpenRouter's default: text-output models only
+        data = self.models if wanted == "all" else [
+            m for m in self.models if set(wanted.split(",")) & set(m["architecture"]["output_modalities"])
+        ]
+        return web.json_response({"data": data})
+
+    async def _speech(self, request: web.Request) -> web.Response:
+        body = request[RECORDED].json
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body[k] for k in ("model", "input", "voice")):
+            return self._violation("speech needs string model, input and voice")
+        if body.get("response_format", "mp3") not in ("mp3", "pcm"):
+            return self._violation(f"speech response_format {body.get('response_format')!r}")
+        if set(body) - {"model", "input", "voice", "response_format", "provider", "speed"}:
+            return self._violation(f"unknown speech fields {sorted(set(body) - {'model', 'input', 'voice', 'response_format', 'provider'})}")
+        if self.speech_answers:
+            err = self.speech_answers.pop(0)
+            return _error(err.status, err.message)
+        from tests.fakes.media import make_audio
+
+        seconds = min(10.0, max(0.5, 0.06 * len(body["input"])))
+        if body.get("response_format") == "pcm":
+            return web.Response(body=make_audio("pcm", seconds), content_type="audio/pcm")
+        return web.Response(body=make_audio("mp3", seconds), content_type="audio/mpeg")
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return self._violation(f"transcriptions take JSON, not {request.content_type}")
+        body = request[RECORDED].json
+        audio = body.get("input_audio") if isinstance(body, dict) else None
+        if not isinstance(body.get("model"), str) or not isinstance(audio, dict):
+            return self._violation("transcriptions need model and input_audio {data, format}")
+        if audio.get("format") not in STT_FORMATS:
+            return self._violation(f"input_audio.format {audio.get('format')!r} is not one of {sorted(STT_FORMATS)}")
+        data = audio.get("data")
+        if not isinstance(data, str) or data.startswith("data:"):
+            return self._violation("input_audio.data must be bare base64 (no data: prefix)")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return self._violation("input_audio.data is not base64")
+        if not raw:
+            return self._violation("input_audio.data is empty")
+        answer = self.transcripts.pop(0) if self.transcripts else "hello from the fake transcriber"
+        if isinstance(answer, Error):
+            return _error(answer.status, answer.message)
+        return web.json_response({"text": answer, "usage": {"cost": 0.0001, "seconds": 1}})
+
+    async def _video_submit(self, request: web.Request) -> web.Response:
+        body = request[RECORDED].json
+        allowed = {"model", "prompt", "duration", "resolution", "aspect_ratio", "generate_audio", "seed",
+                   "frame_images", "input_references", "provider"}
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not isinstance(body.get("prompt"), str):
+            return self._violation("videos need model and prompt")
+        if set(body) - allowed:
+            return self._violation(f"unknown video fields {sorted(set(body) - allowed)}")
+        for frame in body.get("frame_images") or []:
+            if frame.get("frame_type") not in ("first_frame", "last_frame") or not frame.get("image_url", {}).get("url"):
+                return self._violation("frame_images entries need image_url.url and frame_type first_frame|last_frame")
+        job_id = "vid-" + secrets.token_hex(6)
+        plan = self.video_plan.pop(0) if self.video_plan else VideoPlan()
+        self.videos[job_id] = FakeVideoJob(job_id, plan, body)
+        return web.json_response({"id": job_id, "polling_url": f"{self.base_url}/videos/{job_id}", "status": "pending"})
+
+    async def _video_poll(self, request: web.Request) -> web.Response:
+        job = self.videos.get(request.match_info["id"])
+        if job is None:
+            return _error(404, "video job not found")
+        job.polls += 1
+        if job.polls < job.plan.polls_until_done:
+            return web.json_response({"id": job.id, "status": "pending" if job.polls == 1 else "in_progress"})
+        if job.plan.outcome != "completed":
+            return web.json_response({"id": job.id, "status": job.plan.outcome, "error": job.plan.error or job.plan.outcome})
+        return web.json_response({"id": job.id, "status": "completed", "generation_id": "gen-" + job.id,
+                                  "unsigned_urls": [f"{self.origin}/files/{job.id}.mp4"], "usage": {"cost": 0.5}})
+
+    async def _video_content(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] not in self.videos:
+            return _error(404, "video job not found")
+        from tests.fakes.media import make_mp4
+
+        return web.Response(body=make_mp4(), content_type="video/mp4")
+
+    async def _file(self, request: web.Request) -> web.Response:
+        from tests.fakes.media import make_mp4
+
+        return web.Response(body=make_mp4(), content_type="video/mp4")
+
+    async def _auth_keys(self, request: web.Request) -> web.Response:
+        body = request[RECORDED].json
+        if not isinstance(body, dict) or body.get("code_challenge_method") != "S256":
+            return self._violation("auth/keys needs code, code_verifier and code_challenge_method S256")
+        challenge = self.oauth_codes.pop(str(body.get("code")), None)
+        verifier = str(body.get("code_verifier") or "")
+        expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if challenge is None or challenge != expected:
+            return _error(403, "Invalid code or code_verifier")
+        return web.json_response({"key": self.oauth_key, "user_id": "user_fake"})
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": {"code": code or status, "message": message}}, status=status, headers=headers)
+
+
+def _check_message(m: Any, call_ids: set[str]) -> str | None:
+    if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
+        return "role must be system, user, assistant or tool"
+    content = m.get("content")
+    if isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind == "image_url" and isinstance(part.get("image_url", {}).get("url"), str):
+                continue
+            if kind == "input_audio" and {"data", "format"} <= set(part.get("input_audio", {})):
+                continue
+            return f"bad content part {json.dumps(part)[:80]}"
+    elif content is not None and not isinstance(content, str):
+        return "content must be a string, a list of parts, or null"
+    if m["role"] == "assistant":
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            if call.get("type") != "function" or not call.get("id") or not isinstance(fn.get("name"), str):
+                return "tool_calls entries need id, type function, function.name"
+            try:
+                json.loads(fn.get("arguments"))
+            except (TypeError, ValueError):
+                return "tool_calls[].function.arguments must be a JSON string"
+            call_ids.add(call["id"])
+    if m["role"] == "tool" and m.get("tool_call_id") not in call_ids:
+        return "tool message without a matching earlier tool call id"
+    if m["role"] == "user" and content in (None, ""):
+        return "user message without content"
+    return None
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m["role"] == "user":
+            content = m["content"]
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            return content.rsplit("]: ", 1)[-1] if content.startswith("[") else content
+    return ""
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _awkward_cuts(text: str) -> list[str]:
+    """Split JSON text mid-key, mid-string and next to escapes, as real streams do."""
+    cuts = sorted({1, 2, len(text) // 3, len(text) // 2, len(text) - 2} & set(range(1, len(text))))
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a] or [text]
+
+
+def _merge_chunks(chunks: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """The non-streaming body with the same content as the chunks."""
+    message: dict[str, Any] = {"role": "assistant", "content": ""}
+    finish, usage, calls = None, None, {}
+    for c in chunks:
+        if "error" in c:
+            return {"id": "gen-fake", "model": model, "error": c["error"]}
+        usage = c.get("usage") or usage
+        for choice in c.get("choices", []):
+            delta = choice.get("delta", {})
+            message["content"] += delta.get("content") or ""
+            for key in ("reasoning", "images"):
+                if delta.get(key):
+                    message[key] = delta[key]
+            for frag in delta.get("tool_calls") or []:
+                slot = calls.setdefault(frag["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                slot["id"] = frag.get("id") or slot["id"]
+                slot["function"]["name"] += frag.get("function", {}).get("name") or ""
+                slot["function"]["arguments"] += frag.get("function", {}).get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return {"id": "gen-fake", "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage}

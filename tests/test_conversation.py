@@ -1,0 +1,294 @@
+"""The conversation as a daily user relies on it: sessions, queueing, commands, tools, context, nothing lost.
+
+The agent and dispatcher run in-process, unpatched, between a recording channel and the fake OpenRouter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bot.agent import Agent
+from bot.catalog import Catalog
+from bot.config import parse_config
+from bot.dispatch import Dispatcher
+from bot.store import Inbox, Store
+from bot.tools import ToolContext, ToolError, ToolRegistry, ToolResult
+from channels.base import Capabilities, ChatRef, Inbound, Reply
+from providers.openrouter.client import OpenRouterClient
+from providers.openrouter.request import ProviderSettings
+from tests.fakes.openrouter import FakeOpenRouter, Hang, Text, ToolCalls
+
+
+class RecordingChannel:
+    """A channel that keeps what a user would have seen, per chat."""
+
+    name = "test"
+    capabilities = Capabilities(streams_text=True)
+
+    def __init__(self) -> None:
+        self.replies: dict[str, list[Reply]] = {}
+        self.streamed: dict[str, list[str]] = {}
+
+    async def run(self, on_message):  # pragma: no cover - driven by the tests directly
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None:
+        self.replies.setdefault(chat.chat_id, []).append(reply)
+
+    def open_stream(self, chat: ChatRef):
+        channel = self
+
+        class Stream:
+            async def delta(self, text: str) -> None:
+                channel.streamed.setdefault(chat.chat_id, []).append(text)
+
+            async def close(self, reply: Reply) -> None:
+                await channel.send(chat, reply)
+
+        return Stream()
+
+    def texts(self, chat_id: str) -> list[str]:
+        return [r.text for r in self.replies.get(chat_id, [])]
+
+
+@dataclass
+class EchoTool:
+    """A tool that answers with its argument, or fails when asked to."""
+
+    name: str = "echo"
+    description: str = "Echo the text back."
+    parameters: dict[str, Any] = field(default_factory=lambda: {
+        "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
+    })
+    barrier: asyncio.Barrier | None = None
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        if "text" not in args:
+            raise ToolError("'text' is required")
+        if self.barrier is not None:  # only passes when the calls of one answer run at the same time
+            await asyncio.wait_for(self.barrier.wait(), 5)
+        return ToolResult(f"echoed: {args['text']}")
+
+
+@dataclass
+class Rig:
+    fake: FakeOpenRouter
+    store: Store
+    dispatcher: Dispatcher
+    channel: RecordingChannel
+
+    def inbound(self, text: str, chat: str = "c1", **kw: Any) -> Inbound:
+        kind = kw.pop("kind", "direct")
+        channel = kw.pop("channel", "test")
+        return Inbound(
+            chat=ChatRef(channel, chat, kind=kind), sender_id=kw.pop("sender", "u1"),
+            sender_name=kw.pop("name", "Ada"), text=text, message_id=kw.pop("message_id", f"m{uuid.uuid4().hex}"), **kw,
+        )
+
+    async def say(self, text: str, chat: str = "c1", **kw: Any) -> None:
+        await self.dispatcher.handle(self.inbound(text, chat, **kw), self.channel)
+
+    def later(self, text: str, chat: str = "c1", **kw: Any) -> asyncio.Task[None]:
+        return asyncio.create_task(self.say(text, chat, **kw))
+
+    async def close(self) -> None:
+        await self.dispatcher.agent.llm.aclose()
+        await self.store.close()
+
+    async def requests_reach(self, n: int) -> None:
+        for _ in range(500):
+            if len(self.fake.chat_requests()) >= n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"expected {n} chat requests, saw {len(self.fake.chat_requests())}")
+
+
+async def make_rig(fake: FakeOpenRouter, path, config: dict[str, Any] | None = None, tools=()) -> Rig:
+    raw = {"models": {"providers": {"openrouter": {"baseUrl": fake.base_url, "maxRetries": 0}}}, **(config or {})}
+    cfg, _ = parse_config(raw, env={})
+    store = await Store.open(path / "chorus.db")
+    llm = OpenRouterClient(fake.api_key, ProviderSettings(base_url=fake.base_url))
+    agent = Agent(cfg, store, llm, ToolRegistry(tools), catalog=Catalog(llm, path / "models-cache.json"))
+    return Rig(fake, store, Dispatcher(agent, Inbox(store)), RecordingChannel())
+
+
+@pytest.fixture
+async def make(fake_openrouter, tmp_path):
+    """Build rigs on one state dir (a second one is a restart); all are closed at the end."""
+    made: list[Rig] = []
+
+    async def build(config: dict[str, Any] | None = None, tools=()) -> Rig:
+        made.append(await make_rig(fake_openrouter, tmp_path, config, tools))
+        return made[-1]
+
+    yield build
+    for rig in made:
+        await rig.close()
+
+
+@pytest.fixture
+async def rig(make):
+    return await make()
+
+
+def user_contents(request) -> list[str]:
+    return [m["content"] for m in request.json["messages"] if m["role"] == "user"]
+
+
+async def test_sessions_run_at_once_but_one_session_waits_its_turn(rig):
+    rig.fake.queue(Text("slow answer", delay=1.0), Text("quick answer"), Text("second in c1"))
+    first = rig.later("first", chat="c1")
+    await rig.requests_reach(1)
+    other = rig.later("hello", chat="c2")
+    queued = rig.later("second", chat="c1")
+    await rig.requests_reach(2)
+    # c2 was answered while c1's slow turn was still running; c1's second message was held back.
+    assert not first.done()
+    assert user_contents(rig.fake.chat_requests()[1]) == ["hello"]
+    await asyncio.gather(first, other, queued)
+    third = rig.fake.chat_requests()[2]
+    assert user_contents(third) == ["first", "second"]
+    assert [m["content"] for m in third.json["messages"] if m["role"] == "assistant"] == ["slow answer"]
+    assert rig.channel.texts("c1") == ["slow answer", "second in c1"]
+    assert rig.channel.texts("c2") == ["quick answer"]
+
+
+async def test_collect_mode_folds_waiting_messages_into_one_turn(make):
+    rig = await make({"messages": {"queue": {"mode": "collect"}}})
+    rig.fake.queue(Text("one", delay=0.5), Text("both"))
+    first = rig.later("a")
+    await rig.requests_reach(1)
+    rest = [rig.later("b"), rig.later("c")]
+    await asyncio.gather(first, *rest)
+    assert len(rig.fake.chat_requests()) == 2
+    assert user_contents(rig.fake.chat_requests()[1])[-1] == "b\nc"
+
+
+async def test_stop_cancels_the_turn_and_keeps_what_the_user_said(rig):
+    rig.fake.queue(Hang(30), Text("after stop"))
+    turn = rig.later("write an essay")
+    await rig.requests_reach(1)
+    await rig.say("/stop")
+    await turn
+    assert rig.channel.texts("c1")[0] == "Stopping the answer in progress."
+    assert rig.channel.texts("c1")[1].endswith("⏹ Stopped.")
+    await rig.say("never mind")
+    assert user_contents(rig.fake.chat_requests()[1]) == ["write an essay", "never mind"]
+    await rig.say("/stop")
+    assert rig.channel.texts("c1")[-1] == "Nothing to stop."
+
+
+async def test_tool_calls_run_concurrently_and_errors_go_back_to_the_model(make):
+    tool = EchoTool(barrier=asyncio.Barrier(2))
+    rig = await make(tools=[tool])
+    rig.fake.queue(
+        ToolCalls([("echo", {"text": "x"}), ("echo", {"text": "y"})]),
+        ToolCalls([("echo", {"wrong": 1}), ("nope", {})]),
+        Text("all done"),
+    )
+    await rig.say("use the tool")
+    requests = rig.fake.chat_requests()
+    assert requests[0].json["tools"][0]["function"]["name"] == "echo"
+    tool_results = [m["content"] for m in requests[1].json["messages"] if m["role"] == "tool"]
+    assert tool_results == ["echoed: x", "echoed: y"]
+    errors = [m["content"] for m in requests[2].json["messages"] if m["role"] == "tool"][2:]
+    assert errors[0] == "error: 'text' is required"
+    assert errors[1].startswith("error: there is no tool named 'nope'")
+    assert rig.channel.texts("c1") == ["all done"]
+    # The whole tool conversation is history for the next turn.
+    await rig.say("thanks")
+    roles = [m["role"] for m in rig.fake.chat_requests()[3].json["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "tool", "assistant", "user"]
+
+
+async def test_the_iteration_cap_ends_the_turn_with_a_clear_message(make):
+    rig = await make({"agents": {"defaults": {"maxToolIterations": 2}}}, tools=[EchoTool()])
+    rig.fake.queue(*[ToolCalls([("echo", {"text": str(i)})]) for i in range(3)])
+    await rig.say("loop forever")
+    assert len(rig.fake.chat_requests()) == 2
+    assert "stopped after 2 rounds of tool use" in rig.channel.texts("c1")[0]
+
+
+async def test_long_history_is_trimmed_oldest_first_never_system_or_current(fake_openrouter, make):
+    for model in fake_openrouter.models:  # the catalog's context length wins over agents.defaults.contextTokens
+        if model["id"] == "openrouter/auto":
+            model["context_length"] = 400
+    rig = await make({"agents": {"defaults": {"contextTokens": 1_000_000}}})
+    for i in range(8):
+        await rig.say(f"message {i} " + "x" * 200)
+    last = rig.fake.chat_requests()[-1].json["messages"]
+    assert last[0]["role"] == "system"
+    assert last[-1]["content"].startswith("message 7 ")
+    users = [m["content"][:9] for m in last if m["role"] == "user"]
+    assert "message 0" not in users and len(users) < 8
+
+
+async def test_commands_set_per_chat_overrides_that_survive_a_restart(make):
+    rig = await make()
+    await rig.say("/think high")
+    await rig.say("/tts inbound")
+    await rig.say("/think sideways")
+    await rig.say("/model openrouter/anthropic/claude-sonnet-4.6")
+    await rig.say("/model openrouter/nobody/nothing")
+    assert rig.channel.texts("c1")[:5] == [
+        "Thinking for this chat: high.", "Spoken replies for this chat: inbound.",
+        "Not changed: 'sideways' is not one of off, minimal, low, medium, high, xhigh.",
+        "Model for this chat set to openrouter/anthropic/claude-sonnet-4.6.",
+        "Not changed: nobody/nothing is not in OpenRouter's model catalog (see `chorus models list`).",
+    ]
+    await rig.say("hi")
+    body = rig.fake.chat_requests()[-1].json
+    assert body["model"] == "anthropic/claude-sonnet-4.6"
+    assert body["reasoning"] == {"effort": "high"}
+    await rig.close()
+
+    again = await make()
+    await again.say("/status")
+    status = again.channel.texts("c1")[0]
+    assert "Model: openrouter/anthropic/claude-sonnet-4.6" in status
+    assert "Thinking: high" in status and "Spoken replies: inbound" in status
+    assert "2 messages" in status and "$0.0" in status
+    await again.say("/new")
+    await again.say("/status")
+    assert "0 messages" in again.channel.texts("c1")[-1]
+    assert "Model: openrouter/anthropic/claude-sonnet-4.6" in again.channel.texts("c1")[-1]
+
+
+async def test_a_redelivered_message_is_answered_once(rig):
+    await rig.say("hello", message_id="same")
+    await rig.say("hello", message_id="same")
+    assert len(rig.fake.chat_requests()) == 1
+    assert rig.channel.texts("c1") == ["echo: hello"]
+
+
+async def test_quick_messages_from_one_sender_are_debounced_into_one_turn(make):
+    rig = await make({"messages": {"inbound": {"debounceMs": 150}}})
+    await asyncio.gather(rig.say("one"), rig.say("two"), rig.say("three"))
+    (request,) = rig.fake.chat_requests()
+    assert user_contents(request) == ["one\ntwo\nthree"]
+
+
+async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
+    rig = await make({
+        "channels": {"telegram": {"requireMention": True}}, "messages": {"groupChat": {"historyLimit": 2}},
+    })
+    group = {"chat": "g1", "kind": "group", "channel": "telegram"}
+    await rig.say("lunch at noon?", name="Bob", sender="u2", **group)
+    await rig.say("sure", name="Cy", sender="u3", **group)
+    await rig.say("pizza then", name="Bob", sender="u2", **group)
+    assert rig.fake.chat_requests() == []
+    await rig.say("what did we decide?", name="Ada", mentioned=True, **group)
+    (request,) = rig.fake.chat_requests()
+    text = user_contents(request)[-1]
+    assert "[Chat messages since your last reply - for context]" in text
+    assert "[Cy]: sure\n[Bob]: pizza then" in text and "lunch" not in text  # only the newest 2 are kept
+    assert text.endswith("[Current message - respond to this]\n[Ada]: what did we decide?")
+    assert "group chat" in request.json["messages"][0]["content"]

@@ -1,0 +1,175 @@
+"""End to end: the real ``chorus`` process, its console on a pipe, and the fake OpenRouter on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import sys
+
+import json5
+
+from tests.conftest import chorus, onboarded
+from tests.fakes.openrouter import Error, Hang, Text
+
+
+def user_texts(request) -> list[str]:
+    return [m["content"] for m in request.json["messages"] if m["role"] == "user"]
+
+
+async def test_onboarding_writes_a_private_profile_and_a_starter_config(home, fake_openrouter):
+    result = await chorus(
+        home, "onboard", "--auth-choice", "openrouter-api-key", "--openrouter-api-key", fake_openrouter.api_key
+    )
+    assert result.code == 0, result.err
+    profiles = home.path / "auth-profiles.json"
+    assert stat.S_IMODE(profiles.stat().st_mode) == 0o600
+    assert json.loads(profiles.read_text())["profiles"]["openrouter:default"]["key"] == fake_openrouter.api_key
+    assert json5.loads(home.config.read_text())["agents"]["defaults"]["model"]["primary"] == "openrouter/auto"
+    assert fake_openrouter.api_key not in result.out + result.err
+
+    status = await chorus(home, "models", "status")
+    assert "openrouter:default" in status.out and "openrouter/auto" in status.out
+    assert fake_openrouter.api_key not in status.out + status.err
+
+
+async def test_console_streams_the_answer_from_piped_input(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Text("Hello there, how can I help?"))
+    result = await chorus(home, "run", stdin="hello\n/quit\n")
+    assert result.code == 0, result.err
+    assert "Hello there, how can I help?" in result.out
+    (request,) = fake_openrouter.chat_requests()
+    assert request.json["stream"] is True
+    assert request.json["model"] == "openrouter/auto"
+    assert request.headers["Authorization"] == f"Bearer {fake_openrouter.api_key}"
+    assert user_texts(request) == ["hello"]
+
+
+async def test_history_survives_a_restart_and_new_starts_fresh(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    first = await chorus(home, "run", stdin="my name is Ada\n")
+    assert "echo: my name is Ada" in first.out
+    second = await chorus(home, "run", stdin="what is my name?\n/new\nand now?\n")
+    assert second.code == 0, second.err
+    before_new, after_new = fake_openrouter.chat_requests()[1:]
+    messages = [(m["role"], m["content"]) for m in before_new.json["messages"][1:]]
+    assert messages == [
+        ("user", "my name is Ada"), ("assistant", "echo: my name is Ada"), ("user", "what is my name?"),
+    ]
+    assert user_texts(after_new) == ["and now?"]
+    assert "Started a new conversation" in second.out
+
+
+async def test_model_command_changes_this_chats_model(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    result = await chorus(home, "run", stdin="/model openrouter/moonshotai/kimi-k2.6\nhi\n/model nonsense\n/model\n")
+    assert "set to openrouter/moonshotai/kimi-k2.6" in result.out
+    assert fake_openrouter.chat_requests()[-1].json["model"] == "moonshotai/kimi-k2.6"
+    assert "not of the form openrouter/<model id>" in result.out
+    assert "Model: openrouter/moonshotai/kimi-k2.6" in result.out
+
+
+async def test_upstream_errors_reach_the_user_as_sentences_and_lose_nothing(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(
+        Error(401, "User not found."), Error(402, "Insufficient credits"),
+        Error(429, "Rate limit exceeded"), Error(500, "Internal Server Error"),
+    )
+    result = await chorus(home, "run", stdin="one\ntwo\nthree\nfour\nfive\n")
+    assert result.code == 0, result.err
+    out = result.out
+    assert "did not accept the API key" in out and "chorus onboard" in out
+    assert "out of credits" in out
+    assert "rate limiting" in out
+    assert "down or sent a broken answer" in out
+    assert fake_openrouter.api_key not in out + result.err
+    # The fifth turn sees every earlier message: nothing said during the outage was lost.
+    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["one", "two", "three", "four", "five"]
+    assert "echo: five" in out
+
+
+async def test_a_rate_limited_request_is_retried_after_retry_after(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, models={"providers": {"openrouter": {"maxRetries": 2}}})
+    fake_openrouter.queue(Error(429, "slow down", retry_after=0), Text("made it"))
+    result = await chorus(home, "run", stdin="hi\n")
+    assert "made it" in result.out
+    assert len(fake_openrouter.chat_requests()) == 2
+
+
+async def test_malformed_config_names_the_bad_key(home):
+    home.write_config(agents={"defaults": {"model": {"primary": 5}}}, messages={"tts": {"auto": "sometimes"}})
+    result = await chorus(home, "config", "validate")
+    assert result.code == 2
+    assert "agents.defaults.model.primary" in result.err
+    assert "messages.tts.auto" in result.err and "'inbound'" in result.err
+
+    home.write_config(agents={"defaults": {"model": {"primery": "openrouter/auto"}}})
+    result = await chorus(home, "run", stdin="hi\n")
+    assert result.code == 2 and "did you mean 'primary'" in result.err
+
+
+async def test_no_key_and_no_terminal_explains_instead_of_prompting(home, fake_openrouter):
+    home.write_config(fake_openrouter)
+    result = await chorus(home, "run", stdin="hello\n")
+    assert result.code == 2
+    assert "chorus onboard" in result.err
+    assert fake_openrouter.chat_requests() == []
+
+
+async def test_key_from_environment_and_infer_json(home, fake_openrouter):
+    home.write_config(fake_openrouter)
+    home.env["OPENROUTER_API_KEY"] = fake_openrouter.api_key
+    fake_openrouter.queue(Text("FUSION_OK"))
+    result = await chorus(home, "infer", "model", "run", "--local", "--model", "openrouter/openrouter/fusion",
+                          "--prompt", "Reply with exactly: FUSION_OK", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["text"] == "FUSION_OK" and data["finish_reason"] == "stop"
+    assert data["usage"]["total_tokens"] > 0 and data["latency_ms"] >= 0
+    assert fake_openrouter.chat_requests()[0].json["model"] == "openrouter/fusion"
+    status = await chorus(home, "models", "status")
+    assert "OPENROUTER_API_KEY (environment)" in status.out
+
+
+async def test_models_set_keeps_a_backup_and_doctor_checks_everything(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    result = await chorus(home, "models", "set", "openrouter/anthropic/claude-sonnet-4.6")
+    assert result.code == 0, result.err
+    assert json5.loads(home.config.read_text())["agents"]["defaults"]["model"]["primary"] == "openrouter/anthropic/claude-sonnet-4.6"
+    assert (home.path / "chorus.json5.bak").exists()
+    bad = await chorus(home, "models", "set", "claude")
+    assert bad.code == 2 and "known providers: openrouter" in bad.err
+
+    doctor = await chorus(home, "doctor")
+    assert doctor.code == 0, doctor.out + doctor.err
+    for name in ("config", "credential", "state dir", "database", "base URL"):
+        assert f"ok   {name}:" in doctor.out
+
+
+async def test_a_turn_cut_by_a_crash_is_answered_once_after_the_restart(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Hang(60))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=home.env, cwd=str(home.path.parent),
+    )
+    proc.stdin.write(b"tell me a story\n")
+    await proc.stdin.drain()
+    for _ in range(1000):
+        if fake_openrouter.chat_requests():
+            break
+        await asyncio.sleep(0.01)
+    proc.kill()  # SIGKILL: no chance to clean up, as in a power cut
+    await proc.wait()
+
+    fake_openrouter.queue(Text("Once upon a time."))
+    restarted = await chorus(home, "run", stdin="")
+    assert restarted.code == 0, restarted.err
+    assert restarted.out.count("Once upon a time.") == 1
+    assert user_texts(fake_openrouter.chat_requests()[1]) == ["tell me a story"]
+
+    again = await chorus(home, "run", stdin="")
+    assert "Once upon a time." not in again.out
+    assert len(fake_openrouter.chat_requests()) == 2

@@ -1,0 +1,67 @@
+"""Small pure pieces: the SSE reader, secret redaction, context trimming."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.context import fit_context
+from bot.redact import RedactingFilter, redact
+from providers.openrouter.sse import sse_data
+
+
+async def lines(*items: str):
+    for item in items:
+        yield item
+
+
+async def collect(*items: str) -> list[str]:
+    return [d async for d in sse_data(lines(*items))]
+
+
+async def test_sse_skips_keepalive_comments_and_stops_at_done():
+    got = await collect(": OPENROUTER PROCESSING", "", "data: {\"a\":1}", "", ": OPENROUTER PROCESSING", "",
+                        "data: {\"b\":2}", "", "data: [DONE]", "", "data: {\"late\":1}", "")
+    assert got == ['{"a":1}', '{"b":2}']
+
+
+async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():
+    assert await collect("data: {\"a\":", "data: 1}", "", "data:{\"b\":2}") == ['{"a":\n1}', '{"b":2}']
+
+
+def test_redact_masks_keys_tokens_and_bearer_headers():
+    text = ("key sk-or-v1-0123456789abcdef0123 token 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw "
+            "Authorization: Bearer abc.def secret-value")
+    clean = redact(text, ["secret-value"])
+    assert "sk-or-v1" not in clean and "AAHdq" not in clean and "abc.def" not in clean and "secret-value" not in clean
+    assert clean.count("***") == 4
+
+
+def test_logging_filter_redacts_arguments_and_tracebacks(caplog):
+    logger = logging.getLogger("chorus.test-redact")
+    logger.addFilter(RedactingFilter(["hunter2-password"]))
+    try:
+        raise RuntimeError("failed with sk-or-v1-aaaaaaaaaaaaaaaa")
+    except RuntimeError:
+        with caplog.at_level(logging.ERROR, logger="chorus.test-redact"):
+            logger.exception("call with %s", "hunter2-password")
+    record = caplog.records[-1]
+    assert record.getMessage() == "call with ***"
+    assert "sk-or-v1-aaaa" not in (record.exc_text or "") and "***" in record.exc_text
+
+
+def test_fit_context_drops_whole_old_turns_and_keeps_system_and_current():
+    system = [{"role": "system", "content": "sys"}]
+    history = []
+    for i in range(10):
+        history += [
+            {"role": "user", "content": f"q{i} " + "x" * 100},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": "r" * 100},
+        ]
+    current = [{"role": "user", "content": "now"}]
+    messages, dropped = fit_context(system, history, current, window=400)
+    assert messages[0] == system[0] and messages[-1] == current[0]
+    assert 0 < dropped < 10
+    kept = messages[1:-1]
+    assert kept[0]["role"] == "user" and len(kept) == 3 * (10 - dropped)
+    assert fit_context(system, history, current, window=1_000_000)[1] == 0
