@@ -10,15 +10,20 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
 
     Comment lines (``: OPENROUTER PROCESSING``) are keep-alives and skipped; an
     event's several ``data:`` lines are joined with newlines, as the SSE spec says.
+    The lines after ``[DONE]`` are still read, so the connection goes back to the pool.
     """
     data: list[str] = []
+    done = False
     async for line in lines:
+        if done:
+            continue
         if not line:
             if data:
                 payload = "\n".join(data)
                 data.clear()
                 if payload == "[DONE]":
-                    return
+                    done = True
+                    continue
                 yield payload
             continue
         if line.startswith(":"):
@@ -26,5 +31,5 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
         field, _, value = line.partition(":")
         if field == "data":
             data.append(value[1:] if value.startswith(" ") else value)
-    if data and (payload := "\n".join(data)) != "[DONE]":
+    if data and not done and (payload := "\n".join(data)) != "[DONE]":
         yield payload
