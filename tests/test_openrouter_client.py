@@ -1,0 +1,140 @@
+"""The OpenRouter client against the fake: tool calls both ways, stream failures, retries, headers, no leaked key."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bot.redact import RedactingFilter
+from providers.openrouter.client import Done, OpenRouterClient, TextDelta
+from providers.openrouter.errors import AuthError, RateLimitError, StreamError
+from providers.openrouter.refs import ModelRef
+from providers.openrouter.request import ChatSpec, ProviderSettings
+from providers.openrouter.retry import RetryPolicy
+from tests.conftest import chorus, onboarded
+from tests.fakes.openrouter import Error, StreamError as FakeStreamError, Text, ToolCalls
+
+NO_WAIT = RetryPolicy(attempts=3, base_delay=0.001)
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "d", "parameters": {"type": "object"}}}]
+CALLS = [("lookup", {"q": "caf\u00e9 \"quoted\" \\ back", "n": [1, 2]}), ("lookup", {"q": "second"})]
+
+
+def spec(**kw) -> ChatSpec:
+    return ChatSpec(ModelRef.parse("openrouter/openai/gpt-4o-mini"), [{"role": "user", "content": "hi"}], **kw)
+
+
+@pytest.fixture
+async def client(fake_openrouter):
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url), retry=NO_WAIT) as c:
+        yield c
+
+
+async def stream_all(client, s):
+    deltas, result = [], None
+    async for event in client.stream(s):
+        if isinstance(event, TextDelta):
+            deltas.append(event.text)
+        elif isinstance(event, Done):
+            result = event.result
+    return deltas, result
+
+
+async def test_tool_calls_non_streaming(client, fake_openrouter):
+    fake_openrouter.queue(ToolCalls(CALLS))
+    result = await client.chat(spec(tools=TOOLS))
+    assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == CALLS
+    assert result.finish_reason == "tool_calls" and result.usage.total_tokens > 0
+    assert fake_openrouter.chat_requests()[0].json["tools"] == TOOLS
+
+
+async def test_tool_calls_streamed_in_awkward_fragments_are_joined_by_index(client, fake_openrouter):
+    fake_openrouter.queue(ToolCalls(CALLS, content="Let me look."))
+    deltas, result = await stream_all(client, spec(tools=TOOLS))
+    assert "".join(deltas) == "Let me look."
+    assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == CALLS
+    assert len({c.id for c in result.tool_calls}) == 2
+
+
+async def test_stream_keeps_alive_and_counts_usage_last(client, fake_openrouter):
+    fake_openrouter.queue(Text("a fairly long answer in many pieces"))
+    deltas, result = await stream_all(client, spec())
+    assert len(deltas) > 3 and result.text == "a fairly long answer in many pieces"
+    assert result.usage.cost and result.usage.cost > 0 and result.finish_reason == "stop"
+
+
+async def test_a_mid_stream_error_fails_the_turn_with_its_message(client, fake_openrouter):
+    fake_openrouter.queue(FakeStreamError("partial ans", "provider overloaded"))
+    with pytest.raises(StreamError, match="provider overloaded"):
+        await stream_all(client, spec())
+    assert len(fake_openrouter.chat_requests()) == 1  # output had started: never retried
+
+
+async def test_429_is_retried_after_retry_after_then_succeeds(client, fake_openrouter):
+    fake_openrouter.queue(Error(429, "slow down", retry_after=0), Error(503, "no provider"), Text("fine"))
+    deltas, result = await stream_all(client, spec())
+    assert result.text == "fine" and len(fake_openrouter.chat_requests()) == 3
+    fake_openrouter.queue(Error(429, "still slow", retry_after=0), Error(429, "still slow", retry_after=0), Error(429, "x"))
+    with pytest.raises(RateLimitError, match="rate limiting"):
+        await client.chat(spec())
+
+
+async def test_the_key_never_reaches_logs_or_errors(fake_openrouter, caplog):
+    key = "sk-or-v1-secret-never-print-0123456789"
+    logger = logging.getLogger("chorus")
+    redactor = RedactingFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with OpenRouterClient(key, ProviderSettings(base_url=fake_openrouter.base_url), retry=NO_WAIT) as c:
+                with pytest.raises(AuthError) as err:
+                    await c.chat(spec())
+            logger.debug("header was Bearer %s", key)
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(redactor)
+    assert key not in str(err.value) and key not in repr(err.value)
+    assert "chorus onboard" in str(err.value)
+    assert key not in caplog.text and "Bearer ***" in caplog.text
+
+
+async def test_a_custom_base_url_gets_no_attribution_or_cache_headers(client, fake_openrouter):
+    settings = ProviderSettings(base_url=fake_openrouter.base_url,
+                                model_params={"openrouter/openai/gpt-4o-mini": {"responseCache": True}})
+    async with OpenRouterClient(fake_openrouter.api_key, settings, retry=NO_WAIT) as c:
+        await c.chat(spec())
+    headers = fake_openrouter.chat_requests()[0].headers
+    assert not [h for h in headers if h.lower().startswith(("x-openrouter", "x-title", "http-referer"))]
+
+
+async def test_fusion_from_the_cli_with_its_panel(home, fake_openrouter):
+    panel = {"plugins": [{"id": "fusion", "analysis_models": ["anthropic/claude-sonnet-4.6", "moonshotai/kimi-k2.6"],
+                          "model": "openai/gpt-4o-mini"}]}
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, agents={"defaults": {"models": {"openrouter/openrouter/fusion": {"params": {"extraBody": panel}}}}})
+    fake_openrouter.queue(Text("FUSION_OK"))
+    result = await chorus(home, "infer", "model", "run", "--local", "--model", "openrouter/openrouter/fusion",
+                          "--prompt", "Reply with exactly: FUSION_OK", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["text"] == "FUSION_OK"
+    body = fake_openrouter.chat_requests()[0].json
+    assert body["model"] == "openrouter/fusion" and body["plugins"] == panel["plugins"]
+    assert "kimi-k2.6" in body["messages"][0]["content"] and "tool_choice" not in body
+
+
+async def test_models_list_filters_by_modality_and_set_warns_on_unknown(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    listed = await chorus(home, "models", "list", "--modality", "image")
+    assert listed.code == 0, listed.err
+    assert listed.out.split() [0] == "openrouter/google/gemini-3.1-flash-image-preview" and "kimi" not in listed.out
+    everything = await chorus(home, "models", "list")
+    assert "openrouter/auto" in everything.out and "openrouter/moonshotai/kimi-k2.6" in everything.out
+    assert len(fake_openrouter.requests_to("/models")) == 1  # the second listing came from the day's cache
+    await chorus(home, "models", "list", "--refresh")
+    assert len(fake_openrouter.requests_to("/models")) == 2
+    unknown = await chorus(home, "models", "set", "openrouter/nobody/nothing")
+    assert unknown.code == 0 and "not in OpenRouter's model catalog" in unknown.err
+    known = await chorus(home, "models", "set", "openrouter/moonshotai/kimi-k2.6")
+    assert "warning" not in known.err

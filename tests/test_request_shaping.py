@@ -1,0 +1,132 @@
+"""Each request-shaping rule of the contract, one test each (the table is in providers/openrouter/request.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from providers.openrouter.refs import ModelRef, ModelRefError
+from providers.openrouter.request import DEFAULT_BASE_URL, ChatSpec, ProviderSettings, build_chat_request, fusion_note
+
+REAL = ProviderSettings()
+PROXY = ProviderSettings(base_url="http://127.0.0.1:9/api/v1")
+FUSION = {"extraBody": {"plugins": [{"id": "fusion", "analysis_models": ["a/one", "b/two"], "model": "c/judge"}]}}
+
+
+def build(ref: str, settings: ProviderSettings = REAL, messages=None, **kw):
+    spec = ChatSpec(ModelRef.parse(ref), messages or [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}], **kw)
+    return build_chat_request(spec, settings)
+
+
+def test_model_refs_become_upstream_slugs():
+    assert build("openrouter/moonshotai/kimi-k2.6").body["model"] == "moonshotai/kimi-k2.6"
+    assert build("openrouter/openrouter/fusion").body["model"] == "openrouter/fusion"
+    assert build("openrouter/auto").body["model"] == "openrouter/auto"
+    for bad in ("claude-sonnet", "anthropic/claude", "openrouter/"):
+        with pytest.raises(ModelRefError, match="known providers: openrouter"):
+            ModelRef.parse(bad)
+
+
+def test_base_body_has_usage_stream_and_tools():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    req = build("openrouter/openai/gpt-4o-mini", stream=True, tools=tools)
+    assert req.path == "/chat/completions"
+    assert req.body["usage"] == {"include": True} and req.body["stream"] is True and req.body["tools"] == tools
+    assert "stream" not in build("openrouter/openai/gpt-4o-mini").body
+
+
+def test_attribution_headers_only_on_openrouter_ai():
+    headers = build("openrouter/auto").headers
+    assert headers["HTTP-Referer"].startswith("https://") and headers["X-OpenRouter-Title"] == "Chorus"
+    assert "chat" in headers["X-OpenRouter-Categories"].split(",")
+    assert build("openrouter/auto", ProviderSettings(base_url=DEFAULT_BASE_URL + "/")).headers["X-OpenRouter-Title"] == "Chorus"
+    assert build("openrouter/auto", PROXY).headers == {}
+
+
+def test_response_cache_headers_and_aliases():
+    ref = "openrouter/openai/gpt-4o-mini"
+    camel = ProviderSettings(model_params={ref: {"responseCache": True, "responseCacheTtlSeconds": 600, "responseCacheClear": True}})
+    snake = ProviderSettings(model_params={ref: {"response_cache": True, "response_cache_ttl_seconds": 600, "response_cache_clear": True}})
+    for settings in (camel, snake):
+        h = build(ref, settings).headers
+        assert (h["X-OpenRouter-Cache"], h["X-OpenRouter-Cache-TTL"], h["X-OpenRouter-Cache-Clear"]) == ("true", "600", "true")
+    assert "X-OpenRouter-Cache" not in build(ref, REAL).headers  # opt-in per model
+    proxy = ProviderSettings(base_url=PROXY.base_url, model_params=camel.model_params)
+    assert build(ref, proxy).headers == {}  # never on a custom base URL
+
+
+def test_provider_routing_default_and_override():
+    default = {"sort": "latency", "data_collection": "deny"}
+    own = {"order": ["groq"], "allow_fallbacks": False}
+    settings = ProviderSettings(provider_params=default, model_params={"openrouter/x/own": {"provider": own}})
+    assert build("openrouter/x/plain", settings).body["provider"] == default
+    assert build("openrouter/x/own", settings).body["provider"] == own
+    assert "provider" not in build("openrouter/x/plain").body
+
+
+def test_extra_body_is_merged():
+    settings = ProviderSettings(model_params={"openrouter/x/y": {"extraBody": {"temperature": 0.2, "max_tokens": 50}}})
+    body = build("openrouter/x/y", settings).body
+    assert body["temperature"] == 0.2 and body["max_tokens"] == 50
+
+
+def test_fusion_note_and_no_forced_tool_choice():
+    settings = ProviderSettings(model_params={"openrouter/openrouter/fusion": FUSION})
+    req = build("openrouter/openrouter/fusion", settings, extra={"tool_choice": "required"})
+    assert req.body["plugins"] == FUSION["extraBody"]["plugins"]
+    system = req.body["messages"][0]["content"]
+    assert system.startswith("sys") and "a/one, b/two" in system and "c/judge" in system
+    assert "tool_choice" not in req.body
+    assert fusion_note({}) is None
+    no_system = build("openrouter/openrouter/fusion", settings, messages=[{"role": "user", "content": "hi"}])
+    assert no_system.body["messages"][0]["role"] == "system"
+
+
+def test_thinking_levels_map_to_reasoning():
+    ref = "openrouter/anthropic/claude-sonnet-4.6"
+    for level in ("minimal", "low", "medium", "high", "xhigh"):
+        assert build(ref, thinking=level).body["reasoning"] == {"effort": level}
+    assert "reasoning" not in build(ref, thinking="off").body
+    assert "reasoning" not in build("openrouter/auto", thinking="high").body
+    assert "reasoning" not in build("openrouter/openai/gpt-4o-mini", thinking="high", supports_reasoning=False).body
+
+
+def test_deepseek_v4_replay_and_effort():
+    history = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"},
+        {"role": "assistant", "content": "a", "reasoning_content": "kept"},
+        {"role": "user", "content": "q2"},
+    ]
+    req = build("openrouter/deepseek/deepseek-v4-flash", messages=history, thinking="high")
+    assistants = [m for m in req.body["messages"] if m["role"] == "assistant"]
+    assert [m["reasoning_content"] for m in assistants] == ["", "kept"]
+    assert req.body["reasoning_effort"] == "high" and "reasoning" not in req.body
+    stale = build("openrouter/deepseek/deepseek-v4-pro", messages=history, extra={"reasoning_effort": "max"})
+    assert stale.body["reasoning_effort"] == "xhigh"
+    assert "reasoning_content" not in history[1]  # the caller's messages are untouched
+
+
+def test_anthropic_cache_markers_and_prefill_drop():
+    messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}]
+    req = build("openrouter/anthropic/claude-sonnet-4.6", messages=copy.deepcopy(messages), thinking="high")
+    assert req.body["messages"][0]["content"] == [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
+    assert req.body["messages"][-1]["role"] == "user"
+    kept = build("openrouter/anthropic/claude-sonnet-4.6", messages=copy.deepcopy(messages))
+    assert kept.body["messages"][-1] == {"role": "assistant", "content": "Sure,"}  # no reasoning: prefill allowed
+    assert build("openrouter/openai/gpt-4o-mini", messages=messages).body["messages"][0]["content"] == "sys"
+
+
+def test_gemini_reasoning_details_are_replayed():
+    details = [{"type": "reasoning.encrypted", "data": "sig"}]
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_details": details, "junk": 1}]
+    assistant = build("openrouter/google/gemini-3.1-pro", messages=messages).body["messages"][1]
+    assert assistant == {"role": "assistant", "content": "a", "reasoning_details": details}
+
+
+def test_openai_only_fields_are_never_sent():
+    settings = ProviderSettings(model_params={"openrouter/x/y": {"extraBody": {"service_tier": "flex", "store": True}}})
+    body = build("openrouter/x/y", settings, extra={"prompt_cache_key": "k"}).body
+    assert not {"service_tier", "store", "prompt_cache_key"} & set(body)
