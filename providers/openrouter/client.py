@@ -123,12 +123,12 @@ class OpenRouterClient:
 
         return await with_retries(once, self.retry)
 
-    async def chat(self, spec: ChatSpec) -> ChatResult:
+    async def chat(self, spec: ChatSpec, *, timeout: float | None = None) -> ChatResult:
         """A non-streaming completion."""
         spec = dataclasses.replace(spec, stream=False)
         req = build_chat_request(spec, self.settings)
         started = time.monotonic()
-        resp = await self.request("POST", req.path, json=req.body, headers=req.headers)
+        resp = await self.request("POST", req.path, json=req.body, headers=req.headers, timeout=timeout)
         data = _json(resp)
         if isinstance(data.get("error"), dict):
             raise StreamError(str(data["error"].get("message", "")))
@@ -169,6 +169,19 @@ class OpenRouterClient:
             await resp.aclose()
         acc.result.latency = time.monotonic() - started
         yield Done(acc.finish())
+
+    async def download(self, url: str, *, timeout: float | None = None) -> bytes:
+        """A file a response pointed at; the key goes along only to the base URL's own origin."""
+        if self.same_origin(url):
+            return (await self.request("GET", url, timeout=timeout)).content
+        async with httpx.AsyncClient(timeout=_timeout(timeout) if timeout else 120.0, follow_redirects=True) as plain:
+            try:
+                resp = await plain.get(url)
+            except httpx.TransportError as exc:
+                raise ConnectionFailedError(f"download failed: {type(exc).__name__}") from exc
+        if resp.status_code >= 400:
+            raise _error_from(resp)
+        return resp.content
 
     async def models(self, output_modality: str | None = None) -> list[dict[str, Any]]:
         """The catalog from ``GET /models``."""

@@ -1,0 +1,46 @@
+"""Music generation: streamed chat completions with ``modalities: ["text", "audio"]``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from .client import Done, OpenRouterClient
+from .media import NoMediaError
+from .refs import ModelRef
+from .request import ChatSpec
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedMusic:
+    data: bytes
+    format: str
+    lyrics: str
+
+
+async def generate_music(
+    llm: OpenRouterClient, model: ModelRef, prompt: str, *, lyrics: str | None = None, instrumental: bool = False,
+    fmt: str = "mp3", reference: str | None = None, timeout: float = 180.0,
+) -> GeneratedMusic:
+    """A track for ``prompt``; the stream's audio pieces are decoded one by one by the client."""
+    text = prompt
+    if lyrics:
+        text += f"\n\nLyrics:\n{lyrics}"
+    if instrumental:
+        text += "\n\nInstrumental only, no vocals."
+    content: list[dict[str, object]] = [{"type": "text", "text": text}]
+    if reference:
+        content.append({"type": "image_url", "image_url": {"url": reference}})
+    spec = ChatSpec(model, [{"role": "user", "content": content}],
+                    extra={"modalities": ["text", "audio"], "audio": {"format": fmt}})
+
+    async def run() -> GeneratedMusic:
+        async for event in llm.stream(spec):
+            if isinstance(event, Done):
+                if not event.result.audio:
+                    said = event.result.text.strip()
+                    raise NoMediaError(f"no audio came back{': ' + said[:200] if said else ''}")
+                return GeneratedMusic(event.result.audio, fmt, event.result.transcript.strip())
+        raise NoMediaError("the stream ended early")
+
+    return await asyncio.wait_for(run(), timeout)
