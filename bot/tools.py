@@ -50,8 +50,9 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools = {t.name: t for t in tools}
 
-    def __bool__(self) -> bool:
-        return bool(self._tools)
+    def add(self, *tools: Tool) -> None:
+        """Register more tools (those that need the runtime, e.g. the media job runner, come after it)."""
+        self._tools.update((t.name, t) for t in tools)
 
     def definitions(self) -> list[dict[str, Any]]:
         """Tool definitions in chat-completions shape."""

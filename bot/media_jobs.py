@@ -1,0 +1,133 @@
+"""Durable media jobs: a video is submitted during a turn and delivered when ready, even after a restart."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from channels.base import AttachmentKind, ChatRef, Media, Reply
+from providers.openrouter.client import OpenRouterClient
+from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.video import VideoJob, download_video, poll_video
+
+from .store import Store
+
+log = logging.getLogger("chorus.media_jobs")
+Deliver = Callable[[ChatRef, Reply], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    id: int
+    chat: ChatRef
+    reply_to: str | None
+    job: VideoJob
+    prompt: str
+    attempts: int
+    deadline: float
+
+
+class MediaJobs:
+    """Polls pending jobs with backoff on an APScheduler interval job; each finished job is reported once."""
+
+    def __init__(self, store: Store, llm: OpenRouterClient, deliver: Deliver, *, poll_interval: float = 10.0,
+                 max_interval: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.llm = llm
+        self.deliver = deliver
+        self.poll_interval = poll_interval
+        self.max_interval = max_interval
+        self.clock = clock
+        self.scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        """Start polling; jobs an earlier run left pending are due at once, whatever their schedule was."""
+        async with self.store.transaction() as db:
+            await db.execute("UPDATE media_jobs SET next_poll_at = ? WHERE status = 'pending'", (self.clock(),))
+        self.scheduler = AsyncIOScheduler()
+        self.scheduler.add_job(self.tick, "interval", seconds=self.poll_interval, max_instances=1, coalesce=True,
+                               next_run_time=datetime.now().astimezone())
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    async def submit(self, chat: ChatRef, reply_to: str | None, job: VideoJob, model: str, prompt: str,
+                     timeout: float) -> int:
+        """Record a submitted job; it is polled from now on."""
+        now = self.clock()
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO media_jobs (channel, chat_id, thread_id, chat_kind, reply_to, job_id, polling_url, model,"
+                " prompt, next_poll_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (chat.channel, chat.chat_id, chat.thread_id, chat.kind, reply_to, job.id, job.polling_url, model,
+                 prompt, now + self.poll_interval, now + timeout),
+            )
+        log.info("video job %s submitted channel=%s chat=%s", job.id, chat.channel, chat.chat_id)
+        return int(cur.lastrowid or 0)
+
+    async def tick(self) -> None:
+        """Check every job that is due."""
+        for job in await self._due():
+            try:
+                await self._check(job)
+            except Exception:  # one bad job must not stop the others; it is tried again next tick
+                log.exception("video job %s check failed channel=%s chat=%s", job.job.id, job.chat.channel, job.chat.chat_id)
+
+    async def pending(self) -> int:
+        async with self.store.db.execute("SELECT COUNT(*) FROM media_jobs WHERE status = 'pending'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _due(self) -> list[PendingJob]:
+        async with self.store.db.execute(
+            "SELECT * FROM media_jobs WHERE status = 'pending' AND next_poll_at <= ? ORDER BY id", (self.clock(),)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [PendingJob(r["id"], ChatRef(r["channel"], r["chat_id"], r["thread_id"], r["chat_kind"]), r["reply_to"],
+                           VideoJob(r["job_id"], r["polling_url"]), r["prompt"], r["attempts"], r["deadline"])
+                for r in rows]
+
+    async def _check(self, job: PendingJob) -> None:
+        if self.clock() > job.deadline:
+            await self._finish(job, "failed", "gave up waiting", Reply(
+                text=f"⚠️ The video “{job.prompt}” took too long and was given up.", reply_to=job.reply_to))
+            return
+        try:
+            status = await poll_video(self.llm, job.job)
+        except OpenRouterError as exc:
+            log.warning("video job %s poll failed: %s", job.job.id, exc)
+            status = None
+        if status is None or not status.finished:
+            await self._later(job)
+            return
+        if status.status != "completed":
+            reason = status.error or status.status
+            await self._finish(job, "failed", reason, Reply(
+                text=f"⚠️ The video “{job.prompt}” could not be made: {status.status} ({reason}).", reply_to=job.reply_to))
+            return
+        data = await download_video(self.llm, job.job, status)
+        video = Media(AttachmentKind.VIDEO, data, "video/mp4", f"video-{job.job.id}.mp4", caption=job.prompt)
+        await self._finish(job, "delivered", None, Reply(media=[video], reply_to=job.reply_to))
+
+    async def _later(self, job: PendingJob) -> None:
+        delay = min(self.max_interval, self.poll_interval * 1.5 ** job.attempts)
+        async with self.store.transaction() as db:
+            await db.execute("UPDATE media_jobs SET attempts = attempts + 1, next_poll_at = ? WHERE id = ?",
+                             (self.clock() + delay, job.id))
+
+    async def _finish(self, job: PendingJob, status: str, error: str | None, reply: Reply) -> None:
+        # Deliver first: if the channel is not there (it raises), the job stays pending and is tried again.
+        await self.deliver(job.chat, reply)
+        async with self.store.transaction() as db:
+            await db.execute(
+                "UPDATE media_jobs SET status = ?, error = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                " WHERE id = ?", (status, error, job.id))
+        log.info("video job %s %s channel=%s chat=%s", job.job.id, status, job.chat.channel, job.chat.chat_id)
+
