@@ -20,6 +20,7 @@ from .config import ChorusConfig
 from .context import fit_context
 from .store import StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
+from .voice import Preflight, TagFilter, Voice, split_tags
 
 log = logging.getLogger("chorus.agent")
 STOP = "stop"  # the cancel message of /stop, told apart from a shutdown
@@ -46,13 +47,15 @@ class Agent:
         tools: ToolRegistry | None = None,
         *,
         catalog: Catalog | None = None,
+        voice: Voice | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.config = config
         self.store = store
         self.llm = llm
-        self.tools = tools or ToolRegistry()
+        self.tools = tools if tools is not None else ToolRegistry()
         self.catalog = catalog
+        self.voice = voice
         self.now = now
 
     async def context_window(self, ref: ModelRef) -> int:
@@ -84,16 +87,23 @@ class Agent:
         settings = await self.store.chat_settings(chat)
         ref = ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
         info = await self.catalog.lookup(ref) if self.catalog else None
-        user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+        heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
+        if heard.error:  # the voice note could not become words: say why, store nothing
+            reply = Reply(text=heard.error, reply_to=inbound.message_id)
+            await channel.send(chat, reply)
+            return TurnOutcome(reply, Usage(), str(ref))
+        tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
+        note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
+        user = StoredMessage("user", user_text(inbound, group_context, heard.text), name=inbound.sender_name)
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
-            [{"role": "system", "content": self.system_prompt(chat)}],
+            [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
             [m.to_api() for m in history], [user.to_api()], await self.context_window(ref),
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=inbound)
-        stream = channel.open_stream(chat)
+        stream = _VisibleStream(channel.open_stream(chat), live=not self._voice_only(tts_mode, heard.spoken))
         shown: list[str] = []
         media: list[Media] = []
         total = Usage(cost=0.0)
@@ -130,22 +140,30 @@ class Agent:
             if exc.args != (STOP,):
                 raise  # shutdown: the inbox still holds the message, it is answered after the restart
             await self.store.append(session_id, _complete_prefix(pending))
-            reply = Reply(text="".join(shown) + "\n\n⏹ Stopped.", media=media, reply_to=inbound.message_id)
+            reply = Reply(text=split_tags("".join(shown))[0] + "\n\n⏹ Stopped.", media=media, reply_to=inbound.message_id)
             await stream.close(reply)
             return TurnOutcome(reply, total, str(ref))
         except OpenRouterError as exc:
             log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
             # Keep what the user said (and any finished tool rounds): nothing is lost, the next turn sees it.
             await self.store.append(session_id, _complete_prefix(pending))
-            text = "".join(shown)
+            text = split_tags("".join(shown))[0]
             reply = Reply(text=(text + "\n\n" if text else "") + f"⚠️ {exc}", media=media, reply_to=inbound.message_id)
             await stream.close(reply)
             return TurnOutcome(reply, total, str(ref), exc)
         await self.store.append(session_id, pending)
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
+        if self.voice:
+            reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
+                                           capabilities=channel.capabilities, model=ref)
         await stream.close(reply)
         log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
         return TurnOutcome(reply, total, str(ref))
+
+    def _voice_only(self, mode: str, spoken: bool) -> bool:
+        """Whether the text will surely be replaced by a voice note, so it must not be streamed first."""
+        surely_spoken = mode == "always" or (mode == "inbound" and spoken)
+        return surely_spoken and self.config.messages.tts.text_delivery != "normal"
 
     async def _complete(self, spec: ChatSpec, stream: Any, shown: list[str]) -> ChatResult:
         """One streamed model call, its text passed to the channel as it comes."""
@@ -163,16 +181,34 @@ class Agent:
         return result
 
 
-def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = ()) -> str:
-    """The user's words as the model sees them; in groups, prefixed by who said them and preceded
-    by what the group said since the bot last answered."""
+def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), said: str | None = None) -> str:
+    """The user's words as the model sees them (``said``: a voice note's transcript); in groups, prefixed by
+    who said them and preceded by what the group said since the bot last answered."""
+    said = inbound.text if said is None else said
     if inbound.chat.kind != "group":
-        return inbound.text
-    text = f"[{inbound.sender_name}]: {inbound.text}"
+        return said
+    text = f"[{inbound.sender_name}]: {said}"
     if group_context:
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
+
+
+class _VisibleStream:
+    """The channel's stream minus TTS tags; with ``live`` off, nothing is shown until the reply is whole."""
+
+    def __init__(self, inner: Any, *, live: bool) -> None:
+        self.inner = inner
+        self.live = live
+        self.tags = TagFilter()
+
+    async def delta(self, text: str) -> None:
+        visible = self.tags.feed(text)
+        if visible and self.live:
+            await self.inner.delta(visible)
+
+    async def close(self, reply: Reply) -> None:
+        await self.inner.close(reply)
 
 
 def _add_usage(total: Usage, usage: Usage) -> None:

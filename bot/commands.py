@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from channels.base import Inbound, Reply
+from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
+
+from .audio import AudioError
+from .voice import speakable
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -18,7 +22,7 @@ HELP = """Commands:
 /new — start a fresh conversation (alias /reset; the old one is kept)
 /model [REF] — show or set this chat's model, e.g. /model openrouter/moonshotai/kimi-k2.6
 /think off|minimal|low|medium|high|xhigh — how hard the model thinks
-/tts off|always|inbound|tagged|status — spoken replies in this chat
+/tts off|always|inbound|tagged|status — spoken replies in this chat; /tts audio TEXT speaks TEXT once
 /status — model, thinking, TTS, session length, tokens and cost so far
 /stop — cancel the answer in progress"""
 
@@ -33,7 +37,8 @@ async def run_command(d: Dispatcher, inbound: Inbound) -> Reply | None:
     handler = _COMMANDS.get(name)
     if handler is None:
         return None
-    return Reply(text=await handler(d, inbound, arg.strip()), reply_to=inbound.message_id)
+    answer = await handler(d, inbound, arg.strip())
+    return answer if isinstance(answer, Reply) else Reply(text=answer, reply_to=inbound.message_id)
 
 
 async def _help(d: Dispatcher, inbound: Inbound, arg: str) -> str:
@@ -63,10 +68,31 @@ async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return await _setting(d, inbound, "thinking", arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
 
 
-async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    if arg.lower() in ("", "status"):
-        arg = ""
+async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
+    word, _, rest = arg.partition(" ")
+    if word.lower() == "audio":
+        return await _speak_once(d, inbound, rest.strip())
+    if word.lower() == "status":
+        tts = d.agent.config.messages.tts
+        current = (await d.agent.store.chat_settings(inbound.chat)).tts or tts.auto
+        voice = tts.providers.openrouter
+        return (f"Spoken replies: {current}\nVoice: {voice.model}, {voice.speaker_voice} ({voice.response_format}); "
+                f"text delivery: {tts.text_delivery}; long replies (over {tts.max_text_length} characters) are summarised.")
     return await _setting(d, inbound, "tts", arg.lower(), TTS_MODES, d.agent.config.messages.tts.auto)
+
+
+async def _speak_once(d: Dispatcher, inbound: Inbound, text: str) -> str | Reply:
+    """``/tts audio TEXT``: speak this once, whatever the mode."""
+    channel = d.channels.get(inbound.chat.channel)
+    if not text:
+        return "Usage: /tts audio TEXT"
+    if d.agent.voice is None or channel is None:
+        return "Speech is not available here."
+    try:
+        note = await d.agent.voice.voice_note(speakable(text), channel.capabilities)
+    except (OpenRouterError, AudioError) as exc:
+        return f"Could not speak that: {exc}"
+    return Reply(voice=note, reply_to=inbound.message_id)
 
 
 async def _setting(d: Dispatcher, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...], default: str) -> str:

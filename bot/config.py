@@ -80,6 +80,7 @@ class ModelEntry(Section):
 class MediaModel(Section):
     primary: str
     timeout_ms: int = Field(180_000, gt=0)
+    poll_interval_ms: int = Field(10_000, gt=0)  # long jobs (video): how often to ask whether they are done
 
 
 class AgentDefaults(Section):

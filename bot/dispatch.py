@@ -88,6 +88,13 @@ class Dispatcher:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
+    async def deliver(self, chat: ChatRef, reply: Reply) -> None:
+        """Send a reply that was not asked for just now (a finished video); fails if the channel is not running."""
+        channel = self.channels.get(chat.channel)
+        if channel is None:
+            raise RuntimeError(f"channel {chat.channel} is not running")
+        await channel.send(chat, reply)
+
     def stop(self, chat: ChatRef) -> bool:
         """Cancel the chat's turn in progress; ``False`` when there is none."""
         lane = self._lanes.get(chat.session_key)

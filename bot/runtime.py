@@ -20,6 +20,10 @@ from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
 from .dispatch import Dispatcher
+from .media_jobs import MediaJobs
+from .media_tools import media_tools
+from .tools import ToolRegistry
+from .voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
@@ -83,13 +87,20 @@ class Runtime:
     llm: OpenRouterClient
     agent: Agent
     dispatcher: Dispatcher
+    jobs: MediaJobs
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
         store = await Store.open(env.state / "chorus.db")
         llm = make_client(loaded.config, credential)
-        agent = Agent(loaded.config, store, llm, catalog=Catalog(llm, env.state / CATALOG_FILE))
-        return cls(loaded.config, env.state, store, llm, agent, Dispatcher(agent, Inbox(store)))
+        config = loaded.config
+        tools = ToolRegistry()
+        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm))
+        dispatcher = Dispatcher(agent, Inbox(store))
+        video = config.agents.defaults.video_generation_model
+        jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
+        tools.add(*media_tools(config, llm, jobs))
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs)
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -109,6 +120,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self.dispatcher.channels.update({ch.name: ch for ch in channels})
         recovered = await self.dispatcher.recover()
+        await self.jobs.start()
 
         def stop() -> None:
             for ch in channels:
@@ -126,10 +138,13 @@ class Runtime:
         try:
             await asyncio.gather(*recovered, *tasks)
             await self.dispatcher.drain()
+            if waiting := await self.jobs.pending():
+                log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
         except asyncio.CancelledError:
             log.info("stopping")
             await self.dispatcher.shutdown()
         finally:
+            self.jobs.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.remove_signal_handler(sig)

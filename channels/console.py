@@ -118,7 +118,10 @@ class _ConsoleStream:
 
     async def close(self, reply: Reply) -> None:
         # Show whatever of the final text the deltas did not (an error note, a reply sent whole).
-        rest = reply.text[len(self.shown):] if reply.text.startswith(self.shown) else "\n" + reply.text
+        if reply.text.startswith(self.shown) or self.shown.startswith(reply.text):
+            rest = reply.text[len(self.shown):]
+        else:
+            rest = "\n" + reply.text
         await self.delta(rest)
         if self.shown:
             self.channel._write("\n")
