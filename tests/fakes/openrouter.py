@@ -178,7 +178,8 @@ class FakeOpenRouter:
             web.get("/files/{name}", self._file),
             web.post("/api/v1/auth/keys", self._auth_keys),
         ])
-        self._runner = web.AppRunner(app, access_log=None)
+        # Hung answers must not hold up teardown: cancel handlers whose client left, and do not wait long.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
