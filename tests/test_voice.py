@@ -1,0 +1,163 @@
+"""Voice policy in-process against the fake: encodings per channel, delivery modes, fallbacks, tags, speakable text."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import parse_config
+from bot.media_jobs import MediaJobs
+from bot.store import Store
+from bot.voice import TagFilter, Voice, speakable, split_tags
+from channels.base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, Reply
+from providers.openrouter.client import OpenRouterClient
+from providers.openrouter.refs import ModelRef
+from providers.openrouter.request import ProviderSettings
+from providers.openrouter.video import VideoJob, download_video, poll_video, submit_video
+from tests.fakes.media import decode_info, make_audio
+from tests.fakes.openrouter import Error, FakeOpenRouter, Text, VideoPlan
+
+VOICE_NOTES = Capabilities(voice_format="ogg_opus")
+FILES = Capabilities(voice_format="mp3")
+MODEL = ModelRef.parse("openrouter/auto")
+
+
+@pytest.fixture
+async def make_voice(fake_openrouter):
+    clients = []
+
+    async def build(**config) -> Voice:
+        cfg, _ = parse_config({"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url}}}, **config}, env={})
+        clients.append(OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)))
+        return Voice(cfg, clients[-1])
+
+    yield build
+    for client in clients:
+        await client.aclose()
+
+
+def voice_inbound(data: bytes, mime: str = "audio/ogg", name: str = "note.ogg") -> Inbound:
+    note = Attachment.from_bytes(AttachmentKind.VOICE, data, mime=mime, filename=name)
+    return Inbound(chat=ChatRef("t", "c"), sender_id="u", sender_name="U", attachments=[note])
+
+
+async def test_voice_notes_are_ogg_opus_48k_mono_and_files_are_mp3(make_voice):
+    voice = await make_voice()
+    note = await voice.voice_note("Hello there, this is a test.", VOICE_NOTES)
+    assert note.mime == "audio/ogg" and note.filename == "voice.ogg"
+    container, codec, duration, rate, channels = decode_info(note.data)
+    assert (container, codec, rate, channels) == ("ogg", "opus", 48000, 1)
+    assert duration == pytest.approx(note.duration, abs=0.05) and duration > 1.0
+    mp3 = await voice.voice_note("Hello there, this is a test.", FILES)
+    assert decode_info(mp3.data)[:2] == ("mp3", "mp3float") and mp3.mime == "audio/mpeg"
+
+
+async def test_pcm_speech_is_transcoded(make_voice, fake_openrouter):
+    voice = await make_voice(messages={"tts": {"providers": {"openrouter": {"responseFormat": "pcm"}}}})
+    note = await voice.voice_note("Raw samples, please.", VOICE_NOTES)
+    assert decode_info(note.data)[1] == "opus" and note.duration > 0.5
+    assert fake_openrouter.requests_to("/audio/speech")[0].json["response_format"] == "pcm"
+
+
+@pytest.mark.parametrize("delivery, text_kept, caption", [("normal", True, None), ("caption", False, "Short answer."),
+                                                         ("suppress", False, None)])
+async def test_text_delivery_modes(make_voice, delivery, text_kept, caption):
+    voice = await make_voice(messages={"tts": {"textDelivery": delivery}})
+    reply = await voice.speak(Reply(text="Short answer."), mode="always", spoken=False, capabilities=VOICE_NOTES, model=MODEL)
+    assert reply.voice is not None and reply.voice.caption == caption
+    assert (reply.text == "Short answer.") is text_kept
+
+
+async def test_inbound_mode_speaks_only_to_speakers_and_off_never(make_voice, fake_openrouter):
+    voice = await make_voice()
+    assert (await voice.speak(Reply(text="hi"), mode="inbound", spoken=False, capabilities=FILES, model=MODEL)).voice is None
+    assert (await voice.speak(Reply(text="hi"), mode="inbound", spoken=True, capabilities=FILES, model=MODEL)).voice
+    assert (await voice.speak(Reply(text="hi [[tts]]"), mode="off", spoken=True, capabilities=FILES, model=MODEL)).voice is None
+    assert len(fake_openrouter.requests_to("/audio/speech")) == 1
+
+
+async def test_long_replies_are_summarised_by_the_summary_model(make_voice, fake_openrouter):
+    voice = await make_voice(messages={"tts": {"maxTextLength": 100, "summaryModel": "openrouter/openai/gpt-4o-mini"}})
+    fake_openrouter.queue(Text("A short spoken summary."))
+    reply = await voice.speak(Reply(text="word " * 100), mode="always", spoken=False, capabilities=FILES, model=MODEL)
+    assert reply.voice is not None and reply.text.startswith("word word")
+    (summary,) = fake_openrouter.chat_requests()
+    assert summary.json["model"] == "openai/gpt-4o-mini"
+    assert fake_openrouter.requests_to("/audio/speech")[0].json["input"] == "A short spoken summary."
+
+
+async def test_a_failing_stt_model_falls_back_to_the_next(make_voice, fake_openrouter):
+    voice = await make_voice(tools={"media": {"audio": {"models": [
+        {"provider": "openrouter", "model": "first/stt"}, {"provider": "openrouter", "model": "second/stt"}]}}})
+    fake_openrouter.transcripts += [Error(400, "first/stt is not a transcription model"), "it worked"]
+    heard = await voice.preflight(voice_inbound(make_audio("ogg_opus", 1.0)))
+    assert heard.text == "[voice note] it worked" and heard.spoken and heard.error is None
+    assert [r.json["model"] for r in fake_openrouter.requests_to("/audio/transcriptions")] == ["first/stt", "second/stt"]
+
+
+async def test_formats_the_stt_endpoint_cannot_take_are_converted(make_voice, fake_openrouter):
+    voice = await make_voice()
+    heard = await voice.preflight(voice_inbound(make_audio("flac", 1.0), mime="application/octet-stream", name="x.bin"))
+    assert heard.spoken
+    request = fake_openrouter.requests_to("/audio/transcriptions")[0].json
+    assert request["input_audio"]["format"] == "wav"
+
+
+def test_tags_and_speakable_text():
+    assert split_tags("Hi. [[tts]]") == ("Hi. ", None, True)
+    assert split_tags("Read. [[tts:text]]Say this.[[/tts:text]]") == ("Read. ", "Say this.", True)
+    assert split_tags("plain") == ("plain", None, False)
+    text = "# Title\n**Bold** and `code` [link](https://x.y) https://a.b\n| a | b |\n```py\nprint(1)\n```\n- item"
+    assert speakable(text) == "Title Bold and code link item"
+    tags = TagFilter()
+    pieces = ["Hello [", "[tt", "s]] wor", "ld [[tts:te", "xt]]secret[[/tts:text]] end [[not a tag]]"]
+    assert "".join(tags.feed(p) for p in pieces) == "Hello  world  end [[not a tag]]"
+
+
+async def poll_all(jobs: MediaJobs, clock: list[float], steps: int = 5) -> None:
+    for _ in range(steps):
+        clock[0] += 100
+        await jobs.tick()
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "expired"])
+async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadline(fake_openrouter, tmp_path, outcome):
+    store = await Store.open(tmp_path / "db.sqlite")
+    sent: list[tuple[ChatRef, Reply]] = []
+
+    async def deliver(chat: ChatRef, reply: Reply) -> None:
+        sent.append((chat, reply))
+
+    clock = [1000.0]
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+        jobs = MediaJobs(store, llm, deliver, poll_interval=1, clock=lambda: clock[0])
+        chat = ChatRef("t", "c")
+        fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1, outcome=outcome, error=f"it was {outcome}"))
+        submitted = (await fake_openrouter_submit(llm))
+        await jobs.submit(chat, "m1", submitted, "openrouter/google/veo-3.1-fast", "waves", timeout=10_000)
+        await poll_all(jobs, clock)
+        assert [r.text for _, r in sent] == [f"⚠️ The video “waves” could not be made: {outcome} (it was {outcome})."]
+        # A job that never finishes is given up after its deadline, once.
+        fake_openrouter.video_plan.append(VideoPlan(polls_until_done=10**6))
+        await jobs.submit(chat, "m2", await fake_openrouter_submit(llm), "openrouter/google/veo-3.1-fast", "slow", timeout=150)
+        await poll_all(jobs, clock)
+        assert sent[-1][1].text == "⚠️ The video “slow” took too long and was given up." and len(sent) == 2
+        assert await jobs.pending() == 0
+    await store.close()
+
+
+async def fake_openrouter_submit(llm: OpenRouterClient) -> VideoJob:
+    return await submit_video(llm, ModelRef.parse("openrouter/google/veo-3.1-fast"), "waves")
+
+
+async def test_polling_and_download_on_another_origin_get_no_key(fake_openrouter, tmp_path):
+    async with FakeOpenRouter(api_key="other-origin-key") as elsewhere, \
+            OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+        job = await fake_openrouter_submit(llm)
+        foreign = VideoJob(job.id, f"{elsewhere.base_url}/videos/{job.id}")
+        status = await poll_video(llm, foreign)  # a foreign polling URL is not followed: /videos/{id} on our origin
+        assert status.status == "completed" and not elsewhere.requests
+        status.urls[0] = f"{elsewhere.origin}/files/{job.id}.mp4"
+        data = await download_video(llm, foreign, status)
+        assert data[4:8] == b"ftyp"
+        (download,) = elsewhere.requests
+        assert "Authorization" not in download.headers
