@@ -15,10 +15,10 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
 
-from .catalog import Catalog
+from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig
 from .context import fit_context
-from .store import StoredMessage, Store
+from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
 from .voice import Preflight, TagFilter, Voice, split_tags
 
@@ -58,15 +58,16 @@ class Agent:
         self.voice = voice
         self.now = now
 
-    async def context_window(self, ref: ModelRef) -> int:
+    def context_window(self, info: ModelInfo | None) -> int:
         """The model's context length from the catalog, else ``agents.defaults.contextTokens``."""
-        info = await self.catalog.lookup(ref) if self.catalog else None
-        return (info.context_length if info and info.context_length else None) or self.config.agents.defaults.context_tokens
+        return (info.context_length if info else None) or self.config.agents.defaults.context_tokens
+
+    def _ref(self, settings: ChatSettings) -> ModelRef:
+        return ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
 
     async def model_for(self, chat: ChatRef) -> ModelRef:
         """The chat's own model, else the configured default."""
-        settings = await self.store.chat_settings(chat)
-        return ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
+        return self._ref(await self.store.chat_settings(chat))
 
     def system_prompt(self, chat: ChatRef) -> str:
         """The configured prompt plus what the model cannot know by itself: the date and where it is talking."""
@@ -85,7 +86,7 @@ class Agent:
         session_id = await self.store.active_session(chat)
         history = await self.store.history(session_id)
         settings = await self.store.chat_settings(chat)
-        ref = ModelRef.parse(settings.model or self.config.agents.defaults.model.primary)
+        ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
@@ -98,7 +99,7 @@ class Agent:
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
-            [m.to_api() for m in history], [user.to_api()], await self.context_window(ref),
+            [m.to_api() for m in history], [user.to_api()], self.context_window(info),
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
@@ -136,21 +137,19 @@ class Agent:
                 note = f"\n\n(I stopped after {limit} rounds of tool use without a final answer; ask me to continue if needed.)"
                 await stream.delta(note)
                 shown.append(note)
-        except asyncio.CancelledError as exc:
-            if exc.args != (STOP,):
+        except (asyncio.CancelledError, OpenRouterError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and exc.args != (STOP,):
                 raise  # shutdown: the inbox still holds the message, it is answered after the restart
-            await self.store.append(session_id, _complete_prefix(pending))
-            reply = Reply(text=split_tags("".join(shown))[0] + "\n\n⏹ Stopped.", media=media, reply_to=inbound.message_id)
-            await stream.close(reply)
-            return TurnOutcome(reply, total, str(ref))
-        except OpenRouterError as exc:
-            log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
+            failed = exc if isinstance(exc, OpenRouterError) else None
+            if failed:
+                log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
             # Keep what the user said (and any finished tool rounds): nothing is lost, the next turn sees it.
             await self.store.append(session_id, _complete_prefix(pending))
             text = split_tags("".join(shown))[0]
-            reply = Reply(text=(text + "\n\n" if text else "") + f"⚠️ {exc}", media=media, reply_to=inbound.message_id)
+            ending = f"⚠️ {failed}" if failed else "⏹ Stopped."
+            reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
             await stream.close(reply)
-            return TurnOutcome(reply, total, str(ref), exc)
+            return TurnOutcome(reply, total, str(ref), failed)
         await self.store.append(session_id, pending)
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
         if self.voice:
@@ -165,7 +164,7 @@ class Agent:
         surely_spoken = mode == "always" or (mode == "inbound" and spoken)
         return surely_spoken and self.config.messages.tts.text_delivery != "normal"
 
-    async def _complete(self, spec: ChatSpec, stream: Any, shown: list[str]) -> ChatResult:
+    async def _complete(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
         """One streamed model call, its text passed to the channel as it comes."""
         if shown and shown[-1] and not shown[-1].endswith("\n"):
             shown.append("\n\n")

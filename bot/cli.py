@@ -19,7 +19,7 @@ from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import ChatSpec
 
 from . import doctor
-from .auth import save_key
+from .auth import Credential, save_key
 from .catalog import CATALOG_FILE, Catalog, matches_modality
 from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
@@ -54,7 +54,7 @@ class Cli:
         self._loaded = update_config(self.path, mutate, env={**self.env.dotenv, **self.env.vars})
         return self._loaded
 
-    def credential_or_fail(self):  # type: ignore[no-untyped-def]
+    def credential_or_fail(self) -> Credential:
         cred = self.env.credential(self.loaded.config)
         if cred is None:
             raise UsageError(

@@ -10,6 +10,7 @@ from channels.base import Channel, ChatRef, Inbound, Reply
 
 from .agent import STOP, Agent
 from .commands import run_command
+from .config import Messages
 from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
@@ -52,7 +53,7 @@ class Dispatcher:
         self._held: dict[tuple[str, str], _Held] = {}
 
     @property
-    def messages(self):  # type: ignore[no-untyped-def]
+    def messages(self) -> Messages:
         return self.agent.config.messages
 
     async def handle(self, inbound: Inbound, channel: Channel) -> None:
