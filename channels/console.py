@@ -52,7 +52,9 @@ class ConsoleChannel:
             if text in ("/quit", "/exit"):
                 break
             self._count += 1
-            await on_message(self._inbound(text))
+            inbound = self._inbound(text)
+            if inbound is not None:
+                await on_message(inbound)
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -63,13 +65,16 @@ class ConsoleChannel:
     def open_stream(self, chat: ChatRef) -> _ConsoleStream:
         return _ConsoleStream(self)
 
-    def _inbound(self, text: str) -> Inbound:
+    def _inbound(self, text: str) -> Inbound | None:
+        """The typed line as a message; ``/voice PATH`` sends that file as a voice note."""
         attachments = []
-        if text.startswith("/voice "):
-            path = Path(text.removeprefix("/voice ").strip()).expanduser()
-            if path.is_file():
-                attachments.append(Attachment.from_path(AttachmentKind.VOICE, path))
-                text = ""
+        if text == "/voice" or text.startswith("/voice "):
+            path = Path(text.removeprefix("/voice").strip()).expanduser()
+            if not path.is_file():
+                self._write(f"No audio file at {path}. Usage: /voice PATH\n")
+                return None
+            attachments.append(Attachment.from_path(AttachmentKind.VOICE, path))
+            text = ""
         return Inbound(
             chat=self.chat, sender_id=self.user, sender_name=self.user, text=text,
             # Unique across runs too: the inbox treats a repeated id as a redelivery.

@@ -166,7 +166,9 @@ async def test_voice_note_failures_get_clear_answers(home, fake_openrouter, tmp_
     big.write_bytes(make_audio("wav", 8.0))
     quiet.write_bytes(make_audio("mp3", 1.0))
     fake_openrouter.transcripts += [""]
-    result = await chorus(home, "run", stdin=f"/voice {long_note}\n/voice {corrupt}\n/voice {big}\n/voice {quiet}\n")
+    stdin = f"/voice {long_note}\n/voice {corrupt}\n/voice {big}\n/voice {quiet}\n/voice {tmp_path / 'missing.ogg'}\n"
+    result = await chorus(home, "run", stdin=stdin)
+    assert f"No audio file at {tmp_path / 'missing.ogg'}" in result.out
     assert "That audio is too long (3 s; the limit is 2 s)" in result.out
     assert "I couldn't use that voice message" in result.out
     assert "That audio is too large (0.3 MB; the limit is 0.2 MB)" in result.out
