@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import signal
+from contextlib import contextmanager, suppress
 from functools import partial
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -130,14 +131,10 @@ class Runtime:
 
         tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.handle, channel=ch)), name=f"channel:{ch.name}")
                  for ch in channels]
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests) or not supported
-                pass
         try:
-            await asyncio.gather(*recovered, *tasks)
-            await self.dispatcher.drain()
+            with _on_signals(loop, stop):
+                await asyncio.gather(*recovered, *tasks)
+                await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
                 log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
         except asyncio.CancelledError:
@@ -145,9 +142,18 @@ class Runtime:
             await self.dispatcher.shutdown()
         finally:
             self.jobs.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.remove_signal_handler(sig)
-                except (NotImplementedError, RuntimeError):
-                    pass
 
+
+@contextmanager
+def _on_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler`` inside the block (where the loop can take signals at all)."""
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):  # not the main thread (tests), or Windows
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
