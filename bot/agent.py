@@ -127,7 +127,7 @@ class Agent:
                 if not result.tool_calls:
                     break
                 outputs = await asyncio.gather(*(self.tools.call(c.name, c.arguments, ctx) for c in result.tool_calls))
-                for call, out in zip(result.tool_calls, outputs):
+                for call, out in zip(result.tool_calls, outputs, strict=True):
                     media += out.media
                     done = StoredMessage("tool", out.content, tool_call_id=call.id)
                     pending.append(done)

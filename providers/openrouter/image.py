@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from .client import OpenRouterClient
 from .media import GeneratedFile, NoMediaError, parse_data_url
@@ -15,7 +16,7 @@ RESOLUTIONS = ("1K", "2K", "4K")
 
 async def generate_image(
     llm: OpenRouterClient, model: ModelRef, prompt: str, *, aspect_ratio: str | None = None,
-    resolution: str | None = None, count: int = 1, references: list[str] = [], timeout: float = 180.0,  # noqa: B006
+    resolution: str | None = None, count: int = 1, references: Sequence[str] = (), timeout: float = 180.0,
 ) -> list[GeneratedFile]:
     """``count`` images for ``prompt``; ``references`` are image URLs (data: or https) to edit or follow."""
     content: list[dict[str, object]] = [{"type": "text", "text": prompt}]
