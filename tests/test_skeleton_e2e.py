@@ -10,7 +10,7 @@ import sys
 import json5
 
 from tests.conftest import chorus, onboarded
-from tests.fakes.openrouter import Error, Hang, Text
+from tests.fakes.openrouter import Error, Hang, Text, ToolCalls
 
 
 def user_texts(request) -> list[str]:
@@ -185,3 +185,29 @@ async def test_auth_login_rotates_the_stored_key(home, fake_openrouter):
     assert "rotated-key" not in rotated.out + rotated.err
     result = await chorus(home, "run", stdin="hi\n")  # the fake knows only its own key: the new one is used
     assert "did not accept the API key" in result.out
+
+
+async def test_commands_cap_and_trimming_through_the_console(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, agents={"defaults": {"maxToolIterations": 1, "contextTokens": 300}})
+    for model in fake_openrouter.models:
+        if model["id"] == "openrouter/auto":
+            model["context_length"] = None  # unknown to the catalog: agents.defaults.contextTokens applies
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "x", "count": 9})]))
+    long_turns = "".join(f"turn {i} {'x' * 150}\n" for i in range(6))
+    script = "/think high\n/tts always\n/tts off\ndraw\n" + long_turns + "/status\n/reset\n/status\n"
+    result = await chorus(home, "run", stdin=script)
+    assert result.code == 0, result.err
+    out = result.out
+    assert "Thinking for this chat: high." in out and "Spoken replies for this chat: off." in out
+    assert "stopped after 1 rounds of tool use" in out
+    # The capped turn is history: its tool error is what the next turn's model call sees.
+    assert tool_messages(fake_openrouter.chat_requests()[1]) == ["error: 'count' must be one of 1, 2, 3, 4, not 9"]
+    last = fake_openrouter.chat_requests()[-1].json["messages"]
+    assert last[0]["role"] == "system" and last[-1]["content"].startswith("turn 5 ")
+    assert not any(m["content"].startswith("turn 0 ") for m in last if m["role"] == "user")
+    assert "Thinking: high" in out and "Spoken replies: off" in out and "0 messages" in out.split("Started a new")[1]
+
+
+def tool_messages(request) -> list[str]:
+    return [m["content"] for m in request.json["messages"] if m["role"] == "tool"]
