@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
-from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
 
@@ -165,10 +166,24 @@ class Agent:
         return surely_spoken and self.config.messages.tts.text_delivery != "normal"
 
     async def _complete(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
-        """One streamed model call, its text passed to the channel as it comes."""
+        """One model call, streamed to the channel; if the model fails before saying anything,
+        the configured fallbacks are tried in order (a bad key is the same for all, so it is not)."""
         if shown and shown[-1] and not shown[-1].endswith("\n"):
             shown.append("\n\n")
             await stream.delta("\n\n")
+        fallbacks = [ModelRef.parse(r) for r in self.config.agents.defaults.model.fallbacks]
+        chain = [spec, *(dataclasses.replace(spec, ref=ref, supports_reasoning=None) for ref in fallbacks)]
+        for attempt, current in enumerate(chain):
+            before = len(shown)
+            try:
+                return await self._stream_once(current, stream, shown)
+            except OpenRouterError as exc:
+                if len(shown) > before or isinstance(exc, AuthError) or attempt + 1 == len(chain):
+                    raise
+                log.warning("model %s failed (%s); trying %s", current.ref, exc.headline(), chain[attempt + 1].ref)
+        raise AssertionError("unreachable: the chain returns or raises")
+
+    async def _stream_once(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
         result: ChatResult | None = None
         async for event in self.llm.stream(spec):
             if isinstance(event, TextDelta):

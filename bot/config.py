@@ -14,16 +14,29 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+
+from providers.openrouter.refs import ModelRef, ModelRefError
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_SYSTEM_PROMPT = (
     "You are Chorus, a helpful assistant in a chat app. Answer concisely and in the language the user writes in."
 )
+
+
+def _model_ref(value: str) -> str:
+    try:
+        ModelRef.parse(value)
+    except ModelRefError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+ModelRefStr = Annotated[str, AfterValidator(_model_ref)]  # "openrouter/<model id>", checked at load
 Thinking = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
 DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 GroupPolicy = Literal["allowlist", "open", "disabled"]
@@ -68,8 +81,8 @@ class Models(Section):
 
 
 class ModelChoice(Section):
-    primary: str = "openrouter/auto"
-    fallbacks: list[str] = Field(default_factory=list)
+    primary: ModelRefStr = "openrouter/auto"
+    fallbacks: list[ModelRefStr] = Field(default_factory=list)
 
 
 class ModelEntry(Section):
@@ -78,7 +91,7 @@ class ModelEntry(Section):
 
 
 class MediaModel(Section):
-    primary: str
+    primary: ModelRefStr
     timeout_ms: int = Field(180_000, gt=0)
     poll_interval_ms: int = Field(10_000, gt=0)  # long jobs (video): how often to ask whether they are done
 
@@ -121,7 +134,7 @@ class Tts(Section):
     provider: Literal["openrouter"] = "openrouter"
     providers: TtsProviders = Field(default_factory=TtsProviders)
     max_text_length: int = Field(1500, gt=0)
-    summary_model: str | None = None
+    summary_model: ModelRefStr | None = None
     text_delivery: Literal["normal", "caption", "suppress"] = "normal"
     timeout_ms: int = Field(30_000, gt=0)
 

@@ -14,14 +14,14 @@ import pytest
 
 from bot.agent import Agent
 from bot.catalog import Catalog
+from bot.auth import Credential
 from bot.config import parse_config
 from bot.dispatch import Dispatcher
+from bot.runtime import make_client
 from bot.store import Inbox, Store
 from bot.tools import ToolContext, ToolError, ToolRegistry, ToolResult
 from channels.base import Capabilities, ChatRef, Inbound, Reply
-from providers.openrouter.client import OpenRouterClient
-from providers.openrouter.request import ProviderSettings
-from tests.fakes.openrouter import FakeOpenRouter, Hang, Text, ToolCalls
+from tests.fakes.openrouter import Error, FakeOpenRouter, Hang, Text, ToolCalls
 
 
 class RecordingChannel:
@@ -115,7 +115,7 @@ async def make_rig(fake: FakeOpenRouter, path, config: dict[str, Any] | None = N
     raw = {"models": {"providers": {"openrouter": {"baseUrl": fake.base_url, "maxRetries": 0}}}, **(config or {})}
     cfg, _ = parse_config(raw, env={})
     store = await Store.open(path / "chorus.db")
-    llm = OpenRouterClient(fake.api_key, ProviderSettings(base_url=fake.base_url))
+    llm = make_client(cfg, Credential(fake.api_key, "test"))  # honours maxRetries: 0 from the config
     agent = Agent(cfg, store, llm, ToolRegistry(tools), catalog=Catalog(llm, path / "models-cache.json"))
     return Rig(fake, store, Dispatcher(agent, Inbox(store)), RecordingChannel())
 
@@ -292,3 +292,14 @@ async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     assert "[Cy]: sure\n[Bob]: pizza then" in text and "lunch" not in text  # only the newest 2 are kept
     assert text.endswith("[Current message - respond to this]\n[Ada]: what did we decide?")
     assert "group chat" in request.json["messages"][0]["content"]
+
+
+async def test_fallback_models_answer_when_the_primary_fails_before_speaking(make):
+    rig = await make({"agents": {"defaults": {"model": {"primary": "openrouter/openai/gpt-4o-mini",
+                                                        "fallbacks": ["openrouter/moonshotai/kimi-k2.6"]}}}})
+    rig.fake.queue(Error(503, "no provider"), Text("from the fallback"), Error(401, "bad key"))
+    await rig.say("hello")
+    assert [r.json["model"] for r in rig.fake.chat_requests()] == ["openai/gpt-4o-mini", "moonshotai/kimi-k2.6"]
+    assert rig.channel.texts("c1") == ["from the fallback"]
+    await rig.say("again")  # a rejected key is the same for every model: no fallback, a clear sentence
+    assert len(rig.fake.chat_requests()) == 3 and "did not accept the API key" in rig.channel.texts("c1")[-1]
