@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from channels.base import AttachmentKind, Channel, ChatRef, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
 from providers.openrouter.errors import AuthError, OpenRouterError
+from providers.openrouter.media import data_url
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
 
@@ -96,7 +97,8 @@ class Agent:
             return TurnOutcome(reply, Usage(), str(ref))
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", user_text(inbound, group_context, heard.text), name=inbound.sender_name)
+        user = StoredMessage("user", await user_content(inbound, user_text(inbound, group_context, heard.text)),
+                             name=inbound.sender_name)
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
@@ -206,6 +208,17 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
+
+
+async def user_content(inbound: Inbound, text: str) -> str | list[dict[str, Any]]:
+    """The user's message for the model: the text, plus the images that came with it (vision models see them)."""
+    images = [a for a in inbound.attachments if a.kind is AttachmentKind.IMAGE]
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text or "(image)"}]
+    for image in images:
+        parts.append({"type": "image_url", "image_url": {"url": data_url(await image.read(), image.mime or "image/png")}})
+    return parts
 
 
 class _VisibleStream:

@@ -74,6 +74,16 @@ class Dispatcher:
                 log.warning("pending message for channel %s, which is not running; kept for later", inbound.chat.channel)
                 continue
             log.info("answering a message left pending by the last run channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id)
+            reattach = getattr(channel, "reattach", None)
+            saved = inbound.attachments
+            inbound.attachments = [a for a in (reattach(x) if reattach else None for x in saved) if a is not None]
+            if len(inbound.attachments) < len(saved):
+                await channel.send(inbound.chat, Reply(
+                    text="Sorry, I restarted while handling your last message and its attachment was lost; "
+                         "please send it again.", reply_to=inbound.message_id))
+                if not inbound.text and not inbound.attachments:
+                    await self.inbox.done([inbound])
+                    continue
             tasks.append(asyncio.create_task(self._route(inbound, channel)))
         return tasks
 

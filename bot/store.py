@@ -12,7 +12,7 @@ from typing import Any
 
 import aiosqlite
 
-from channels.base import ChatRef, Inbound
+from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
 
 from .migrate import migrate
 
@@ -174,6 +174,11 @@ class Store:
             )
 
 
+def _attachment_meta(a: Attachment) -> dict[str, Any]:
+    """What is kept of an attachment: enough to fetch it again, never its bytes."""
+    return {"kind": a.kind.value, "mime": a.mime, "filename": a.filename, "size": a.size, "source": a.source}
+
+
 def _from_row(r: aiosqlite.Row) -> StoredMessage:
     content = json.loads(r["content"]) if r["content_json"] else r["content"]
     return StoredMessage(
@@ -196,9 +201,10 @@ class Inbox:
         async with self.store.transaction() as db:
             cur = await db.execute(
                 "INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id,"
-                " sender_name, text, mentioned, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sender_name, text, mentioned, reply_to, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
-                 inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to),
+                 inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
+                 json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None),
             )
         return cur.rowcount == 1
 
@@ -220,6 +226,8 @@ class Inbox:
                 chat=ChatRef(r["channel"], r["chat_id"], r["thread_id"], r["chat_kind"]),
                 sender_id=r["sender_id"], sender_name=r["sender_name"], text=r["text"],
                 message_id=r["message_id"], mentioned=bool(r["mentioned"]), reply_to=r["reply_to"],
+                attachments=[Attachment(**{**meta, "kind": AttachmentKind(meta["kind"])})
+                             for meta in json.loads(r["attachments"] or "[]")],
             )
             for r in rows
         ]

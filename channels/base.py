@@ -35,6 +35,7 @@ class Attachment:
     size: int | None = None
     duration: float | None = None
     fetch: Fetch | None = None
+    source: str | None = None  # what the channel can fetch again after a restart (a path, a platform file id)
     _data: bytes | None = field(default=None, repr=False)
 
     @classmethod
@@ -49,7 +50,7 @@ class Attachment:
         async def read() -> bytes:
             return path.read_bytes()
 
-        return cls(kind=kind, filename=path.name, size=path.stat().st_size, fetch=read, **kw)  # type: ignore[arg-type]
+        return cls(kind=kind, filename=path.name, size=path.stat().st_size, fetch=read, source=str(path), **kw)  # type: ignore[arg-type]
 
     async def read(self) -> bytes:
         """The bytes, fetched once."""
@@ -156,4 +157,8 @@ class Channel(Protocol):
 
     def open_stream(self, chat: ChatRef) -> ReplyStream:
         """Start a reply whose text is streamed as it is generated."""
+        ...
+
+    def reattach(self, attachment: Attachment) -> Attachment | None:
+        """Make an attachment saved by an earlier run fetchable again (from its ``source``), or ``None``."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import mimetypes
 import sys
 import threading
 import time
@@ -13,7 +14,8 @@ from typing import TextIO
 
 from .base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, InboundHandler, Media, Reply
 
-BANNER = "Chorus console. Type a message, /help for commands, /quit to leave."
+BANNER = "Chorus console. Type a message, /help for commands, /voice PATH or /image PATH to send a file, /quit to leave."
+FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE}
 
 
 class ConsoleChannel:
@@ -65,15 +67,21 @@ class ConsoleChannel:
     def open_stream(self, chat: ChatRef) -> _ConsoleStream:
         return _ConsoleStream(self)
 
+    def reattach(self, attachment: Attachment) -> Attachment | None:
+        path = Path(attachment.source or "")
+        return Attachment.from_path(attachment.kind, path, mime=attachment.mime) if path.is_file() else None
+
     def _inbound(self, text: str) -> Inbound | None:
-        """The typed line as a message; ``/voice PATH`` sends that file as a voice note."""
+        """The typed line as a message; ``/voice PATH`` and ``/image PATH`` send that file."""
         attachments = []
-        if text == "/voice" or text.startswith("/voice "):
-            path = Path(text.removeprefix("/voice").strip()).expanduser()
+        command, _, arg = text.partition(" ")
+        kind = FILE_COMMANDS.get(command)
+        if kind is not None:
+            path = Path(arg.strip()).expanduser()
             if not path.is_file():
-                self._write(f"No audio file at {path}. Usage: /voice PATH\n")
+                self._write(f"No file at {path}. Usage: {command} PATH\n")
                 return None
-            attachments.append(Attachment.from_path(AttachmentKind.VOICE, path))
+            attachments.append(Attachment.from_path(kind, path, mime=mimetypes.guess_type(path.name)[0]))
             text = ""
         return Inbound(
             chat=self.chat, sender_id=self.user, sender_name=self.user, text=text,

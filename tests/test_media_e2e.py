@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 
 from tests.conftest import Home, chorus, onboarded
-from tests.fakes.media import decode_info, make_audio
-from tests.fakes.openrouter import Error, FakeOpenRouter, Images, Music, NoImages, Text, ToolCalls, VideoPlan
+from tests.fakes.media import decode_info, make_audio, make_png
+from tests.fakes.openrouter import Error, FakeOpenRouter, Hang, Images, Music, NoImages, Text, ToolCalls, VideoPlan
 
 FAST_VIDEO = {"agents": {"defaults": {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}}}
 
@@ -168,7 +168,7 @@ async def test_voice_note_failures_get_clear_answers(home, fake_openrouter, tmp_
     fake_openrouter.transcripts += [""]
     stdin = f"/voice {long_note}\n/voice {corrupt}\n/voice {big}\n/voice {quiet}\n/voice {tmp_path / 'missing.ogg'}\n"
     result = await chorus(home, "run", stdin=stdin)
-    assert f"No audio file at {tmp_path / 'missing.ogg'}" in result.out
+    assert f"No file at {tmp_path / 'missing.ogg'}" in result.out
     assert "That audio is too long (3 s; the limit is 2 s)" in result.out
     assert "I couldn't use that voice message" in result.out
     assert "That audio is too large (0.3 MB; the limit is 0.2 MB)" in result.out
@@ -208,3 +208,36 @@ async def test_tts_commands(home, fake_openrouter):
     assert len(saved(result.out, "voice")) == 1
     assert "Spoken replies for this chat: inbound." in result.out
     assert result.out.rstrip().endswith("summarised.") and "Spoken replies: inbound" in result.out
+
+
+async def test_an_image_reaches_the_model_and_serves_as_reference(home, fake_openrouter, tmp_path):
+    await setup(home, fake_openrouter)
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(make_png(40, 30))
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "this cat, as a watercolour"})]), Images(), Text("Done."))
+    result = await chorus(home, "run", stdin=f"/image {photo}\n")
+    assert "Done." in result.out and len(saved(result.out, "image")) == 1
+    first, edit = fake_openrouter.chat_requests()[:2]
+    parts = first.json["messages"][-1]["content"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert edit.json["messages"][0]["content"][1] == parts[1]  # the user's photo is the reference
+
+
+async def test_a_voice_note_cut_off_by_a_crash_is_heard_after_the_restart(home, fake_openrouter, tmp_path):
+    await setup(home, fake_openrouter)
+    note = tmp_path / "note.ogg"
+    note.write_bytes(make_audio("ogg_opus", 1.0))
+    fake_openrouter.transcripts += ["first hearing", "second hearing"]
+    fake_openrouter.queue(Hang(60))
+    proc = await start(home, "run")
+    proc.stdin.write(f"/voice {note}\n".encode())
+    async with asyncio.timeout(30):
+        while not fake_openrouter.chat_requests():
+            await asyncio.sleep(0.01)
+    proc.kill()
+    await proc.wait()
+    fake_openrouter.queue(Text("Heard you."))
+    result = await chorus(home, "run", stdin="")
+    assert result.out.count("Heard you.") == 1
+    last_user = fake_openrouter.chat_requests()[-1].json["messages"][-1]["content"]
+    assert last_user == "[voice note] second hearing"
