@@ -91,3 +91,13 @@ async def onboarded(home: Home, fake: FakeOpenRouter) -> None:
     home.write_config(fake)
     result = await chorus(home, "onboard", "--auth-choice", "openrouter-api-key", "--openrouter-api-key", fake.api_key)
     assert result.code == 0, result.err
+
+
+@pytest.fixture
+async def fake_telegram():
+    """The fake Telegram Bot API on 127.0.0.1; a call Telegram would refuse fails the test."""
+    from tests.fakes.telegram import FakeTelegram
+
+    async with FakeTelegram() as fake:
+        yield fake
+        fake.assert_clean()
