@@ -221,7 +221,7 @@ async def run_service(cli: Cli) -> int:
         cli.credential_or_fail()
     runtime = await Runtime.open(loaded, cli.env, cred)
     try:
-        await runtime.serve(runtime.channels())
+        await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
     finally:
         await runtime.close()
     return 0
@@ -275,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True)
     c.add_parser("validate", help="check the config and exit").set_defaults(func=config_validate)
     sub.add_parser("doctor", help="check config, credential, state dir, database, base URL").set_defaults(func=run_doctor)
-    sub.add_parser("run", help="start the service").set_defaults(func=run_service)
+    r = sub.add_parser("run", help="start the service")
+    r.add_argument("--console", action="store_true", help="also chat in the terminal when Telegram is configured")
+    r.set_defaults(func=run_service)
     return p
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import json5
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from providers.openrouter.refs import ModelRef, ModelRefError
@@ -188,9 +188,41 @@ class ChannelBase(Section):
     require_mention: bool = True
 
 
+class TelegramGroup(Section):
+    """One group's overrides under ``channels.telegram.groups`` (key: chat id, or "*" for every group)."""
+
+    require_mention: bool | None = None
+
+
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
-    api_root: str | None = None
+    token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
+    api_root: str | None = None  # a self-hosted Bot API server; larger upload limits then apply
+    webhook_url: str | None = None  # set: webhook mode (nothing polls); unset: long polling
+    webhook_secret: SecretStr | None = None
+    webhook_path: str = "/telegram-webhook"
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(8787, gt=0, lt=65536)
+    # OpenClaw's values: drafts in private chats unless "off"; groups get the final message, or with
+    # "block" a preview message edited as the answer grows.
+    streaming: Literal["off", "partial", "block", "progress"] = "partial"
+    stream_throttle_ms: int = Field(700, ge=100)
+    poll_timeout_seconds: int = Field(30, ge=0, le=50)
+    groups: dict[str, TelegramGroup] = Field(default_factory=dict)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_chars(cls, value: SecretStr | None) -> SecretStr | None:
+        # What Telegram accepts as secret_token; anything else makes setWebhook fail at start.
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> TelegramChannel:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhookUrl needs webhookSecret: without it anyone could post updates to the bot")
+        return self
 
 
 class DiscordChannel(ChannelBase):
@@ -215,8 +247,8 @@ class ChorusConfig(Section):
 
 
 # Dicts whose keys are the user's own (env vars, model refs, routing fields): never checked as unknown keys.
-_FREE_FORM = {"env", "agents.defaults.models", "models.providers.openrouter.params"}
-_SECRET_KEYS = {"apiKey", "botToken", "token"}
+_FREE_FORM = {"env", "agents.defaults.models", "models.providers.openrouter.params", "channels.telegram.groups"}
+_SECRET_KEYS = {"apiKey", "botToken", "token", "webhookSecret"}
 
 
 @dataclass(frozen=True)

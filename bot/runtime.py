@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -15,6 +16,7 @@ from typing import TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from channels.telegram import TelegramChannel, TelegramSettings
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -27,7 +29,9 @@ from .tools import ToolRegistry
 from .voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
+from .commands import HELP
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
+from .config import TelegramChannel as TelegramConfig
 from .store import Inbox, Store
 
 log = logging.getLogger("chorus")
@@ -107,13 +111,19 @@ class Runtime:
         await self.llm.aclose()
         await self.store.close()
 
-    def channels(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> list[Channel]:
-        """The configured channels; the console when none is."""
+    def channels(self, stdin: TextIO | None = None, stdout: TextIO | None = None, *, console: bool = False,
+                 env: Env | None = None) -> list[Channel]:
+        """The configured channels (Telegram when it has a token); the console when none is, or when asked."""
         configured = self.config.channels
-        for name, token in (("telegram", configured.telegram.bot_token), ("discord", configured.discord.token)):
-            if token is not None:
-                log.warning("channels.%s is configured, but this build has no %s adapter yet; using the console", name, name)
-        return [ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout)]
+        found: list[Channel] = []
+        token = telegram_token(configured.telegram, env or Env())
+        if token and configured.telegram.enabled:
+            found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
+        if configured.discord.token is not None:
+            log.warning("channels.discord is configured, but this build has no discord adapter yet")
+        if console or not found:
+            found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
+        return found
 
     async def serve(self, channels: list[Channel]) -> None:
         """Answer what the last run left pending, then run every channel until all end
@@ -142,6 +152,28 @@ class Runtime:
             await self.dispatcher.shutdown()
         finally:
             self.jobs.stop()
+
+
+def telegram_token(settings: TelegramConfig, env: Env) -> str | None:
+    """``botToken``, else the file named by ``tokenFile``, else ``TELEGRAM_BOT_TOKEN``."""
+    if settings.bot_token is not None:
+        return settings.bot_token.get_secret_value().strip() or None
+    if settings.token_file:
+        return Path(settings.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+    return (env.vars.get("TELEGRAM_BOT_TOKEN") or env.dotenv.get("TELEGRAM_BOT_TOKEN") or "").strip() or None
+
+
+def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
+    """The adapter's plain view of ``channels.telegram``; the chat commands fill Telegram's command menu."""
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    return TelegramSettings(
+        token=token, api_root=settings.api_root, webhook_url=settings.webhook_url, webhook_secret=secret,
+        webhook_path=settings.webhook_path, webhook_host=settings.webhook_host, webhook_port=settings.webhook_port,
+        poll_timeout=settings.poll_timeout_seconds, streaming=settings.streaming,
+        stream_throttle=settings.stream_throttle_ms / 1000, require_mention=settings.require_mention,
+        groups={key: group.require_mention for key, group in settings.groups.items()},
+        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
+    )
 
 
 @contextmanager

@@ -1,0 +1,238 @@
+"""The Telegram channel on aiogram 3: long polling or a webhook in, replies out.
+
+Nothing is lost between Telegram and the inbox: in polling mode the update offset moves past an update only
+after ``on_message`` returned (the message is durably accepted); in webhook mode the 200 is answered only
+then. In webhook mode nothing calls ``getUpdates`` (Telegram would refuse it, and some bots "fix" that by
+deleting the webhook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError, TelegramConflictError, TelegramUnauthorizedError
+from aiogram.filters import CommandStart
+from aiogram.types import BotCommand, Message, Update, User
+from aiohttp import web
+
+from .base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
+from .telegram_inbound import Albums, AlbumWaiter, MentionRules, lazy, to_inbound
+from .telegram_outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, Streaming, TelegramStream
+from .telegram_session import FloodControl
+
+log = logging.getLogger("chorus.telegram")
+ALLOWED_UPDATES = ["message"]
+GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    """What the adapter needs from the config (``channels.telegram``), as plain values."""
+
+    token: str
+    api_root: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_path: str = "/telegram-webhook"
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8787
+    poll_timeout: int = 30
+    streaming: Streaming = "partial"
+    stream_throttle: float = 0.7
+    require_mention: bool = True
+    groups: Mapping[str, bool | None] = field(default_factory=dict)
+    commands: Sequence[tuple[str, str]] = ()
+    greeting: str = GREETING
+
+
+class TelegramChannel:
+    """One bot token; ``run`` receives until stopped, ``send``/``open_stream`` reply."""
+
+    name = "telegram"
+    capabilities = Capabilities(text_limit=4096, markdown="markdown", voice_format="ogg_opus", streams_text=True)
+
+    def __init__(self, settings: TelegramSettings) -> None:
+        self.settings = settings
+        api = TelegramAPIServer.from_base(settings.api_root) if settings.api_root else None
+        session = AiohttpSession(api=api) if api else AiohttpSession()
+        session.middleware(FloodControl())
+        self.bot = Bot(settings.token, session=session)
+        limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
+        self.sender = Sender(self.bot, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
+        self.rules = MentionRules(settings.require_mention, settings.groups)
+        self.me: User | None = None
+        self._stopped = asyncio.Event()
+        self._dp = Dispatcher()
+        self._dp.include_router(self._router())
+
+    # ---- the Channel protocol ----------------------------------------------------------------
+
+    async def run(self, on_message: InboundHandler) -> None:
+        """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
+        try:
+            self.me = await self.bot.get_me()
+            log.info("Telegram bot @%s is up (%s mode)", self.me.username,
+                     "webhook" if self.settings.webhook_url else "polling")
+            await self._set_commands()
+            if self.settings.webhook_url:
+                await self._serve_webhook(on_message)
+            else:
+                await self._poll(on_message)
+        except TelegramUnauthorizedError:
+            log.error("Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken")
+        finally:
+            await self.bot.session.close()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None:
+        await self.sender.reply(chat, reply)
+
+    def open_stream(self, chat: ChatRef) -> TelegramStream:
+        return TelegramStream(self.sender, chat)
+
+    def reattach(self, attachment: Attachment) -> Attachment | None:
+        """An attachment from the inbox, fetchable again by its file_id."""
+        if not attachment.source:
+            return None
+        return lazy(attachment.kind, attachment.source, self._download, mime=attachment.mime,
+                    filename=attachment.filename, size=attachment.size, duration=attachment.duration)
+
+    # ---- receiving ---------------------------------------------------------------------------
+
+    def _router(self) -> Router:
+        router = Router(name="chorus")
+
+        @router.message(CommandStart(), F.chat.type == "private")
+        async def start(message: Message) -> None:
+            await self.sender.reply(ChatRef(self.name, str(message.chat.id)), Reply(text=self.settings.greeting))
+
+        @router.message(F.migrate_to_chat_id)
+        async def migrated(message: Message) -> None:
+            log.info("group %s became supergroup %s", message.chat.id, message.migrate_to_chat_id)
+
+        @router.message(F.text | F.caption | F.photo | F.voice | F.audio | F.video_note | F.document | F.video)
+        async def accept(message: Message, handle: InboundHandler, album: list[Message] | None = None) -> None:
+            assert self.me is not None
+            await handle(to_inbound(album or [message], self.me, self.rules, self._download))
+
+        return router
+
+    async def _feed(self, update: Update, handle: InboundHandler, **extra: Any) -> None:
+        await self._dp.feed_update(self.bot, update, handle=handle, **extra)
+
+    async def _poll(self, handle: InboundHandler) -> None:
+        """Long polling; the offset confirms an update only once ``handle`` has returned for it."""
+        await self._drop_stale_webhook()
+        offset: int | None = None
+        seen: set[int] = set()  # fed while an album holds the offset back (they come again)
+        albums = Albums()
+        backoff = 1.0
+        while not self._stopped.is_set():
+            held = albums.first_update_id()
+            if held is not None:
+                await asyncio.sleep(0.3)  # the other photos of an album arrive within moments
+            try:
+                updates = await self.bot.get_updates(
+                    offset=held if held is not None else offset, timeout=0 if held is not None else self.settings.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES, request_timeout=self.settings.poll_timeout + 15)
+                fresh = [u for u in updates if u.update_id not in seen]
+                if held is not None and not fresh:
+                    for parts in albums.take():
+                        await handle(to_inbound(parts, self._me(), self.rules, self._download))
+                for update in fresh:
+                    message = update.message
+                    if message is not None and message.media_group_id:
+                        albums.add(update.update_id, message)
+                    else:
+                        await self._feed(update, handle)
+                    seen.add(update.update_id)
+                if albums.first_update_id() is None and seen:
+                    offset = max(seen) + 1
+                    seen.clear()
+                backoff = 1.0
+            except TelegramConflictError as exc:
+                log.warning("Telegram says another process is receiving this bot's updates (%s); "
+                            "run only one Chorus per bot token (`chorus doctor` explains)", exc.message)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30)
+            except (TelegramAPIError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("receiving from Telegram failed (%s); retrying in %.0f s", exc, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _drop_stale_webhook(self) -> None:
+        info = await self.bot.get_webhook_info()
+        if info.url:
+            log.warning("a webhook is set for this bot; removing it so that polling works "
+                        "(set channels.telegram.webhookUrl to use webhook mode)")
+            await self.bot.delete_webhook(drop_pending_updates=False)
+
+    async def _serve_webhook(self, handle: InboundHandler) -> None:
+        """The listener Telegram posts to; ``/healthz`` beside it. 200 only after ``handle`` returned."""
+        settings = self.settings
+        albums = AlbumWaiter(0.5, lambda parts: handle(to_inbound(parts, self._me(), self.rules, self._download)))
+
+        async def receive(request: web.Request) -> web.Response:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+            if not hmac.compare_digest(given.encode(), (settings.webhook_secret or "").encode()):
+                log.warning("webhook request with a wrong secret token from %s refused", request.remote)
+                return web.Response(status=401, text="wrong secret token")
+            try:
+                update = Update.model_validate(await request.json(), context={"bot": self.bot})
+                if update.message is not None and update.message.media_group_id:
+                    await albums.add(update.message)
+                else:
+                    await self._feed(update, handle)
+            except Exception:  # Telegram delivers the update again after a non-200
+                log.exception("webhook update could not be accepted")
+                return web.Response(status=500, text="not accepted")
+            return web.Response(text="ok")
+
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"ok": True, "bot": self._me().username})
+
+        app = web.Application()
+        app.add_routes([web.post(settings.webhook_path, receive), web.get("/healthz", healthz)])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
+            assert settings.webhook_url is not None
+            await self.bot.set_webhook(url=settings.webhook_url, secret_token=settings.webhook_secret,
+                                       allowed_updates=ALLOWED_UPDATES)
+            log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, settings.webhook_path)
+            await self._stopped.wait()
+        finally:
+            await runner.cleanup()
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _me(self) -> User:
+        assert self.me is not None, "getMe runs before anything is received"
+        return self.me
+
+    async def _download(self, file_id: str) -> bytes:
+        out = io.BytesIO()
+        await self.bot.download(file_id, destination=out)
+        return out.getvalue()
+
+    async def _set_commands(self) -> None:
+        if self.settings.commands:
+            await self.bot.set_my_commands([BotCommand(command=c, description=d) for c, d in self.settings.commands])
