@@ -15,6 +15,7 @@ from providers.openrouter.music import generate_music
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.video import check_video_args, submit_video
 
+from . import audio
 from .config import ChorusConfig, MediaModel
 from .media_jobs import MediaJobs
 from .tools import ToolContext, ToolError, ToolResult
@@ -120,7 +121,12 @@ class MusicGenerate(_MediaTool):
         except (OpenRouterError, asyncio.TimeoutError) as exc:
             raise ToolError(_failure("music", exc, timeout)) from exc
         mime = "audio/mpeg" if fmt == "mp3" else "audio/wav"
-        track = Media(AttachmentKind.AUDIO, music.data, mime, f"music.{fmt}", caption=music.lyrics or None)
+        try:  # channels that show a player (Telegram) want the length and a title
+            seconds: float | None = (await asyncio.to_thread(audio.probe, music.data)).duration
+        except audio.AudioError:
+            seconds = None
+        track = Media(AttachmentKind.AUDIO, music.data, mime, f"music.{fmt}", caption=music.lyrics or None,
+                      duration=seconds, title=prompt[:64])
         return ToolResult("The track is attached to your reply" + (" with its lyrics." if music.lyrics else "."), [track])
 
 

@@ -102,6 +102,7 @@ class Media:
     filename: str
     caption: str | None = None
     duration: float | None = None
+    title: str | None = None  # music: what a player shows
 
 
 @dataclass(slots=True)

@@ -113,7 +113,7 @@ class Sender:
         if kind is AttachmentKind.VIDEO:
             return "upload_video", lambda f, kw: bot.send_video(video=f, duration=duration, supports_streaming=True, **kw)
         if kind is AttachmentKind.AUDIO:
-            title = getattr(media, "title", None) or media.filename.rsplit(".", 1)[0]
+            title = media.title or media.filename.rsplit(".", 1)[0]
             return "upload_document", lambda f, kw: bot.send_audio(
                 audio=f, duration=duration, title=title, performer=self.settings.performer, **kw)
         return "upload_document", lambda f, kw: bot.send_document(document=f, **kw)

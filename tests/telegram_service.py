@@ -70,11 +70,13 @@ async def start(home: Home, tg: FakeTelegram, *, ready: str = "setMyCommands") -
 
 
 @asynccontextmanager
-async def running(home: Home, tg: FakeTelegram, ai: FakeOpenRouter, **telegram: Any) -> AsyncIterator[Service]:
-    """Onboarded, configured for the fake Telegram, started; stopped (SIGTERM) afterwards."""
+async def running(home: Home, tg: FakeTelegram, ai: FakeOpenRouter, config: dict[str, Any] | None = None,
+                  *, ready: str = "setMyCommands", **telegram: Any) -> AsyncIterator[Service]:
+    """Onboarded, configured for the fake Telegram (``telegram``: keys of ``channels.telegram``; ``config``: other
+    sections), started; stopped (SIGTERM) afterwards."""
     await onboarded(home, ai)
-    home.write_config(ai, **telegram_config(tg, **telegram))
-    service = await start(home, tg)
+    home.write_config(ai, **telegram_config(tg, **telegram), **(config or {}))
+    service = await start(home, tg, ready=ready)
     try:
         yield service
     finally:

@@ -36,6 +36,7 @@ class Text:
     usage: dict[str, Any] | None = None
     reasoning: str | None = None
     delay: float = 0.0
+    pace: float = 0.0  # seconds between stream chunks, for tests that watch an answer grow
 
 
 @dataclass
@@ -270,7 +271,7 @@ class FakeOpenRouter:
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
         chunks = self._chunks(answer, body)
         if body.get("stream"):
-            return await self._sse(request, chunks)
+            return await self._sse(request, chunks, pace=getattr(answer, "pace", 0.0))
         return web.json_response(_merge_chunks(chunks, body["model"]))
 
     def _check_chat(self, body: Any) -> str | None:
@@ -359,7 +360,7 @@ class FakeOpenRouter:
             out += [chunk({"content": answer.text}), chunk({}, "stop"), usage(5)]
         return out
 
-    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]], pace: float = 0.0) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         await resp.write(b": OPENROUTER PROCESSING\n\n")
@@ -367,6 +368,8 @@ class FakeOpenRouter:
             if i % 3 == 2:
                 await resp.write(b": OPENROUTER PROCESSING\n\n")
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+            if pace:
+                await asyncio.sleep(pace)
         if not any("error" in c for c in chunks):
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -54,6 +54,7 @@ class Failure:
     retry_after: int | None = None
     chat_id: int | None = None
     times: int = 1
+    after: int = 0  # let this many matching calls through first
 
 
 @dataclass
@@ -115,7 +116,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] = {}
         self.webhook_results: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self._update_ids = itertools.count(1000)
-        self._new_update = asyncio.Condition()
+        self._arrived = asyncio.Event()
         self._poller: asyncio.Future[None] | None = None
         self._delivery: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -184,21 +185,38 @@ class FakeTelegram:
         self.push({"message": msg})
         return msg
 
+    def photo(self, chat_id: int, data: bytes, *, width: int = 64, height: int = 36, **kw: Any) -> dict[str, Any]:
+        """A user sends a photo (``caption=``, ``media_group_id=`` for albums, ``chat_type=`` ...)."""
+        file_id = self.upload(data, f"photos/file_{len(self.files)}.jpg")
+        size = {"file_id": file_id, "file_unique_id": "U" + file_id, "width": width, "height": height,
+                "file_size": len(data)}
+        return self.message(chat_id, None, photo=[size], **kw)
+
+    def voice(self, chat_id: int, data: bytes, duration: int, **kw: Any) -> dict[str, Any]:
+        """A user records a voice note (the bytes should be real OGG/Opus)."""
+        file_id = self.upload(data, f"voice/file_{len(self.files)}.oga")
+        note = {"file_id": file_id, "file_unique_id": "U" + file_id, "duration": duration, "mime_type": "audio/ogg",
+                "file_size": len(data)}
+        return self.message(chat_id, None, voice=note, **kw)
+
     def push(self, update: dict[str, Any]) -> int:
         """Queue an update (polling) or hand it to the webhook; returns its update_id."""
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
-        asyncio.get_running_loop().create_task(self._notify())
+        self._arrived.set()
         return update_id
 
-    async def _notify(self) -> None:
-        async with self._new_update:
-            self._new_update.notify_all()
+    async def _arrival(self, timeout: float, *also: asyncio.Future[None]) -> None:
+        """Wait until an update arrives, ``timeout`` passes, or one of ``also`` is done."""
+        self._arrived.clear()
+        waiter = asyncio.ensure_future(self._arrived.wait())
+        await asyncio.wait({waiter, *also}, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
 
     def fail(self, method: str, status: int, description: str, *, retry_after: int | None = None,
-             chat_id: int | None = None, times: int = 1) -> None:
-        """Answer the next ``times`` calls of ``method`` (to ``chat_id``) with this error."""
-        self.failures.append(Failure(method, status, description, retry_after, chat_id, times))
+             chat_id: int | None = None, times: int = 1, after: int = 0) -> None:
+        """Answer ``times`` calls of ``method`` (to ``chat_id``), after letting ``after`` through, with this error."""
+        self.failures.append(Failure(method, status, description, retry_after, chat_id, times, after))
 
     # ---- inspection --------------------------------------------------------------------------
 
@@ -266,6 +284,9 @@ class FakeTelegram:
     def _failure_for(self, method: str, params: dict[str, Any]) -> Failure | None:
         for failure in self.failures:
             if failure.method == method and (failure.chat_id is None or failure.chat_id == params.get("chat_id")):
+                if failure.after > 0:
+                    failure.after -= 1
+                    return None
                 failure.times -= 1
                 if failure.times <= 0:
                     self.failures.remove(failure)
@@ -304,17 +325,8 @@ class FakeTelegram:
         if offset is not None:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + float(params.get("timeout") or 0)
-        async with self._new_update:
-            while not self.updates and not mine.done() and time.monotonic() < deadline:
-                waiter = asyncio.ensure_future(self._new_update.wait())
-                await asyncio.wait({waiter, mine}, timeout=deadline - time.monotonic(),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
-                    waiter.cancel()
-                    try:
-                        await waiter
-                    except asyncio.CancelledError:
-                        pass
+        while not self.updates and not mine.done() and time.monotonic() < deadline:
+            await self._arrival(deadline - time.monotonic(), mine)
         if mine.done():
             return _error(409, "Conflict: terminated by other getUpdates request; "
                                "make sure that only one bot instance is running")
@@ -442,11 +454,7 @@ class FakeTelegram:
         assert self._http is not None
         while True:
             if not self.webhook.get("url") or not self.updates:
-                async with self._new_update:
-                    try:
-                        await asyncio.wait_for(self._new_update.wait(), 0.2)
-                    except TimeoutError:
-                        pass
+                await self._arrival(0.2)
                 continue
             update = self.updates[0]
             headers = {"X-Telegram-Bot-Api-Secret-Token": self.webhook["secret"]} if self.webhook.get("secret") else {}
