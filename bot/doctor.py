@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from .config import ConfigError, load_config
-from .runtime import Env
+from .config import ConfigError, TelegramChannel, load_config
+from .redact import redact
+from .runtime import Env, telegram_token
 from .store import Store
 
 
@@ -32,6 +33,7 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     checks.append(_writable(env.state))
     checks.append(await _database(env.state / "chorus.db"))
     checks.append(await _reachable(loaded.config.models.providers.openrouter.base_url))
+    checks += await _telegram(loaded.config.channels.telegram, env)
     return checks
 
 
@@ -63,3 +65,47 @@ async def _reachable(base_url: str) -> Check:
     except httpx.HTTPError as exc:
         return Check("base URL", False, f"{base_url} unreachable ({type(exc).__name__})")
     return Check("base URL", resp.status_code < 500, f"{base_url} answered HTTP {resp.status_code}")
+
+
+async def _telegram(settings: TelegramChannel, env: Env) -> list[Check]:
+    """The bot token works (getMe), and nothing else takes the updates: a webhook left behind blocks polling,
+    another process polling the same token makes Telegram answer 409 Conflict."""
+    try:
+        token = telegram_token(settings, env)
+    except OSError as exc:
+        return [Check("telegram", False, f"tokenFile {settings.token_file}: {exc.strerror}")]
+    if not token or not settings.enabled:
+        return []
+    root = (settings.api_root or "https://api.telegram.org").rstrip("/")
+    try:
+        async with httpx.AsyncClient(base_url=f"{root}/bot{token}/", timeout=15) as http:
+            me = (await http.get("getMe")).json()
+            if not me.get("ok"):
+                return [Check("telegram", False, f"the bot token was refused: {me.get('description')}; "
+                                                 "get a new one from @BotFather (/token)")]
+            checks = [Check("telegram", True, f"bot @{me['result'].get('username')} (token accepted)")]
+            hook = (await http.get("getWebhookInfo")).json().get("result") or {}
+            if settings.webhook_url:
+                same = hook.get("url") == settings.webhook_url
+                checks.append(Check("telegram webhook", True, f"set to {hook['url']}" if same else
+                                    "not set yet; `chorus run` sets it to webhookUrl at start"))
+                return checks
+            if hook.get("url"):
+                checks.append(Check("telegram updates", False, (
+                    f"a webhook ({hook['url']}) takes this bot's updates, so polling gets none; `chorus run` "
+                    "removes it at start, or set channels.telegram.webhookUrl to use webhook mode")))
+                return checks
+            # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
+            # confirmed (no offset), so no update is lost to the service.
+            polled = await http.post("getUpdates", json={"timeout": 3, "limit": 1})
+    except httpx.HTTPError as exc:
+        return [Check("telegram", False, f"{root} unreachable ({type(exc).__name__})")]
+    except ValueError:
+        return [Check("telegram", False, f"{root} did not answer like the Bot API")]
+    if polled.status_code == 409:
+        checks.append(Check("telegram updates", False, (
+            f"Telegram answered 409 ({redact(polled.json().get('description', 'Conflict'))}): another process is "
+            "polling this bot. If it is not this machine's `chorus run`, stop it: only one may receive updates")))
+    else:
+        checks.append(Check("telegram updates", True, "long polling works (no webhook, no other poller)"))
+    return checks

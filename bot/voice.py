@@ -118,6 +118,10 @@ class Voice:
         limit_mb = cfg.max_bytes / 1_000_000
         if note.size and note.size > cfg.max_bytes:
             return Preflight(inbound.text, error=f"That audio is too large ({note.size / 1_000_000:.1f} MB; the limit is {limit_mb:g} MB).")
+        if note.duration and note.duration > cfg.max_duration_seconds:  # what the platform says: no download
+            return Preflight(inbound.text, error=(
+                f"That audio is too long ({note.duration:.0f} s; the limit is {cfg.max_duration_seconds} s). "
+                "Could you send a shorter one?"))
         data = await note.read()
         if len(data) > cfg.max_bytes:
             return Preflight(inbound.text, error=f"That audio is too large ({len(data) / 1_000_000:.1f} MB; the limit is {limit_mb:g} MB).")

@@ -25,7 +25,7 @@ from aiogram.types import BotCommand, Message, Update, User
 from aiohttp import web
 
 from .base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
-from .telegram_inbound import Albums, AlbumWaiter, MentionRules, lazy, to_inbound
+from .telegram_inbound import UNREADABLE, Albums, AlbumWaiter, MentionRules, lazy, to_inbound, unreadable_note
 from .telegram_outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, Streaming, TelegramStream
 from .telegram_session import FloodControl
 
@@ -123,8 +123,14 @@ class TelegramChannel:
 
         @router.message(F.text | F.caption | F.photo | F.voice | F.audio | F.video_note | F.document | F.video)
         async def accept(message: Message, handle: InboundHandler, album: list[Message] | None = None) -> None:
-            assert self.me is not None
-            await handle(to_inbound(album or [message], self.me, self.rules, self._download))
+            inbound = to_inbound(album or [message], self._me(), self.rules, self._download)
+            note = unreadable_note(inbound) if inbound.mentioned else None
+            if note:  # said at once, by the channel: no model turn can do anything with these files
+                await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
+                inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
+                if not inbound.text and not inbound.attachments:
+                    return
+            await handle(inbound)
 
         return router
 

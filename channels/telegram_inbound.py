@@ -121,9 +121,9 @@ def attachments(message: Message, download: Download) -> list[Attachment]:
             duration=float(v.duration))
     if message.document:
         d = message.document
-        is_image = (d.mime_type or "").startswith("image/")
-        add(AttachmentKind.IMAGE if is_image else AttachmentKind.DOCUMENT, d.file_id, mime=d.mime_type,
-            filename=d.file_name, size=d.file_size)
+        major = (d.mime_type or "").split("/", 1)[0]  # a photo or a recording sent "as a file" is still one
+        kind = {"image": AttachmentKind.IMAGE, "audio": AttachmentKind.AUDIO}.get(major, AttachmentKind.DOCUMENT)
+        add(kind, d.file_id, mime=d.mime_type, filename=d.file_name, size=d.file_size)
     return found
 
 
@@ -134,6 +134,18 @@ def lazy(kind: AttachmentKind, file_id: str, download: Download, **kw: object) -
         return await download(file_id)
 
     return Attachment(kind=kind, fetch=fetch, source=file_id, **kw)  # type: ignore[arg-type]
+
+
+UNREADABLE = (AttachmentKind.DOCUMENT, AttachmentKind.VIDEO)
+
+
+def unreadable_note(inbound: Inbound) -> str | None:
+    """A sentence about the files the model cannot take (documents, videos), or ``None``."""
+    names = [a.filename or a.kind.value for a in inbound.attachments if a.kind in UNREADABLE]
+    if not names:
+        return None
+    return (f"I can't read {', '.join(names)}: I understand text, photos, voice notes and audio files."
+            + (" I'll answer the rest of your message." if inbound.text else ""))
 
 
 class Albums:

@@ -16,7 +16,7 @@ import av
 from tests.fakes.media import decode_info, make_audio, make_png
 from tests.fakes.openrouter import Hang, Images, Music, Text, ToolCalls
 from tests.telegram_service import free_port, running, start, telegram_config
-from tests.conftest import onboarded
+from tests.conftest import chorus, onboarded
 
 USER = 5001
 
@@ -266,3 +266,54 @@ async def test_an_update_cut_off_by_kill_9_is_answered_once_after_the_restart(ho
     await second.stop()
     assert tg.texts_in(USER) == ["Yes, I am."]
     assert len(ai.chat_requests()) == 2
+
+
+async def test_doctor_checks_the_token_and_what_blocks_polling(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg))
+    healthy = await chorus(home, "doctor")
+    assert "ok   telegram: bot @chorus_test_bot (token accepted)" in healthy.out
+    assert "ok   telegram updates: long polling works (no webhook, no other poller)" in healthy.out
+    tg.webhook = {"url": "https://old.example/hook"}
+    stale = await chorus(home, "doctor")
+    assert stale.code == 1
+    assert ("FAIL  telegram updates: a webhook (https://old.example/hook) takes this bot's updates, so polling "
+            "gets none; `chorus run` removes it at start") in stale.out
+    tg.webhook = {}
+    service = await start(home, tg)
+    busy = await chorus(home, "doctor")
+    await service.stop()
+    assert ("FAIL  telegram updates: Telegram answered 409 (Conflict: terminated by other getUpdates request; make "
+            "sure that only one bot instance is running): another process is polling this bot.") in busy.out
+    home.write_config(ai, **telegram_config(tg, botToken="123456789:AAWrongTokenWrongTokenWrongToken_xx"))
+    refused = await chorus(home, "doctor")
+    assert "FAIL  telegram: the bot token was refused: Unauthorized" in refused.out
+    assert "AAWrongToken" not in refused.out + refused.err
+
+
+async def test_an_over_long_voice_note_is_refused_before_it_is_downloaded(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, {"tools": {"media": {"audio": {"maxDurationSeconds": 60}}}}, streaming="off"):
+        tg.voice(USER, make_audio("ogg_opus", 0.5), duration=95)  # Telegram tells the length up front
+        (sent,) = await tg.wait_sent(USER)
+    assert sent.text == "That audio is too long (95 s; the limit is 60 s). Could you send a shorter one?"
+    assert not tg.calls_to("getFile") and not ai.requests_to("/audio/transcriptions")
+
+
+async def test_a_document_the_model_cannot_read_gets_a_sentence(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    pdf = tg.upload(b"%PDF-1.4 ...", "documents/report.pdf")
+    doc = {"file_id": pdf, "file_unique_id": "U" + pdf, "file_name": "report.pdf", "mime_type": "application/pdf"}
+    async with running(home, tg, ai, streaming="off"):
+        tg.message(USER, None, document=doc)
+        await tg.wait_sent(USER)
+        tg.message(USER, None, document=doc, caption="summarise it")
+        await tg.wait_sent(USER, 3)
+    assert tg.texts_in(USER) == [
+        "I can't read report.pdf: I understand text, photos, voice notes and audio files.",
+        "I can't read report.pdf: I understand text, photos, voice notes and audio files. I'll answer the rest of "
+        "your message.",
+        "echo: summarise it",
+    ]
+    assert not tg.calls_to("getFile")
