@@ -317,3 +317,20 @@ async def test_a_document_the_model_cannot_read_gets_a_sentence(home, fake_teleg
         "echo: summarise it",
     ]
     assert not tg.calls_to("getFile")
+
+
+async def test_a_finished_video_is_delivered_into_the_topic_that_asked(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    forum = -1007777
+    tg.chat(forum, "supergroup", title="Films", is_forum=True)
+    ai.queue(ToolCalls([("video_generate", {"prompt": "waves at dusk", "durationSeconds": 4})]), Text("Rolling."))
+    fast = {"agents": {"defaults": {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast",
+                                                              "pollIntervalMs": 50}}}}
+    async with running(home, tg, ai, fast, streaming="off", groups={"-1007777": {"requireMention": False}}):
+        tg.message(forum, "a video of waves", chat_type="supergroup", message_thread_id=3, is_topic_message=True)
+        await tg.wait_sent(forum, 2)
+    rolling, video = tg.messages_in(forum)
+    assert (rolling.text, rolling.thread_id) == ("Rolling.", 3)
+    assert (video.method, video.thread_id, video.caption) == ("sendVideo", 3, "waves at dusk")
+    with av.open(io.BytesIO(video.files["video"])) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
