@@ -47,17 +47,25 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[key] = value
 
 
+def new_home(tmp_path: Path) -> Home:
+    """A state dir under ``tmp_path`` and a child-process environment with no key or config from this machine."""
+    state = tmp_path / "chorus-home"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN")}
+    env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
+    return Home(state, env)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     """A fresh state dir; no key or config leaks in from the machine running the tests."""
-    state = tmp_path / "chorus-home"
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME")}
-    env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
+    made = new_home(tmp_path)
+    state = made.path
     for key in ("OPENROUTER_API_KEY", "CHORUS_CONFIG"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CHORUS_HOME", str(state))
     monkeypatch.chdir(tmp_path)  # so no .env from the checkout is read
-    return Home(state, env)
+    return made
 
 
 @pytest.fixture

@@ -1,0 +1,83 @@
+"""Telegram end to end, each test with its own ``chorus run``: webhook mode, a kill -9 and restart, doctor.
+
+The chat behaviour itself is tested against one shared service in ``test_telegram_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from tests.conftest import chorus, onboarded
+from tests.fakes.openrouter import Hang, Text
+from tests.telegram_service import free_port, running, start, telegram_config
+
+USER = 5001
+
+
+async def test_webhook_mode_checks_the_secret_and_never_polls(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram-webhook"
+    async with running(home, tg, ai, ready="setWebhook", streaming="off", webhookUrl=url,
+                       webhookSecret="s3cret-Token_1", webhookPort=port):
+        forged = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"},
+                                              "from": {"id": USER, "is_bot": False, "first_name": "Eve"}, "text": "hi"}}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=forged, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
+                assert resp.status == 401
+            async with http.post(url, json=forged) as resp:
+                assert resp.status == 401
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["ok"] is True
+        tg.message(USER, "through the webhook")
+        (sent,) = await tg.wait_sent(USER)
+    assert sent.text == "echo: through the webhook"
+    assert tg.webhook["secret"] == "s3cret-Token_1" and tg.webhook["url"] == url
+    assert tg.webhook_results[-1][1] == 200
+    assert not [c for c in tg.calls if c.method in ("getUpdates", "deleteWebhook")]
+    assert [m["content"] for r in ai.chat_requests() for m in r.json["messages"] if m["role"] == "user"] == \
+        ["through the webhook"]  # the forged update never reached the model
+
+
+async def test_an_update_cut_off_by_kill_9_is_answered_once_after_the_restart(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg, streaming="off"))
+    ai.queue(Hang(60))
+    first = await start(home, tg)
+    tg.message(USER, "are you there?")
+    await tg.wait_for(lambda: ai.chat_requests(), what="the model call")
+    await first.kill()
+    ai.queue(Text("Yes, I am."))
+    second = await start(home, tg)
+    await tg.wait_sent(USER)
+    await asyncio.sleep(1.5)  # a second answer, if any, would come within this
+    await second.stop()
+    assert tg.texts_in(USER) == ["Yes, I am."]
+    assert len(ai.chat_requests()) == 2
+
+
+async def test_doctor_checks_the_token_and_what_blocks_polling(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg))
+    healthy = await chorus(home, "doctor")
+    assert "ok   telegram: bot @chorus_test_bot (token accepted)" in healthy.out
+    assert "ok   telegram updates: long polling works (no webhook, no other poller)" in healthy.out
+    tg.webhook = {"url": "https://old.example/hook"}
+    stale = await chorus(home, "doctor")
+    assert stale.code == 1
+    assert ("FAIL  telegram updates: a webhook (https://old.example/hook) takes this bot's updates, so polling "
+            "gets none; `chorus run` removes it at start") in stale.out
+    tg.webhook = {}
+    service = await start(home, tg)
+    busy = await chorus(home, "doctor")
+    await service.stop()
+    assert ("FAIL  telegram updates: Telegram answered 409 (Conflict: terminated by other getUpdates request; make "
+            "sure that only one bot instance is running): another process is polling this bot.") in busy.out
+    home.write_config(ai, **telegram_config(tg, botToken="123456789:AAWrongTokenWrongTokenWrongToken_xx"))
+    refused = await chorus(home, "doctor")
+    assert "FAIL  telegram: the bot token was refused: Unauthorized" in refused.out
+    assert "AAWrongToken" not in refused.out + refused.err
