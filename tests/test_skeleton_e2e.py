@@ -195,10 +195,13 @@ async def test_commands_cap_and_trimming_through_the_console(home, fake_openrout
             model["context_length"] = None  # unknown to the catalog: agents.defaults.contextTokens applies
     fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "x", "count": 9})]))
     long_turns = "".join(f"turn {i} {'x' * 150}\n" for i in range(6))
-    script = "/think high\n/tts always\n/tts off\ndraw\n" + long_turns + "/status\n/reset\n/status\n"
+    script = "/think high\n/tts always\n/tts off\ndraw\n" + long_turns
     result = await chorus(home, "run", stdin=script)
     assert result.code == 0, result.err
-    out = result.out
+    # /status while a turn runs answers at once; after the restart nothing runs, so it goes in order.
+    status = await chorus(home, "run", stdin="/status\n/reset\n/status\n")
+    assert status.code == 0, status.err
+    out = result.out + status.out
     assert "Thinking for this chat: high." in out and "Spoken replies for this chat: off." in out
     assert "stopped after 1 rounds of tool use" in out
     # The capped turn is history: its tool error is what the next turn's model call sees.
