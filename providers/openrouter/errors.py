@@ -72,7 +72,11 @@ class RequestTimeoutError(OpenRouterError):
 class RateLimitError(OpenRouterError):
     status = 429
     retryable = True
-    advice = "Wait a little and try again, or switch models with /model."
+
+    @property
+    def advice(self) -> str:  # type: ignore[override]
+        wait = f"Try again in {self.retry_after:.0f} s" if self.retry_after else "Wait a little and try again"
+        return f"{wait}, or switch models with /model."
 
     def headline(self) -> str:
         return "OpenRouter is rate limiting requests"
@@ -104,6 +108,23 @@ class StreamError(OpenRouterError):
 
     def headline(self) -> str:
         return "The model stopped with an error mid-answer"
+
+
+class IncompleteStreamError(StreamError):
+    """The stream broke off (no finish, malformed data, silence): worth another try while nothing was shown."""
+
+    retryable = True
+
+    def headline(self) -> str:
+        return "The answer was cut off before it was complete"
+
+
+class EmptyAnswerError(OpenRouterError):
+    retryable = True
+    advice = "Try again, or rephrase, or switch models with /model."
+
+    def headline(self) -> str:
+        return "The model sent back an empty answer"
 
 
 _BY_STATUS: dict[int, type[OpenRouterError]] = {
