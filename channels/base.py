@@ -146,6 +146,9 @@ class ReplyStream(Protocol):
         """Finish: ``reply.text`` is the whole text (already shown in pieces where the channel streams)."""
         ...
 
+    # A stream may also offer ``async def notice(self, text: str) -> None``: a passing status
+    # ("the model is busy, trying again in 30 s…") that is not part of the answer.
+
 
 @runtime_checkable
 class Channel(Protocol):

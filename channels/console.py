@@ -131,6 +131,10 @@ class _ConsoleStream:
         self.shown += text
         self.channel._write(text)
 
+    async def notice(self, text: str) -> None:
+        """A status line of its own, outside the answer."""
+        self.channel._write(("\n" if self.shown else "") + f"[{text}]\n")
+
     async def close(self, reply: Reply) -> None:
         # Show whatever of the final text the deltas did not (an error note, a reply sent whole).
         if reply.text.startswith(self.shown) or self.shown.startswith(reply.text):

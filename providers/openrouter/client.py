@@ -193,7 +193,7 @@ class OpenRouterClient:
         """
         loop = asyncio.get_running_loop()
         deadline, waiting_first = loop.time() + self.first_byte_timeout, True
-        nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:.0f} s")
+        nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
         try:
             async with asyncio.timeout_at(deadline):
                 resp = await self._open_stream(req)
@@ -211,7 +211,7 @@ class OpenRouterClient:
                 except TimeoutError:
                     if waiting_first:
                         raise nothing_yet from None
-                    raise IncompleteStreamError(f"no data for {self.idle_timeout:.0f} s") from None
+                    raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
                 deadline, waiting_first = loop.time() + self.idle_timeout, False
                 if payload == DONE:
                     done = True

@@ -10,6 +10,9 @@ class OpenRouterError(Exception):
 
     status: int | None = None
     retryable = False
+    # Whether sending the same message again would fail the same way (a refused input, a
+    # provider that crashes on it): such a turn is kept but left out of later requests.
+    repeats = True
     advice = "Try again in a moment."
 
     def __init__(self, detail: str = "", *, status: int | None = None, code: Any = None, retry_after: float | None = None) -> None:
@@ -62,6 +65,7 @@ class ModerationError(OpenRouterError):
 
 
 class RequestTimeoutError(OpenRouterError):
+    repeats = False
     status = 408
     retryable = True
 
@@ -70,6 +74,7 @@ class RequestTimeoutError(OpenRouterError):
 
 
 class RateLimitError(OpenRouterError):
+    repeats = False
     status = 429
     retryable = True
 
@@ -94,6 +99,7 @@ class UpstreamError(OpenRouterError):
 
 
 class ConnectionFailedError(OpenRouterError):
+    repeats = False
     retryable = True
     advice = "Check the network and `models.providers.openrouter.baseUrl`, then try again."
 
@@ -113,6 +119,7 @@ class StreamError(OpenRouterError):
 class IncompleteStreamError(StreamError):
     """The stream broke off (no finish, malformed data, silence): worth another try while nothing was shown."""
 
+    repeats = False
     retryable = True
 
     def headline(self) -> str:
@@ -120,6 +127,7 @@ class IncompleteStreamError(StreamError):
 
 
 class EmptyAnswerError(OpenRouterError):
+    repeats = False
     retryable = True
     advice = "Try again, or rephrase, or switch models with /model."
 
