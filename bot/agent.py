@@ -85,6 +85,20 @@ class Agent:
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
         """
+        try:
+            return await self._turn(inbound, channel, group_context)
+        except asyncio.CancelledError as exc:
+            if exc.args != (STOP,):
+                raise
+        # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
+        if inbound.text:
+            user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+            await self.store.append(await self.store.active_session(inbound.chat), [user])
+        reply = Reply(text="⏹ Stopped.", reply_to=inbound.message_id)
+        await channel.send(inbound.chat, reply)
+        return TurnOutcome(reply)
+
+    async def _turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
         chat = inbound.chat
         session_id = await self.store.active_session(chat)
         history = await self.store.history(session_id)

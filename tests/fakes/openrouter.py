@@ -13,7 +13,8 @@ import binascii
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -88,7 +89,22 @@ class NoAudio:
     text: str = "No music today."
 
 
-Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio
+@dataclass
+class RawSSE:
+    """A broken upstream: these SSE frames exactly (``data: …`` or ``: comment``), ``pause`` seconds apart,
+    and nothing else (no ``[DONE]`` unless given)."""
+
+    frames: list[str]
+    pause: float = 0.0
+
+    @staticmethod
+    def content(text: str, finish: str | None = None) -> str:
+        """A well-formed chunk frame carrying ``text``."""
+        return "data: " + json.dumps({"id": "gen-raw", "model": "m", "choices": [
+            {"index": 0, "delta": {"content": text}, "finish_reason": finish}]})
+
+
+Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio | RawSSE
 
 
 @dataclass
@@ -114,6 +130,7 @@ class Recorded:
     headers: CIMultiDict[str]
     body: bytes
     json: Any = None
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 RECORDED = web.RequestKey("recorded", Recorded)
@@ -266,6 +283,8 @@ class FakeOpenRouter:
             answer = self.answers.pop(0) if self.answers else Text("echo: " + _last_user_text(body["messages"]))
         if isinstance(answer, Error):
             return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+        if isinstance(answer, RawSSE):
+            return await self._raw_sse(request, answer)
         if getattr(answer, "delay", 0):
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
         chunks = self._chunks(answer, body)
@@ -369,6 +388,15 @@ class FakeOpenRouter:
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
         if not any("error" in c for c in chunks):
             await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _raw_sse(self, request: web.Request, answer: RawSSE) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for frame in answer.frames:
+            await resp.write(f"{frame}\n\n".encode())
+            await asyncio.sleep(answer.pause)
         await resp.write_eof()
         return resp
 
