@@ -222,3 +222,10 @@ async def test_the_dispatcher_answers_a_stranger_with_the_code_and_never_calls_t
     await rig.dispatcher.access.pairing.approve("telegram", request.code)
     await rig.dispatcher.handle(rig.inbound("hello again", chat="42", channel="telegram", sender="42"), rig.channel)
     assert len(rig.fake.chat_requests()) == 1
+
+
+async def test_the_inbox_keeps_the_senders_handle_so_a_restart_checks_it_the_same(store):
+    inbox = Inbox(store)
+    assert await inbox.accept(dm("222", "Grace", username="grace"))
+    (again,) = await inbox.pending()
+    assert (again.sender_id, again.sender_name, again.sender_username) == ("222", "Grace", "grace")
