@@ -178,8 +178,11 @@ async def infer_run(cli: Cli) -> int:
     config = cli.loaded.config
     ref = ModelRef.parse(cli.args.model or config.agents.defaults.model.primary)
     async with make_client(config, cli.credential_or_fail()) as llm:
+        info = await Catalog(llm, cli.env.state / CATALOG_FILE).lookup(ref)  # reasoning only where the model takes it
         started = time.monotonic()
-        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}]))
+        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}],
+                                         thinking=config.agents.defaults.thinking_default,
+                                         supports_reasoning=info.supports_reasoning if info else None))
     if cli.args.json:
         print(json.dumps({
             "model": result.model, "ref": str(ref), "text": result.text,

@@ -303,3 +303,11 @@ async def test_fallback_models_answer_when_the_primary_fails_before_speaking(mak
     assert rig.channel.texts("c1") == ["from the fallback"]
     await rig.say("again")  # a rejected key is the same for every model: no fallback, a clear sentence
     assert len(rig.fake.chat_requests()) == 3 and "did not accept the API key" in rig.channel.texts("c1")[-1]
+
+
+async def test_a_stale_think_max_is_xhigh_with_a_note(rig):
+    await rig.say("/think max")
+    assert rig.channel.texts("c1") == ["Thinking for this chat: xhigh.\n(Note: 'max' is now called 'xhigh'.)"]
+    await rig.say("/model openrouter/anthropic/claude-sonnet-4.6")
+    await rig.say("hi")
+    assert rig.fake.chat_requests()[-1].json["reasoning"] == {"effort": "xhigh"}

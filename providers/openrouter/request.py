@@ -34,6 +34,7 @@ PROJECT_URL = "https://github.com/chorus-bot/chorus"
 TITLE = "Chorus"
 CATEGORIES = ("chat", "personal-agent")
 EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+STALE_EFFORTS = {"max": "xhigh"}  # older OpenClaw / DeepSeek spellings of the highest level
 DEEPSEEK_V4 = ("deepseek/deepseek-v4-flash", "deepseek/deepseek-v4-pro")
 OPENAI_ONLY = ("service_tier", "store", "prompt_cache_key", "reasoning_summary", "previous_response_id")
 
@@ -84,6 +85,11 @@ def build_chat_request(spec: ChatSpec, settings: ProviderSettings) -> PreparedRe
     for step in STEPS:
         step(req, spec, settings)
     return req
+
+
+def stale_effort(level: object) -> str | None:
+    """Today's name of a stale thinking level (``max`` → ``xhigh``), or ``None`` when ``level`` is not stale."""
+    return STALE_EFFORTS.get(level.strip().lower()) if isinstance(level, str) else None
 
 
 def _param(params: Mapping[str, Any], camel: str, snake: str) -> Any:
@@ -177,7 +183,7 @@ def _deepseek(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) 
             message["reasoning_content"] = ""  # thinking + tools replays must keep DeepSeek's shape
     effort = req.body.pop("reasoning_effort", None) or (spec.thinking if _reasoning_on(spec) else None)
     if effort:
-        req.body["reasoning_effort"] = "xhigh" if effort == "max" else effort
+        req.body["reasoning_effort"] = stale_effort(effort) or effort
 
 
 def _anthropic(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:

@@ -31,12 +31,17 @@ class VideoStatus:
         return self.status in FINISHED
 
 
+def wire_resolution(resolution: str | None) -> str | None:
+    """OpenRouter's spelling of a resolution: the page writes ``720P``, the API takes ``720p``."""
+    return resolution.strip().lower() if resolution else None
+
+
 def check_video_args(model: ModelRef, duration: int | None, resolution: str | None, aspect_ratio: str | None) -> None:
     """Refuse what Veo cannot make, with the allowed values (other models decide for themselves)."""
     if not model.slug.startswith("google/veo"):
         return
     for value, allowed, name in ((duration, VEO_LIMITS["durations"], "durationSeconds"),
-                                 (resolution, VEO_LIMITS["resolutions"], "resolution"),
+                                 (wire_resolution(resolution), VEO_LIMITS["resolutions"], "resolution"),
                                  (aspect_ratio, VEO_LIMITS["aspect_ratios"], "aspectRatio")):
         if value is not None and value not in allowed:
             raise ValueError(f"{name} {value!r} is not possible with {model.slug}; allowed: {', '.join(map(str, allowed))}")
@@ -49,7 +54,7 @@ async def submit_video(
 ) -> VideoJob:
     """Start a job; images are data: or https URLs (first/last frames, or a style reference)."""
     body: dict[str, Any] = {"model": model.slug, "prompt": prompt}
-    for key, value in (("duration", duration), ("resolution", resolution), ("aspect_ratio", aspect_ratio),
+    for key, value in (("duration", duration), ("resolution", wire_resolution(resolution)), ("aspect_ratio", aspect_ratio),
                        ("generate_audio", audio)):
         if value is not None:
             body[key] = value

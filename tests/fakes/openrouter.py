@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -432,6 +433,8 @@ class FakeOpenRouter:
             return self._violation("videos need model and prompt")
         if set(body) - allowed:
             return self._violation(f"unknown video fields {sorted(set(body) - allowed)}")
+        if "resolution" in body and not re.fullmatch(r"\d+p|\dk", str(body["resolution"])):
+            return self._violation(f"video resolution {body['resolution']!r} is not OpenRouter's spelling (720p, 1080p)")
         for frame in body.get("frame_images") or []:
             if frame.get("frame_type") not in ("first_frame", "last_frame") or not frame.get("image_url", {}).get("url"):
                 return self._violation("frame_images entries need image_url.url and frame_type first_frame|last_frame")
