@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
 import pytest
 
 from bot.redact import RedactingFilter
@@ -13,6 +14,9 @@ from providers.openrouter.errors import AuthError, RateLimitError, StreamError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings
 from providers.openrouter.retry import RetryPolicy
+from providers.openrouter.speech import synthesize
+from providers.openrouter.transcription import transcribe
+from providers.openrouter.video import poll_video, submit_video
 from tests.conftest import chorus, onboarded
 from tests.fakes.openrouter import Error, StreamError as FakeStreamError, Text, ToolCalls
 
@@ -138,3 +142,68 @@ async def test_models_list_filters_by_modality_and_set_warns_on_unknown(home, fa
     assert unknown.code == 0 and "not in OpenRouter's model catalog" in unknown.err
     known = await chorus(home, "models", "set", "openrouter/moonshotai/kimi-k2.6")
     assert "warning" not in known.err
+
+
+ATTRIBUTION = {"http-referer": "https://github.com/chorus-bot/chorus", "x-openrouter-title": "Chorus", "x-title": "Chorus",
+               "x-openrouter-categories": "general-chat,personal-agent"}
+
+
+def _openrouter_ai(seen: list[httpx.Request]) -> httpx.MockTransport:
+    """openrouter.ai at the network edge (no test reaches the internet): records requests, answers per the contract."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/audio/speech":
+            return httpx.Response(200, content=b"ID3", headers={"content-type": "audio/mpeg"})
+        if path == "/audio/transcriptions":
+            return httpx.Response(200, json={"text": "hello"})
+        if path == "/videos":
+            return httpx.Response(202, json={"id": "v1", "polling_url": "https://openrouter.ai/api/v1/videos/v1", "status": "pending"})
+        if path == "/videos/v1":
+            return httpx.Response(200, json={"id": "v1", "status": "in_progress"})
+        if path == "/models":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(200, json={"id": "g", "model": "openai/gpt-4o-mini", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
+
+    return httpx.MockTransport(answer)
+
+
+async def _every_kind_of_request(c: OpenRouterClient) -> None:
+    await synthesize(c, model="hexgrad/kokoro-82m", text="hi", voice="af_alloy")
+    await transcribe(c, model="openai/whisper-large-v3-turbo", data=b"RIFF", fmt="wav")
+    job = await submit_video(c, ModelRef.parse("openrouter/google/veo-3.1-fast"), "waves")
+    await poll_video(c, job)
+    await c.models()
+    await c.chat(spec())
+
+
+async def test_attribution_on_every_request_to_openrouter_ai():
+    seen: list[httpx.Request] = []
+    async with OpenRouterClient("sk-or-test", ProviderSettings(), retry=NO_WAIT, transport=_openrouter_ai(seen)) as c:
+        await _every_kind_of_request(c)
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/api/v1/audio/speech"), ("POST", "/api/v1/audio/transcriptions"), ("POST", "/api/v1/videos"),
+        ("GET", "/api/v1/videos/v1"), ("GET", "/api/v1/models"), ("POST", "/api/v1/chat/completions")]
+    for request in seen:
+        assert {k: request.headers.get(k) for k in ATTRIBUTION} == ATTRIBUTION, request.url.path
+
+
+async def test_a_custom_base_url_gets_no_attribution_on_any_request(fake_openrouter):
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url), retry=NO_WAIT) as c:
+        await _every_kind_of_request(c)
+    assert len(fake_openrouter.requests) == 6
+    assert [r.path for r in fake_openrouter.requests if set(ATTRIBUTION) & {h.lower() for h in r.headers}] == []
+
+
+async def test_openai_only_extra_body_and_hunter_alpha_reasoning_never_reach_the_wire(fake_openrouter):
+    extra = {"prompt_cache_retention": "24h", "reasoning_effort": "high", "text": {"verbosity": "low"}}
+    settings = ProviderSettings(base_url=fake_openrouter.base_url, model_params={"openrouter/openai/gpt-4o-mini": {"extraBody": extra}})
+    async with OpenRouterClient(fake_openrouter.api_key, settings, retry=NO_WAIT) as c:
+        assert (await c.chat(spec(thinking="high"))).text == "echo: hi"
+        hunter = ChatSpec(ModelRef.parse("openrouter/openrouter/hunter-alpha"), [{"role": "user", "content": "hi"}], thinking="high")
+        assert (await c.chat(hunter)).text == "echo: hi"
+    first, second = (r.json for r in fake_openrouter.chat_requests())
+    assert set(first) == {"model", "messages", "usage", "reasoning"} and first["reasoning"] == {"effort": "high"}
+    assert set(second) == {"model", "messages", "usage"}

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .errors import ConnectionFailedError, OpenRouterError, RequestTimeoutError, StreamError, error_for_status
-from .request import ChatSpec, PreparedRequest, ProviderSettings, build_chat_request
+from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
 from .retry import RetryPolicy, with_retries
 from .sse import sse_data
 
@@ -87,14 +87,17 @@ class OpenRouterClient:
         *,
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings or ProviderSettings()
         self.retry = retry or RetryPolicy()
         self.http = httpx.AsyncClient(
             base_url=self.settings.base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
+            headers={**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
             timeout=httpx.Timeout(timeout, connect=10.0),
             event_hooks={"response": [_log_response]},
+            transport=transport,
         )
 
     async def aclose(self) -> None:

@@ -24,7 +24,7 @@ CHAT_KEYS = {
     "model", "messages", "tools", "tool_choice", "stream", "max_tokens", "temperature", "reasoning",
     "reasoning_effort", "provider", "plugins", "modalities", "image_config", "audio", "usage",
 }
-FORBIDDEN_KEYS = {"service_tier", "store", "prompt_cache_key"}
+FORBIDDEN_KEYS = {"service_tier", "store", "prompt_cache_key", "prompt_cache_retention"}
 STT_FORMATS = {"wav", "mp3", "flac", "m4a", "ogg", "webm", "aac"}
 
 
@@ -284,6 +284,9 @@ class FakeOpenRouter:
                 return f"unknown top-level field {key!r}"
         if not isinstance(body.get("model"), str) or not body["model"]:
             return "model must be a non-empty string"
+        deepseek = body["model"].startswith("deepseek/")
+        if "reasoning_effort" in body and not deepseek:
+            return "top-level reasoning_effort is OpenAI's form; OpenRouter takes reasoning.effort"
         if "stream" in body and not isinstance(body["stream"], bool):
             return "stream must be a boolean"
         messages = body.get("messages")
@@ -291,7 +294,7 @@ class FakeOpenRouter:
             return "messages must be a non-empty list"
         call_ids: set[str] = set()
         for i, m in enumerate(messages):
-            problem = _check_message(m, call_ids)
+            problem = _check_message(m, call_ids) or _check_reasoning(m, deepseek)
             if problem:
                 return f"messages[{i}]: {problem}"
         for i, tool in enumerate(body.get("tools") or []):
@@ -517,6 +520,17 @@ def _check_message(m: Any, call_ids: set[str]) -> str | None:
         return "tool message without a matching earlier tool call id"
     if m["role"] == "user" and content in (None, ""):
         return "user message without content"
+    return None
+
+
+def _check_reasoning(m: dict[str, Any], deepseek: bool) -> str | None:
+    """Replayed thoughts keep their shape: reasoning_content is DeepSeek's, reasoning_details are typed entries."""
+    if "reasoning_content" in m and (not deepseek or not isinstance(m["reasoning_content"], str)):
+        return "reasoning_content is DeepSeek's field, a string"
+    details = m.get("reasoning_details")
+    if details is not None and not (isinstance(details, list) and all(
+            isinstance(d, dict) and str(d.get("type", "")).startswith("reasoning.") for d in details)):
+        return "reasoning_details must be a list of {type: reasoning.*, ...} entries"
     return None
 
 
