@@ -29,16 +29,19 @@ class Migration:
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migration files in version order; a gap or a duplicate number is a packaging bug."""
+    """The migration files in version order; a duplicate number is a packaging bug.
+
+    Gaps are allowed: numbers are reserved per branch of work, so one may land before another.
+    """
     found = []
     for path in sorted(directory.glob("*.sql")):
         m = _NAME.match(path.name)
         if not m:
             raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
         found.append(Migration(int(m[1]), m[2], path.read_text(encoding="utf-8")))
-    for expected, mig in enumerate(found, start=1):
-        if mig.version != expected:
-            raise MigrationError(f"migration {mig.version:04d}_{mig.name}: expected number {expected:04d} (gap or duplicate)")
+    for before, mig in zip(found, found[1:]):
+        if mig.version == before.version:
+            raise MigrationError(f"migration {mig.version:04d}_{mig.name}: number {mig.version:04d} is used twice")
     return found
 
 
@@ -54,9 +57,9 @@ async def migrate(db: aiosqlite.Connection, migrations: list[Migration] | None =
     async with db.execute("SELECT version, name, checksum FROM schema_migrations ORDER BY version") as cur:
         applied = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
     known = {m.version: m for m in migrations}
-    if applied and max(applied) > len(migrations):
+    if set(applied) - set(known):
         raise MigrationError(
-            f"the database is at schema version {max(applied)}, newer than this Chorus knows ({len(migrations)}); "
+            f"the database has schema version {max(set(applied) - set(known))}, newer than this Chorus knows; "
             "upgrade Chorus, or point CHORUS_HOME at another state directory"
         )
     for version, (name, checksum) in applied.items():

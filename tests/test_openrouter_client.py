@@ -207,3 +207,15 @@ async def test_openai_only_extra_body_and_hunter_alpha_reasoning_never_reach_the
     first, second = (r.json for r in fake_openrouter.chat_requests())
     assert set(first) == {"model", "messages", "usage", "reasoning"} and first["reasoning"] == {"effort": "high"}
     assert set(second) == {"model", "messages", "usage"}
+
+
+async def test_reasoning_details_are_read_streamed_and_not(client, fake_openrouter):
+    details = [{"type": "reasoning.text", "text": "thinking it over", "signature": "c2ln", "format": "google-gemini-v1"},
+               {"type": "reasoning.encrypted", "data": "ZW5j", "format": "google-gemini-v1"}]
+    expected = [{**d, "index": i} for i, d in enumerate(details)]
+    fake_openrouter.queue(Text("a", reasoning="thinking it over", reasoning_details=details),
+                          Text("a", reasoning="thinking it over", reasoning_details=details))
+    _, streamed = await stream_all(client, spec())
+    plain = await client.chat(spec())
+    assert (streamed.reasoning, streamed.reasoning_details) == ("thinking it over", expected)
+    assert (plain.reasoning, plain.reasoning_details) == ("thinking it over", expected)

@@ -58,6 +58,7 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None  # structured thoughts (Gemini's signatures), replayed later
     images: list[str] = field(default_factory=list)  # data: or https URLs
     audio: bytes = b""
     transcript: str = ""
@@ -146,7 +147,8 @@ class OpenRouterClient:
             ],
             usage=Usage.parse(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
-            reasoning=msg.get("reasoning"),
+            reasoning=msg.get("reasoning") or msg.get("reasoning_content"),
+            reasoning_details=msg.get("reasoning_details") or None,
             images=[i["image_url"]["url"] for i in msg.get("images") or [] if i.get("image_url")],
             latency=time.monotonic() - started,
         )
@@ -217,6 +219,7 @@ class _StreamAccumulator:
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.details: dict[int, dict[str, Any]] = {}
 
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""
@@ -235,8 +238,9 @@ class _StreamAccumulator:
                     raise StreamError("the provider ended the answer with an error")
             if delta.get("content"):
                 text += delta["content"]
-            if delta.get("reasoning"):
-                self.reasoning.append(delta["reasoning"])
+            if delta.get("reasoning") or delta.get("reasoning_content"):  # DeepSeek's own name for it
+                self.reasoning.append(delta.get("reasoning") or delta["reasoning_content"])
+            _join_details(self.details, delta.get("reasoning_details"))
             for frag in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
                 slot["id"] = frag.get("id") or slot["id"]
@@ -256,11 +260,29 @@ class _StreamAccumulator:
     def finish(self) -> ChatResult:
         self.result.text = "".join(self.text)
         self.result.reasoning = "".join(self.reasoning) or None
+        self.result.reasoning_details = list(self.details.values()) or None
         self.result.tool_calls = [
             ToolCall(c["id"] or f"call_{i}", c["name"], "".join(c["arguments"]) or "{}")
             for i, c in sorted(self.calls.items())
         ]
         return self.result
+
+
+_JOINED_FIELDS = ("text", "summary", "data", "signature")
+
+
+def _join_details(joined: dict[int, dict[str, Any]], fragments: object) -> None:
+    """Streamed ``reasoning_details`` fragments joined by their index: text pieces appended, other fields kept."""
+    for fragment in fragments if isinstance(fragments, list) else ():
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index")
+        slot = joined.setdefault(index if isinstance(index, int) else -1 - len(joined), {})
+        for key, value in fragment.items():
+            if key in _JOINED_FIELDS and isinstance(value, str) and isinstance(slot.get(key), str):
+                slot[key] += value
+            elif value is not None:
+                slot[key] = value
 
 
 def _timeout(seconds: float | None) -> httpx.Timeout | httpx.USE_CLIENT_DEFAULT:  # type: ignore[valid-type]

@@ -37,12 +37,15 @@ class Text:
     usage: dict[str, Any] | None = None
     reasoning: str | None = None
     delay: float = 0.0
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 @dataclass
 class ToolCalls:
     calls: list[tuple[str, dict[str, Any]]]
     content: str = ""
+    reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None  # streamed in pieces, joined by index
 
 
 @dataclass
@@ -318,9 +321,11 @@ class FakeOpenRouter:
                 "total_tokens": prompt_tokens + completion, "cost": (prompt_tokens + completion) * 0.00001}}
 
         out: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
-        if isinstance(answer, Text):
+        if isinstance(answer, (Text, ToolCalls)):
             if answer.reasoning:
                 out.append(chunk({"reasoning": answer.reasoning}))
+            out += [chunk({"reasoning_details": [piece]}) for piece in _detail_pieces(answer.reasoning_details or [])]
+        if isinstance(answer, Text):
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
             out += [chunk({}, "stop"), {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, ToolCalls):
@@ -544,6 +549,21 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _detail_pieces(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """reasoning_details as a stream carries them: each entry with its index, long text cut in two."""
+    pieces = []
+    for index, detail in enumerate(details):
+        text = detail.get("text")
+        if isinstance(text, str) and len(text) > 1:
+            cut = len(text) // 2
+            pieces += [{**{k: v for k, v in detail.items() if k != "signature"}, "text": text[:cut], "index": index},
+                       {"type": detail["type"], "text": text[cut:], "index": index,
+                        **({"signature": detail["signature"]} if "signature" in detail else {})}]
+        else:
+            pieces.append({**detail, "index": index})
+    return pieces
+
+
 def _pieces(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
@@ -569,6 +589,13 @@ def _merge_chunks(chunks: list[dict[str, Any]], model: str) -> dict[str, Any]:
             for key in ("reasoning", "images"):
                 if delta.get(key):
                     message[key] = delta[key]
+            for piece in delta.get("reasoning_details") or []:
+                details = message.setdefault("reasoning_details", [])
+                if piece["index"] == len(details):
+                    details.append(dict(piece))
+                else:
+                    details[piece["index"]]["text"] += piece.get("text", "")
+                    details[piece["index"]].update({k: v for k, v in piece.items() if k not in ("text",)})
             for frag in delta.get("tool_calls") or []:
                 slot = calls.setdefault(frag["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                 slot["id"] = frag.get("id") or slot["id"]
