@@ -446,6 +446,9 @@ class FakeOpenRouter:
         for frame in body.get("frame_images") or []:
             if frame.get("frame_type") not in ("first_frame", "last_frame") or not frame.get("image_url", {}).get("url"):
                 return self._violation("frame_images entries need image_url.url and frame_type first_frame|last_frame")
+        for ref in body.get("input_references") or []:
+            if ref.get("type") != "image_url" or not ref.get("image_url", {}).get("url"):
+                return self._violation("input_references entries need type image_url and image_url.url")
         job_id = "vid-" + secrets.token_hex(6)
         plan = self.video_plan.pop(0) if self.video_plan else VideoPlan()
         self.videos[job_id] = FakeVideoJob(job_id, plan, body)
