@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 
 import httpx
 import pytest
@@ -219,3 +222,33 @@ async def test_reasoning_details_are_read_streamed_and_not(client, fake_openrout
     plain = await client.chat(spec())
     assert (streamed.reasoning, streamed.reasoning_details) == ("thinking it over", expected)
     assert (plain.reasoning, plain.reasoning_details) == ("thinking it over", expected)
+
+
+async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    live = await chorus(home, "models", "list", "--modality", "video")
+    assert live.err == "1 models with video output, from OpenRouter's live catalog\n"
+    with socket.socket() as s:  # a loopback port nothing listens on: OpenRouter is unreachable
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v1"
+    home.config.write_text(json.dumps({"models": {"providers": {"openrouter": {"baseUrl": closed, "maxRetries": 0}}}}))
+    cache = home.path / "models-cache.json"
+    os.utime(cache, (time.time() - 3 * 86400,) * 2)  # three days old: stale, still better than the bundled one
+    stale = await chorus(home, "models", "list", "--modality", "video")
+    assert stale.err == "1 models with video output, from a stale cache (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
+    cache.unlink()
+    bundled = await chorus(home, "models", "list")
+    assert bundled.code == 0, bundled.err
+    assert bundled.out.splitlines() == [  # the provider page's four refs and the media defaults
+        "openrouter/google/gemini-3.1-flash-image-preview          131,072  image,text",
+        "openrouter/google/lyria-3-clip-preview                          -  audio,text",
+        "openrouter/google/lyria-3-pro-preview                           -  audio,text",
+        "openrouter/google/veo-3.1-fast                                  -  video",
+        "openrouter/hexgrad/kokoro-82m                                   -  speech",
+        "openrouter/moonshotai/kimi-k2.6                           262,144  text",
+        "openrouter/openai/whisper-large-v3-turbo                        -  transcription",
+        "openrouter/auto                                         2,000,000  text",
+        "openrouter/openrouter/healer-alpha                        262,144  text",
+        "openrouter/openrouter/hunter-alpha                      1,048,576  text",
+    ]
+    assert bundled.err == "10 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
