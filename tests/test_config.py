@@ -6,7 +6,7 @@ import json
 
 from bot.config import load_config
 from bot.json5_text import strip_digit_separators
-from tests.conftest import chorus, onboarded
+from tests.conftest import ROOT, chorus, onboarded
 from tests.fakes.openrouter import Text
 
 
@@ -50,3 +50,18 @@ async def test_infer_honours_thinking_default(home, fake_openrouter):
                          "--prompt", "hi", "--json")
     assert json.loads(plain.out)["text"] == "ok"
     assert "reasoning" not in fake_openrouter.chat_requests()[1].json  # the catalog says it does not reason
+
+
+def test_the_readme_provider_page_snippet_loads_as_pasted(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = readme.split("<!-- provider-page snippet:", 1)[1]
+    snippet = after.split("```json5\n", 1)[1].split("```", 1)[0]
+    assert "timeoutMs: 180_000" in snippet  # the page's own spelling, kept in the README
+    path = tmp_path / "chorus.json5"
+    path.write_text(snippet)
+    loaded = load_config(path, env={})
+    defaults = loaded.config.agents.defaults
+    assert loaded.warnings == []
+    assert (defaults.model.primary, defaults.image_generation_model.timeout_ms, defaults.music_generation_model.timeout_ms,
+            defaults.video_generation_model.primary) == ("openrouter/auto", 180000, 180000, "openrouter/google/veo-3.1-fast")
+    assert loaded.config.env == {"OPENROUTER_API_KEY": "sk-or-..."}
