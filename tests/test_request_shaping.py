@@ -178,3 +178,6 @@ def test_fusion_note_names_only_slugs():
         "You answer through OpenRouter Fusion: the analysis models a/one, b/" + "x" * 98
         + " draft answers and c/judge judges them into one."
     )
+    crowd = {"extraBody": {"plugins": [{"id": "fusion", "analysis_models": [f"m/{i}" for i in range(50)]}]}}
+    assert fusion_note(crowd).count("m/") == 12
+    assert "default panel" in fusion_note({"extraBody": {"plugins": [{"id": "fusion", "analysis_models": "a/one"}]}})

@@ -47,6 +47,7 @@ DEEPSEEK_V4 = ("deepseek/deepseek-v4-flash", "deepseek/deepseek-v4-pro")
 OPENAI_ONLY = ("service_tier", "store", "prompt_cache_key", "prompt_cache_retention", "reasoning_summary", "previous_response_id")
 NO_REASONING = ("openrouter/hunter-alpha",)  # retired route: it answers in the reasoning fields, so never ask for them
 FUSION_NAME_MAX = 100  # a model slug is far shorter; anything longer is not a name
+FUSION_PANEL_MAX = 12  # names in the note at most: it is a hint for the agent, not a config dump
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,9 @@ def fusion_note(params: Mapping[str, Any]) -> str | None:
     extra = _param(params, "extraBody", "extra_body") or {}
     for plugin in extra.get("plugins") or []:
         if isinstance(plugin, Mapping) and plugin.get("id") == "fusion":
-            panel = ", ".join(filter(None, map(_model_name, plugin.get("analysis_models") or []))) or "OpenRouter's default panel"
+            listed = plugin.get("analysis_models")
+            names = [n for n in map(_model_name, listed if isinstance(listed, list) else []) if n][:FUSION_PANEL_MAX]
+            panel = ", ".join(names) or "OpenRouter's default panel"
             judge = _model_name(plugin.get("model")) or "OpenRouter's default judge"
             return f"You answer through OpenRouter Fusion: the analysis models {panel} draft answers and {judge} judges them into one."
     return None
