@@ -139,6 +139,7 @@ class Agent:
                     "assistant", result.text or None, tool_calls=[c.to_api() for c in result.tool_calls] or None,
                     model=result.model, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens, cost=result.usage.cost,
+                    reasoning=result.reasoning, reasoning_details=result.reasoning_details,
                 )
                 pending.append(answer)
                 messages.append(answer.to_api())
