@@ -98,6 +98,7 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
         mentioned=mentioned,
         reply_to=message_ref(first.chat.id, reply.message_id) if reply else None,
         attachments=[a for m in messages for a in attachments(m, download)],
+        sender_username=sender.username if sender else None,
     )
 
 
