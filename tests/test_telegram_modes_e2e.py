@@ -6,11 +6,13 @@ The chat behaviour itself is tested against one shared service in ``test_telegra
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 
 from tests.conftest import chorus, onboarded
 from tests.fakes.openrouter import Hang, Text
+from tests.fakes.telegram import user
 from tests.telegram_service import free_port, running, start, telegram_config
 
 USER = 5001
@@ -81,3 +83,36 @@ async def test_doctor_checks_the_token_and_what_blocks_polling(home, fake_telegr
     refused = await chorus(home, "doctor")
     assert "FAIL  telegram: the bot token was refused: Unauthorized" in refused.out
     assert "AAWrongToken" not in refused.out + refused.err
+
+
+async def test_pairing_from_code_to_approval_while_running(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, dmPolicy="pairing", streaming="off"):
+        tg.message(USER, "hi, who are you?", sender=user(USER, "Grace", "grace"))
+        (code_message,) = await tg.wait_sent(USER)
+        code = re.search(r"Your pairing code: (\S+)", code_message.text)[1]
+        assert code_message.text == (
+            f"Hi Grace! I only chat with people my owner has approved.\nYour pairing code: {code}\n"
+            f"Send it to the owner, who approves it with: chorus pairing approve telegram {code}\n"
+            "The code expires in 60 minutes.")
+        listed = await chorus(home, "pairing", "list", "telegram")
+        assert code in listed.out and str(USER) in listed.out
+        approved = await chorus(home, "pairing", "approve", "telegram", code)
+        assert approved.out.strip() == f"Approved Grace (@grace), telegram id {USER}: they can chat with the bot now."
+        tg.message(USER, "hello again", sender=user(USER, "Grace", "grace"))
+        await tg.wait_sent(USER, 2)
+    assert tg.texts_in(USER)[1] == "echo: hello again"
+    assert [m["content"] for r in ai.chat_requests() for m in r.json["messages"] if m["role"] == "user"] == \
+        ["hello again"]  # the stranger's first message never reached the model
+
+
+async def test_allowlist_lets_in_a_listed_username_and_refuses_others(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, dmPolicy="allowlist", allowFrom=["@grace"], streaming="off"):
+        tg.message(6001, "let me in", sender=user(6001, "Mallory", "mallory"))
+        tg.message(6002, "hello", sender=user(6002, "Grace", "grace"))
+        await tg.wait_sent(6001)
+        await tg.wait_sent(6002)
+    assert tg.texts_in(6001) == ["Sorry, I only chat with people my owner has allowed. Your telegram id is 6001; "
+                                 "the owner can add it to channels.telegram.allowFrom."]
+    assert tg.texts_in(6002) == ["echo: hello"]
