@@ -107,7 +107,7 @@ async def _telegram(settings: TelegramChannel, env: Env) -> list[Check]:
                 return checks
             # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
             # confirmed (no offset), so no update is lost to the service.
-            polled = await http.post("getUpdates", json={"timeout": 3, "limit": 1})
+            polled = await http.post("getUpdates", json={"timeout": 2, "limit": 1})
     except httpx.HTTPError as exc:
         return [Check("telegram", False, f"{root} unreachable ({type(exc).__name__})")]
     except ValueError:
