@@ -6,6 +6,7 @@ The chat behaviour itself is tested against one shared service in ``test_telegra
 from __future__ import annotations
 
 import asyncio
+import resource
 import re
 
 import aiohttp
@@ -116,3 +117,21 @@ async def test_allowlist_lets_in_a_listed_username_and_refuses_others(home, fake
     assert tg.texts_in(6001) == ["Sorry, I only chat with people my owner has allowed. Your telegram id is 6001; "
                                  "the owner can add it to channels.telegram.allowFrom."]
     assert tg.texts_in(6002) == ["echo: hello"]
+
+
+async def test_an_update_the_inbox_could_not_store_is_received_again_and_answered_once(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, streaming="off") as service:
+        tg.message(USER, "before")
+        await tg.wait_sent(USER)
+        # The kernel's file-size limit stands in for a full disk: the inbox cannot store the next message.
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        tg.message(USER, "during")
+        await tg.wait_sent(USER, 2)  # told at once that it could not be saved
+        assert tg.updates != []  # not confirmed: Telegram keeps it
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await tg.wait_sent(USER, 3)
+        await asyncio.sleep(1.5)  # a second answer, if any, would come within this
+    assert tg.texts_in(USER)[0] == "echo: before" and tg.texts_in(USER)[2:] == ["echo: during"]
+    assert tg.texts_in(USER)[1].startswith("⚠️ I could not save your message")
+    assert tg.updates == []
