@@ -19,11 +19,14 @@ from tests.telegram_service import free_port, running, start, telegram_config
 USER = 5001
 
 
-async def test_webhook_mode_checks_the_secret_and_never_polls(home, fake_telegram, fake_openrouter):
+async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answers_by_edits(
+        home, fake_telegram, fake_openrouter):
     tg, ai = fake_telegram, fake_openrouter
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram-webhook"
-    async with running(home, tg, ai, ready="setWebhook", streaming="off", webhookUrl=url,
+    group = -1002222
+    tg.chat(group, "supergroup", title="Edits")
+    async with running(home, tg, ai, ready="setWebhook", streaming="block", streamThrottleMs=200, webhookUrl=url,
                        webhookSecret="s3cret-Token_1", webhookPort=port):
         forged = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"},
                                               "from": {"id": USER, "is_bot": False, "first_name": "Eve"}, "text": "hi"}}
@@ -36,12 +39,27 @@ async def test_webhook_mode_checks_the_secret_and_never_polls(home, fake_telegra
                 assert resp.status == 200 and (await resp.json())["ok"] is True
         tg.message(USER, "through the webhook")
         (sent,) = await tg.wait_sent(USER)
+        ai.queue(Text("A **growing** answer that arrives in small pieces, and is edited into place as it grows.",
+                      pace=0.03))
+        tg.message(group, "@chorus_test_bot go", chat_type="supergroup",
+                   entities=[{"type": "mention", "offset": 0, "length": 16}])
+        (grown,) = await tg.wait_sent(group)
+        await tg.wait_for(lambda: grown.text.startswith("A growing answer that arrives in small pieces, and is edited"))
+        await asyncio.sleep(0.5)
     assert sent.text == "echo: through the webhook"
+    # In a group with streaming "block": one preview message, edited (throttled) as the answer grows, then into it.
+    assert tg.messages_in(group) == [grown]
+    assert grown.text == "A growing answer that arrives in small pieces, and is edited into place as it grows."
+    assert grown.entities == [{"type": "bold", "offset": 2, "length": 7}]
+    (preview,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == group]
+    *growing, final = [c for c in tg.calls_to("editMessageText") if c.params["chat_id"] == group]
+    assert growing and min(b.at - a.at for a, b in zip([preview, *growing], growing)) >= 0.19  # throttled
+    assert final.params["text"] == grown.text  # the final answer is not held back by the throttle
     assert tg.webhook["secret"] == "s3cret-Token_1" and tg.webhook["url"] == url
     assert tg.webhook_results[-1][1] == 200
     assert not [c for c in tg.calls if c.method in ("getUpdates", "deleteWebhook")]
-    assert [m["content"] for r in ai.chat_requests() for m in r.json["messages"] if m["role"] == "user"] == \
-        ["through the webhook"]  # the forged update never reached the model
+    assert [r.json["messages"][-1]["content"] for r in ai.chat_requests()] == \
+        ["through the webhook", "[Ada]: @chorus_test_bot go"]  # the forged update never reached the model
 
 
 async def test_an_update_cut_off_by_kill_9_is_answered_once_after_the_restart(home, fake_telegram, fake_openrouter):
