@@ -173,7 +173,7 @@ async def test_a_voice_note_is_heard_and_answered_with_a_voice_note(bot):
 
 
 async def test_an_over_long_voice_note_is_refused_before_it_is_downloaded(bot):
-    tg, ai, chat = bot.tg, bot.ai, 5010
+    tg, chat = bot.tg, 5010
     downloads = len(tg.calls_to("getFile"))
     tg.voice(chat, make_audio("ogg_opus", 0.5), duration=95)  # Telegram tells the length up front
     (sent,) = await tg.wait_sent(chat)
