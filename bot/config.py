@@ -179,8 +179,13 @@ class AudioTools(Section):
     max_duration_seconds: int = Field(600, gt=0)
 
 
+class ImageTools(Section):
+    max_bytes: int = Field(20_000_000, gt=0)  # checked before an image is read; larger ones are refused
+
+
 class MediaTools(Section):
     audio: AudioTools = Field(default_factory=AudioTools)
+    image: ImageTools = Field(default_factory=ImageTools)
 
 
 class Tools(Section):
