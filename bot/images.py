@@ -79,6 +79,7 @@ def megabytes(size: int) -> str:
 
 
 def too_large(size: int, limit: int) -> str:
+    """The sentence for an image over the limit."""
     return f"That image is {megabytes(size)} MB; the limit is {limit / 1_000_000:g} MB."
 
 
@@ -169,15 +170,16 @@ class Images:
     async def inline(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """``messages`` (as they will be sent) with each image reference turned into a data URL; an image
         whose file is gone becomes a short note. Data URLs of older rows pass unchanged."""
+        if not any(map(_has_reference, messages)):
+            return list(messages)  # no file to read: text-only turns make no thread hop
         return await asyncio.to_thread(self._inline, messages)
 
     def _inline(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         resolved: dict[str, dict[str, Any]] = {}  # one read per file, however often it is referenced
         out = []
         for message in messages:
-            content = message.get("content")
-            if isinstance(content, list) and any(_reference(p) for p in content):
-                message = {**message, "content": [self._resolve(p, resolved) for p in content]}
+            if _has_reference(message):
+                message = {**message, "content": [self._resolve(p, resolved) for p in message["content"]]}
             out.append(message)
         return out
 
@@ -197,6 +199,11 @@ class Images:
             else:
                 resolved[ref] = {**part, "image_url": {**part["image_url"], "url": data_url(data, _MIME[match[2]])}}
         return resolved[ref]
+
+
+def _has_reference(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(_reference(p) for p in content)
 
 
 def _reference(part: Any) -> str | None:
