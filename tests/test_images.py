@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from bot.context import IMAGE_TOKENS, estimate_tokens
 from bot.images import prepare, too_large
 from tests.fakes.media import make_png
 
@@ -43,3 +44,11 @@ def test_a_sideways_phone_photo_is_turned_upright():
 def test_a_size_just_over_the_limit_never_reads_as_equal_to_it():
     assert too_large(20_040_000, 20_000_000) == "That image is 20.1 MB; the limit is 20 MB."
     assert too_large(200_000_000, 20_000_000) == "That image is 200 MB; the limit is 20 MB."
+
+
+def test_an_image_costs_the_context_budget_the_same_as_a_reference_or_as_an_old_data_url():
+    text = {"type": "text", "text": "look"}
+    ref = {"type": "image_url", "image_url": {"url": f"chorus-media:in/{'0' * 64}.jpg"}}
+    old = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + "A" * 4_000_000}}
+    cost = estimate_tokens({"role": "user", "content": [text, ref]})
+    assert cost == estimate_tokens({"role": "user", "content": [text, old]}) == IMAGE_TOKENS + 12
