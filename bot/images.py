@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from channels.base import Attachment, AttachmentKind, Inbound
 from providers.openrouter.media import data_url
@@ -37,7 +37,7 @@ GONE = "[image no longer available]"
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}  # Pillow's format name: our extension
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _REF = re.compile(rf"{SCHEME}in/([0-9a-f]{{64}})\.(jpg|png|webp|gif)")
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what Pillow's decoders raise on bad data
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what Pillow raises on bad data (UnidentifiedImageError is an OSError)
 
 # Pillow's own bomb guard judges the header's size, before a JPEG could be decoded at a reduced scale;
 # MAX_PIXELS is checked instead, on the pixels that will really be decoded, before any is.
