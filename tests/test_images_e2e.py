@@ -48,17 +48,21 @@ def user_parts(request) -> list:
 
 async def test_too_large_or_not_an_image_is_refused_before_anything_is_stored_or_sent(home, fake_openrouter, tmp_path):
     setup(home, fake_openrouter)  # the default cap: 20 MB
-    huge, notes, bomb = tmp_path / "huge.png", tmp_path / "notes.png", tmp_path / "bomb.png"
+    huge, notes, bomb, cut = (tmp_path / name for name in ("huge.png", "notes.png", "bomb.png", "cut.jpg"))
     with huge.open("wb") as f:
         f.truncate(200_000_000)  # sparse: 200 MB of size that take no disk
     notes.write_text("milk, eggs, bread\n")
     bomb.write_bytes(make_png_header(20_000, 20_000))
-    result, peak_mb = await chorus_peak_rss(home, "run", stdin=f"/image {huge}\n/image {notes}\n/image {bomb}\n")
+    photo = make_photo(600, 400)
+    cut.write_bytes(photo[: len(photo) // 2])  # an upload that broke off halfway
+    stdin = "".join(f"/image {path}\n" for path in (huge, notes, bomb, cut))
+    result, peak_mb = await chorus_peak_rss(home, "run", stdin=stdin)
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         "That image is 200 MB; the limit is 20 MB.",
         "notes.png is not an image I can read; please send a photo, or a PNG, JPEG, WebP or GIF file.",
         "That image is 20000×20000 pixels; the limit is 40 megapixels.",
+        "That image could not be decoded: it looks corrupt or truncated.",
     ]
     print(f"peak RSS, refusals: {peak_mb:.0f} MB")
     assert peak_mb < 180, f"{peak_mb:.0f} MB: the 200 MB file was read (or the bomb decoded) before it was refused"
