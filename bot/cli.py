@@ -16,11 +16,12 @@ from typing import Any
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import ChatSpec
+from providers.redact import remember_secrets
 
 from . import doctor
 from .auth import Credential, save_key
 from .catalog import CATALOG_FILE, Catalog, matches_modality
-from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
+from .config import ChorusConfig, ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
@@ -45,12 +46,14 @@ class Cli:
     def loaded(self) -> LoadedConfig:
         if self._loaded is None:
             self._loaded = load_config(self.path, env={**self.env.dotenv, **self.env.vars})
+            remember_config_secrets(self._loaded.config, self.env)
             for warning in self._loaded.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         return self._loaded
 
     def update(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedConfig:
         self._loaded = update_config(self.path, mutate, env={**self.env.dotenv, **self.env.vars})
+        remember_config_secrets(self._loaded.config, self.env)
         return self._loaded
 
     def credential_or_fail(self) -> Credential:
@@ -61,6 +64,14 @@ class Cli:
                 "or models.providers.openrouter.apiKey in the config)."
             )
         return cred
+
+
+def remember_config_secrets(config: ChorusConfig, env: Env) -> None:
+    """Mask this process's key and bot tokens in everything it logs or sends, whatever their shape."""
+    cred = env.credential(config)
+    slots = (config.models.providers.openrouter.api_key, config.messages.tts.providers.openrouter.api_key,
+             config.channels.telegram.bot_token, config.channels.discord.token)
+    remember_secrets(cred.key if cred else None, *(s.get_secret_value() for s in slots if s is not None))
 
 
 # ---- onboarding -------------------------------------------------------------------------------

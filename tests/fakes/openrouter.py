@@ -53,6 +53,13 @@ class Error:
 
 
 @dataclass
+class EchoAuth:
+    """An error whose body echoes the request's Authorization header and key, as a debugging proxy's may."""
+
+    status: int = 401
+
+
+@dataclass
 class StreamError:
     partial_text: str
     message: str
@@ -88,7 +95,7 @@ class NoAudio:
     text: str = "No music today."
 
 
-Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio
+Answer = Text | ToolCalls | Error | EchoAuth | StreamError | Hang | Images | NoImages | Music | NoAudio
 
 
 @dataclass
@@ -170,6 +177,7 @@ class FakeOpenRouter:
         app.add_routes([
             web.post("/api/v1/chat/completions", self._chat),
             web.get("/api/v1/models", self._models),
+            web.get("/api/v1/key", self._key),
             web.post("/api/v1/audio/speech", self._speech),
             web.post("/api/v1/audio/transcriptions", self._transcriptions),
             web.post("/api/v1/videos", self._video_submit),
@@ -266,6 +274,9 @@ class FakeOpenRouter:
             answer = self.answers.pop(0) if self.answers else Text("echo: " + _last_user_text(body["messages"]))
         if isinstance(answer, Error):
             return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+        if isinstance(answer, EchoAuth):
+            auth = request.headers.get("Authorization", "")
+            return _error(answer.status, f"Authorization header {auth!r} was refused for key {auth.removeprefix('Bearer ')}")
         if getattr(answer, "delay", 0):
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
         chunks = self._chunks(answer, body)
@@ -382,6 +393,13 @@ class FakeOpenRouter:
             m for m in self.models if set(wanted.split(",")) & set(m["architecture"]["output_modalities"])
         ]
         return web.json_response({"data": data})
+
+    async def _key(self, request: web.Request) -> web.Response:
+        """``GET /key``: the calling key's details (a wrong key was already answered 401)."""
+        return web.json_response({"data": {
+            "label": self.api_key[:9] + "..." + self.api_key[-3:], "limit": 100, "limit_remaining": 74.5,
+            "limit_reset": "monthly", "usage": 25.5, "is_free_tier": False, "is_provisioning_key": False,
+        }})
 
     async def _speech(self, request: web.Request) -> web.Response:
         body = request[RECORDED].json
