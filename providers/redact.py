@@ -30,9 +30,14 @@ def remember_secrets(*secrets: str | None) -> None:
 
 
 def high_entropy(token: str) -> bool:
-    """Whether ``token`` looks like a random credential rather than a word, slug or path:
-    long, mixing letters and digits, and close to random in its characters (≥ 3.5 bits each)."""
-    if len(token) < 32 or not re.search(r"[A-Za-z]", token) or not re.search(r"\d", token):
+    """Whether ``token`` looks like a random credential rather than a word, slug, path or sentence:
+    one unbroken run of 32+ token characters, mixing upper case, lower case and digits (or long hex),
+    and close to random in its characters (at least 3.5 bits each)."""
+    if not _TOKEN_RUN.fullmatch(token):
+        return False
+    mixed = all(re.search(c, token) for c in (r"[a-z]", r"[A-Z]", r"\d"))
+    hexish = re.fullmatch(r"[0-9a-f\-]+", token) is not None and len(re.findall(r"\d", token)) >= 8
+    if not (mixed or hexish):
         return False
     counts = Counter(token)
     bits = -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())

@@ -36,3 +36,40 @@ async def test_a_key_of_any_shape_is_masked_because_chorus_knows_it(home):
         "Check the model name and the request settings in the config."
     ]
     assert "proxy-7f3a9c21e8b4d605" not in result.out + result.err
+
+
+HIDDEN = "found a value that looks like a key or token (not shown: was it pasted into the wrong place?)"
+
+
+async def test_a_key_pasted_into_the_wrong_config_slot_is_never_echoed(home):
+    key, token = "sk-or-v1-" + "0123456789abcdef" * 4, "x9Kq2mZ7vB4nR8tY1wE6uI3oP5aS0dF7gH2j"
+    home.path.mkdir(parents=True)
+    home.config.write_text(
+        f'{{ models: {{ providers: {{ openrouter: {{ baseUrl: "{key}" }} }} }},\n'
+        f'  agents: {{ defaults: {{ model: {{ primary: "{key}" }} }} }},\n'
+        f'  channels: {{ discord: {{ dmPolicy: "{token}" }}, telegram: {{ allowFrom: [{{ id: "{token}" }}] }} }} }}\n'
+    )
+    result = await chorus(home, "config", "validate")
+    assert result.code == 2
+    assert result.err.splitlines()[1:] == [
+        f"models.providers.openrouter.baseUrl: {HIDDEN}; must be an http(s) URL such as https://openrouter.ai/api/v1",
+        f"agents.defaults.model.primary: {HIDDEN}; model ref '***' is not of the form openrouter/<model id> "
+        "(known providers: openrouter)",
+        "channels.telegram.allowFrom.0: found {'id': '***'} (object); input should be a valid string / "
+        "found {'id': '***'} (object); input should be a valid integer",
+        f"channels.discord.dmPolicy: {HIDDEN}; allowed: 'pairing', 'allowlist', 'open' or 'disabled'",
+    ]
+    assert key not in result.err and token not in result.err and "0123456789abcdef" not in result.err
+
+
+@pytest.mark.parametrize("value, secret", [
+    ("sk-or-v1-0123456789abcdef", True), ("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", True),
+    ("MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123", True),
+    ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", True),
+    ("openrouter/google/gemini-3.1-flash-image-preview", False), ("https://openrouter.ai/api/v1", False),
+    ("supercalifragilisticexpialidocious2024", False), ("You are Chorus, a helpful assistant.", False),
+])
+def test_what_looks_like_a_secret(value, secret):
+    from providers.redact import looks_secret
+
+    assert looks_secret(value) is secret
