@@ -73,3 +73,56 @@ def test_what_looks_like_a_secret(value, secret):
     from providers.redact import looks_secret
 
     assert looks_secret(value) is secret
+
+
+def doctor_line(out: str, name: str) -> str:
+    (line,) = [ln for ln in out.splitlines() if ln.split(None, 1)[-1].startswith(f"{name}:")]
+    return line
+
+
+async def test_doctor_checks_that_openrouter_accepts_the_key(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    good = await chorus(home, "doctor")
+    assert good.code == 0, good.out
+    assert doctor_line(good.out, "base URL") == f"ok   base URL: {fake_openrouter.base_url} lists 8 models"
+    assert doctor_line(good.out, "key") == "ok   key: accepted by OpenRouter ($74.50 of its $100.00 limit left)"
+    assert [r.headers["Authorization"] for r in fake_openrouter.requests_to("/key")] == [f"Bearer {fake_openrouter.api_key}"]
+
+    revoked = "sk-or-v1-" + "ab" * 32
+    home.env["OPENROUTER_API_KEY"] = revoked
+    (home.path / "auth-profiles.json").unlink()
+    bad = await chorus(home, "doctor")
+    assert bad.code == 1
+    assert doctor_line(bad.out, "key") == (
+        "FAIL  key: OpenRouter refused the key from OPENROUTER_API_KEY (environment) (HTTP 401): store a valid key with "
+        "`chorus onboard` or `chorus models auth login --provider openrouter` (keys: https://openrouter.ai/settings/keys)"
+    )
+    assert revoked not in bad.out + bad.err
+
+
+FIX_BASE = "set models.providers.openrouter.baseUrl to https://openrouter.ai/api/v1 (or your proxy's OpenRouter API URL)"
+
+
+@pytest.mark.parametrize("path, status", [("/nothing-here", 404), ("/files", 200)])
+async def test_doctor_fails_a_base_url_that_is_not_openrouter(home, fake_openrouter, path, status):
+    await onboarded(home, fake_openrouter)
+    base = fake_openrouter.origin + path  # a 404 page, and a server that answers 200 with a video file
+    home.write_config(models={"providers": {"openrouter": {"baseUrl": base}}})
+    result = await chorus(home, "doctor")
+    assert result.code == 1
+    assert doctor_line(result.out, "base URL") == (
+        f"FAIL  base URL: {base}/models answered HTTP {status} without OpenRouter's model list: "
+        f"this is not an OpenRouter API; {FIX_BASE}"
+    )
+    assert doctor_line(result.out, "key") == "FAIL  key: not checked: fix the base URL first"
+    assert not fake_openrouter.requests_to("/key")
+
+
+async def test_doctor_explains_an_unreachable_base_url(home, unused_tcp_port):
+    home.write_config(models={"providers": {"openrouter": {"baseUrl": f"http://127.0.0.1:{unused_tcp_port}/api/v1"}}})
+    result = await chorus(home, "doctor")
+    assert result.code == 1
+    assert doctor_line(result.out, "base URL") == (
+        f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (ConnectError): check the network, "
+        f"or {FIX_BASE}"
+    )

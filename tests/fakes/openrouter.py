@@ -244,7 +244,9 @@ class FakeOpenRouter:
                 return self._violation("request body is not valid JSON")
         self.requests.append(rec)
         request[RECORDED] = rec
-        if request.path.startswith("/api/v1/") and request.path != "/api/v1/auth/keys":
+        # The catalog is public, as on OpenRouter: no key is needed, but a key that is sent must be right.
+        public = request.path == "/api/v1/auth/keys" or (request.path == "/api/v1/models" and "Authorization" not in request.headers)
+        if request.path.startswith("/api/v1/") and not public:
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return _error(401, "No auth credentials found")
         return await handler(request)
