@@ -3,9 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
 import pytest
 
-from tests.conftest import chorus, onboarded
+from tests.conftest import Home, chorus, onboarded
 from tests.fakes.openrouter import EchoAuth, FakeOpenRouter
 
 AUTH_ADVICE = "Run `chorus onboard` or `chorus models auth login --provider openrouter` to store a valid key."
@@ -126,3 +135,98 @@ async def test_doctor_explains_an_unreachable_base_url(home, unused_tcp_port):
         f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (ConnectError): check the network, "
         f"or {FIX_BASE}"
     )
+
+
+# ---- onboarding --------------------------------------------------------------------------------
+
+NOT_A_KEY = "that is not an OpenRouter API key (they look like sk-or-v1-…; copy yours from https://openrouter.ai/settings/keys)"
+REFUSED = "OpenRouter did not accept that key (HTTP 401): it is wrong or was revoked (https://openrouter.ai/settings/keys)"
+
+
+def onboard_args(key: str) -> tuple[str, ...]:
+    return ("onboard", "--auth-choice", "openrouter-api-key", "--openrouter-api-key", key)
+
+
+async def test_onboarding_on_a_pipe_refuses_a_malformed_or_refused_key(home, fake_openrouter):
+    home.write_config(fake_openrouter)
+    wrong_shape = await chorus(home, *onboard_args("hunter2-my-password"))
+    assert (wrong_shape.code, wrong_shape.err) == (2, f"error: {NOT_A_KEY}; nothing was saved\n")
+    assert not fake_openrouter.requests_to("/key")  # a malformed key is not even sent
+
+    revoked = "sk-or-v1-" + "cd" * 32
+    refused = await chorus(home, *onboard_args(revoked))
+    assert (refused.code, refused.err) == (2, f"error: {REFUSED}; nothing was saved\n")
+    assert [r.headers["Authorization"] for r in fake_openrouter.requests_to("/key")] == [f"Bearer {revoked}"]
+    assert not (home.path / "auth-profiles.json").exists()
+    assert "hunter2" not in wrong_shape.out + refused.out and revoked not in refused.out + refused.err
+
+    accepted = await chorus(home, *onboard_args(fake_openrouter.api_key))
+    assert accepted.code == 0, accepted.err
+    assert json.loads((home.path / "auth-profiles.json").read_text())["profiles"]["openrouter:default"]["key"] == \
+        fake_openrouter.api_key
+
+
+async def test_onboarding_offline_saves_a_well_formed_key_with_a_warning(home, unused_tcp_port):
+    base = f"http://127.0.0.1:{unused_tcp_port}/api/v1"
+    home.write_config(models={"providers": {"openrouter": {"baseUrl": base}}})
+    result = await chorus(home, *onboard_args("sk-or-v1-" + "ef" * 32))
+    assert result.code == 0, result.err
+    assert result.err == (f"warning: could not check the key with OpenRouter ({base} is unreachable); saving it anyway. "
+                          "`chorus doctor` checks it once OpenRouter can be reached.\n")
+    assert (home.path / "auth-profiles.json").exists()
+
+
+def on_terminal(home: Home, *args: str, script: list[tuple[str, str]], timeout: float = 30) -> tuple[int, str]:
+    """Run ``chorus`` on a pseudo-terminal, answering each prompt of ``script`` (expected text, answer)
+    only once it has appeared (getpass flushes typed-ahead input). Returns (exit code, everything shown)."""
+    master, slave = pty.openpty()
+    env = {k: v for k, v in home.env.items() if k != "CI"}
+    proc = subprocess.Popen([sys.executable, "-m", "bot", *args], stdin=slave, stdout=slave, stderr=slave, env=env,
+                            cwd=str(home.path.parent), start_new_session=True)  # no controlling tty: getpass uses stdin
+    os.close(slave)
+    shown, deadline = b"", time.monotonic() + timeout
+    pending = list(script)
+    try:
+        while time.monotonic() < deadline:
+            if pending and pending[0][0].encode() in shown:
+                shown = shown.replace(pending[0][0].encode(), b"<asked>", 1)  # so a repeated prompt is waited for anew
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None and not pending:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert not pending, f"never asked {pending[0][0]!r}; the terminal showed:\n{shown.decode(errors='replace')}"
+    return code, shown.decode(errors="replace").replace("\r\n", "\n")
+
+
+CHOICE = "Sign in with OpenRouter in the browser (o) or paste an API key (k)? [k] "
+KEY_PROMPT = "OpenRouter API key (input hidden; from https://openrouter.ai/settings/keys): "
+
+
+async def test_onboarding_on_a_terminal_asks_again_until_the_answers_are_usable(home, fake_openrouter):
+    home.write_config(fake_openrouter)
+    revoked = "sk-or-v1-" + "cd" * 32
+    code, shown = await asyncio.to_thread(on_terminal, home, "onboard", script=[
+        (CHOICE, "maybe"), (CHOICE, "k"),
+        (KEY_PROMPT, "not a key"), (KEY_PROMPT, revoked), (KEY_PROMPT, fake_openrouter.api_key),
+    ])
+    assert code == 0, shown
+    assert "Please answer o (browser) or k (API key), not 'maybe'." in shown
+    assert "that key contains spaces; paste it exactly as OpenRouter shows it. Try again." in shown
+    assert f"{REFUSED}. Try again." in shown
+    assert "Saved the OpenRouter key in profile openrouter:default" in shown
+    assert revoked not in shown and fake_openrouter.api_key not in shown  # hidden input is not echoed
+    profile = json.loads((home.path / "auth-profiles.json").read_text())["profiles"]["openrouter:default"]
+    assert (profile["key"], profile["method"]) == (fake_openrouter.api_key, "api-key")
