@@ -60,6 +60,15 @@ class EchoAuth:
 
 
 @dataclass
+class Stall:
+    """Streams ``partial_text``, then stays silent for ``seconds`` (a slow model mid-answer), then ``rest``."""
+
+    partial_text: str
+    seconds: float
+    rest: str = ""
+
+
+@dataclass
 class StreamError:
     partial_text: str
     message: str
@@ -95,7 +104,7 @@ class NoAudio:
     text: str = "No music today."
 
 
-Answer = Text | ToolCalls | Error | EchoAuth | StreamError | Hang | Images | NoImages | Music | NoAudio
+Answer = Text | ToolCalls | Error | EchoAuth | Stall | StreamError | Hang | Images | NoImages | Music | NoAudio
 
 
 @dataclass
@@ -281,9 +290,12 @@ class FakeOpenRouter:
             return _error(answer.status, f"Authorization header {auth!r} was refused for key {auth.removeprefix('Bearer ')}")
         if getattr(answer, "delay", 0):
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
+        pause = None
+        if isinstance(answer, Stall):
+            pause = (1 + len(_pieces(answer.partial_text, self.chunk_size)), answer.seconds)
         chunks = self._chunks(answer, body)
         if body.get("stream"):
-            return await self._sse(request, chunks)
+            return await self._sse(request, chunks, pause)
         return web.json_response(_merge_chunks(chunks, body["model"]))
 
     def _check_chat(self, body: Any) -> str | None:
@@ -306,6 +318,9 @@ class FakeOpenRouter:
             problem = _check_message(m, call_ids)
             if problem:
                 return f"messages[{i}]: {problem}"
+        problem = _unanswered_tool_calls(messages)
+        if problem:
+            return problem
         for i, tool in enumerate(body.get("tools") or []):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if tool.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
@@ -327,7 +342,11 @@ class FakeOpenRouter:
                 "total_tokens": prompt_tokens + completion, "cost": (prompt_tokens + completion) * 0.00001}}
 
         out: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
-        if isinstance(answer, Text):
+        if isinstance(answer, Stall):  # the pause falls right after the partial text's pieces
+            pieces = _pieces(answer.partial_text, self.chunk_size) + (_pieces(answer.rest, self.chunk_size) if answer.rest else [])
+            out += [chunk({"content": p}) for p in pieces]
+            out += [chunk({}, "stop"), usage(len(answer.partial_text + answer.rest) // 4 + 1)]
+        elif isinstance(answer, Text):
             if answer.reasoning:
                 out.append(chunk({"reasoning": answer.reasoning}))
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
@@ -372,11 +391,14 @@ class FakeOpenRouter:
             out += [chunk({"content": answer.text}), chunk({}, "stop"), usage(5)]
         return out
 
-    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]],
+                   pause: tuple[int, float] | None = None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         await resp.write(b": OPENROUTER PROCESSING\n\n")
         for i, c in enumerate(chunks):
+            if pause and i == pause[0]:
+                await asyncio.sleep(pause[1])
             if i % 3 == 2:
                 await resp.write(b": OPENROUTER PROCESSING\n\n")
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
@@ -534,6 +556,22 @@ def _check_message(m: Any, call_ids: set[str]) -> str | None:
         return "tool message without a matching earlier tool call id"
     if m["role"] == "user" and content in (None, ""):
         return "user message without content"
+    return None
+
+
+def _unanswered_tool_calls(messages: list[dict[str, Any]]) -> str | None:
+    """Every assistant ``tool_calls`` id must get its ``tool`` message right after that assistant message,
+    before anything else; OpenAI-style providers refuse the whole request otherwise."""
+    for i, m in enumerate(messages):
+        wanted = [c.get("id") for c in (m.get("tool_calls") or [])] if m.get("role") == "assistant" else []
+        answered = set()
+        for follower in messages[i + 1:]:
+            if follower.get("role") != "tool":
+                break
+            answered.add(follower.get("tool_call_id"))
+        missing = [cid for cid in wanted if cid not in answered]
+        if missing:
+            return f"messages[{i}]: tool_calls id(s) {missing} have no tool message right after the call"
     return None
 
 
