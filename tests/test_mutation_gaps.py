@@ -6,13 +6,15 @@ Pure pieces are tested as units; the rest runs our unpatched code against the fa
 
 from __future__ import annotations
 
+import asyncio
 import io
-import json
 import logging
+import re
 import time
+from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,14 +24,20 @@ from bot.context import fit_context
 from bot.media_jobs import MediaJobs
 from bot.redact import redact, setup_logging
 from bot.store import Store
+from bot.tools import ToolContext, ToolResult
+from bot.voice import Voice
 from channels.base import ChatRef, Reply
 from providers.openrouter.client import OpenRouterClient
-from providers.openrouter.errors import RateLimitError, error_for_status, parse_retry_after
+from providers.openrouter.errors import OpenRouterError, error_for_status, parse_retry_after
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings, build_chat_request
 from providers.openrouter.retry import RetryPolicy, with_retries
 from providers.openrouter.video import submit_video
-from tests.fakes.openrouter import Error, FakeOpenRouter, Text, VideoPlan
+from tests.conftest import chorus, onboarded
+from tests.fakes.media import make_png
+from tests.fakes.openrouter import Error, Hang, Images, Stall, StreamError, Text, ToolCalls, VideoPlan
+from tests.test_conversation import make  # noqa: F401 - the fixture: rigs on one state dir, closed at the end
+from tests.test_media_e2e import start
 
 # ---- Retry-After ------------------------------------------------------------------------------
 
@@ -251,3 +259,186 @@ async def test_a_finished_video_is_marked_done_only_after_it_was_delivered(fake_
     assert [(r.reply_to, [m.filename for m in r.media]) for r in deliveries.sent] == [("m1", [f"video-{job.id}.mp4"])]
     async with store.db.execute("SELECT status FROM media_jobs") as cur:
         assert [r[0] for r in await cur.fetchall()] == ["delivered"]
+
+
+# ---- through the real console (what a user sees) ----------------------------------------------
+
+
+async def test_status_shows_the_sessions_exact_cost(home, fake_openrouter):
+    """Mutation: ``/status`` (or the store's stats) reporting a cost of zero."""
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Text("Hello.", usage={"prompt_tokens": 100, "completion_tokens": 23, "total_tokens": 123,
+                                                 "cost": 0.0123}))
+    await chorus(home, "run", stdin="hi\n")
+    status = await chorus(home, "run", stdin="/status\n")  # a run of its own: the turn is surely over
+    assert "Session: 2 messages, 100 prompt + 23 completion tokens, $0.0123 so far" in status.out.splitlines()
+
+
+async def test_image_generate_makes_as_many_images_as_asked(home, fake_openrouter):
+    """Mutation: ``image_generate`` ignoring ``count`` (one image whatever was asked)."""
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "three cats", "count": 3})]),
+                          Images(), Images(), Images(), Text("Three cats."))
+    result = await chorus(home, "run", stdin="draw three cats\n")
+    image_calls = [r for r in fake_openrouter.chat_requests() if r.json.get("modalities") == ["image", "text"]]
+    assert len(image_calls) == 3
+    assert re.findall(r"\[image saved: [^\]]+-image-(\d)\.png\]", result.out) == ["1", "2", "3"]
+    assert [m["content"] for m in fake_openrouter.chat_requests()[-1].json["messages"] if m["role"] == "tool"] == [
+        "3 image(s) made and attached to your reply. Describe them briefly."]
+
+
+VOICE_LINE = re.compile(r"^\[voice saved: [^\]]+\.mp3\]")
+
+
+def shown_lines(out: str) -> list[str]:
+    """The console's output with each saved voice file's path replaced by VOICE, for exact comparison."""
+    return [VOICE_LINE.sub("[voice]", line) for line in out.splitlines()]
+
+
+async def test_the_chats_own_tts_setting_decides_and_tags_never_show_in_a_failed_turn(home, fake_openrouter):
+    """Mutations: the per-chat ``/tts`` setting ignored; the text dropped beside a voice note under
+    ``textDelivery: normal``; ``[[tts]]`` tags left in the text of a turn that failed mid-answer."""
+    await onboarded(home, fake_openrouter)  # messages.tts.auto stays "off": only the chat's setting speaks
+    fake_openrouter.queue(Text("Hello there."), StreamError("Partial [[tts]]answer", "boom"), Text("Bye now."))
+    result = await chorus(home, "run", stdin="/tts always\nhi\n/tts tagged\nfail please\n/tts off\nbye\n")
+    assert shown_lines(result.out) == [
+        "Spoken replies for this chat: always.",
+        "Hello there.", "[voice]",
+        "Spoken replies for this chat: tagged.",
+        "Partial answer", "", "⚠️ The model stopped with an error mid-answer (boom). The answer was cut off; try again.",
+        "Spoken replies for this chat: off.",
+        "Bye now.",
+    ]
+    assert [r.json["input"] for r in fake_openrouter.requests_to("/audio/speech")] == ["Hello there."]
+
+
+@pytest.mark.parametrize("delivery, lines", [
+    ("caption", ["[voice] — Hello there."]),
+    ("suppress", ["[voice]"]),
+])
+async def test_text_is_not_streamed_when_it_will_be_replaced_by_a_voice_note(home, fake_openrouter, delivery, lines):
+    """Mutation: text streamed live under ``textDelivery`` caption or suppress (it would show before the voice note)."""
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, messages={"tts": {"auto": "always", "textDelivery": delivery}})
+    fake_openrouter.queue(Text("Hello there."))
+    result = await chorus(home, "run", stdin="hi\n")
+    assert shown_lines(result.out) == lines
+
+
+async def test_an_attachment_lost_in_a_restart_is_told_to_the_user(home, fake_openrouter, tmp_path):
+    """Mutation: the "attachment was lost" note removed from start-up recovery."""
+    await onboarded(home, fake_openrouter)
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(make_png(8, 8))
+    fake_openrouter.queue(Hang(60))
+    proc = await start(home, "run")
+    proc.stdin.write(f"/image {picture}\n".encode())
+    async with asyncio.timeout(30):
+        while not fake_openrouter.chat_requests():
+            await asyncio.sleep(0.01)
+    proc.kill()
+    await proc.wait()
+    picture.unlink()  # gone before the restart: the message cannot be answered as it was sent
+    result = await chorus(home, "run", stdin="")
+    assert result.out.splitlines() == [
+        "Sorry, I restarted while handling your last message and its attachment was lost; please send it again."]
+    assert len(fake_openrouter.chat_requests()) == 1  # an empty message is not sent to the model
+
+
+# ---- in-process, between a recording channel and the fake (a turn stopped mid-way) -------------
+
+
+@dataclass
+class BlockingTool:
+    """A tool that runs until the turn is stopped."""
+
+    name: str = "slow_search"
+    description: str = "Search slowly."
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: the turn is stopped first")
+
+
+async def until(check: Any, what: str, timeout: float = 10) -> None:
+    """Wait for ``check()`` to hold: what the user sees, not when ``handle`` returns (accepting is not answering)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"waited {timeout} s for {what}") from None
+
+
+async def test_a_turn_stopped_during_a_tool_call_stores_no_call_without_its_result(make):
+    """Mutation: a stopped turn storing the assistant's ``tool_calls`` without their ``tool`` results (the next
+    request would then be refused: the fake checks every call id is answered, as real providers do)."""
+    tool = BlockingTool()
+    rig = await make(tools=[tool])
+    rig.fake.queue(ToolCalls([("slow_search", {})]))
+    rig.later("look it up")
+    await until(tool.started.is_set, "the tool to start")
+    assert rig.dispatcher.stop(rig.inbound("").chat)
+    await until(lambda: rig.channel.texts("c1"), "the stopped reply")
+    assert rig.channel.texts("c1") == ["⏹ Stopped."]
+    session = await rig.store.active_session(rig.inbound("").chat)
+    assert [(m.role, m.content) for m in await rig.store.history(session)] == [("user", "look it up")]
+    rig.later("and now?")
+    await until(lambda: len(rig.channel.texts("c1")) == 2, "the next answer")
+    assert rig.channel.texts("c1")[1] == "echo: and now?"
+    assert [m["role"] for m in rig.fake.chat_requests()[-1].json["messages"]] == ["system", "user", "user"]
+
+
+async def test_a_turn_stopped_mid_answer_shows_no_tts_tags(make):
+    """Mutation: the stopped turn's text built from the raw stream, ``[[tts]]`` tags and all."""
+    rig = await make({"messages": {"tts": {"auto": "tagged"}}})
+    rig.dispatcher.agent.voice = Voice(rig.dispatcher.agent.config, rig.dispatcher.agent.llm)
+    rig.fake.queue(Stall("Partial [[tts]]answer", seconds=30, rest=" and more"))
+    rig.later("talk to me")
+    await until(lambda: "".join(rig.channel.streamed.get("c1", [])) == "Partial answer", "the partial answer")
+    assert rig.dispatcher.stop(rig.inbound("").chat)
+    await until(lambda: rig.channel.texts("c1"), "the stopped reply")
+    assert rig.channel.texts("c1") == ["Partial answer\n\n⏹ Stopped."]
+
+
+async def test_debounce_never_folds_two_senders_together(make):
+    """Mutation: the debounce key without the sender (two people's messages became one turn)."""
+    rig = await make({"messages": {"inbound": {"debounceMs": 150}}})
+    group = {"kind": "group", "mentioned": True}
+    for sender, name, text in (("u1", "Ada", "one"), ("u2", "Bob", "two"), ("u1", "Ada", "three")):
+        rig.later(text, sender=sender, name=name, **group)
+    await until(lambda: len(rig.channel.texts("c1")) == 2, "one answer per sender")
+    last_users = sorted(r.json["messages"][-1]["content"] for r in rig.fake.chat_requests())
+    assert last_users == ["[Ada]: one\nthree", "[Bob]: two"]
+
+
+async def test_a_spoken_reply_still_carries_its_text_under_normal_delivery(make):
+    """Mutation: the text dropped from a reply that has a voice note. The console shows streamed text anyway,
+    so this is checked on the reply a channel is handed (what Telegram or Discord would send)."""
+    rig = await make({"messages": {"tts": {"auto": "always", "textDelivery": "normal"}}})
+    rig.dispatcher.agent.voice = Voice(rig.dispatcher.agent.config, rig.dispatcher.agent.llm)
+    rig.fake.queue(Text("Hello there."))
+    rig.later("hi")
+    await until(lambda: rig.channel.replies.get("c1"), "the reply")
+    (reply,) = rig.channel.replies["c1"]
+    assert reply.text == "Hello there." and reply.voice is not None and reply.voice.caption is None
+    assert "".join(rig.channel.streamed["c1"]) == "Hello there."  # and it was streamed as it came
+
+
+async def test_the_fake_refuses_a_tool_call_left_without_its_result(fake_openrouter):
+    """The fake is as strict as real providers: an assistant ``tool_calls`` id needs its ``tool`` message next."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "user", "content": "again"}]
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url),
+                                retry=RetryPolicy(attempts=1)) as llm:
+        with pytest.raises(OpenRouterError) as refused:
+            await llm.chat(ChatSpec(ModelRef.parse("openrouter/auto"), messages))
+        answered = [*messages[:2], {"role": "tool", "tool_call_id": "call_1", "content": "r"}, messages[2]]
+        assert (await llm.chat(ChatSpec(ModelRef.parse("openrouter/auto"), answered))).text == "echo: again"
+    assert refused.value.status == 400
+    assert fake_openrouter.violations == ["messages[1]: tool_calls id(s) ['call_1'] have no tool message right after the call"]
+    fake_openrouter.violations.clear()  # seen and expected
