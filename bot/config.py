@@ -64,6 +64,11 @@ class OpenRouterProvider(Section):
     params: ProviderParams = Field(default_factory=ProviderParams)
     timeout_ms: int = Field(120_000, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    # A streamed answer's bounds: nothing at all for this long (OpenRouter's keep-alive comments
+    # do not count), then no data between chunks for this long, and all tries and waits together.
+    first_byte_timeout_ms: int = Field(90_000, gt=0)
+    idle_timeout_ms: int = Field(60_000, gt=0)
+    retry_budget_ms: int = Field(120_000, ge=0)
 
     @field_validator("base_url")
     @classmethod
