@@ -83,13 +83,16 @@ async def _base_url(base_url: str) -> Check:
     if probe.verdict != "ok":
         return Check("base URL", False, f"{base_url}/models answered HTTP {probe.status} without OpenRouter's model list: "
                                         f"this is not an OpenRouter API; {FIX_BASE}")
-    return Check("base URL", True, f"{base_url} lists {len(probe.data)} models")
+    count = len(probe.data)
+    return Check("base URL", True, f"{base_url} lists {count} model{'' if count == 1 else 's'}")
 
 
 async def _key(base_url: str, key: str, source: str) -> Check:
     probe = await probe_key(base_url, key)
     if probe.verdict == "refused":
         return Check("key", False, f"OpenRouter refused the key from {source} (HTTP {probe.status}): {FIX_KEY}")
+    if probe.status == 404:  # a proxy that speaks the chat API but has no key endpoint: nothing to check against
+        return Check("key", True, f"not checked: {base_url} has no /key endpoint (a proxy?); the first chat will tell")
     if probe.verdict != "ok":
         what = f"is unreachable ({probe.error})" if probe.verdict == "unreachable" else f"answered HTTP {probe.status}"
         return Check("key", False, f"could not confirm the key: {base_url}/key {what}; try `chorus doctor` again shortly")

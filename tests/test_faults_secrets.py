@@ -231,3 +231,27 @@ async def test_onboarding_on_a_terminal_asks_again_until_the_answers_are_usable(
     assert revoked not in shown and fake_openrouter.api_key not in shown  # hidden input is not echoed
     profile = json.loads((home.path / "auth-profiles.json").read_text())["profiles"]["openrouter:default"]
     assert (profile["key"], profile["method"]) == (fake_openrouter.api_key, "api-key")
+
+
+async def test_doctor_on_a_proxy_without_a_key_endpoint_says_the_key_was_not_checked(home):
+    """A proxy may speak the chat API without OpenRouter's /key: that is not a failure of the key."""
+    from aiohttp import web
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "openai/gpt-4o-mini"}]})
+
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", models)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    try:
+        home.write_config(models={"providers": {"openrouter": {"baseUrl": base, "apiKey": "sk-or-v1-" + "12" * 32}}})
+        result = await chorus(home, "doctor")
+    finally:
+        await runner.cleanup()
+    assert doctor_line(result.out, "base URL") == f"ok   base URL: {base} lists 1 model"
+    assert doctor_line(result.out, "key") == (
+        f"ok   key: not checked: {base} has no /key endpoint (a proxy?); the first chat will tell")
