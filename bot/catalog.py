@@ -15,9 +15,12 @@ from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef
 
+from .bundled_catalog import BUNDLED_MODELS
+
 log = logging.getLogger("chorus.catalog")
 MAX_AGE = 24 * 3600
 CATALOG_FILE = "models-cache.json"
+LIVE, CACHED = "OpenRouter's live catalog", "OpenRouter's catalog as cached today"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Catalog:
         self.clock = clock
         self._models: dict[str, ModelInfo] | None = None
         self._fetched_at = 0.0  # when the models in memory were fetched (the cache file's mtime if read from it)
+        self.source = LIVE  # which catalog ``models`` gave, in words for the user
 
     async def models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
         """Every model by id: from memory or a disk cache younger than ``max_age``, else the API.
@@ -67,15 +71,28 @@ class Catalog:
         if self._models is not None and not refresh and not self._stale(self._fetched_at):
             return self._models
         raw = None if refresh else self._read_cache()
+        self.source = CACHED
         if raw is None:
             try:
-                raw = await self.llm.models("all")
+                raw, self.source = await self.llm.models("all"), LIVE
             except OpenRouterError:
                 if self._models is None or refresh:
                     raise
                 return self._models  # an outage keeps the day-old catalog rather than none at all
             self._write_cache(raw)
             self._fetched_at = self.clock()
+        return self._keep(raw)
+
+    async def models_or_bundled(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Like ``models``, but when OpenRouter cannot be reached: an older cache, else the bundled catalog."""
+        try:
+            return await self.models(refresh=refresh)
+        except OpenRouterError as exc:
+            stale = self._read_cache(max_age=float("inf"))
+            self.source = f"{'a stale cache' if stale else 'the bundled catalog'} (OpenRouter's could not be reached: {exc.headline()})"
+            return self._keep(stale or BUNDLED_MODELS)
+
+    def _keep(self, raw: list[dict[str, Any]]) -> dict[str, ModelInfo]:
         self._models = {m["id"]: ModelInfo.parse(m) for m in raw if isinstance(m, dict) and m.get("id")}
         return self._models
 
@@ -95,13 +112,13 @@ class Catalog:
             return False
         return True
 
-    def _stale(self, fetched_at: float) -> bool:
-        return self.clock() - fetched_at > self.max_age
+    def _stale(self, fetched_at: float, max_age: float | None = None) -> bool:
+        return self.clock() - fetched_at > (self.max_age if max_age is None else max_age)
 
-    def _read_cache(self) -> list[dict[str, Any]] | None:
+    def _read_cache(self, max_age: float | None = None) -> list[dict[str, Any]] | None:
         try:
             fetched_at = self.cache_path.stat().st_mtime
-            if self._stale(fetched_at):
+            if self._stale(fetched_at, max_age):
                 return None
             raw = json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
         except (OSError, ValueError, KeyError):

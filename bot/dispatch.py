@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
+from .access import AccessPolicy
 from .agent import STOP, Agent
 from .commands import IMMEDIATE, command_name, run_command
 from .config import Messages
@@ -55,6 +56,7 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.access = AccessPolicy(inbox.store, agent.config)
 
     @property
     def messages(self) -> Messages:
@@ -146,6 +148,11 @@ class Dispatcher:
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
         """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
+        if not (decision := await self.access.check(inbound)).allowed:
+            if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
+                self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
+            await self.inbox.done([inbound])
+            return
         command = command_name(inbound.text)
         if command in IMMEDIATE and self.busy(inbound.chat):
             self._spawn(self._command(inbound, channel))  # while a turn runs; otherwise in order
