@@ -6,6 +6,7 @@ Each test asserts what the user sees, that no accepted message is lost and that 
 from __future__ import annotations
 
 import asyncio
+import resource
 import sqlite3
 import time
 
@@ -49,6 +50,9 @@ async def test_stop_is_read_while_the_answer_is_still_coming(home, fake_openrout
     assert result.code == 0, result.err
     assert result.out.splitlines() == ["Stopping the answer in progress.", "⏹ Stopped."]
     assert time.monotonic() - started < 20  # not after the 30 s answer
+    fake_openrouter.answers.clear()  # the hang is unused when /stop came before the model was asked
+    await chorus(home, "run", stdin="go on\n")  # the stopped words are kept for the next turn
+    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["write an essay", "go on"]
 
 
 async def test_lines_sent_during_a_turn_are_durable_and_answered_once_after_kill_9(home, fake_openrouter):
@@ -242,3 +246,26 @@ async def test_a_lone_surrogate_from_the_model_does_not_crash_the_console(home, 
     result = await chorus(home, "run", stdin="hi\nagain\n")
     assert result.code == 0, result.err
     assert result.out.splitlines() == ["bad ? char", "echo: again"]
+
+
+async def test_a_full_disk_loses_a_message_loudly_and_the_service_recovers(home, fake_openrouter):
+    await setup(home, fake_openrouter)
+    service = await start_chorus(home, "run")
+    await service.say("before")
+    await eventually(lambda: inbox(home) == [("before", "done")], "the first message to be answered")
+    # The kernel's file-size limit on the running process stands in for a full disk: every write past
+    # the files' current ends fails as it would with ENOSPC, and raising it again is "space returns".
+    resource.prlimit(service.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    await service.say("during")
+    await asyncio.sleep(1)
+    resource.prlimit(service.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    await service.say("after")
+    result = await service.finish()
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        "echo: before",
+        "⚠️ I could not save your message (the disk is full or the database cannot be written), "
+        "so I cannot answer it; please send it again in a moment.",
+        "echo: after",
+    ]
+    assert inbox(home) == [("before", "done"), ("after", "done")]
