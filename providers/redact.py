@@ -15,7 +15,7 @@ MASK = "***"
 # OpenRouter keys, Telegram bot tokens, Discord bot tokens, bearer headers.
 PATTERNS = [
     re.compile(r"sk-or-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"\b\d{6,12}:[A-Za-z0-9_\-]{30,}\b"),
+    re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_\-]{30,}"),  # also inside Bot API URLs: .../bot<token>/getMe
     re.compile(r"\b[A-Za-z0-9_\-]{24,28}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}\b"),
     re.compile(r"(?i)(bearer\s+)[^\s'\"]+"),
 ]

@@ -195,7 +195,7 @@ async def test_a_photo_and_an_album_reach_the_model_as_images(bot):
     await asyncio.sleep(0.5)
     first, second = (r.json["messages"][-1]["content"] for r in bot.model_calls())
     assert first == [{"type": "text", "text": "what is this?"},
-                     {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(cat).decode()}}]
+                     {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(cat).decode()}}]  # as sniffed
     assert second[0] == {"type": "text", "text": "and these?"}
     assert [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in second[1:]] == [dog, bird, fish]
     assert tg.texts_in(chat) == ["A gradient.", "Three gradients."]  # the album is one message, one answer
