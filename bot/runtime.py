@@ -15,6 +15,8 @@ from typing import TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from channels.discord import DiscordChannel
+from channels.discord_settings import ChannelRule, DiscordSettings, GuildRule
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -110,10 +112,12 @@ class Runtime:
     def channels(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> list[Channel]:
         """The configured channels; the console when none is."""
         configured = self.config.channels
-        for name, token in (("telegram", configured.telegram.bot_token), ("discord", configured.discord.token)):
-            if token is not None:
-                log.warning("channels.%s is configured, but this build has no %s adapter yet; using the console", name, name)
-        return [ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout)]
+        chosen: list[Channel] = []
+        if configured.telegram.bot_token is not None:
+            log.warning("channels.telegram is configured, but this build has no telegram adapter yet")
+        if (discord := discord_settings(self.config)) is not None:
+            chosen.append(DiscordChannel(discord))
+        return chosen or [ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout)]
 
     async def serve(self, channels: list[Channel]) -> None:
         """Answer what the last run left pending, then run every channel until all end
@@ -142,6 +146,28 @@ class Runtime:
             await self.dispatcher.shutdown()
         finally:
             self.jobs.stop()
+
+
+def discord_settings(config: ChorusConfig) -> DiscordSettings | None:
+    """The Discord adapter's settings, when a token is configured (``channels.discord.token``, else
+    ``DISCORD_BOT_TOKEN`` from the config's env block or the environment) and the channel is enabled."""
+    cfg = config.channels.discord
+    token = cfg.token.get_secret_value() if cfg.token else config.env.get("DISCORD_BOT_TOKEN") or os.environ.get("DISCORD_BOT_TOKEN")
+    if not token or not cfg.enabled:
+        return None
+
+    def ids(values: list[str | int] | None) -> frozenset[str] | None:
+        return None if values is None else frozenset(str(v) for v in values)
+
+    guilds = {gid: GuildRule(g.require_mention, ids(g.users) or frozenset(), {
+        key: ChannelRule(c.enabled, c.require_mention, ids(c.users)) for key, c in g.channels.items()})
+        for gid, g in cfg.guilds.items()}
+    return DiscordSettings(
+        token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, require_mention=cfg.require_mention,
+        allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
+        throttle=cfg.streaming.throttle_ms / 1000,
+        media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
+    )
 
 
 @contextmanager
