@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from channels.chunking import split_text
 from tests.conftest import Home, onboarded
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import FakeOpenRouter, Text
@@ -36,7 +37,10 @@ async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: Fak
             await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
         except AssertionError:
             raise AssertionError("the bot never connected:\n" + service.output) from None
-        yield service
+        try:
+            yield service
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- chorus log ---\n{service.output}") from None
 
 
 async def test_dm_text_chat(home, fake_openrouter, fake_discord):
@@ -52,3 +56,118 @@ async def test_dm_text_chat(home, fake_openrouter, fake_discord):
     assert fake_openrouter.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
     assert fake_discord.calls_to("POST", "/channels/{channel_id}/typing")
     assert fake_discord.token not in service.output
+
+
+def long_answer() -> str:
+    """About 9,000 characters: prose, then a code block that no 2,000-character part can hold whole."""
+    prose = "\n\n".join(f"Paragraph {i}: " + "the quick brown fox jumps over the lazy dog. " * 8 for i in range(12))
+    code = "```python\n" + "\n".join(f"print('line {i:03d} of a long listing')" for i in range(130)) + "\n```"
+    return f"{prose}\n\n{code}\n\nThat is all."
+
+
+async def test_a_9000_character_answer_arrives_in_exact_parts_with_code_fences_reopened(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    text = long_answer()
+    assert 8_500 < len(text) < 9_500
+    fake_openrouter.queue(Text(text))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        question = await fake_discord.say(dm, ann, "write a lot")
+        await fake_discord.wait_for(lambda: "".join(m.content for m in fake_discord.bot_messages(dm)).endswith("That is all."))
+    parts = [m.content for m in fake_discord.bot_messages(dm)]
+    assert parts == split_text(text, 2000)
+    assert len(parts) == 5 and all(len(p) <= 2000 for p in parts)
+    assert [p.count("```") % 2 for p in parts] == [0] * len(parts)  # every part renders on its own
+    assert parts[3].startswith("```python\n")  # the block reopened with its language
+    first = fake_discord.bot_messages(dm)[0]
+    assert first.data["message_reference"]["message_id"] == question["id"]
+
+
+async def test_everyone_in_the_answer_pings_nobody(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    answer = "@everyone and @here, look! <@&123456789012345678>"
+    fake_openrouter.queue(Text(answer))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(general, ann, f"<@{fake_discord.bot['id']}> shout", mentions=[fake_discord.bot])
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+    (sent,) = fake_discord.bot_messages(general)
+    assert sent.content == answer  # shown as written, but:
+    (post,) = [c for c in fake_discord.calls_to("POST", "/channels/{channel_id}/messages") if c.status == 200]
+    assert post.json["allowed_mentions"] == {"parse": [], "replied_user": True}
+
+
+async def test_guild_channel_answers_only_when_mentioned_and_sees_what_was_said(home, fake_openrouter, fake_discord):
+    ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    fake_openrouter.queue(Text("Bob said the build is green."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(general, bob, "the build is green")
+        await fake_discord.say(general, ann, f"<@{fake_discord.bot['id']}> what did <@{bob['id']}> say?",
+                               mentions=[fake_discord.bot, bob])
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+    assert [m.content for m in fake_discord.bot_messages(general)] == ["Bob said the build is green."]
+    (request,) = fake_openrouter.chat_requests()
+    assert request.json["messages"][-1]["content"] == (
+        "[Chat messages since your last reply - for context]\n[Bob]: the build is green\n\n"
+        "[Current message - respond to this]\n[Ann]: what did @Bob say?")
+
+
+async def test_a_channel_without_mention_rule_and_a_disabled_one(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    lounge = fake_discord.text_channel(guild, "lounge")
+    quiet = fake_discord.text_channel(guild, "quiet")
+    guilds = {guild["id"]: {"requireMention": True, "channels": {"lounge": {"requireMention": False},
+                                                                   quiet["id"]: {"enabled": False}}}}
+    fake_openrouter.queue(Text("Hi from the lounge."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds):
+        await fake_discord.say(quiet, ann, f"<@{fake_discord.bot['id']}> anyone?", mentions=[fake_discord.bot])
+        await fake_discord.say(lounge, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(lounge))
+    assert [m.content for m in fake_discord.bot_messages(lounge)] == ["Hi from the lounge."]
+    assert fake_discord.bot_messages(quiet) == []
+    assert len(fake_openrouter.chat_requests()) == 1
+    assert set(fake_discord.commands) == {guild["id"]}  # slash commands registered in the listed server only
+
+
+async def test_threads_and_forum_posts_are_sessions_of_their_own(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    thread = fake_discord.thread(general, "plans")
+    forum = fake_discord.text_channel(guild, "help", type=15)
+    post = fake_discord.thread(forum, "my question")
+    fake_openrouter.queue(Text("In the thread."), Text("In the forum post."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
+        await fake_discord.say(thread, ann, "first")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+        await fake_discord.say(post, ann, "second")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(post))
+    assert [m.content for m in fake_discord.bot_messages(thread)] == ["In the thread."]
+    assert [m.content for m in fake_discord.bot_messages(post)] == ["In the forum post."]
+    assert fake_discord.bot_messages(general) == []
+    second = fake_openrouter.chat_requests()[1].json["messages"]
+    assert [m["content"] for m in second if m["role"] != "system"] == ["[Ann]: second"]  # nothing from the thread
+
+
+async def test_slash_command_and_typed_command(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        assert [c["name"] for c in fake_discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "help"]
+        interaction = await fake_discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        await fake_discord.say(dm, ann, "/new")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    (callback,) = fake_discord.calls_to("POST", "/interactions/{interaction_id}/{interaction_token}/callback")
+    assert callback.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+    assert callback.json["type"] == 5  # deferred: "Chorus is thinking…" until the follow-up
+    (followup,) = fake_discord.calls_to("POST", "/webhooks/{webhook_id}/{webhook_token}")
+    assert followup.path == f"/webhooks/{fake_discord.application_id}/{interaction['token']}"
+    assert [m.content for m in fake_discord.bot_messages(dm)] == [
+        "Model for this chat set to openrouter/moonshotai/kimi-k2.6.",
+        "Started a new conversation. The previous one is kept.",
+    ]

@@ -249,6 +249,7 @@ class FakeDiscord:
             "id": str(next(self.ids)), "application_id": self.application_id, "type": 2, "token": secrets.token_urlsafe(24),
             "version": 1, "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": "0",
             "entitlements": [], "authorizing_integration_owners": {}, "context": 0 if "guild_id" in channel else 1,
+            "attachment_size_limit": UPLOAD_LIMIT,
             "data": {"id": command["id"], "name": name, "type": 1,
                      "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
         }
@@ -425,7 +426,7 @@ class FakeDiscord:
         if route == ("DELETE", "/channels/{channel_id}/messages/{message_id}"):
             return web.Response(status=204) if self.sent.pop(ids[3], None) else _not_found("Unknown Message", 10008)
         if route == ("POST", "/interactions/{interaction_id}/{interaction_token}/callback"):
-            return web.Response(status=204)
+            return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
             return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
         if call.method == "PUT" and call.template.endswith("/commands"):
@@ -434,6 +435,16 @@ class FakeDiscord:
                                      "version": "1", "type": c.get("type", 1)} for c in call.json or []]
             return _json(self.commands[scope])
         return self._violation(call, f"{call.method} {call.template} exists in Discord but the fake does not serve it")
+
+    def _callback(self, interaction_id: str, call: Call) -> web.Response:
+        """204, or with ``with_response`` the interaction callback response (as discord.py 2.5+ asks)."""
+        if call.query.get("with_response", "").lower() not in ("true", "1"):
+            return web.Response(status=204)
+        kind = (call.json or {}).get("type")
+        flags = ((call.json or {}).get("data") or {}).get("flags") or 0
+        return _json({"interaction": {"id": interaction_id, "type": 2, "response_message_loading": kind == 5,
+                                      "response_message_ephemeral": bool(flags & 64)},
+                      "resource": {"type": kind}})
 
     def _interaction_channel(self, token: str) -> str:
         for frame in reversed(self._log):
