@@ -111,8 +111,8 @@ class Outbox:
         """A generated image, video or track as an attachment, or a clear note when it is over the limit."""
         limit = self.client.settings.upload_limit(self.chat_limit(chat))
         if len(media.data) > limit:
-            await self.post(chat, f"The {media.kind.value} I made is {_mb(len(media.data))} MB, over the "
-                                  f"{_mb(limit)} MB that can be uploaded here, so I can't send it.", reply_to=reply_to)
+            await self.post(chat, f"The {media.kind.value} I made is {_size(len(media.data))}, over the "
+                                  f"{_size(limit)} that can be uploaded here, so I can't send it.", reply_to=reply_to)
             return
         caption = split_text(media.caption, TEXT_LIMIT)[0] if media.caption and media.caption.strip() else ""
         await self.post(chat, caption, reply_to=reply_to, files=[discord.File(io.BytesIO(media.data), filename=media.filename)])
@@ -160,5 +160,5 @@ class DiscordStream:
                 await asyncio.sleep(8)
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1_048_576:.1f}".rstrip("0").rstrip(".")
+def _size(size: int) -> str:
+    return f"{size / 1024:.0f} KB" if size < 1_048_576 else f"{size / 1_048_576:.1f} MB"

@@ -5,6 +5,7 @@ The bot runs unpatched; the tests play the users through the gateway and read wh
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,8 +14,10 @@ import pytest
 
 from channels.chunking import split_text
 from tests.conftest import Home, onboarded
-from tests.fakes.discord import FakeDiscord
-from tests.fakes.openrouter import FakeOpenRouter, Text
+from channels.discord_outbound import VOICE_FALLBACK
+from tests.fakes.discord import VOICE_FLAG, FakeDiscord
+from tests.fakes.media import decode_info, make_audio, make_png
+from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Text, ToolCalls
 from tests.service import Service, running
 
 
@@ -171,3 +174,96 @@ async def test_slash_command_and_typed_command(home, fake_openrouter, fake_disco
         "Model for this chat set to openrouter/moonshotai/kimi-k2.6.",
         "Started a new conversation. The previous one is kept.",
     ]
+
+
+def voice_message(fake: FakeDiscord, seconds: float = 1.5) -> tuple[dict[str, Any], bytes]:
+    """A Discord voice message attachment as the app records it: OGG/Opus with duration and waveform."""
+    data = make_audio("ogg_opus", seconds)
+    return fake.attachment("voice-message.ogg", data, "audio/ogg", duration_secs=seconds,
+                           waveform=base64.b64encode(bytes(range(0, 250, 10))).decode()), data
+
+
+async def test_voice_message_in_voice_message_out(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    note, data = voice_message(fake_discord)
+    fake_openrouter.transcripts.append("what is the capital of France")
+    fake_openrouter.queue(Text("Paris is the capital of France."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(dm, ann, "/tts inbound")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        await fake_discord.say(dm, ann, "", attachments=[note], flags=VOICE_FLAG)
+        await fake_discord.wait_for(lambda: any(m.data["flags"] & VOICE_FLAG for m in fake_discord.bot_messages(dm)))
+    (stt,) = fake_openrouter.requests_to("/audio/transcriptions")
+    assert base64.b64decode(stt.json["input_audio"]["data"]) == data  # the user's own recording, fetched from the CDN
+    user = [m["content"] for m in fake_openrouter.chat_requests()[0].json["messages"] if m["role"] == "user"]
+    assert user == ["[voice note] what is the capital of France"]
+    _, text, voice = fake_discord.bot_messages(dm)
+    assert text.content == "Paris is the capital of France."
+    assert voice.content == "" and voice.data["flags"] == VOICE_FLAG
+    (upload,) = voice.files
+    (meta,) = voice.data["attachments"]
+    container, codec, seconds, rate, channels = decode_info(upload.data)
+    assert (container, codec, rate, channels) == ("ogg", "opus", 48000, 1)
+    assert meta["duration_secs"] == pytest.approx(seconds, abs=0.05)
+    wave = base64.b64decode(meta["waveform"])
+    assert len(wave) == min(256, round(seconds / 0.1)) and max(wave) == 255
+
+
+async def test_voice_falls_back_to_an_audio_file_where_voice_messages_are_not_allowed(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    fake_discord.no_voice.add(general["id"])
+    fake_openrouter.queue(Text("Spoken answer."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
+        await fake_discord.say(general, ann, "/tts always")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        await fake_discord.say(general, ann, "talk to me")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(general)) == 3)
+    _, text, audio = fake_discord.bot_messages(general)
+    assert text.content == "Spoken answer."
+    assert audio.content == VOICE_FALLBACK and audio.data["flags"] == 0
+    assert decode_info(audio.files[0].data)[1] == "opus"
+
+
+async def test_an_image_reaches_the_model(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    png = make_png(32, 18)
+    fake_openrouter.queue(Text("A gradient."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(dm, ann, "what is this?", attachments=[fake_discord.attachment("pic.png", png, "image/png")])
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+    user = fake_openrouter.chat_requests()[0].json["messages"][-1]["content"]
+    assert user == [{"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
+
+
+async def test_generated_image_and_music_arrive_as_attachments(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(
+        ToolCalls([("image_generate", {"prompt": "a lighthouse"}), ("music_generate", {"prompt": "lo-fi"})]),
+        Images(count=1, width=96, height=54), Music(seconds=2.0, fmt="mp3", lyrics="rain"), Text("Both done."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(dm, ann, "draw a lighthouse and compose lo-fi")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 3)
+    text, image, music = fake_discord.bot_messages(dm)
+    assert text.content == "Both done."
+    assert image.files[0].data.startswith(b"\x89PNG") and int.from_bytes(image.files[0].data[16:20], "big") == 96
+    assert decode_info(music.files[0].data)[0] == "mp3" and music.files[0].filename.endswith(".mp3")
+    assert music.content == "rain"  # the lyrics as the caption
+
+
+async def test_media_over_the_upload_limit_gets_a_clear_message(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"})]), Images(count=1), Text("Here."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, mediaMaxMb=0.001):
+        await fake_discord.say(dm, ann, "draw a lighthouse")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    size = len(make_png(64, 36))
+    assert [m.content for m in fake_discord.bot_messages(dm)] == [
+        "Here.", f"The image I made is {size / 1024:.0f} KB, over the 1 KB that can be uploaded here, so I can't send it."]
+    assert size > 1048
