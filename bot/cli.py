@@ -24,6 +24,7 @@ from .config import ConfigError, LoadedConfig, config_path, load_config, set_in,
 from .redact import redact, setup_logging
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
+from .pairing_cli import channel_names, pairing_approve, pairing_list
 
 DEFAULT_MODEL = "openrouter/auto"
 
@@ -276,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_parser("validate", help="check the config and exit").set_defaults(func=config_validate)
     sub.add_parser("doctor", help="check config, credential, state dir, database, base URL").set_defaults(func=run_doctor)
     sub.add_parser("run", help="start the service").set_defaults(func=run_service)
+
+    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True)
+    pl = pr.add_parser("list", help="a channel's pending pairing codes")
+    pl.add_argument("channel", choices=channel_names())
+    pl.set_defaults(func=lambda cli: pairing_list(cli.env.state / "chorus.db", cli.args.channel))
+    pa = pr.add_parser("approve", help="let the sender who was given CODE chat")
+    pa.add_argument("channel", choices=channel_names())
+    pa.add_argument("code")
+    pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
     return p
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from channels.base import Channel, ChatRef, Inbound, Reply
 
+from .access import AccessPolicy
 from .agent import STOP, Agent
 from .commands import run_command
 from .config import Messages
@@ -51,6 +52,7 @@ class Dispatcher:
         self.channels = dict(channels or {})
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
+        self.access = AccessPolicy(inbox.store, agent.config)
 
     @property
     def messages(self) -> Messages:
@@ -119,6 +121,9 @@ class Dispatcher:
         return bool(lane and lane.worker and not lane.worker.done())
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
+        if not await self.access.admit(inbound, channel):
+            await self.inbox.done([inbound])
+            return
         reply = await run_command(self, inbound)
         if reply is not None:
             await channel.send(inbound.chat, reply)

@@ -201,10 +201,12 @@ class Inbox:
         async with self.store.transaction() as db:
             cur = await db.execute(
                 "INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id,"
-                " sender_name, text, mentioned, reply_to, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sender_name, text, mentioned, reply_to, attachments, sender_username)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
                  inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
-                 json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None),
+                 json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None,
+                 inbound.sender_username),
             )
         return cur.rowcount == 1
 
@@ -228,6 +230,7 @@ class Inbox:
                 message_id=r["message_id"], mentioned=bool(r["mentioned"]), reply_to=r["reply_to"],
                 attachments=[Attachment(**{**meta, "kind": AttachmentKind(meta["kind"])})
                              for meta in json.loads(r["attachments"] or "[]")],
+                sender_username=r["sender_username"],
             )
             for r in rows
         ]

@@ -90,6 +90,7 @@ class Inbound:
     reply_to: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
 
 
 @dataclass(slots=True)

@@ -278,7 +278,8 @@ async def test_quick_messages_from_one_sender_are_debounced_into_one_turn(make):
 
 async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     rig = await make({
-        "channels": {"telegram": {"requireMention": True}}, "messages": {"groupChat": {"historyLimit": 2}},
+        "channels": {"telegram": {"requireMention": True, "groupPolicy": "open"}},
+        "messages": {"groupChat": {"historyLimit": 2}},
     })
     group = {"chat": "g1", "kind": "group", "channel": "telegram"}
     await rig.say("lunch at noon?", name="Bob", sender="u2", **group)
