@@ -22,6 +22,7 @@ from .auth import Credential, save_key
 from .catalog import CATALOG_FILE, Catalog, matches_modality
 from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
+from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
 from .pairing_cli import channel_names, pairing_approve, pairing_list
@@ -220,11 +221,15 @@ async def run_service(cli: Cli) -> int:
         loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
     if cred is None:
         cli.credential_or_fail()
-    runtime = await Runtime.open(loaded, cli.env, cred)
+    lock = StateLock.acquire(cli.env.state)  # before the database: recovery must not take another run's messages
     try:
-        await runtime.serve(runtime.channels())
+        runtime = await Runtime.open(loaded, cli.env, cred)
+        try:
+            await runtime.serve(runtime.channels())
+        finally:
+            await runtime.close()
     finally:
-        await runtime.close()
+        lock.release()
     return 0
 
 
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else int(outcome)
     except ConfigError as exc:
         print(f"Config error in {cli.path}:\n{exc}", file=sys.stderr)
-    except (UsageError, ModelRefError, MigrationError) as exc:
+    except (UsageError, ModelRefError, MigrationError, AlreadyRunning) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OpenRouterError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

@@ -63,6 +63,11 @@ class OpenRouterProvider(Section):
     params: ProviderParams = Field(default_factory=ProviderParams)
     timeout_ms: int = Field(120_000, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    # A streamed answer's bounds: nothing at all for this long (OpenRouter's keep-alive comments
+    # do not count), then no data between chunks for this long, and all tries and waits together.
+    first_byte_timeout_ms: int = Field(90_000, gt=0)
+    idle_timeout_ms: int = Field(60_000, gt=0)
+    retry_budget_ms: int = Field(120_000, ge=0)
 
     @field_validator("base_url")
     @classmethod
@@ -187,6 +192,10 @@ class ChannelBase(Section):
     group_allow_from: list[str | int] = Field(default_factory=list)
     require_mention: bool = True
 
+    def lists_groups(self) -> bool:
+        """Whether the channel's own allowlist of groups (Discord's ``guilds``) already admitted a group message."""
+        return False
+
 
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
@@ -223,6 +232,9 @@ class DiscordChannel(ChannelBase):
     media_max_mb: float | None = Field(None, gt=0)  # below Discord's own upload limit, if set
     guilds: dict[str, DiscordGuild] = Field(default_factory=dict)
     streaming: DiscordStreaming = Field(default_factory=DiscordStreaming)
+
+    def lists_groups(self) -> bool:
+        return bool(self.guilds)  # the adapter passes on messages from listed servers and channels only
 
 
 class Channels(Section):

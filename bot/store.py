@@ -14,6 +14,7 @@ import aiosqlite
 
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
 
+from .lock import migration_lock
 from .migrate import migrate
 
 
@@ -79,7 +80,8 @@ class Store:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
-            await migrate(db)
+            async with migration_lock(path):
+                await migrate(db)
         except BaseException:
             await db.close()
             raise
@@ -124,23 +126,26 @@ class Store:
         return await self.active_session(chat)
 
     async def history(self, session_id: int) -> list[StoredMessage]:
-        """The session's messages, oldest first."""
-        async with self.db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,)) as cur:
+        """The session's messages that later requests carry, oldest first (excluded turns are left out)."""
+        async with self.db.execute(
+            "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 ORDER BY id", (session_id,)
+        ) as cur:
             rows = await cur.fetchall()
         return [_from_row(r) for r in rows]
 
-    async def append(self, session_id: int, messages: list[StoredMessage]) -> None:
-        """Store messages of one turn together, so a crash never leaves half a turn."""
+    async def append(self, session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> None:
+        """Store messages of one turn together, so a crash never leaves half a turn; ``excluded``
+        keeps them out of every later request (a turn that would fail again)."""
         async with self.transaction() as db:
             for m in messages:
                 content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
                 cur = await db.execute(
                     "INSERT INTO messages (session_id, role, content, content_json, name, tool_calls, tool_call_id,"
-                    " model, prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " model, prompt_tokens, completion_tokens, cost, excluded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         session_id, m.role, content, is_json, m.name,
                         json.dumps(m.tool_calls) if m.tool_calls else None, m.tool_call_id,
-                        m.model, m.prompt_tokens, m.completion_tokens, m.cost,
+                        m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded),
                     ),
                 )
                 m.id = cur.lastrowid

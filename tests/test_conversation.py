@@ -94,7 +94,9 @@ class Rig:
         )
 
     async def say(self, text: str, chat: str = "c1", **kw: Any) -> None:
-        await self.dispatcher.handle(self.inbound(text, chat, **kw), self.channel)
+        """Send a message and wait until everything accepted so far has been answered."""
+        await self.dispatcher.accept(self.inbound(text, chat, **kw), self.channel)
+        await self.dispatcher.drain()
 
     def later(self, text: str, chat: str = "c1", **kw: Any) -> asyncio.Task[None]:
         return asyncio.create_task(self.say(text, chat, **kw))

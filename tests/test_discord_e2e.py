@@ -34,7 +34,9 @@ async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: Fak
                             **discord_config: Any) -> AsyncIterator[Service]:
     """Onboarded, configured for the fake Discord, running, and connected (READY sent)."""
     await onboarded(home, openrouter)
-    home.write_config(openrouter, channels={"discord": discord.config(**discord_config)})
+    # Open to everyone unless a test says otherwise: access has tests of its own below.
+    settings = {"dmPolicy": "open", "groupPolicy": "open", **discord_config}
+    home.write_config(openrouter, channels={"discord": discord.config(**settings)})
     async with running(home) as service:
         try:
             await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
