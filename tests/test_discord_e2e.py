@@ -5,6 +5,7 @@ The bot runs unpatched; the tests play the users through the gateway and read wh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from tests.conftest import Home, onboarded
 from channels.discord_outbound import VOICE_FALLBACK
 from tests.fakes.discord import VOICE_FLAG, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
-from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Text, ToolCalls
+from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Text, ToolCalls, VideoPlan
 from tests.service import Service, running
 
 
@@ -269,3 +270,88 @@ async def test_media_over_the_upload_limit_gets_a_clear_message(home, fake_openr
     assert [m.content for m in fake_discord.bot_messages(dm)] == [
         "Here.", f"The image I made is {size / 1024:.0f} KB, over the 1 KB that can be uploaded here, so I can't send it."]
     assert size > 1048
+
+
+async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    text = " ".join(f"word{i:04d}" for i in range(300))  # 2,699 characters: two parts
+    fake_openrouter.chunk_size, fake_openrouter.chunk_pause = 30, 0.03  # about 2.7 s of writing
+    fake_openrouter.queue(Text(text))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, streaming={"throttleMs": 400}):
+        await fake_discord.say(dm, ann, "count")
+        await fake_discord.wait_for(lambda: "".join(m.content for m in fake_discord.bot_messages(dm)).endswith("word0299"))
+    first, second = fake_discord.bot_messages(dm)
+    assert [first.content, second.content] == split_text(text, 2000)
+    assert len(first.history) >= 3 and text.startswith(first.history[0])  # shown early, then grown
+    edits = fake_discord.calls_to("PATCH", "/channels/{channel_id}/messages/{message_id}")
+    gaps = [b.at - a.at for a, b in zip(edits, edits[1:])]
+    assert gaps and min(gaps) >= 0.35  # throttled: Discord's edit rate limit is never approached
+    assert not fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")
+
+
+async def test_a_429_is_waited_out_and_the_message_sent_once(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Sent after the wait."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        fake_discord.rate_limit("POST", "/channels/{channel_id}/messages", retry_after=0.6)
+        await fake_discord.say(dm, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["Sent after the wait."]
+    limited, sent = fake_discord.calls_to("POST", "/channels/{channel_id}/messages")
+    assert (limited.status, sent.status) == (429, 200)
+    assert sent.at - limited.at >= 0.6
+    assert sent.json == limited.json
+
+
+async def test_a_gateway_drop_mid_turn_resumes_and_doubles_nothing(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.chunk_pause = 0.02
+    first_answer = "The first answer, written slowly while the gateway drops. " * 3
+    fake_openrouter.queue(Text(first_answer), Text("The second answer."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(dm, ann, "first")
+        await fake_discord.wait_for(lambda: fake_openrouter.chat_requests())
+        await fake_discord.drop(hold=True)
+        await fake_discord.say(dm, ann, "second")  # while the gateway is down: Discord keeps it for the resume
+        await asyncio.sleep(0.5)
+        fake_discord.release()
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await asyncio.sleep(1.0)  # time for a duplicate to show, if any
+    assert [m.content for m in fake_discord.bot_messages(dm)] == [first_answer.strip(), "The second answer."]
+    assert len(fake_discord.identifies) == 1
+    (resume,) = fake_discord.resumes
+    assert resume["session_id"] and resume["seq"] >= 2
+    assert len(fake_openrouter.chat_requests()) == 2
+
+
+async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    thread = fake_discord.thread(general, "videos")
+    slow = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 60_000}}
+    fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1))
+    fake_openrouter.queue(ToolCalls([("video_generate", {"prompt": "waves"})]), Text("Your video is on its way."))
+    await onboarded(home, fake_openrouter)
+    settings = {"dmPolicy": "open", "groupPolicy": "open", "requireMention": False}
+    home.write_config(fake_openrouter, agents={"defaults": slow}, channels={"discord": fake_discord.config(**settings)})
+    async with running(home) as service:
+        await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
+        await fake_discord.say(thread, ann, "make a video of waves")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+    assert [m.content for m in fake_discord.bot_messages(thread)] == ["Your video is on its way."]
+    fake_discord.ready.clear()
+    fast = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}
+    home.write_config(fake_openrouter, agents={"defaults": fast}, channels={"discord": fake_discord.config(**settings)})
+    async with running(home) as service:
+        try:
+            await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(thread)) == 2)
+        except AssertionError:
+            raise AssertionError(service.output) from None
+    video = fake_discord.bot_messages(thread)[1]
+    (upload,) = video.files
+    assert upload.filename.endswith(".mp4") and upload.data[4:8] == b"ftyp"
+    assert fake_discord.bot_messages(general) == []
