@@ -158,4 +158,4 @@ class DiscordChannel:
         message_id = f"interaction-{interaction.id}"
         self.outbox.interactions[message_id] = interaction
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
-                              text=text, message_id=message_id, mentioned=True))
+                              sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))

@@ -83,6 +83,7 @@ def to_inbound(message: discord.Message, me: discord.ClientUser, settings: Disco
     addressed = mentioned or (where.chat.kind == "group" and not needs_mention(where, settings))
     return Inbound(
         chat=where.chat, sender_id=str(message.author.id), sender_name=message.author.display_name,
+        sender_username=message.author.name,
         text=readable(message, me), message_id=str(message.id), mentioned=addressed or where.chat.kind == "direct",
         reply_to=str(message.reference.message_id) if message.reference and message.reference.message_id else None,
         attachments=[attachment(a, voice=message.flags.voice) for a in message.attachments],

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
+from bot.access import PAIRING_TEXT, REFUSED_TEXT
 from channels.chunking import split_text
-from tests.conftest import Home, onboarded
+from tests.conftest import Home, chorus, onboarded
 from channels.discord_outbound import VOICE_FALLBACK
 from tests.fakes.discord import VOICE_FLAG, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
@@ -355,3 +357,34 @@ async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(h
     (upload,) = video.files
     assert upload.filename.endswith(".mp4") and upload.data[4:8] == b"ftyp"
     assert fake_discord.bot_messages(general) == []
+
+
+async def test_a_stranger_gets_a_pairing_code_and_the_owner_lets_them_in(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Welcome in, Ann."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, dmPolicy="pairing"):
+        await fake_discord.say(dm, ann, "hi")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        (pairing,) = fake_discord.bot_messages(dm)
+        code = re.search(r"Your pairing code: (\S+)", pairing.content)[1]  # type: ignore[index]
+        assert pairing.content == PAIRING_TEXT.format(name="Ann", code=code, channel="discord", minutes="60 minutes")
+        approved = await chorus(home, "pairing", "approve", "discord", code)
+        assert approved.out == f"Approved Ann (@ann), discord id {ann['id']}: they can chat with the bot now.\n"
+        await fake_discord.say(dm, ann, "hello again")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    assert fake_discord.bot_messages(dm)[1].content == "Welcome in, Ann."
+    assert len(fake_openrouter.chat_requests()) == 1  # the first message never reached the model
+
+
+async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter, fake_discord):
+    ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
+    ann_dm, bob_dm = fake_discord.dm(ann), fake_discord.dm(bob)
+    fake_openrouter.queue(Text("Hi Ann."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, dmPolicy="allowlist", allowFrom=[f"discord:{ann['id']}"]):
+        await fake_discord.say(bob_dm, bob, "let me in")
+        await fake_discord.say(ann_dm, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(bob_dm) and fake_discord.bot_messages(ann_dm))
+    assert [m.content for m in fake_discord.bot_messages(bob_dm)] == [REFUSED_TEXT.format(channel="discord", sender_id=bob["id"])]
+    assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
+    assert len(fake_openrouter.chat_requests()) == 1
