@@ -10,7 +10,9 @@ import httpx
 
 from .config import ConfigError, load_config
 from .lock import lock_holder
-from .runtime import Env
+from channels import discord_setup
+
+from .runtime import Env, discord_settings
 from .store import Store
 
 
@@ -22,7 +24,8 @@ class Check:
 
 
 async def run_checks(path: Path, env: Env) -> list[Check]:
-    """Config valid, credential present, state dir writable, database migrated, base URL reachable."""
+    """Config valid, credential present, state dir writable, database migrated, base URL reachable;
+    a configured Discord bot: token accepted, Message Content intent on."""
     try:
         loaded = load_config(path, env={**env.dotenv, **env.vars})
     except ConfigError as exc:
@@ -34,6 +37,8 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     checks.append(await _database(env.state / "chorus.db"))
     checks.append(_service(env.state))
     checks.append(await _reachable(loaded.config.models.providers.openrouter.base_url))
+    if (discord := discord_settings(loaded.config)) is not None:
+        checks += [Check(*found) for found in await discord_setup.check(discord)]
     return checks
 
 

@@ -388,3 +388,27 @@ async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter,
     assert [m.content for m in fake_discord.bot_messages(bob_dm)] == [REFUSED_TEXT.format(channel="discord", sender_id=bob["id"])]
     assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
     assert len(fake_openrouter.chat_requests()) == 1
+
+
+@pytest.mark.parametrize("flags", [1 << 19, 0])
+async def test_doctor_checks_the_token_and_the_message_content_intent(home, fake_openrouter, fake_discord, flags):
+    fake_discord.application_flags = flags
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, channels={"discord": fake_discord.config()})
+    doctor = await chorus(home, "doctor")
+    lines = [line for line in doctor.out.splitlines() if "discord" in line]
+    intent = "ok   discord intents: Message Content intent enabled" if flags else (
+        "FAIL  discord intents: the Message Content intent is off, so the bot would see empty messages in servers: "
+        "enable it in the Developer Portal (Bot > Privileged Gateway Intents)")
+    assert lines == [f"ok   discord token: logged in as chorus (id {fake_discord.bot['id']})", intent]
+    assert doctor.code == (0 if flags else 1)
+    assert fake_discord.token not in doctor.out + doctor.err
+
+
+async def test_doctor_says_when_the_token_is_refused(home, fake_openrouter, fake_discord):
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, channels={"discord": fake_discord.config(token="not-the-token")})
+    doctor = await chorus(home, "doctor")
+    assert [line for line in doctor.out.splitlines() if "discord" in line] == [
+        "FAIL  discord token: Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)"]
+    assert "not-the-token" not in doctor.out + doctor.err
