@@ -94,6 +94,8 @@ class ChorusClient(discord.Client):
     """A plain client whose start-up (after login, before the gateway) runs ``on_setup``."""
 
     def __init__(self, settings: DiscordSettings, on_setup: SetupHook) -> None:
+        # Chorus joins no voice channels: discord.py's warn-once flags for missing voice libraries stay quiet.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None)
         self.settings = settings
         self.rebase = Rebase(settings.api_base, settings.gateway_url)
