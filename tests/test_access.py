@@ -213,14 +213,15 @@ async def test_admit_tells_the_sender_and_marks_nothing_else(store, clock):
 async def test_the_dispatcher_answers_a_stranger_with_the_code_and_never_calls_the_model(make):
     rig = await make({"channels": {"telegram": {}}})
     stranger = rig.inbound("hello bot", chat="42", channel="telegram", sender="42", name="Eve")
-    await rig.dispatcher.handle(stranger, rig.channel)
+    await rig.dispatcher.accept(stranger, rig.channel)
+    await rig.dispatcher.drain()
     (request,) = await rig.dispatcher.access.pairing.pending("telegram")
     assert rig.channel.texts("42") == [pairing_text("Eve", request.code, "60 minutes")]
     assert rig.fake.chat_requests() == []
     assert await Inbox(rig.store).pending() == []  # the refused message is done, not retried after a restart
 
     await rig.dispatcher.access.pairing.approve("telegram", request.code)
-    await rig.dispatcher.handle(rig.inbound("hello again", chat="42", channel="telegram", sender="42"), rig.channel)
+    await rig.say("hello again", chat="42", channel="telegram", sender="42")
     assert len(rig.fake.chat_requests()) == 1
 
 
