@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -19,6 +20,7 @@ from .discord_outbound import DiscordStream, Outbox
 from .discord_settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
+UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
 
 # The chat commands as slash commands: (name, description, argument name or None, argument description).
 SLASH_COMMANDS = (
@@ -45,12 +47,37 @@ class DiscordChannel:
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._latest: dict[str, str] = {}  # session -> id of the last message addressed to the bot
+        self._stopping = False
 
     async def run(self, on_message: InboundHandler) -> None:
-        """Connect (reconnecting and resuming on its own) until ``stop()``."""
-        client = self.client = ChorusClient(self.settings, self._setup)  # built here: its context is this task's
-        self.outbox = Outbox(client)
+        """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
+        an unreachable Discord is tried again with a growing pause. A refused token or intent ends the channel."""
         handler = self._handler(on_message)
+        delay = 1.0
+        while not self._stopping:
+            client = self._connect(handler)  # built here: its webhook context is this task's
+            try:
+                await client.start(self.settings.token)
+                return
+            except UNREACHABLE as exc:
+                log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
+            except discord.PrivilegedIntentsRequired:
+                log.error("Discord refused the connection: enable the Message Content intent for this bot in the "
+                          "Developer Portal (Bot > Privileged Gateway Intents)")
+                return
+            except discord.LoginFailure:
+                log.error("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)")
+                return
+            finally:
+                if not client.is_closed():
+                    await client.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    def _connect(self, handler: InboundHandler) -> ChorusClient:
+        """A new client with its events and slash commands."""
+        client = self.client = ChorusClient(self.settings, self._setup)
+        self.outbox = Outbox(client)
         self._tree = app_commands.CommandTree(client)
         for name, text, arg, arg_text in SLASH_COMMANDS:
             self._tree.add_command(self._command(name, text, arg, arg_text, handler))
@@ -69,18 +96,10 @@ class DiscordChannel:
                     self._latest[inbound.chat.session_key] = str(message.id)
                 await handler(inbound)
 
-        try:
-            await client.start(self.settings.token)
-        except discord.PrivilegedIntentsRequired:
-            log.error("Discord refused the connection: enable the Message Content intent for this bot in the "
-                      "Developer Portal (Bot > Privileged Gateway Intents)")
-        except discord.LoginFailure:
-            log.error("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)")
-        finally:
-            if not client.is_closed():
-                await client.close()
+        return client
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.client is not None:
             await self.client.close()
 

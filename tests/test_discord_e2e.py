@@ -412,3 +412,24 @@ async def test_doctor_says_when_the_token_is_refused(home, fake_openrouter, fake
     assert [line for line in doctor.out.splitlines() if "discord" in line] == [
         "FAIL  discord token: Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)"]
     assert "not-the-token" not in doctor.out + doctor.err
+
+
+async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Made it."))
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, channels={"discord": fake_discord.config(dmPolicy="open")})
+    await fake_discord.go_down()
+    async with running(home) as service:
+        try:
+            await fake_discord.wait_for(lambda: "Discord is unreachable" in service.output)
+            await fake_discord.come_back()
+            await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
+            await fake_discord.say(dm, ann, "hello")
+            await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        except AssertionError:
+            raise AssertionError(service.output) from None
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["Made it."]
+    (warning,) = [line for line in service.output.splitlines() if "unreachable" in line]
+    assert warning.endswith("WARNING chorus.discord: Discord is unreachable (ClientConnectorError); trying again in 1 s")

@@ -128,10 +128,19 @@ class FakeDiscord:
         ])
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        self.port = self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
+
+    async def go_down(self) -> None:
+        """Stop listening: connections are refused, as when Discord is unreachable."""
+        await self._site.stop()
+
+    async def come_back(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
 
     async def __aexit__(self, *exc: object) -> None:
         self._open.set()
