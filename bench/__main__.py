@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import turn_overhead
+from bench import discord_path, turn_overhead
 
 if __name__ == "__main__":
     asyncio.run(turn_overhead.main())
+    asyncio.run(discord_path.main())

@@ -48,6 +48,7 @@ class DiscordChannel:
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._latest: dict[str, str] = {}  # session -> id of the last message addressed to the bot
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, on_message: InboundHandler) -> None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
@@ -91,9 +92,12 @@ class DiscordChannel:
         async def on_message(message: discord.Message) -> None:
             assert client.user is not None
             inbound = to_inbound(message, client.user, self.settings)
-            if inbound is not None:
+            if inbound is not None and self.outbox is not None:
                 if inbound.mentioned:
                     self._latest[inbound.chat.session_key] = str(message.id)
+                    typing = asyncio.create_task(self.outbox.type_once(inbound.chat))  # a sign of life at once
+                    self._background.add(typing)
+                    typing.add_done_callback(self._background.discard)
                 await handler(inbound)
 
         return client

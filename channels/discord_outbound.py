@@ -46,6 +46,11 @@ class Outbox:
     def target(self, chat: ChatRef) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(int(chat.thread_id or chat.chat_id))
 
+    async def type_once(self, chat: ChatRef) -> None:
+        """Show "typing" for the next 10 s (or until the bot's next message)."""
+        with suppress(discord.HTTPException):
+            await self.client.http.send_typing(int(chat.thread_id or chat.chat_id))
+
     async def post(self, chat: ChatRef, content: str, *, reply_to: str | None = None,
                    files: list[discord.File] | None = None, flags: discord.MessageFlags | None = None) -> discord.Message:
         """One message; the first of a reply references the message it answers (or answers its interaction)."""
@@ -153,11 +158,9 @@ class DiscordStream:
 
     async def _type(self) -> None:
         """Discord shows "typing" for 10 s per request: renew it until the answer is out."""
-        channel = self.outbox.target(self.chat)
-        with suppress(discord.HTTPException):
-            while True:
-                await channel._state.http.send_typing(channel.id)
-                await asyncio.sleep(8)
+        while True:
+            await self.outbox.type_once(self.chat)
+            await asyncio.sleep(8)
 
 
 def _size(size: int) -> str:

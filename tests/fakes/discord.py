@@ -103,6 +103,8 @@ class FakeDiscord:
         self.sent: dict[str, Sent] = {}  # bot messages by id
         self.files: dict[str, tuple[bytes, str]] = {}  # CDN path -> (bytes, content type)
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> registered commands
+        self.typing: dict[str, int] = {}  # channel id -> typing requests
+        self.posted: dict[str, int] = {}  # channel id -> messages the bot created
         self.no_voice: set[str] = set()  # channels where the bot lacks Send Voice Messages
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
@@ -427,6 +429,7 @@ class FakeDiscord:
             channel = self.channels.get(ids[1])
             return _json(channel) if channel else _not_found("Unknown Channel", 10003)
         if route == ("POST", "/channels/{channel_id}/typing"):
+            self.typing[ids[1]] = self.typing.get(ids[1], 0) + 1
             return web.Response(status=204)
         if route == ("POST", "/channels/{channel_id}/messages"):
             return self._create(ids[1], call)
@@ -489,6 +492,7 @@ class FakeDiscord:
             ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}  # ids are strings
             msg["message_reference"] = {"type": 0, "channel_id": channel_id, **ref}
         self.sent[msg["id"]] = Sent(msg, call.files, [msg["content"]])
+        self.posted[channel_id] = self.posted.get(channel_id, 0) + 1
         return _json(msg)
 
     def _edit(self, message_id: str, call: Call) -> web.Response:
