@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from channels.base import Channel, Inbound, Reply
+from channels.base import Inbound
 
 from .config import ChannelBase, ChorusConfig
 from .pairing import Clock, Pairing, PairingRequest, Sender
@@ -72,23 +72,18 @@ class AccessPolicy:
         return section if isinstance(section, ChannelBase) else None
 
     async def check(self, inbound: Inbound) -> Decision:
-        """The decision for one message."""
+        """The decision for one message; a refusal is logged (never with its code)."""
         settings = self.settings(inbound.chat.channel)
         if settings is None:
             return Decision(True, "local")
         if inbound.chat.kind == "group":
-            return _group(inbound, settings)
-        return await self._direct(inbound, settings)
-
-    async def admit(self, inbound: Inbound, channel: Channel) -> bool:
-        """Check a message; a refused sender is told why when the policy says so. ``True``: go on."""
-        decision = await self.check(inbound)
+            decision = _group(inbound, settings)
+        else:
+            decision = await self._direct(inbound, settings)
         if not decision.allowed:
             log.info("message refused channel=%s chat=%s sender=%s reason=%s",
                      inbound.chat.channel, inbound.chat.chat_id, inbound.sender_id, decision.reason)
-            if decision.reply:
-                await channel.send(inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id))
-        return decision.allowed
+        return decision
 
     async def _direct(self, inbound: Inbound, settings: ChannelBase) -> Decision:
         channel = inbound.chat.channel

@@ -85,6 +85,20 @@ class Agent:
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
         """
+        try:
+            return await self._turn(inbound, channel, group_context)
+        except asyncio.CancelledError as exc:
+            if exc.args != (STOP,):
+                raise
+        # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
+        if inbound.text:
+            user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+            await self.store.append(await self.store.active_session(inbound.chat), [user])
+        reply = Reply(text="⏹ Stopped.", reply_to=inbound.message_id)
+        await channel.send(inbound.chat, reply)
+        return TurnOutcome(reply)
+
+    async def _turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
         chat = inbound.chat
         session_id = await self.store.active_session(chat)
         history = await self.store.history(session_id)
@@ -125,6 +139,7 @@ class Agent:
                     "assistant", result.text or None, tool_calls=[c.to_api() for c in result.tool_calls] or None,
                     model=result.model, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens, cost=result.usage.cost,
+                    reasoning=result.reasoning, reasoning_details=result.reasoning_details,
                 )
                 pending.append(answer)
                 messages.append(answer.to_api())

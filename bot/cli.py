@@ -156,12 +156,14 @@ async def models_list(cli: Cli) -> int:
     """The catalog, optionally only the models that produce one modality."""
     config = cli.loaded.config
     async with make_client(config, cli.env.credential(config)) as llm:
-        models = await Catalog(llm, cli.env.state / CATALOG_FILE).models(refresh=cli.args.refresh)
+        catalog = Catalog(llm, cli.env.state / CATALOG_FILE)
+        models = await catalog.models_or_bundled(refresh=cli.args.refresh)
     shown = [m for m in sorted(models.values(), key=lambda m: m.id) if matches_modality(m, cli.args.modality)]
     for m in shown:
         context = f"{m.context_length:>9,}" if m.context_length else "        -"
         print(f"{ModelRef.from_slug(m.id)!s:<55} {context}  {','.join(m.output_modalities)}")
-    print(f"{len(shown)} models" + (f" with {cli.args.modality} output" if cli.args.modality else ""), file=sys.stderr)
+    print(f"{len(shown)} models" + (f" with {cli.args.modality} output" if cli.args.modality else "")
+          + f", from {catalog.source}", file=sys.stderr)
     return 0
 
 
@@ -180,8 +182,11 @@ async def infer_run(cli: Cli) -> int:
     config = cli.loaded.config
     ref = ModelRef.parse(cli.args.model or config.agents.defaults.model.primary)
     async with make_client(config, cli.credential_or_fail()) as llm:
+        info = await Catalog(llm, cli.env.state / CATALOG_FILE).lookup(ref)  # reasoning only where the model takes it
         started = time.monotonic()
-        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}]))
+        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}],
+                                         thinking=config.agents.defaults.thinking_default,
+                                         supports_reasoning=info.supports_reasoning if info else None))
     if cli.args.json:
         print(json.dumps({
             "model": result.model, "ref": str(ref), "text": result.text,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from channels.base import Inbound, Reply
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
+from providers.openrouter.request import stale_effort
 
 from .audio import AudioError
 from .voice import speakable
@@ -75,7 +76,9 @@ async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
 
 
 async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return await _setting(d, inbound, "thinking", arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
+    current = stale_effort(arg)
+    answer = await _setting(d, inbound, "thinking", current or arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
+    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current else answer
 
 
 async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:

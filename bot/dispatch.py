@@ -55,8 +55,8 @@ class Dispatcher:
         self.channels = dict(channels or {})
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
-        self.access = AccessPolicy(inbox.store, agent.config)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.access = AccessPolicy(inbox.store, agent.config)
 
     @property
     def messages(self) -> Messages:
@@ -147,8 +147,10 @@ class Dispatcher:
         return bool(lane and lane.turn and not lane.turn.done())
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
-        """Decide where an accepted message goes: refused, a command now, the group buffer, the debouncer or the lane."""
-        if not await self.access.admit(inbound, channel):
+        """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
+        if not (decision := await self.access.check(inbound)).allowed:
+            if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
+                self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
             await self.inbox.done([inbound])
             return
         command = command_name(inbound.text)

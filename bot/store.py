@@ -31,15 +31,16 @@ class StoredMessage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    reasoning: str | None = None  # what the model thought; the request builder replays it per model family
+    reasoning_details: list[dict[str, Any]] | None = None
     id: int | None = None
 
     def to_api(self) -> dict[str, Any]:
-        """The message as chat completions takes it."""
+        """The message as chat completions takes it (reasoning fields are sorted out per model when sent)."""
         msg: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            msg["tool_calls"] = self.tool_calls
-        if self.tool_call_id:
-            msg["tool_call_id"] = self.tool_call_id
+        for key in ("tool_calls", "tool_call_id", "reasoning", "reasoning_details"):
+            if getattr(self, key):
+                msg[key] = getattr(self, key)
         return msg
 
 
@@ -141,11 +142,13 @@ class Store:
                 content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
                 cur = await db.execute(
                     "INSERT INTO messages (session_id, role, content, content_json, name, tool_calls, tool_call_id,"
-                    " model, prompt_tokens, completion_tokens, cost, excluded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " model, prompt_tokens, completion_tokens, cost, excluded, reasoning, reasoning_details)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         session_id, m.role, content, is_json, m.name,
                         json.dumps(m.tool_calls) if m.tool_calls else None, m.tool_call_id,
-                        m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded),
+                        m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded), m.reasoning,
+                        json.dumps(m.reasoning_details) if m.reasoning_details else None,
                     ),
                 )
                 m.id = cur.lastrowid
@@ -190,7 +193,8 @@ def _from_row(r: aiosqlite.Row) -> StoredMessage:
         role=r["role"], content=content, name=r["name"],
         tool_calls=json.loads(r["tool_calls"]) if r["tool_calls"] else None,
         tool_call_id=r["tool_call_id"], model=r["model"], prompt_tokens=r["prompt_tokens"],
-        completion_tokens=r["completion_tokens"], cost=r["cost"], id=r["id"],
+        completion_tokens=r["completion_tokens"], cost=r["cost"], reasoning=r["reasoning"],
+        reasoning_details=json.loads(r["reasoning_details"]) if r["reasoning_details"] else None, id=r["id"],
     )
 
 

@@ -95,6 +95,10 @@ class ConsoleChannel:
         """Lines from stdin on a daemon thread, so a blocked read never holds up shutdown."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
+        for stream in (self.stdin, self.stdout):  # a stray byte becomes U+FFFD, never a dead reader or writer
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="replace")
 
         def pump() -> None:
             try:

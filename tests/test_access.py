@@ -12,7 +12,7 @@ from bot.config import parse_config
 from bot.pairing import CODE_ALPHABET, Pairing, PairingError, Sender
 from bot.store import Inbox, Store
 from channels.base import ChatRef, Inbound
-from tests.test_conversation import RecordingChannel, make  # noqa: F401 (make: a fixture)
+from tests.test_conversation import make  # noqa: F401 (a fixture)
 
 T0 = 1_800_000_000.0
 CODE = re.compile(f"^[{CODE_ALPHABET}]{{8}}$")
@@ -199,30 +199,21 @@ async def test_a_paired_sender_is_not_thereby_allowed_in_groups(store, clock):
     assert await policy(store, clock).check(in_group("111")) == Decision(False, "group-not-allowed")
 
 
-async def test_admit_tells_the_sender_and_marks_nothing_else(store, clock):
-    channel = RecordingChannel()
-    access = policy(store, clock)
-    assert await access.admit(dm("111"), channel) is False
-    code = await only_code(store, clock, "111")
-    (reply,) = channel.replies["111"]
-    assert (reply.text, reply.reply_to) == (pairing_text("Ada", code, "60 minutes"), "m-111")
-    assert await access.admit(in_group(), channel) is False
-    assert list(channel.replies) == ["111"]  # refusals in groups are silent
-
-
 async def test_the_dispatcher_answers_a_stranger_with_the_code_and_never_calls_the_model(make):
     rig = await make({"channels": {"telegram": {}}})
-    stranger = rig.inbound("hello bot", chat="42", channel="telegram", sender="42", name="Eve")
-    await rig.dispatcher.accept(stranger, rig.channel)
-    await rig.dispatcher.drain()
+    await rig.say("hello bot", chat="42", channel="telegram", sender="42", name="Eve")
     (request,) = await rig.dispatcher.access.pairing.pending("telegram")
     assert rig.channel.texts("42") == [pairing_text("Eve", request.code, "60 minutes")]
+    assert rig.channel.replies["42"][0].reply_to is not None
+    await rig.say("anyone?", chat="-100", channel="telegram", sender="42", kind="group", mentioned=True)
+    assert "-100" not in rig.channel.replies  # refusals in groups are silent
     assert rig.fake.chat_requests() == []
-    assert await Inbox(rig.store).pending() == []  # the refused message is done, not retried after a restart
+    assert await Inbox(rig.store).pending() == []  # refused messages are done, not answered after a restart
 
     await rig.dispatcher.access.pairing.approve("telegram", request.code)
     await rig.say("hello again", chat="42", channel="telegram", sender="42")
     assert len(rig.fake.chat_requests()) == 1
+    assert rig.channel.texts("42")[1:] == ["echo: hello again"]
 
 
 async def test_the_inbox_keeps_the_senders_handle_so_a_restart_checks_it_the_same(store):

@@ -20,7 +20,7 @@ from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
     error_for_status,
 )
-from .request import ChatSpec, PreparedRequest, ProviderSettings, build_chat_request
+from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
 from .retry import OnWait, RetryPolicy, announce, with_retries
 from .sse import DONE, sse_data
 
@@ -63,6 +63,7 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None  # structured thoughts (Gemini's signatures), replayed later
     images: list[str] = field(default_factory=list)  # data: or https URLs
     audio: bytes = b""
     transcript: str = ""
@@ -94,6 +95,7 @@ class OpenRouterClient:
         first_byte_timeout: float = 90.0,
         idle_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings or ProviderSettings()
         self.retry = retry or RetryPolicy()
@@ -101,9 +103,11 @@ class OpenRouterClient:
         self.idle_timeout = idle_timeout
         self.http = httpx.AsyncClient(
             base_url=self.settings.base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
+            headers={**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
             timeout=httpx.Timeout(timeout, connect=10.0),
             event_hooks={"response": [_log_response]},
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -152,7 +156,8 @@ class OpenRouterClient:
             ],
             usage=Usage.parse(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
-            reasoning=msg.get("reasoning"),
+            reasoning=msg.get("reasoning") or msg.get("reasoning_content"),
+            reasoning_details=msg.get("reasoning_details") or None,
             images=[i["image_url"]["url"] for i in msg.get("images") or [] if i.get("image_url")],
             latency=time.monotonic() - started,
         )
@@ -275,6 +280,7 @@ class _StreamAccumulator:
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.details: dict[int, dict[str, Any]] = {}
 
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""
@@ -294,8 +300,9 @@ class _StreamAccumulator:
             if delta.get("content"):
                 # A lone surrogate (a "\\ud800" escape) cannot be stored or printed: replace it here.
                 text += delta["content"].encode("utf-8", "replace").decode("utf-8")
-            if delta.get("reasoning"):
-                self.reasoning.append(delta["reasoning"])
+            if delta.get("reasoning") or delta.get("reasoning_content"):  # DeepSeek's own name for it
+                self.reasoning.append(delta.get("reasoning") or delta["reasoning_content"])
+            _join_details(self.details, delta.get("reasoning_details"))
             for frag in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
                 slot["id"] = frag.get("id") or slot["id"]
@@ -321,11 +328,29 @@ class _StreamAccumulator:
     def finish(self) -> ChatResult:
         self.result.text = "".join(self.text)
         self.result.reasoning = "".join(self.reasoning) or None
+        self.result.reasoning_details = list(self.details.values()) or None
         self.result.tool_calls = [
             ToolCall(c["id"] or f"call_{i}", c["name"], "".join(c["arguments"]) or "{}")
             for i, c in sorted(self.calls.items())
         ]
         return self.result
+
+
+_JOINED_FIELDS = ("text", "summary", "data", "signature")
+
+
+def _join_details(joined: dict[int, dict[str, Any]], fragments: object) -> None:
+    """Streamed ``reasoning_details`` fragments joined by their index: text pieces appended, other fields kept."""
+    for fragment in fragments if isinstance(fragments, list) else ():
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index")
+        slot = joined.setdefault(index if isinstance(index, int) else -1 - len(joined), {})
+        for key, value in fragment.items():
+            if key in _JOINED_FIELDS and isinstance(value, str) and isinstance(slot.get(key), str):
+                slot[key] += value
+            elif value is not None:
+                slot[key] = value
 
 
 def _timeout(seconds: float | None) -> httpx.Timeout | httpx.USE_CLIENT_DEFAULT:  # type: ignore[valid-type]
