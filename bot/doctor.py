@@ -12,7 +12,8 @@ from .config import ConfigError, load_config
 from .lock import lock_holder
 from channels import discord_setup
 
-from .runtime import Env, discord_settings
+from .discord_config import discord_settings
+from .runtime import Env
 from .store import Store
 
 
