@@ -16,7 +16,7 @@ import pytest
 
 from bot.access import PAIRING_TEXT, REFUSED_TEXT
 from channels.chunking import split_text
-from tests.conftest import Home, chorus, onboarded
+from tests.conftest import Home, chorus
 from channels.discord_outbound import VOICE_FALLBACK
 from tests.fakes.discord import VOICE_FLAG, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
@@ -32,14 +32,20 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
         fake.assert_clean()
 
 
+def configure(home: Home, openrouter: FakeOpenRouter, discord: FakeDiscord, agents: dict[str, Any] | None = None,
+              **discord_config: Any) -> None:
+    """The config a user would write: the OpenRouter key in the file, Discord at the fake, open to everyone
+    unless a test says otherwise (access has tests of its own below)."""
+    settings = {"dmPolicy": "open", "groupPolicy": "open", **discord_config}
+    home.write_config(openrouter, models={"providers": {"openrouter": {"apiKey": openrouter.api_key}}},
+                      channels={"discord": discord.config(**settings)}, **({"agents": agents} if agents else {}))
+
+
 @asynccontextmanager
 async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: FakeDiscord,
                             **discord_config: Any) -> AsyncIterator[Service]:
     """Onboarded, configured for the fake Discord, running, and connected (READY sent)."""
-    await onboarded(home, openrouter)
-    # Open to everyone unless a test says otherwise: access has tests of its own below.
-    settings = {"dmPolicy": "open", "groupPolicy": "open", **discord_config}
-    home.write_config(openrouter, channels={"discord": discord.config(**settings)})
+    configure(home, openrouter, discord, **discord_config)
     async with running(home) as service:
         try:
             await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
@@ -337,9 +343,7 @@ async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(h
     slow = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 60_000}}
     fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1))
     fake_openrouter.queue(ToolCalls([("video_generate", {"prompt": "waves"})]), Text("Your video is on its way."))
-    await onboarded(home, fake_openrouter)
-    settings = {"dmPolicy": "open", "groupPolicy": "open", "requireMention": False}
-    home.write_config(fake_openrouter, agents={"defaults": slow}, channels={"discord": fake_discord.config(**settings)})
+    configure(home, fake_openrouter, fake_discord, agents={"defaults": slow}, requireMention=False)
     async with running(home) as service:
         await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
         await fake_discord.say(thread, ann, "make a video of waves")
@@ -347,7 +351,7 @@ async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(h
     assert [m.content for m in fake_discord.bot_messages(thread)] == ["Your video is on its way."]
     fake_discord.ready.clear()
     fast = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}
-    home.write_config(fake_openrouter, agents={"defaults": fast}, channels={"discord": fake_discord.config(**settings)})
+    configure(home, fake_openrouter, fake_discord, agents={"defaults": fast}, requireMention=False)
     async with running(home) as service:
         try:
             await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(thread)) == 2)
@@ -393,8 +397,7 @@ async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter,
 @pytest.mark.parametrize("flags", [1 << 19, 0])
 async def test_doctor_checks_the_token_and_the_message_content_intent(home, fake_openrouter, fake_discord, flags):
     fake_discord.application_flags = flags
-    await onboarded(home, fake_openrouter)
-    home.write_config(fake_openrouter, channels={"discord": fake_discord.config()})
+    configure(home, fake_openrouter, fake_discord, dmPolicy="pairing", groupPolicy="allowlist")
     doctor = await chorus(home, "doctor")
     lines = [line for line in doctor.out.splitlines() if "discord" in line]
     intent = "ok   discord intents: Message Content intent enabled" if flags else (
@@ -406,8 +409,7 @@ async def test_doctor_checks_the_token_and_the_message_content_intent(home, fake
 
 
 async def test_doctor_says_when_the_token_is_refused(home, fake_openrouter, fake_discord):
-    await onboarded(home, fake_openrouter)
-    home.write_config(fake_openrouter, channels={"discord": fake_discord.config(token="not-the-token")})
+    configure(home, fake_openrouter, fake_discord, token="not-the-token")
     doctor = await chorus(home, "doctor")
     assert [line for line in doctor.out.splitlines() if "discord" in line] == [
         "FAIL  discord token: Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)"]
@@ -418,8 +420,7 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fa
     ann = fake_discord.user("ann")
     dm = fake_discord.dm(ann)
     fake_openrouter.queue(Text("Made it."))
-    await onboarded(home, fake_openrouter)
-    home.write_config(fake_openrouter, channels={"discord": fake_discord.config(dmPolicy="open")})
+    configure(home, fake_openrouter, fake_discord)
     await fake_discord.go_down()
     async with running(home) as service:
         try:
