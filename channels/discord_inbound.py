@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import discord
 
@@ -29,14 +30,13 @@ class Where:
 def chat_of(channel: object, settings: DiscordSettings) -> Where | None:
     """The chat of ``channel``: a DM, a server channel, or a thread/forum post (its own session);
     ``None`` when ``guilds`` does not allow it."""
-    if isinstance(channel, (discord.DMChannel, discord.PartialMessageable)) and getattr(channel, "guild", None) is None:
-        return Where(ChatRef(CHANNEL, str(channel.id)))
-    if isinstance(channel, discord.GroupChannel):
-        return Where(ChatRef(CHANNEL, str(channel.id), kind="group"))
     guild = getattr(channel, "guild", None)
-    if guild is None:
-        return None
-    guild_rule = settings.guilds.get(str(guild.id))
+    # A channel of a server not (yet) in the cache is a PartialMessageable that still knows its server id.
+    guild_id = guild.id if guild is not None else getattr(channel, "guild_id", None)
+    if guild_id is None:
+        kind: Literal["direct", "group"] = "group" if isinstance(channel, discord.GroupChannel) else "direct"
+        return Where(ChatRef(CHANNEL, str(channel.id), kind=kind))  # type: ignore[attr-defined]
+    guild_rule = settings.guilds.get(str(guild_id))
     if settings.guilds and guild_rule is None:
         return None
     parent = channel.parent if isinstance(channel, discord.Thread) else None

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from bot.access import PAIRING_TEXT, REFUSED_TEXT
 from channels.chunking import split_text
 from tests.conftest import Home, chorus
 from channels.discord_outbound import VOICE_FALLBACK
-from tests.fakes.discord import VOICE_FLAG, FakeDiscord
+from tests.fakes.discord import VOICE_FLAG, Call, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
-from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Text, ToolCalls, VideoPlan
+from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Recorded, Text, ToolCalls, VideoPlan
 from tests.service import Service, running
 
 
@@ -57,19 +60,64 @@ async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: Fak
             raise AssertionError(f"{exc}\n--- chorus log ---\n{service.output}") from None
 
 
-async def test_dm_text_chat(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
-    fake_openrouter.queue(Text("Hello Ann! How can I help?"))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord) as service:
-        question = await fake_discord.say(dm, ann, "hi there")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
-        (answer,) = fake_discord.bot_messages(dm)
-        assert answer.content == "Hello Ann! How can I help?"
-        assert answer.data["message_reference"]["message_id"] == question["id"]
-    assert fake_openrouter.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
-    assert fake_discord.calls_to("POST", "/channels/{channel_id}/typing")
-    assert fake_discord.token not in service.output
+@dataclass
+class SharedBot:
+    """One ``chorus run`` with the default Discord config, shared by the tests that need nothing else;
+    each test talks in chats of its own and looks only at requests made since it began."""
+
+    home: Home
+    openrouter: FakeOpenRouter
+    discord: FakeDiscord
+    service: Service
+    since: int = 0
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.openrouter.requests[self.since:] if r.path == "/api/v1/chat/completions"]
+
+    def requests_to(self, path: str) -> list[Recorded]:
+        return [r for r in self.openrouter.requests[self.since:] if r.path == "/api/v1" + path]
+
+    def calls(self, method: str, path: str) -> list[Call]:
+        return [c for c in self.discord.calls if c.method == method and c.path == path]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_bot(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedBot]:
+    tmp = tmp_path_factory.mktemp("discord-shared")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME")}
+    home = Home(tmp / "chorus-home", {**env, "CHORUS_HOME": str(tmp / "chorus-home"), "HOME": str(tmp), "CI": "true",
+                                      "PYTHONUNBUFFERED": "1"})
+    async with FakeOpenRouter() as openrouter, FakeDiscord(heartbeat_ms=500) as discord:
+        async with chorus_on_discord(home, openrouter, discord) as service:
+            yield SharedBot(home, openrouter, discord, service)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bot(shared_bot: SharedBot) -> AsyncIterator[SharedBot]:
+    """The shared service for one test; the test fails on any contract violation it caused."""
+    shared_bot.since = len(shared_bot.openrouter.requests)
+    seen = (len(shared_bot.openrouter.violations), len(shared_bot.discord.violations))
+    yield shared_bot
+    assert shared_bot.openrouter.violations[seen[0]:] == [] and shared_bot.discord.violations[seen[1]:] == []
+    assert shared_bot.openrouter.answers == [], "scripted answers left unused"
+
+
+shared = pytest.mark.asyncio(loop_scope="module")
+
+
+@shared
+async def test_dm_text_chat(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("Hello Ann! How can I help?"))
+    question = await bot.discord.say(dm, ann, "hi there")
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    (answer,) = bot.discord.bot_messages(dm)
+    assert answer.content == "Hello Ann! How can I help?"
+    assert answer.data["message_reference"]["message_id"] == question["id"]
+    assert bot.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
+    assert bot.calls("POST", f"/channels/{dm['id']}/typing")
+    assert bot.discord.token not in bot.service.output
 
 
 def long_answer() -> str:
@@ -79,51 +127,49 @@ def long_answer() -> str:
     return f"{prose}\n\n{code}\n\nThat is all."
 
 
-async def test_a_9000_character_answer_arrives_in_exact_parts_with_code_fences_reopened(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
+@shared
+async def test_a_9000_character_answer_arrives_in_exact_parts_with_code_fences_reopened(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
     text = long_answer()
     assert 8_500 < len(text) < 9_500
-    fake_openrouter.queue(Text(text))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        question = await fake_discord.say(dm, ann, "write a lot")
-        await fake_discord.wait_for(lambda: "".join(m.content for m in fake_discord.bot_messages(dm)).endswith("That is all."))
-    parts = [m.content for m in fake_discord.bot_messages(dm)]
+    bot.openrouter.queue(Text(text))
+    question = await bot.discord.say(dm, ann, "write a lot")
+    await bot.discord.wait_for(lambda: "".join(m.content for m in bot.discord.bot_messages(dm)).endswith("That is all."))
+    parts = [m.content for m in bot.discord.bot_messages(dm)]
     assert parts == split_text(text, 2000)
     assert len(parts) == 5 and all(len(p) <= 2000 for p in parts)
     assert [p.count("```") % 2 for p in parts] == [0] * len(parts)  # every part renders on its own
     assert parts[3].startswith("```python\n")  # the block reopened with its language
-    first = fake_discord.bot_messages(dm)[0]
+    first = bot.discord.bot_messages(dm)[0]
     assert first.data["message_reference"]["message_id"] == question["id"]
 
 
-async def test_everyone_in_the_answer_pings_nobody(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    guild = fake_discord.guild()
-    general = fake_discord.text_channel(guild)
+@shared
+async def test_everyone_in_the_answer_pings_nobody(bot):
+    ann = bot.discord.user("ann")
+    general = bot.discord.text_channel(bot.discord.guild())
     answer = "@everyone and @here, look! <@&123456789012345678>"
-    fake_openrouter.queue(Text(answer))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        await fake_discord.say(general, ann, f"<@{fake_discord.bot['id']}> shout", mentions=[fake_discord.bot])
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
-    (sent,) = fake_discord.bot_messages(general)
+    bot.openrouter.queue(Text(answer))
+    await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> shout", mentions=[bot.discord.bot])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
+    (sent,) = bot.discord.bot_messages(general)
     assert sent.content == answer  # shown as written, but:
-    (post,) = [c for c in fake_discord.calls_to("POST", "/channels/{channel_id}/messages") if c.status == 200]
+    (post,) = bot.calls("POST", f"/channels/{general['id']}/messages")
     assert post.json["allowed_mentions"] == {"parse": [], "replied_user": True}
 
 
-async def test_guild_channel_answers_only_when_mentioned_and_sees_what_was_said(home, fake_openrouter, fake_discord):
-    ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
-    guild = fake_discord.guild()
-    general = fake_discord.text_channel(guild)
-    fake_openrouter.queue(Text("Bob said the build is green."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        await fake_discord.say(general, bob, "the build is green")
-        await fake_discord.say(general, ann, f"<@{fake_discord.bot['id']}> what did <@{bob['id']}> say?",
-                               mentions=[fake_discord.bot, bob])
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
-    assert [m.content for m in fake_discord.bot_messages(general)] == ["Bob said the build is green."]
-    (request,) = fake_openrouter.chat_requests()
+@shared
+async def test_guild_channel_answers_only_when_mentioned_and_sees_what_was_said(bot):
+    ann, bob = bot.discord.user("ann"), bot.discord.user("bob")
+    general = bot.discord.text_channel(bot.discord.guild())
+    bot.openrouter.queue(Text("Bob said the build is green."))
+    await bot.discord.say(general, bob, "the build is green")
+    await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> what did <@{bob['id']}> say?",
+                          mentions=[bot.discord.bot, bob])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
+    assert [m.content for m in bot.discord.bot_messages(general)] == ["Bob said the build is green."]
+    (request,) = bot.chat_requests()
     assert request.json["messages"][-1]["content"] == (
         "[Chat messages since your last reply - for context]\n[Bob]: the build is green\n\n"
         "[Current message - respond to this]\n[Ann]: what did @Bob say?")
@@ -167,21 +213,19 @@ async def test_threads_and_forum_posts_are_sessions_of_their_own(home, fake_open
     assert [m["content"] for m in second if m["role"] != "system"] == ["[Ann]: second"]  # nothing from the thread
 
 
-async def test_slash_command_and_typed_command(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        assert [c["name"] for c in fake_discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "help"]
-        interaction = await fake_discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
-        await fake_discord.say(dm, ann, "/new")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
-    (callback,) = fake_discord.calls_to("POST", "/interactions/{interaction_id}/{interaction_token}/callback")
-    assert callback.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+@shared
+async def test_slash_command_and_typed_command(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    assert [c["name"] for c in bot.discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "help"]
+    interaction = await bot.discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.say(dm, ann, "/new")
+    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 2)
+    (callback,) = bot.calls("POST", f"/interactions/{interaction['id']}/{interaction['token']}/callback")
     assert callback.json["type"] == 5  # deferred: "Chorus is thinking…" until the follow-up
-    (followup,) = fake_discord.calls_to("POST", "/webhooks/{webhook_id}/{webhook_token}")
-    assert followup.path == f"/webhooks/{fake_discord.application_id}/{interaction['token']}"
-    assert [m.content for m in fake_discord.bot_messages(dm)] == [
+    assert len(bot.calls("POST", f"/webhooks/{bot.discord.application_id}/{interaction['token']}")) == 1
+    assert [m.content for m in bot.discord.bot_messages(dm)] == [
         "Model for this chat set to openrouter/moonshotai/kimi-k2.6.",
         "Started a new conversation. The previous one is kept.",
     ]
@@ -194,22 +238,22 @@ def voice_message(fake: FakeDiscord, seconds: float = 1.5) -> tuple[dict[str, An
                            waveform=base64.b64encode(bytes(range(0, 250, 10))).decode()), data
 
 
-async def test_voice_message_in_voice_message_out(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
-    note, data = voice_message(fake_discord)
-    fake_openrouter.transcripts.append("what is the capital of France")
-    fake_openrouter.queue(Text("Paris is the capital of France."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        await fake_discord.say(dm, ann, "/tts inbound")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
-        await fake_discord.say(dm, ann, "", attachments=[note], flags=VOICE_FLAG)
-        await fake_discord.wait_for(lambda: any(m.data["flags"] & VOICE_FLAG for m in fake_discord.bot_messages(dm)))
-    (stt,) = fake_openrouter.requests_to("/audio/transcriptions")
+@shared
+async def test_voice_message_in_voice_message_out(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    note, data = voice_message(bot.discord)
+    bot.openrouter.transcripts.append("what is the capital of France")
+    bot.openrouter.queue(Text("Paris is the capital of France."))
+    await bot.discord.say(dm, ann, "/tts inbound")  # as a user would turn spoken replies on
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.say(dm, ann, "", attachments=[note], flags=VOICE_FLAG)
+    await bot.discord.wait_for(lambda: any(m.data["flags"] & VOICE_FLAG for m in bot.discord.bot_messages(dm)))
+    (stt,) = bot.requests_to("/audio/transcriptions")
     assert base64.b64decode(stt.json["input_audio"]["data"]) == data  # the user's own recording, fetched from the CDN
-    user = [m["content"] for m in fake_openrouter.chat_requests()[0].json["messages"] if m["role"] == "user"]
+    user = [m["content"] for m in bot.chat_requests()[0].json["messages"] if m["role"] == "user"]
     assert user == ["[voice note] what is the capital of France"]
-    _, text, voice = fake_discord.bot_messages(dm)
+    _, text, voice = bot.discord.bot_messages(dm)
     assert text.content == "Paris is the capital of France."
     assert voice.content == "" and voice.data["flags"] == VOICE_FLAG
     (upload,) = voice.files
@@ -238,29 +282,29 @@ async def test_voice_falls_back_to_an_audio_file_where_voice_messages_are_not_al
     assert decode_info(audio.files[0].data)[1] == "opus"
 
 
-async def test_an_image_reaches_the_model(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
+@shared
+async def test_an_image_reaches_the_model(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
     png = make_png(32, 18)
-    fake_openrouter.queue(Text("A gradient."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        await fake_discord.say(dm, ann, "what is this?", attachments=[fake_discord.attachment("pic.png", png, "image/png")])
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
-    user = fake_openrouter.chat_requests()[0].json["messages"][-1]["content"]
+    bot.openrouter.queue(Text("A gradient."))
+    await bot.discord.say(dm, ann, "what is this?", attachments=[bot.discord.attachment("pic.png", png, "image/png")])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    user = bot.chat_requests()[0].json["messages"][-1]["content"]
     assert user == [{"type": "text", "text": "what is this?"},
                     {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
 
 
-async def test_generated_image_and_music_arrive_as_attachments(home, fake_openrouter, fake_discord):
-    ann = fake_discord.user("ann")
-    dm = fake_discord.dm(ann)
-    fake_openrouter.queue(
+@shared
+async def test_generated_image_and_music_arrive_as_attachments(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(
         ToolCalls([("image_generate", {"prompt": "a lighthouse"}), ("music_generate", {"prompt": "lo-fi"})]),
         Images(count=1, width=96, height=54), Music(seconds=2.0, fmt="mp3", lyrics="rain"), Text("Both done."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord):
-        await fake_discord.say(dm, ann, "draw a lighthouse and compose lo-fi")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 3)
-    text, image, music = fake_discord.bot_messages(dm)
+    await bot.discord.say(dm, ann, "draw a lighthouse and compose lo-fi")
+    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 3)
+    text, image, music = bot.discord.bot_messages(dm)
     assert text.content == "Both done."
     assert image.files[0].data.startswith(b"\x89PNG") and int.from_bytes(image.files[0].data[16:20], "big") == 96
     assert decode_info(music.files[0].data)[0] == "mp3" and music.files[0].filename.endswith(".mp3")
