@@ -157,8 +157,9 @@ class DiscordStream:
             self.typing.cancel()
 
     async def _type(self) -> None:
-        """Discord shows "typing" for 10 s per request: renew it until the answer is out."""
-        while True:
+        """Discord shows "typing" for 10 s per request: renew it until the answer is out (at most 10 minutes,
+        should a turn end without closing its stream)."""
+        for _ in range(75):
             await self.outbox.type_once(self.chat)
             await asyncio.sleep(8)
 
