@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import discord_path, turn_overhead
+from bench import discord_path, image_memory, turn_overhead
 
 if __name__ == "__main__":
     asyncio.run(turn_overhead.main())
+    asyncio.run(image_memory.main())
     asyncio.run(discord_path.main())

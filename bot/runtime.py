@@ -22,6 +22,7 @@ from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
 from .dispatch import Dispatcher
+from .images import Images
 from .media_jobs import MediaJobs
 from .media_tools import media_tools
 from .tools import ToolRegistry
@@ -100,7 +101,8 @@ class Runtime:
         llm = make_client(loaded.config, credential)
         config = loaded.config
         tools = ToolRegistry()
-        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm))
+        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
+                      images=Images(env.state / "media", config.tools.media.image))
         dispatcher = Dispatcher(agent, Inbox(store))
         video = config.agents.defaults.video_generation_model
         jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)

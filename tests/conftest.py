@@ -139,3 +139,20 @@ async def eventually(check: Any, what: str, timeout: float = 20) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# Runs ``python -m bot`` as its child and reports the child's peak RSS (KiB) on its last stderr line.
+_MEASURE = ("import resource, subprocess, sys; code = subprocess.run([sys.executable, '-m', 'bot', *sys.argv[1:]]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
+async def chorus_peak_rss(home: Home, *args: str, stdin: str = "", timeout: float = 60) -> tuple[Result, float]:
+    """``chorus(...)``, and the peak memory (RSS, MB) of the ``chorus`` process over its whole run."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MEASURE, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=home.env, cwd=str(home.path.parent),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    *rest, peak = err.decode().rstrip("\n").split("\n")
+    return Result(proc.returncode or 0, out.decode(), "\n".join(rest)), int(peak) / 1024
