@@ -198,6 +198,7 @@ class FakeOpenRouter:
         self.oauth_key = "sk-or-oauth-fedcba9876543210"
         self.allowed_extra_keys: set[str] = set()
         self.chunk_size = 4
+        self.chunk_pause = 0.0  # seconds between streamed chunks: a model that writes slowly
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -431,6 +432,8 @@ class FakeOpenRouter:
             if i % 3 == 2:
                 await resp.write(b": OPENROUTER PROCESSING\n\n")
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+            if self.chunk_pause:
+                await asyncio.sleep(self.chunk_pause)
             if pace:
                 await asyncio.sleep(pace)
         if not any("error" in c for c in chunks):
