@@ -148,6 +148,11 @@ class Dispatcher:
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
         """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
+        if inbound.moved_from is not None:  # not a message: the chat's conversation moves to its new id
+            await self.agent.store.move_chat(inbound.chat.channel, inbound.moved_from, inbound.chat.chat_id)
+            log.info("chat moved channel=%s from=%s to=%s", inbound.chat.channel, inbound.moved_from, inbound.chat.chat_id)
+            await self.inbox.done([inbound])
+            return
         if not (decision := await self.access.check(inbound)).allowed:
             if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
@@ -158,17 +163,13 @@ class Dispatcher:
             self._spawn(self._command(inbound, channel))  # while a turn runs; otherwise in order
         elif command is not None:
             self._enqueue([inbound], channel)  # in order with the messages around it
-        elif inbound.chat.kind == "group" and self._requires_mention(inbound.chat.channel) and not inbound.mentioned:
+        elif inbound.chat.kind == "group" and not inbound.mentioned:
             await self.inbox.remember_group(inbound, self.messages.group_chat.history_limit)
             await self.inbox.done([inbound])
         elif self.messages.inbound.debounce_ms > 0 and not inbound.attachments:
             self._debounce(inbound, channel)
         else:
             self._enqueue([inbound], channel)
-
-    def _requires_mention(self, channel: str) -> bool:
-        settings = getattr(self.agent.config.channels, channel, None)
-        return bool(getattr(settings, "require_mention", False))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

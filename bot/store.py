@@ -126,6 +126,21 @@ class Store:
             await db.execute("UPDATE sessions SET active = 0 WHERE key = ? AND active = 1", (chat.session_key,))
         return await self.active_session(chat)
 
+    async def move_chat(self, channel: str, old_id: str, new_id: str) -> None:
+        """A chat got a new id (a Telegram group became a supergroup): its sessions, per-chat settings and
+        group buffer follow it, topics included. Whatever the new id already had gives way."""
+        old, new = f"{channel}:{old_id}", f"{channel}:{new_id}"
+        rekey = "key = ? || substr(key, ?)"
+        under = "(key = ? OR substr(key, 1, ?) = ?)"  # the chat itself, or one of its topics
+        moving = (new, len(old) + 1, old, len(old) + 1, old + ":")
+        async with self.transaction() as db:
+            await db.execute("UPDATE sessions SET active = 0 WHERE channel = ? AND chat_id = ?", (channel, new_id))
+            await db.execute(f"UPDATE sessions SET {rekey}, chat_id = ? WHERE channel = ? AND chat_id = ?",
+                             (new, len(old) + 1, new_id, channel, old_id))
+            await db.execute(f"UPDATE OR REPLACE chat_settings SET {rekey} WHERE {under}", moving)
+            await db.execute(f"UPDATE group_history SET session_key = ? || substr(session_key, ?) "
+                             f"WHERE {under.replace('key', 'session_key')}", moving)
+
     async def history(self, session_id: int) -> list[StoredMessage]:
         """The session's messages that later requests carry, oldest first (excluded turns are left out)."""
         async with self.db.execute(

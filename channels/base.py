@@ -95,11 +95,12 @@ class Inbound:
     sender_name: str
     text: str = ""
     message_id: str | None = None
-    mentioned: bool = False
+    mentioned: bool = False  # addressed to the bot: named, replied to, or where its rules need no mention
     reply_to: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
+    moved_from: str | None = None  # the chat's previous id: a Telegram group that became a supergroup
 
 
 @dataclass(slots=True)

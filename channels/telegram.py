@@ -118,9 +118,12 @@ class TelegramChannel:
         async def start(message: Message) -> None:
             await self.sender.reply(ChatRef(self.name, str(message.chat.id)), Reply(text=self.settings.greeting))
 
-        @router.message(F.migrate_to_chat_id)
-        async def migrated(message: Message) -> None:
-            log.info("group %s became supergroup %s", message.chat.id, message.migrate_to_chat_id)
+        @router.message(F.migrate_from_chat_id)
+        async def migrated(message: Message, handle: InboundHandler) -> None:
+            """The first message of a group that became a supergroup: its conversation follows it."""
+            inbound = to_inbound([message], self._me(), self.rules, self._download)
+            inbound.moved_from = str(message.migrate_from_chat_id)
+            await handle(inbound)
 
         @router.message(F.text | F.caption | F.photo | F.voice | F.audio | F.video_note | F.document | F.video)
         async def accept(message: Message, handle: InboundHandler, album: list[Message] | None = None) -> None:

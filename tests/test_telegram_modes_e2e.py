@@ -153,3 +153,28 @@ async def test_an_update_the_inbox_could_not_store_is_received_again_and_answere
     assert tg.texts_in(USER)[0] == "echo: before" and tg.texts_in(USER)[2:] == ["echo: during"]
     assert tg.texts_in(USER)[1].startswith("⚠️ I could not save your message")
     assert tg.updates == []
+
+
+async def test_a_group_rule_can_require_a_mention_and_a_group_turned_supergroup_keeps_its_conversation(
+        home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    relaxed, strict, upgraded = -100800, -100900, -1001800
+    mention = [{"type": "mention", "offset": 0, "length": 16}]
+    ada = user(42, "Ada")
+    async with running(home, tg, ai, streaming="off", requireMention=False,
+                       groups={str(strict): {"requireMention": True}}):
+        tg.message(relaxed, "hello all", sender=ada, chat_type="group")  # no mention needed here
+        await tg.wait_sent(relaxed)
+        tg.message(strict, "chit chat", sender=ada, chat_type="group")  # this group's rule wants one
+        tg.message(strict, "@chorus_test_bot hi", sender=ada, chat_type="group", entities=mention)
+        await tg.wait_sent(strict)
+        # Telegram moves the group to a new id; the first message there says where it came from.
+        tg.message(upgraded, None, sender=ada, chat_type="supergroup", migrate_from_chat_id=relaxed)
+        tg.message(upgraded, "what did I say first?", sender=ada, chat_type="supergroup")
+        await tg.wait_sent(upgraded)
+    assert tg.texts_in(strict) == ["echo: @chorus_test_bot hi"]
+    assert ai.chat_requests()[1].json["messages"][-1]["content"] == (
+        "[Chat messages since your last reply - for context]\n[Ada]: chit chat\n\n"
+        "[Current message - respond to this]\n[Ada]: @chorus_test_bot hi")
+    assert [(m["role"], m["content"]) for m in ai.chat_requests()[2].json["messages"][1:]] == [
+        ("user", "[Ada]: hello all"), ("assistant", "echo: hello all"), ("user", "[Ada]: what did I say first?")]
