@@ -182,7 +182,7 @@ class Agent:
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
         if self.voice:
             reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
-                                           capabilities=channel.capabilities, model=ref)
+                                           capabilities=channel.capabilities, model=ref, on_start=stream.speaking)
         await stream.close(reply)
         log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
         return TurnOutcome(reply, total, str(ref))
@@ -259,6 +259,12 @@ class _VisibleStream:
         notice = getattr(self.inner, "notice", None)
         if notice is not None:
             await notice(f"⏳ {error.headline()}; trying again in {wait:.0f} s…")
+
+    async def speaking(self) -> None:
+        """The answer is being turned into speech, on channels whose streams can show that."""
+        speaking = getattr(self.inner, "speaking", None)
+        if speaking is not None:
+            await speaking()
 
     async def close(self, reply: Reply) -> None:
         await self.inner.close(reply)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.base import AttachmentKind, Capabilities, Inbound, Media, Reply
@@ -159,8 +160,10 @@ class Voice:
             return EAR_NOTE
         return TAGGED_NOTE if mode == "tagged" else None
 
-    async def speak(self, reply: Reply, *, mode: str, spoken: bool, capabilities: Capabilities, model: ModelRef) -> Reply:
-        """The reply without tags, with a voice note when the mode asks for one; a TTS failure keeps the text."""
+    async def speak(self, reply: Reply, *, mode: str, spoken: bool, capabilities: Capabilities, model: ModelRef,
+                    on_start: Callable[[], Awaitable[None]] | None = None) -> Reply:
+        """The reply without tags, with a voice note when the mode asks for one; a TTS failure keeps the text.
+        ``on_start`` is awaited just before speech is made (a channel shows "recording voice")."""
         visible, tagged_text, tagged = split_tags(reply.text)
         reply.text = visible
         if not (mode == "always" or (mode == "inbound" and spoken) or (mode == "tagged" and tagged)):
@@ -168,6 +171,8 @@ class Voice:
         text = speakable(tagged_text or visible)
         if not text:
             return reply
+        if on_start is not None:
+            await on_start()
         try:
             voice = await self.voice_note(text, capabilities, model)
         except (OpenRouterError, audio.AudioError, asyncio.TimeoutError) as exc:

@@ -150,7 +150,8 @@ class ReplyStream(Protocol):
         ...
 
     # A stream may also offer ``async def notice(self, text: str) -> None``: a passing status
-    # ("the model is busy, trying again in 30 s…") that is not part of the answer.
+    # ("the model is busy, trying again in 30 s…") that is not part of the answer; and
+    # ``async def speaking(self) -> None``: the answer is being made into a voice note now.
 
 
 @runtime_checkable

@@ -161,13 +161,20 @@ class TelegramStream:
         self._last = 0.0
         self._flush: asyncio.Task[None] | None = None
         self._typing_done = asyncio.Event()
-        self._typing = asyncio.create_task(self._keep_typing())
+        self._typing = asyncio.create_task(self._keep_showing("typing"))
 
-    async def _keep_typing(self) -> None:
+    async def _keep_showing(self, action: str) -> None:
         with contextlib.suppress(TelegramAPIError):
-            async with ChatActionSender.typing(bot=self.sender.bot, chat_id=self.target.chat_id,
-                                               message_thread_id=self.target.thread_id):
+            async with ChatActionSender(bot=self.sender.bot, chat_id=self.target.chat_id, action=action,
+                                        message_thread_id=self.target.thread_id):
                 await self._typing_done.wait()
+
+    async def speaking(self) -> None:
+        """The answer is being spoken: "recording voice" replaces "typing" until the reply is out."""
+        self._typing_done.set()
+        await self._typing
+        self._typing_done = asyncio.Event()
+        self._typing = asyncio.create_task(self._keep_showing("record_voice"))
 
     async def delta(self, text: str) -> None:
         self.text += text

@@ -171,6 +171,10 @@ async def test_a_voice_note_is_heard_and_answered_with_a_voice_note(bot):
     assert abs(seconds - spoken) < 0.05 and voice.params["duration"] == round(spoken)
     (uploading,) = [c for c in tg.calls_to("sendChatAction") if c.params == {"chat_id": chat, "action": "upload_voice"}]
     assert uploading.at < [c for c in tg.calls_to("sendVoice") if c.params["chat_id"] == chat][0].at
+    # While the answer is spoken the user sees "recording voice", after the speech was asked for.
+    recording = [c for c in tg.calls_to("sendChatAction") if c.params == {"chat_id": chat, "action": "record_voice"}]
+    speech = [r for r in ai.requests_to("/audio/speech") if r.at > stt.at][0]
+    assert recording and recording[0].at <= speech.at + 0.5 and recording[0].at < uploading.at
 
 
 async def test_an_over_long_voice_note_is_refused_before_it_is_downloaded(bot):
