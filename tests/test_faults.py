@@ -10,7 +10,8 @@ import resource
 import sqlite3
 import time
 
-from tests.conftest import chorus, eventually, onboarded, start_chorus
+from tests.conftest import chorus, eventually, onboarded
+from tests.service import start_chorus
 from tests.fakes.openrouter import Error, Hang, RawSSE, Text
 
 

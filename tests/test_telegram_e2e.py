@@ -56,7 +56,7 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bot]
             agents={"defaults": {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}})
         service = await start(home, tg)
         yield Bot(tg, ai, home, service)
-        log = await service.stop()
+        log = (await service.stop()).err
         assert tg.token.split(":")[1] not in log, "the bot token leaked into the log"
         tg.assert_clean()
         ai.assert_clean()
