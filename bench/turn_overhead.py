@@ -32,10 +32,13 @@ TURNS_PER_SESSION = 5
 
 
 class NullChannel:
-    """A channel that swallows replies, so only Chorus's own work is timed."""
+    """A channel that swallows replies, so only Chorus's own work is timed; ``answered`` resolves per message."""
 
     name = "bench"
     capabilities = Capabilities(streams_text=True)
+
+    def __init__(self) -> None:
+        self.answered: dict[str | None, asyncio.Future[None]] = {}
 
     async def run(self, on_message):  # pragma: no cover - not used
         return None
@@ -53,7 +56,8 @@ class NullChannel:
         return None
 
     async def close(self, reply: Reply) -> None:
-        return None
+        if (waiter := self.answered.pop(reply.reply_to, None)) is not None:
+            waiter.set_result(None)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -79,7 +83,8 @@ async def baseline(fake: FakeOpenRouter, sessions: int) -> list[float]:
         return [t for ts in await asyncio.gather(*(one(i) for i in range(sessions))) for t in ts]
 
 
-async def chorus_turns(fake: FakeOpenRouter, sessions: int, db: Path) -> list[float]:
+async def chorus_turns(fake: FakeOpenRouter, sessions: int, db: Path, accepts: list[float] | None = None) -> list[float]:
+    """Times from handing a message to the dispatcher to its reply closing (``accepts``: until it is accepted)."""
     config, _ = parse_config({"models": {"providers": {"openrouter": {"baseUrl": fake.base_url}}}}, env={})
     store = await Store.open(db)
     llm = OpenRouterClient(fake.api_key, ProviderSettings(base_url=fake.base_url))
@@ -91,27 +96,34 @@ async def chorus_turns(fake: FakeOpenRouter, sessions: int, db: Path) -> list[fl
         times = []
         for t in range(TURNS_PER_SESSION):
             inbound = Inbound(chat=chat, sender_id="u", sender_name="u", text=f"s{i} t{t}", message_id=f"{i}-{t}")
+            answered = channel.answered[inbound.message_id] = asyncio.get_running_loop().create_future()
             start = time.perf_counter()
-            await dispatcher.handle(inbound, channel)
+            await dispatcher.accept(inbound, channel)
+            if accepts is not None:
+                accepts.append(time.perf_counter() - start)
+            await answered
             times.append(time.perf_counter() - start)
         return times
 
     try:
         return [t for ts in await asyncio.gather(*(one(i) for i in range(sessions))) for t in ts]
     finally:
+        await dispatcher.drain()  # the last inbox writes follow the replies
         await llm.aclose()
         await store.close()
 
 
 async def main() -> None:
     print(f"turn overhead: {TURNS_PER_SESSION} turns per session, fake model answers at once (python {sys.version.split()[0]})")
-    print(f"{'sessions':>8} {'base med ms':>12} {'turn med ms':>12} {'turn p99 ms':>12} {'overhead med':>13} {'turns/s':>9} {'peak MiB':>9}")
+    print(f"{'sessions':>8} {'base med ms':>12} {'turn med ms':>12} {'turn p99 ms':>12} {'overhead med':>13} "
+          f"{'accept med ms':>14} {'turns/s':>9} {'peak MiB':>9}")
     async with FakeOpenRouter() as fake:
         for sessions in (1, 10, 100):
             base = await baseline(fake, sessions)
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
-                turns = await chorus_turns(fake, sessions, Path(tmp) / "timed.db")
+                accepts: list[float] = []
+                turns = await chorus_turns(fake, sessions, Path(tmp) / "timed.db", accepts)
                 wall = time.perf_counter() - started
                 # Memory in a second pass: tracemalloc slows every allocation and would skew the times.
                 tracemalloc.start()
@@ -121,6 +133,7 @@ async def main() -> None:
             med_b, med_t = statistics.median(base), statistics.median(turns)
             print(
                 f"{sessions:>8} {med_b * 1000:>12.2f} {med_t * 1000:>12.2f} {pct(turns, 0.99) * 1000:>12.2f} "
-                f"{(med_t - med_b) * 1000:>11.2f}ms {len(turns) / wall:>9.1f} {peak / 2**20:>9.1f}"
+                f"{(med_t - med_b) * 1000:>11.2f}ms {statistics.median(accepts) * 1000:>14.2f} "
+                f"{len(turns) / wall:>9.1f} {peak / 2**20:>9.1f}"
             )
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -26,6 +26,7 @@ from .voice import Preflight, TagFilter, Voice, split_tags
 
 log = logging.getLogger("chorus.agent")
 STOP = "stop"  # the cancel message of /stop, told apart from a shutdown
+LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
 
 
 @dataclass(slots=True)
@@ -84,6 +85,20 @@ class Agent:
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
         """
+        try:
+            return await self._turn(inbound, channel, group_context)
+        except asyncio.CancelledError as exc:
+            if exc.args != (STOP,):
+                raise
+        # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
+        if inbound.text:
+            user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+            await self.store.append(await self.store.active_session(inbound.chat), [user])
+        reply = Reply(text="⏹ Stopped.", reply_to=inbound.message_id)
+        await channel.send(inbound.chat, reply)
+        return TurnOutcome(reply)
+
+    async def _turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
         chat = inbound.chat
         session_id = await self.store.active_session(chat)
         history = await self.store.history(session_id)
@@ -124,6 +139,7 @@ class Agent:
                     "assistant", result.text or None, tool_calls=[c.to_api() for c in result.tool_calls] or None,
                     model=result.model, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens, cost=result.usage.cost,
+                    reasoning=result.reasoning, reasoning_details=result.reasoning_details,
                 )
                 pending.append(answer)
                 messages.append(answer.to_api())
@@ -146,10 +162,14 @@ class Agent:
             failed = exc if isinstance(exc, OpenRouterError) else None
             if failed:
                 log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
-            # Keep what the user said (and any finished tool rounds): nothing is lost, the next turn sees it.
-            await self.store.append(session_id, _complete_prefix(pending))
+            # Keep what the user said (and any finished tool rounds): nothing is lost. The next turn sees it,
+            # unless it would fail again: then it is kept out of later requests, so rephrasing can work.
+            left_out = bool(failed and failed.repeats)
+            await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
             text = split_tags("".join(shown))[0]
             ending = f"⚠️ {failed}" if failed else "⏹ Stopped."
+            if left_out:
+                ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
             await stream.close(reply)
             return TurnOutcome(reply, total, str(ref), failed)
@@ -187,7 +207,7 @@ class Agent:
 
     async def _stream_once(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
         result: ChatResult | None = None
-        async for event in self.llm.stream(spec):
+        async for event in self.llm.stream(spec, on_wait=stream.notice):
             if isinstance(event, TextDelta):
                 shown.append(event.text)
                 await stream.delta(event.text)
@@ -233,6 +253,12 @@ class _VisibleStream:
         visible = self.tags.feed(text)
         if visible and self.live:
             await self.inner.delta(visible)
+
+    async def notice(self, wait: float, error: OpenRouterError) -> None:
+        """Tell the user why nothing comes yet, on channels whose streams can show a passing status."""
+        notice = getattr(self.inner, "notice", None)
+        if notice is not None:
+            await notice(f"⏳ {error.headline()}; trying again in {wait:.0f} s…")
 
     async def close(self, reply: Reply) -> None:
         await self.inner.close(reply)

@@ -14,9 +14,12 @@ from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef
 
+from .bundled_catalog import BUNDLED_MODELS
+
 log = logging.getLogger("chorus.catalog")
 MAX_AGE = 24 * 3600
 CATALOG_FILE = "models-cache.json"
+LIVE, CACHED = "OpenRouter's live catalog", "OpenRouter's catalog as cached today"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +58,29 @@ class Catalog:
         self.cache_path = cache_path
         self.max_age = max_age
         self._models: dict[str, ModelInfo] | None = None
+        self.source = LIVE  # which catalog ``models`` gave, in words for the user
 
     async def models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
         """Every model by id: from memory, else a fresh disk cache, else the API."""
         if self._models is not None and not refresh:
             return self._models
         raw = None if refresh else self._read_cache()
+        self.source = CACHED
         if raw is None:
-            raw = await self.llm.models("all")
+            raw, self.source = await self.llm.models("all"), LIVE
             self._write_cache(raw)
+        return self._keep(raw)
+
+    async def models_or_bundled(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Like ``models``, but when OpenRouter cannot be reached: an older cache, else the bundled catalog."""
+        try:
+            return await self.models(refresh=refresh)
+        except OpenRouterError as exc:
+            stale = self._read_cache(max_age=float("inf"))
+            self.source = f"{'a stale cache' if stale else 'the bundled catalog'} (OpenRouter's could not be reached: {exc.headline()})"
+            return self._keep(stale or BUNDLED_MODELS)
+
+    def _keep(self, raw: list[dict[str, Any]]) -> dict[str, ModelInfo]:
         self._models = {m["id"]: ModelInfo.parse(m) for m in raw if isinstance(m, dict) and m.get("id")}
         return self._models
 
@@ -83,9 +100,9 @@ class Catalog:
             return False
         return True
 
-    def _read_cache(self) -> list[dict[str, Any]] | None:
+    def _read_cache(self, max_age: float | None = None) -> list[dict[str, Any]] | None:
         try:
-            if time.time() - self.cache_path.stat().st_mtime > self.max_age:
+            if time.time() - self.cache_path.stat().st_mtime > (self.max_age if max_age is None else max_age):
                 return None
             return json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
         except (OSError, ValueError, KeyError):

@@ -22,8 +22,10 @@ from .auth import Credential, save_key
 from .catalog import CATALOG_FILE, Catalog, matches_modality
 from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
+from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
+from .pairing_cli import channel_names, pairing_approve, pairing_list
 
 DEFAULT_MODEL = "openrouter/auto"
 
@@ -154,12 +156,14 @@ async def models_list(cli: Cli) -> int:
     """The catalog, optionally only the models that produce one modality."""
     config = cli.loaded.config
     async with make_client(config, cli.env.credential(config)) as llm:
-        models = await Catalog(llm, cli.env.state / CATALOG_FILE).models(refresh=cli.args.refresh)
+        catalog = Catalog(llm, cli.env.state / CATALOG_FILE)
+        models = await catalog.models_or_bundled(refresh=cli.args.refresh)
     shown = [m for m in sorted(models.values(), key=lambda m: m.id) if matches_modality(m, cli.args.modality)]
     for m in shown:
         context = f"{m.context_length:>9,}" if m.context_length else "        -"
         print(f"{ModelRef.from_slug(m.id)!s:<55} {context}  {','.join(m.output_modalities)}")
-    print(f"{len(shown)} models" + (f" with {cli.args.modality} output" if cli.args.modality else ""), file=sys.stderr)
+    print(f"{len(shown)} models" + (f" with {cli.args.modality} output" if cli.args.modality else "")
+          + f", from {catalog.source}", file=sys.stderr)
     return 0
 
 
@@ -178,8 +182,11 @@ async def infer_run(cli: Cli) -> int:
     config = cli.loaded.config
     ref = ModelRef.parse(cli.args.model or config.agents.defaults.model.primary)
     async with make_client(config, cli.credential_or_fail()) as llm:
+        info = await Catalog(llm, cli.env.state / CATALOG_FILE).lookup(ref)  # reasoning only where the model takes it
         started = time.monotonic()
-        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}]))
+        result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}],
+                                         thinking=config.agents.defaults.thinking_default,
+                                         supports_reasoning=info.supports_reasoning if info else None))
     if cli.args.json:
         print(json.dumps({
             "model": result.model, "ref": str(ref), "text": result.text,
@@ -219,11 +226,15 @@ async def run_service(cli: Cli) -> int:
         loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
     if cred is None:
         cli.credential_or_fail()
-    runtime = await Runtime.open(loaded, cli.env, cred)
+    lock = StateLock.acquire(cli.env.state)  # before the database: recovery must not take another run's messages
     try:
-        await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
+        runtime = await Runtime.open(loaded, cli.env, cred)
+        try:
+            await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
+        finally:
+            await runtime.close()
     finally:
-        await runtime.close()
+        lock.release()
     return 0
 
 
@@ -278,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="start the service")
     r.add_argument("--console", action="store_true", help="also chat in the terminal when Telegram is configured")
     r.set_defaults(func=run_service)
+
+    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True)
+    pl = pr.add_parser("list", help="a channel's pending pairing codes")
+    pl.add_argument("channel", choices=channel_names())
+    pl.set_defaults(func=lambda cli: pairing_list(cli.env.state / "chorus.db", cli.args.channel))
+    pa = pr.add_parser("approve", help="let the sender who was given CODE chat")
+    pa.add_argument("channel", choices=channel_names())
+    pa.add_argument("code")
+    pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
     return p
 
 
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else int(outcome)
     except ConfigError as exc:
         print(f"Config error in {cli.path}:\n{exc}", file=sys.stderr)
-    except (UsageError, ModelRefError, MigrationError) as exc:
+    except (UsageError, ModelRefError, MigrationError, AlreadyRunning) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OpenRouterError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

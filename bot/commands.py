@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from channels.base import Inbound, Reply
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
+from providers.openrouter.request import stale_effort
 
 from .audio import AudioError
 from .voice import speakable
@@ -27,17 +28,27 @@ HELP = """Commands:
 /stop — cancel the answer in progress"""
 
 
+# Answered the moment they arrive, even while a turn runs; the others wait their turn in the session's lane.
+IMMEDIATE = frozenset({"stop", "status", "help", "start"})
+
+
+def command_name(text: str) -> str | None:
+    """The name of the chat command ``text`` is (``/new@bot`` -> ``new``), or ``None`` when it is not one of ours."""
+    text = text.strip()
+    if not text.startswith("/") or len(text) < 2 or text[1].isspace():
+        return None
+    name = text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower()  # Telegram appends @botname in groups
+    return name if name in _COMMANDS else None
+
+
 async def run_command(d: Dispatcher, inbound: Inbound) -> Reply | None:
     """The reply to a command, or ``None`` when the message is not one of ours."""
     text = inbound.text.strip()
-    if not text.startswith("/"):
+    name = command_name(text)
+    if name is None:
         return None
-    name, _, arg = text[1:].partition(" ")
-    name = name.split("@", 1)[0].lower()  # Telegram appends @botname in groups
-    handler = _COMMANDS.get(name)
-    if handler is None:
-        return None
-    answer = await handler(d, inbound, arg.strip())
+    arg = text[1:].partition(" ")[2] if " " in text else ""
+    answer = await _COMMANDS[name](d, inbound, arg.strip())
     return answer if isinstance(answer, Reply) else Reply(text=answer, reply_to=inbound.message_id)
 
 
@@ -65,7 +76,9 @@ async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
 
 
 async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return await _setting(d, inbound, "thinking", arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
+    current = stale_effort(arg)
+    answer = await _setting(d, inbound, "thinking", current or arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
+    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current else answer
 
 
 async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:

@@ -21,6 +21,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic.alias_generators import to_camel
 
 from providers.openrouter.refs import ModelRef, ModelRefError
+from providers.openrouter.request import stale_effort
+
+from .json5_text import strip_digit_separators
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_SYSTEM_PROMPT = (
@@ -63,6 +66,11 @@ class OpenRouterProvider(Section):
     params: ProviderParams = Field(default_factory=ProviderParams)
     timeout_ms: int = Field(120_000, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    # A streamed answer's bounds: nothing at all for this long (OpenRouter's keep-alive comments
+    # do not count), then no data between chunks for this long, and all tries and waits together.
+    first_byte_timeout_ms: int = Field(90_000, gt=0)
+    idle_timeout_ms: int = Field(60_000, gt=0)
+    retry_budget_ms: int = Field(120_000, ge=0)
 
     @field_validator("base_url")
     @classmethod
@@ -275,7 +283,7 @@ def read_raw(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        raw = json5.loads(path.read_text(encoding="utf-8"))
+        raw = json5.loads(strip_digit_separators(path.read_text(encoding="utf-8")))
     except ValueError as exc:
         raise ConfigError(f"{path} is not valid JSON5: {exc}") from None
     if not isinstance(raw, dict):
@@ -297,6 +305,7 @@ def parse_config(raw: dict[str, Any], *, env: Mapping[str, str] = os.environ) ->
     _check_keys(raw, ChorusConfig, "", problems, unknown)
     own_env = raw.get("env") if isinstance(raw.get("env"), dict) else {}
     resolved = _resolve(raw, {**env, **{k: str(v) for k, v in own_env.items()}}, "", problems)
+    notes = _renamed_thinking(resolved)
     config = None
     try:
         config = ChorusConfig.model_validate(resolved)
@@ -310,7 +319,7 @@ def parse_config(raw: dict[str, Any], *, env: Mapping[str, str] = os.environ) ->
         raise ConfigError("\n".join(problems))
     warnings = [f"keys Chorus does not use (ignored): {', '.join(unknown)}"] if unknown else []
     assert config is not None
-    return config, warnings
+    return config, notes + warnings
 
 
 def update_config(path: Path, mutate: Callable[[dict[str, Any]], None], *, env: Mapping[str, str] = os.environ) -> LoadedConfig:
@@ -381,6 +390,18 @@ def _resolve(node: Any, env: Mapping[str, str], path: str, problems: list[str]) 
         return env[m[1]]
 
     return _VAR.sub(sub, node)
+
+
+def _renamed_thinking(resolved: dict[str, Any]) -> list[str]:
+    """A stale thinking level (``max``) becomes today's name (``xhigh``), with a one-line note."""
+    agents = resolved.get("agents")
+    defaults = agents.get("defaults") if isinstance(agents, dict) else None
+    level = defaults.get("thinkingDefault") if isinstance(defaults, dict) else None
+    current = stale_effort(level)
+    if current is None:
+        return []
+    defaults["thinkingDefault"] = current
+    return [f"agents.defaults.thinkingDefault: {level!r} is now called {current!r}; using {current!r}"]
 
 
 def _check_keys(node: Any, model: type[BaseModel], path: str, problems: list[str], unknown: list[str]) -> None:

@@ -1,34 +1,39 @@
-"""From the channels to the agent: the durable inbox, commands, mention gating, debounce and one queue per session."""
+"""From the channels to the agent: accept durably, then answer in one lane per session.
+
+Accepting (``accept``) writes the message to the durable inbox and returns at once, so a
+channel acknowledges messages as fast as they arrive (Telegram moves its offset, a webhook
+answers 200). Answering runs afterwards in the session's lane, one turn at a time; ``/stop``
+and ``/status`` skip the lane, so they work while a turn runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Reply
+from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
+from .access import AccessPolicy
 from .agent import STOP, Agent
-from .commands import run_command
+from .commands import IMMEDIATE, command_name, run_command
 from .config import Messages
 from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
 
-
-@dataclass(slots=True)
-class _Item:
-    """Messages that become one turn (several when debounced), and who waits for it."""
-
-    inbounds: list[Inbound]
-    done: asyncio.Future[None]
+NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
+             "so I cannot answer it; please send it again in a moment.")
 
 
 @dataclass(slots=True)
 class _Lane:
-    """One session's queue: its waiting items, the worker that drains them, and the turn running now."""
+    """One session's queue: waiting messages (a list per turn-to-be), the worker draining them, the turn running now."""
 
-    items: list[_Item] = field(default_factory=list)
+    items: list[list[Inbound]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[object] | None = None
 
@@ -38,12 +43,11 @@ class _Held:
     """Text messages held back for debouncing."""
 
     inbounds: list[Inbound]
-    done: asyncio.Future[None]
     timer: asyncio.TimerHandle | None = None
 
 
 class Dispatcher:
-    """Every inbound message passes here; ``handle`` returns once the message has been answered."""
+    """Every inbound message passes here: ``accept`` returns once it is durable, answering follows in its lane."""
 
     def __init__(self, agent: Agent, inbox: Inbox, channels: dict[str, Channel] | None = None) -> None:
         self.agent = agent
@@ -51,23 +55,38 @@ class Dispatcher:
         self.channels = dict(channels or {})
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.access = AccessPolicy(inbox.store, agent.config)
 
     @property
     def messages(self) -> Messages:
         return self.agent.config.messages
 
-    async def handle(self, inbound: Inbound, channel: Channel) -> None:
-        """Accept (durably, once) and answer one message from ``channel``."""
-        self.channels.setdefault(channel.name, channel)
-        if inbound.message_id is not None and not await self.inbox.accept(inbound):
-            log.info("redelivered message ignored channel=%s chat=%s id=%s",
-                     inbound.chat.channel, inbound.chat.chat_id, inbound.message_id)
-            return
-        await self._route(inbound, channel)
+    async def accept(self, inbound: Inbound, channel: Channel) -> bool:
+        """Record ``inbound`` durably (once) and schedule its answer; ``False`` for a redelivery.
 
-    async def recover(self) -> list[asyncio.Task[None]]:
-        """Answer what a previous run accepted but never answered; returns the tasks doing it."""
-        tasks = []
+        Raises ``NotAccepted`` (after telling the user) when it could not be stored: the channel
+        must then not acknowledge it, so the platform delivers it again.
+        """
+        self.channels.setdefault(channel.name, channel)
+        inbound.text = clean_text(inbound.text)
+        inbound.sender_name = clean_text(inbound.sender_name)
+        if inbound.message_id is not None:
+            try:
+                fresh = await self.inbox.accept(inbound)
+            except sqlite3.Error as exc:
+                log.error("could not store a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
+                self._spawn(self._tell(channel, inbound.chat, Reply(text=NOT_SAVED, reply_to=inbound.message_id)))
+                raise NotAccepted(str(exc)) from exc
+            if not fresh:
+                log.info("redelivered message ignored channel=%s chat=%s id=%s",
+                         inbound.chat.channel, inbound.chat.chat_id, inbound.message_id)
+                return False
+        await self._route(inbound, channel)
+        return True
+
+    async def recover(self) -> None:
+        """Schedule answers to what a previous run accepted but never answered."""
         for inbound in await self.inbox.pending():
             channel = self.channels.get(inbound.chat.channel)
             if channel is None:
@@ -78,26 +97,35 @@ class Dispatcher:
             saved = inbound.attachments
             inbound.attachments = [a for a in (reattach(x) if reattach else None for x in saved) if a is not None]
             if len(inbound.attachments) < len(saved):
-                await channel.send(inbound.chat, Reply(
+                await self._tell(channel, inbound.chat, Reply(
                     text="Sorry, I restarted while handling your last message and its attachment was lost; "
                          "please send it again.", reply_to=inbound.message_id))
                 if not inbound.text and not inbound.attachments:
                     await self.inbox.done([inbound])
                     continue
-            tasks.append(asyncio.create_task(self._route(inbound, channel)))
-        return tasks
+            await self._route(inbound, channel)
 
     async def drain(self) -> None:
-        """Wait for every queued and running turn."""
-        while workers := [lane.worker for lane in self._lanes.values() if lane.worker]:
-            await asyncio.gather(*workers, return_exceptions=True)
+        """Wait until every accepted message has been answered (debounced ones included)."""
+        while True:
+            busy = [lane.worker for lane in self._lanes.values() if lane.worker] + list(self._tasks)
+            if busy:
+                await asyncio.gather(*busy, return_exceptions=True)
+            elif self._held:
+                await asyncio.sleep(self.messages.inbound.debounce_ms / 1000)
+            else:
+                return
 
     async def shutdown(self) -> None:
         """Cancel every turn; their messages stay pending in the inbox and are answered after the restart."""
-        workers = [lane.worker for lane in self._lanes.values() if lane.worker]
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        for held in self._held.values():
+            if held.timer:
+                held.timer.cancel()
+        self._held.clear()
+        running = [lane.worker for lane in self._lanes.values() if lane.worker] + list(self._tasks)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def deliver(self, chat: ChatRef, reply: Reply) -> None:
         """Send a reply that was not asked for just now (a finished video); fails if the channel is not running."""
@@ -116,69 +144,92 @@ class Dispatcher:
 
     def busy(self, chat: ChatRef) -> bool:
         lane = self._lanes.get(chat.session_key)
-        return bool(lane and lane.worker and not lane.worker.done())
+        return bool(lane and lane.turn and not lane.turn.done())
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
-        reply = await run_command(self, inbound)
-        if reply is not None:
-            await channel.send(inbound.chat, reply)
+        """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
+        if not (decision := await self.access.check(inbound)).allowed:
+            if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
+                self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
             await self.inbox.done([inbound])
             return
-        if inbound.chat.kind == "group" and self._requires_mention(inbound.chat.channel) and not inbound.mentioned:
+        command = command_name(inbound.text)
+        if command in IMMEDIATE and self.busy(inbound.chat):
+            self._spawn(self._command(inbound, channel))  # while a turn runs; otherwise in order
+        elif command is not None:
+            self._enqueue([inbound], channel)  # in order with the messages around it
+        elif inbound.chat.kind == "group" and self._requires_mention(inbound.chat.channel) and not inbound.mentioned:
             await self.inbox.remember_group(inbound, self.messages.group_chat.history_limit)
             await self.inbox.done([inbound])
-            return
-        if self.messages.inbound.debounce_ms > 0 and not inbound.attachments:
-            await self._debounce(inbound, channel)
+        elif self.messages.inbound.debounce_ms > 0 and not inbound.attachments:
+            self._debounce(inbound, channel)
         else:
-            await self._enqueue([inbound], channel)
+            self._enqueue([inbound], channel)
 
     def _requires_mention(self, channel: str) -> bool:
         settings = getattr(self.agent.config.channels, channel, None)
         return bool(getattr(settings, "require_mention", False))
 
-    async def _debounce(self, inbound: Inbound, channel: Channel) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell(self, channel: Channel, chat: ChatRef, reply: Reply) -> None:
+        """Send a notice; a channel that cannot take it now is logged, never raised into the caller."""
+        try:
+            await channel.send(chat, reply)
+        except Exception:
+            log.exception("could not send a notice channel=%s chat=%s", chat.channel, chat.chat_id)
+
+    async def _command(self, inbound: Inbound, channel: Channel) -> None:
+        reply = await run_command(self, inbound)
+        if reply is not None:
+            await channel.send(inbound.chat, reply)
+        await self.inbox.done([inbound])
+
+    def _debounce(self, inbound: Inbound, channel: Channel) -> None:
         """Fold quick consecutive texts from one sender into one turn."""
         key = (inbound.chat.session_key, inbound.sender_id)
-        held = self._held.get(key)
-        if held is None:
-            held = self._held[key] = _Held([], asyncio.get_running_loop().create_future())
+        held = self._held.setdefault(key, _Held([]))
         held.inbounds.append(inbound)
         if held.timer:
             held.timer.cancel()
         held.timer = asyncio.get_running_loop().call_later(
             self.messages.inbound.debounce_ms / 1000, self._release, key, channel
         )
-        await asyncio.shield(held.done)
 
     def _release(self, key: tuple[str, str], channel: Channel) -> None:
-        held = self._held.pop(key)
-        task = asyncio.create_task(self._enqueue(held.inbounds, channel))
-        task.add_done_callback(lambda t: held.done.set_result(None) if not t.cancelled() else held.done.cancel())
+        self._enqueue(self._held.pop(key).inbounds, channel)
 
-    async def _enqueue(self, inbounds: list[Inbound], channel: Channel) -> None:
+    def _enqueue(self, inbounds: list[Inbound], channel: Channel) -> None:
         key = inbounds[0].chat.session_key
         lane = self._lanes.setdefault(key, _Lane())
-        item = _Item(inbounds, asyncio.get_running_loop().create_future())
-        lane.items.append(item)
+        lane.items.append(inbounds)
         if lane.worker is None or lane.worker.done():
             lane.worker = asyncio.create_task(self._work(key, lane, channel), name=f"session:{key}")
-        await asyncio.shield(item.done)  # a caller that gives up does not cancel the turn
 
     async def _work(self, key: str, lane: _Lane, channel: Channel) -> None:
-        """Run the session's turns one after another; in ``collect`` mode, everything waiting joins the next turn."""
+        """Run the session's items in order. A command runs alone; in ``collect`` mode the
+        messages waiting up to the next command join one turn."""
         try:
             while lane.items:
-                batch = lane.items[:] if self.messages.queue.mode == "collect" else lane.items[:1]
-                del lane.items[: len(batch)]
-                inbounds = [i for item in batch for i in item.inbounds]
-                await self._turn(lane, fold(inbounds), channel)
-                await self.inbox.done(inbounds)
-                for item in batch:
-                    item.done.set_result(None)
+                take = 1
+                if self.messages.queue.mode == "collect" and command_name(lane.items[0][0].text) is None:
+                    while take < len(lane.items) and command_name(lane.items[take][0].text) is None:
+                        take += 1
+                batch = [i for item in lane.items[:take] for i in item]
+                del lane.items[:take]
+                try:
+                    if command_name(batch[0].text) is not None:
+                        await self._command(batch[0], channel)
+                    else:
+                        await self._turn(lane, fold(batch), channel)
+                        await self.inbox.done(batch)
+                except sqlite3.Error as exc:
+                    # The messages stay pending in the inbox and are answered after a restart; the lane goes on.
+                    log.error("storage failed session=%s: %s", key, exc)
         finally:
-            for item in lane.items:
-                item.done.cancel()
             if self._lanes.get(key) is lane and not lane.items:
                 del self._lanes[key]
 
@@ -193,7 +244,7 @@ class Dispatcher:
         if not lane.turn.cancelled() and (exc := lane.turn.exception()) is not None:
             # A bug, not an upstream error (those become replies): say so rather than go silent.
             log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
-            await channel.send(inbound.chat, Reply(
+            await self._tell(channel, inbound.chat, Reply(
                 text="⚠️ Something went wrong on my side while answering; the error is in the service log.",
                 reply_to=inbound.message_id,
             ))
@@ -210,4 +261,3 @@ def fold(inbounds: list[Inbound]) -> Inbound:
         mentioned=any(i.mentioned for i in inbounds), reply_to=last.reply_to,
         attachments=[a for i in inbounds for a in i.attachments], received_at=last.received_at,
     )
-

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from .config import ConfigError, TelegramChannel, load_config
+from .lock import lock_holder
 from .redact import redact
 from .runtime import Env, telegram_token
 from .store import Store
@@ -32,6 +33,7 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     checks.append(Check("credential", cred is not None, cred.source if cred else "none; run `chorus onboard`"))
     checks.append(_writable(env.state))
     checks.append(await _database(env.state / "chorus.db"))
+    checks.append(_service(env.state))
     checks.append(await _reachable(loaded.config.models.providers.openrouter.base_url))
     checks += await _telegram(loaded.config.channels.telegram, env)
     return checks
@@ -45,6 +47,14 @@ def _writable(state: Path) -> Check:
     except OSError as exc:
         return Check("state dir", False, f"{state}: {exc.strerror}")
     return Check("state dir", True, f"{state} is writable")
+
+
+def _service(state: Path) -> Check:
+    """Informational: whether a ``chorus run`` holds this state directory (and which one)."""
+    pid = lock_holder(state)
+    if pid is None:
+        return Check("service", True, "not running on this state directory")
+    return Check("service", True, f"running on this state directory ({f'pid {pid}' if pid > 0 else 'pid unknown'})")
 
 
 async def _database(path: Path) -> Check:

@@ -11,9 +11,9 @@ from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.image import ASPECT_RATIOS, RESOLUTIONS, generate_image
 from providers.openrouter.media import data_url
-from providers.openrouter.music import generate_music
+from providers.openrouter.music import LYRIA_MODELS, generate_music
 from providers.openrouter.refs import ModelRef
-from providers.openrouter.video import check_video_args, submit_video
+from providers.openrouter.video import IMAGE_ROLES, check_video_args, submit_video
 
 from . import audio
 from .config import ChorusConfig, MediaModel
@@ -22,6 +22,8 @@ from .tools import ToolContext, ToolError, ToolResult
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "audio/mpeg": "mp3", "audio/wav": "wav"}
 TIMEOUT = {"type": "integer", "minimum": 1000, "description": "How long to wait, in milliseconds (optional)."}
+ATTACHED = "attached"
+IMAGE = {"type": "string", "description": f"A reference image: an https URL, or \"{ATTACHED}\" for the image(s) the user sent."}
 
 
 def _arg(args: dict[str, Any], name: str, kind: type, *, required: bool = False, choices: tuple[Any, ...] = ()) -> Any:
@@ -44,6 +46,23 @@ async def _reference_images(ctx: ToolContext) -> list[str]:
     """Images the user sent with this message, as data URLs the model providers accept."""
     images = [a for a in (ctx.inbound.attachments if ctx.inbound else []) if a.kind is AttachmentKind.IMAGE]
     return [data_url(await a.read(), a.mime or "image/png") for a in images]
+
+
+async def _given_images(args: dict[str, Any], ctx: ToolContext) -> list[str]:
+    """The images named by ``image`` / ``images``: https URLs as given, ``attached`` for the user's own."""
+    named = [_arg(args, "image", str)] + list(_arg(args, "images", list) or [])
+    urls: list[str] = []
+    for value in filter(None, named):
+        if value == ATTACHED:
+            attached = await _reference_images(ctx)
+            if not attached:
+                raise ToolError(f"'{ATTACHED}' was given, but the user sent no image with this message")
+            urls += attached
+        elif isinstance(value, str) and value.startswith(("https://", "data:image/")):
+            urls.append(value)
+        else:
+            raise ToolError(f"an image must be an https URL or '{ATTACHED}', not {str(value)[:80]!r}")
+    return urls
 
 
 @dataclass
@@ -102,9 +121,17 @@ class MusicGenerate(_MediaTool):
             "lyrics": {"type": "string"},
             "instrumental": {"type": "boolean"},
             "format": {"type": "string", "enum": ["mp3", "wav"]},
-            "useReferenceImage": {"type": "boolean", "description": "Let an image the user sent set the mood."},
+            "image": IMAGE,
+            "useReferenceImage": {"type": "boolean", "description": "Let an image the user sent set the mood (as image: attached)."},
+            "model": {"type": "string", "enum": self._models(),
+                      "description": "lyria-3-pro-preview makes full songs with verses; lyria-3-clip-preview makes 30-second clips."},
             "timeoutMs": TIMEOUT,
         }}
+
+    def _models(self) -> list[str]:
+        """The configured model first, then the Lyria models the provider page offers."""
+        return list(dict.fromkeys([self.config.agents.defaults.music_generation_model.primary,
+                                   *(f"openrouter/{slug}" for slug in LYRIA_MODELS)]))
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         prompt = _arg(args, "prompt", str, required=True)
@@ -113,8 +140,10 @@ class MusicGenerate(_MediaTool):
         if lyrics and instrumental:
             raise ToolError("an instrumental has no lyrics: drop one of 'lyrics' or 'instrumental'")
         fmt = _arg(args, "format", str, choices=("mp3", "wav")) or "mp3"
-        refs = await _reference_images(ctx) if _arg(args, "useReferenceImage", bool) else []
+        refs = await _given_images(args, ctx) or (await _reference_images(ctx) if _arg(args, "useReferenceImage", bool) else [])
         model, timeout = self._model(self.config.agents.defaults.music_generation_model, args)
+        chosen = _arg(args, "model", str, choices=tuple(self._models()))
+        model = ModelRef.parse(chosen) if chosen else model
         try:
             music = await generate_music(self.llm, model, prompt, lyrics=lyrics, instrumental=instrumental, fmt=fmt,
                                          reference=refs[0] if refs else None, timeout=timeout)
@@ -145,8 +174,12 @@ class VideoGenerate(_MediaTool):
             "resolution": {"type": "string", "description": "Veo: 720p or 1080p."},
             "aspectRatio": {"type": "string", "description": "Veo: 16:9 or 9:16."},
             "audio": {"type": "boolean", "description": "Generate sound too."},
-            "imageRole": {"type": "string", "enum": ["first_frame", "last_frame", "reference"],
-                          "description": "How an image the user sent is used (default first_frame)."},
+            "image": IMAGE,
+            "images": {"type": "array", "items": IMAGE, "description": "Several reference images (default: the ones the user sent)."},
+            "imageRoles": {"type": "array", "items": {"type": "string", "enum": [*IMAGE_ROLES, ""]},
+                           "description": "One role per image, in order: first_frame, last_frame or reference_image (a subject "
+                                          "or style to follow); \"\" or missing = by position: first frame, last frame, then references."},
+            "imageRole": {"type": "string", "enum": [*IMAGE_ROLES, "reference"], "description": "The role of a single image."},
             "timeoutMs": TIMEOUT,
         }}
 
@@ -156,23 +189,39 @@ class VideoGenerate(_MediaTool):
         duration = _arg(args, "durationSeconds", int)
         resolution = _arg(args, "resolution", str)
         aspect = _arg(args, "aspectRatio", str)
-        role = _arg(args, "imageRole", str, choices=("first_frame", "last_frame", "reference")) or "first_frame"
         model, timeout = self._model(self.config.agents.defaults.video_generation_model, args)
         try:
             check_video_args(model, duration, resolution, aspect)
         except ValueError as exc:
             raise ToolError(str(exc)) from exc
-        image = next(iter(await _reference_images(ctx)), None)
-        frames = {"first_frame": None, "last_frame": None, "reference": None} | ({role: image} if image else {})
+        images = await _given_images(args, ctx) or await _reference_images(ctx)
         try:
-            job = await submit_video(self.llm, model, prompt, duration=duration, resolution=resolution,
-                                     aspect_ratio=aspect, audio=_arg(args, "audio", bool), first_frame=frames["first_frame"],
-                                     last_frame=frames["last_frame"], reference=frames["reference"])
+            job = await submit_video(self.llm, model, prompt, duration=duration, resolution=resolution, aspect_ratio=aspect,
+                                     audio=_arg(args, "audio", bool), images=list(zip(images, _image_roles(args, len(images)))))
         except OpenRouterError as exc:
             raise ToolError(_failure("video", exc, timeout)) from exc
         await self.jobs.submit(ctx.chat, ctx.inbound.message_id if ctx.inbound else None, job, str(model), prompt, timeout)
         return ToolResult("The video job was accepted. It will be posted in this chat by itself when ready "
                           "(usually a few minutes). Tell the user it is on its way; do not wait for it.")
+
+
+def _image_roles(args: dict[str, Any], count: int) -> list[str]:
+    """One role per image: as asked (``imageRoles``, or ``imageRole`` for one image), else by position;
+    a video has at most one first and one last frame."""
+    single = _arg(args, "imageRole", str, choices=(*IMAGE_ROLES, "reference"))
+    asked = list(_arg(args, "imageRoles", list) or ([single] if single else []))
+    if len(asked) > count:
+        raise ToolError(f"imageRoles has {len(asked)} entries, but there are {count} image(s)")
+    roles = [("reference_image" if role == "reference" else role) for role in asked] + [""] * (count - len(asked))
+    for role in filter(None, roles):  # "reference" is the older tag for the page's reference_image
+        if role not in IMAGE_ROLES:
+            raise ToolError(f"an image role must be one of {', '.join(IMAGE_ROLES)}, not {role!r}")
+    free = [frame for frame in IMAGE_ROLES[:2] if frame not in roles]
+    roles = [role or (free.pop(0) if free else "reference_image") for role in roles]
+    for frame in IMAGE_ROLES[:2]:
+        if roles.count(frame) > 1:
+            raise ToolError(f"a video has one {frame}; {roles.count(frame)} images were given that role")
+    return roles
 
 
 def _failure(what: str, exc: BaseException, timeout: float) -> str:

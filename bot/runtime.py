@@ -78,7 +78,9 @@ def make_client(config: ChorusConfig, credential: Credential | None) -> OpenRout
     openrouter = config.models.providers.openrouter
     return OpenRouterClient(
         credential.key if credential else None, provider_settings(config),
-        timeout=openrouter.timeout_ms / 1000, retry=RetryPolicy(attempts=openrouter.max_retries + 1),
+        timeout=openrouter.timeout_ms / 1000, first_byte_timeout=openrouter.first_byte_timeout_ms / 1000,
+        idle_timeout=openrouter.idle_timeout_ms / 1000,
+        retry=RetryPolicy(attempts=openrouter.max_retries + 1, budget=openrouter.retry_budget_ms / 1000),
     )
 
 
@@ -130,25 +132,30 @@ class Runtime:
         (console: /quit or end of input) or a signal stops them; queued turns finish first."""
         loop = asyncio.get_running_loop()
         self.dispatcher.channels.update({ch.name: ch for ch in channels})
-        recovered = await self.dispatcher.recover()
+        await self.dispatcher.recover()
         await self.jobs.start()
+
+        serving = asyncio.current_task()
 
         def stop() -> None:
             for ch in channels:
                 loop.create_task(ch.stop())
-            for task in tasks:
-                task.cancel()
+            if serving is not None:
+                serving.cancel()  # wherever it is: reading channels or draining the last turns
 
-        tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.handle, channel=ch)), name=f"channel:{ch.name}")
+        tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.accept, channel=ch)), name=f"channel:{ch.name}")
                  for ch in channels]
         try:
             with _on_signals(loop, stop):
-                await asyncio.gather(*recovered, *tasks)
+                await asyncio.gather(*tasks)
                 await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
                 log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
         except asyncio.CancelledError:
             log.info("stopping")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.dispatcher.shutdown()
         finally:
             self.jobs.stop()

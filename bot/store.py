@@ -14,6 +14,7 @@ import aiosqlite
 
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
 
+from .lock import migration_lock
 from .migrate import migrate
 
 
@@ -30,15 +31,16 @@ class StoredMessage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    reasoning: str | None = None  # what the model thought; the request builder replays it per model family
+    reasoning_details: list[dict[str, Any]] | None = None
     id: int | None = None
 
     def to_api(self) -> dict[str, Any]:
-        """The message as chat completions takes it."""
+        """The message as chat completions takes it (reasoning fields are sorted out per model when sent)."""
         msg: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            msg["tool_calls"] = self.tool_calls
-        if self.tool_call_id:
-            msg["tool_call_id"] = self.tool_call_id
+        for key in ("tool_calls", "tool_call_id", "reasoning", "reasoning_details"):
+            if getattr(self, key):
+                msg[key] = getattr(self, key)
         return msg
 
 
@@ -79,7 +81,8 @@ class Store:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
-            await migrate(db)
+            async with migration_lock(path):
+                await migrate(db)
         except BaseException:
             await db.close()
             raise
@@ -124,23 +127,28 @@ class Store:
         return await self.active_session(chat)
 
     async def history(self, session_id: int) -> list[StoredMessage]:
-        """The session's messages, oldest first."""
-        async with self.db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,)) as cur:
+        """The session's messages that later requests carry, oldest first (excluded turns are left out)."""
+        async with self.db.execute(
+            "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 ORDER BY id", (session_id,)
+        ) as cur:
             rows = await cur.fetchall()
         return [_from_row(r) for r in rows]
 
-    async def append(self, session_id: int, messages: list[StoredMessage]) -> None:
-        """Store messages of one turn together, so a crash never leaves half a turn."""
+    async def append(self, session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> None:
+        """Store messages of one turn together, so a crash never leaves half a turn; ``excluded``
+        keeps them out of every later request (a turn that would fail again)."""
         async with self.transaction() as db:
             for m in messages:
                 content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
                 cur = await db.execute(
                     "INSERT INTO messages (session_id, role, content, content_json, name, tool_calls, tool_call_id,"
-                    " model, prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " model, prompt_tokens, completion_tokens, cost, excluded, reasoning, reasoning_details)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         session_id, m.role, content, is_json, m.name,
                         json.dumps(m.tool_calls) if m.tool_calls else None, m.tool_call_id,
-                        m.model, m.prompt_tokens, m.completion_tokens, m.cost,
+                        m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded), m.reasoning,
+                        json.dumps(m.reasoning_details) if m.reasoning_details else None,
                     ),
                 )
                 m.id = cur.lastrowid
@@ -185,7 +193,8 @@ def _from_row(r: aiosqlite.Row) -> StoredMessage:
         role=r["role"], content=content, name=r["name"],
         tool_calls=json.loads(r["tool_calls"]) if r["tool_calls"] else None,
         tool_call_id=r["tool_call_id"], model=r["model"], prompt_tokens=r["prompt_tokens"],
-        completion_tokens=r["completion_tokens"], cost=r["cost"], id=r["id"],
+        completion_tokens=r["completion_tokens"], cost=r["cost"], reasoning=r["reasoning"],
+        reasoning_details=json.loads(r["reasoning_details"]) if r["reasoning_details"] else None, id=r["id"],
     )
 
 
@@ -201,10 +210,12 @@ class Inbox:
         async with self.store.transaction() as db:
             cur = await db.execute(
                 "INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id,"
-                " sender_name, text, mentioned, reply_to, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sender_name, text, mentioned, reply_to, attachments, sender_username)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
                  inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
-                 json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None),
+                 json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None,
+                 inbound.sender_username),
             )
         return cur.rowcount == 1
 
@@ -228,6 +239,7 @@ class Inbox:
                 message_id=r["message_id"], mentioned=bool(r["mentioned"]), reply_to=r["reply_to"],
                 attachments=[Attachment(**{**meta, "kind": AttachmentKind(meta["kind"])})
                              for meta in json.loads(r["attachments"] or "[]")],
+                sender_username=r["sender_username"],
             )
             for r in rows
         ]

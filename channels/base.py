@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 
+class NotAccepted(Exception):
+    """The core could not store a message (disk full): do not acknowledge it, the platform may deliver it again."""
+
+
+def clean_text(text: str) -> str:
+    """``text`` with anything that is not valid Unicode (undecodable bytes, lone surrogates) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class AttachmentKind(str, Enum):
     VOICE = "voice"  # a recorded voice note
     AUDIO = "audio"  # an audio file
@@ -90,6 +99,7 @@ class Inbound:
     reply_to: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
 
 
 @dataclass(slots=True)
@@ -137,6 +147,9 @@ class ReplyStream(Protocol):
     async def close(self, reply: Reply) -> None:
         """Finish: ``reply.text`` is the whole text (already shown in pieces where the channel streams)."""
         ...
+
+    # A stream may also offer ``async def notice(self, text: str) -> None``: a passing status
+    # ("the model is busy, trying again in 30 s…") that is not part of the answer.
 
 
 @runtime_checkable

@@ -20,7 +20,8 @@ Length = Callable[[str], int]
 
 # Break kinds, most preferred first, each with how full it must leave the part to be
 # taken over the next kind (a paragraph break near the start loses to a line break
-# further on; a line break anywhere beats cutting a line). Each match's start (or
+# further on; a line break anywhere beats cutting a line; a paragraph or sentence end
+# is also a line or word break, so some kind always takes a break that fits). Each match's start (or
 # its group "end") is a cut: the part ends there, the whitespace after it is dropped.
 _BREAKS: tuple[tuple[re.Pattern[str], float], ...] = (
     (re.compile(r"\n[ \t]*\n"), 0.5),  # paragraph
@@ -84,7 +85,7 @@ class _Splitter:
     def block_at(self, cut: int) -> _Block | None:
         """The code block a cut at ``cut`` falls into, if any."""
         i = bisect_right(self._starts, cut) - 1
-        if i >= 0 and self.blocks[i].start < cut < max(self.blocks[i].close, self.blocks[i].body):
+        if i >= 0 and self.blocks[i].start < cut < self.blocks[i].close:
             return self.blocks[i]
         return None
 
@@ -117,19 +118,13 @@ class _Splitter:
 
     def choose(self, prefix: str, start: int, end: int) -> int | None:
         """Where to cut the part starting at ``start``; ``end`` is as far as it may reach."""
-        fallback = None
         for pattern, fill in _BREAKS:
             cuts = [m.start("end") if "end" in pattern.groupindex else m.start()
                     for m in pattern.finditer(self.text, start, min(len(self.text), end + 2))]
             best = next((c for c in reversed(cuts)
                          if start < c <= end and self.allowed(start, c) and self.fits(prefix, start, c)), None)
-            if best is None:
-                continue
-            if best - start >= (end - start) * fill:
+            if best is not None and best - start >= (end - start) * fill:
                 return best
-            fallback = fallback or best
-        if fallback is not None:
-            return fallback
         for cut in range(end, start, -1):
             if not _splits_cluster(self.text, cut) and self.allowed(start, cut) and self.fits(prefix, start, cut):
                 return cut

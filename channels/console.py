@@ -7,12 +7,13 @@ import getpass
 import mimetypes
 import sys
 import threading
+from contextlib import suppress
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from .base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, InboundHandler, Media, Reply
+from .base import NotAccepted, Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, InboundHandler, Media, Reply
 
 BANNER = "Chorus console. Type a message, /help for commands, /voice PATH or /image PATH to send a file, /quit to leave."
 FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE}
@@ -56,7 +57,8 @@ class ConsoleChannel:
             self._count += 1
             inbound = self._inbound(text)
             if inbound is not None:
-                await on_message(inbound)
+                with suppress(NotAccepted):  # the dispatcher has told the user; the line is not kept
+                    await on_message(inbound)
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -93,6 +95,10 @@ class ConsoleChannel:
         """Lines from stdin on a daemon thread, so a blocked read never holds up shutdown."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
+        for stream in (self.stdin, self.stdout):  # a stray byte becomes U+FFFD, never a dead reader or writer
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="replace")
 
         def pump() -> None:
             try:
@@ -128,6 +134,10 @@ class _ConsoleStream:
             self.channel._write("chorus> " if self.channel.interactive else "")
         self.shown += text
         self.channel._write(text)
+
+    async def notice(self, text: str) -> None:
+        """A status line of its own, outside the answer."""
+        self.channel._write(("\n" if self.shown else "") + f"[{text}]\n")
 
     async def close(self, reply: Reply) -> None:
         # Show whatever of the final text the deltas did not (an error note, a reply sent whole).

@@ -101,3 +101,51 @@ async def fake_telegram():
     async with FakeTelegram() as fake:
         yield fake
         fake.assert_clean()
+
+
+class Service:
+    """A ``chorus`` process left running while the test drives it: feed its stdin, read what it printed, stop it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def say(self, *lines: str | bytes) -> None:
+        assert self.proc.stdin is not None
+        for line in lines:
+            self.proc.stdin.write((line.encode() if isinstance(line, str) else line) + b"\n")
+        await self.proc.stdin.drain()
+
+    async def finish(self, timeout: float = 60) -> Result:
+        """Close stdin (end of input: the service answers what it holds and exits) and collect its output."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # communicate() without input leaves it open
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        return Result(self.proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a power cut."""
+        self.proc.kill()
+        await self.proc.communicate()
+
+
+async def start_chorus(home: Home, *args: str) -> Service:
+    """Start the real ``chorus`` CLI (``python -m bot``) in the background with a stdin pipe."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=home.env, cwd=str(home.path.parent),
+    )
+    return Service(proc)
+
+
+async def eventually(check: Any, what: str, timeout: float = 20) -> None:
+    """Wait until ``check()`` is true (polling), or fail naming ``what``."""
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

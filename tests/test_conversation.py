@@ -94,7 +94,9 @@ class Rig:
         )
 
     async def say(self, text: str, chat: str = "c1", **kw: Any) -> None:
-        await self.dispatcher.handle(self.inbound(text, chat, **kw), self.channel)
+        """Send a message and wait until everything accepted so far has been answered."""
+        await self.dispatcher.accept(self.inbound(text, chat, **kw), self.channel)
+        await self.dispatcher.drain()
 
     def later(self, text: str, chat: str = "c1", **kw: Any) -> asyncio.Task[None]:
         return asyncio.create_task(self.say(text, chat, **kw))
@@ -278,7 +280,8 @@ async def test_quick_messages_from_one_sender_are_debounced_into_one_turn(make):
 
 async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     rig = await make({
-        "channels": {"telegram": {"requireMention": True}}, "messages": {"groupChat": {"historyLimit": 2}},
+        "channels": {"telegram": {"requireMention": True, "groupPolicy": "open"}},
+        "messages": {"groupChat": {"historyLimit": 2}},
     })
     group = {"chat": "g1", "kind": "group", "channel": "telegram"}
     await rig.say("lunch at noon?", name="Bob", sender="u2", **group)
@@ -303,3 +306,55 @@ async def test_fallback_models_answer_when_the_primary_fails_before_speaking(mak
     assert rig.channel.texts("c1") == ["from the fallback"]
     await rig.say("again")  # a rejected key is the same for every model: no fallback, a clear sentence
     assert len(rig.fake.chat_requests()) == 3 and "did not accept the API key" in rig.channel.texts("c1")[-1]
+
+
+async def test_a_stale_think_max_is_xhigh_with_a_note(rig):
+    await rig.say("/think max")
+    assert rig.channel.texts("c1") == ["Thinking for this chat: xhigh.\n(Note: 'max' is now called 'xhigh'.)"]
+    await rig.say("/model openrouter/anthropic/claude-sonnet-4.6")
+    await rig.say("hi")
+    assert rig.fake.chat_requests()[-1].json["reasoning"] == {"effort": "xhigh"}
+
+
+GEMINI_THOUGHTS = [
+    {"type": "reasoning.text", "text": "I should echo it", "signature": "c2lnLWE=", "format": "google-gemini-v1"},
+    {"type": "reasoning.encrypted", "data": "ZW5jcnlwdGVk", "format": "google-gemini-v1"},
+    {"type": "reasoning.encrypted", "data": "b3RoZXI=", "format": "anthropic-claude-v1"},  # not Gemini's: never replayed
+]
+REPLAYED = [
+    {"type": "reasoning.text", "text": "I should echo it", "signature": "c2lnLWE=", "format": "google-gemini-v1", "index": 0},
+    {"type": "reasoning.encrypted", "data": "ZW5jcnlwdGVk", "format": "google-gemini-v1", "index": 1},
+]
+
+
+def assistants(request) -> list[dict[str, Any]]:
+    return [m for m in request.json["messages"] if m["role"] == "assistant"]
+
+
+async def test_gemini_thought_signatures_survive_tool_rounds_and_restarts(make):
+    config = {"agents": {"defaults": {"model": {"primary": "openrouter/google/gemini-3.1-pro-preview"}}}}
+    rig = await make(config, tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"})], reasoning_details=GEMINI_THOUGHTS), Text("done"))
+    await rig.say("echo x")
+    (call_round,) = assistants(rig.fake.chat_requests()[1])
+    assert call_round["reasoning_details"] == REPLAYED
+    assert set(call_round) == {"role", "content", "tool_calls", "reasoning_details"}
+    await rig.close()
+
+    again = await make(config, tools=[EchoTool()])
+    await again.say("and again")
+    replayed = assistants(again.fake.chat_requests()[-1])
+    assert [m.get("reasoning_details") for m in replayed] == [REPLAYED, None]
+
+
+async def test_deepseek_keeps_its_own_reasoning_content(make):
+    config = {"agents": {"defaults": {"model": {"primary": "openrouter/deepseek/deepseek-v4-flash"}, "thinkingDefault": "high"}}}
+    rig = await make(config, tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"})], reasoning="the user wants an echo"), Text("done", reasoning="all set"))
+    await rig.say("echo x")
+    assert [m["reasoning_content"] for m in assistants(rig.fake.chat_requests()[1])] == ["the user wants an echo"]
+    await rig.close()
+
+    again = await make(config, tools=[EchoTool()])
+    await again.say("thanks")
+    assert [m["reasoning_content"] for m in assistants(again.fake.chat_requests()[-1])] == ["the user wants an echo", "all set"]

@@ -154,3 +154,36 @@ async def test_headless_onboarding_through_the_cli(home, fake_openrouter):
     assert fake_openrouter.oauth_key not in out.decode() + err.decode()
     status = await chorus(home, "models", "status")
     assert "openrouter/auto" in status.out and "openrouter:default" in status.out
+
+
+async def test_the_sign_in_url_is_shown_even_when_the_opener_claims_success(fake_openrouter: FakeOpenRouter):
+    port = free_port()
+    said: list[str] = []
+    visits: list[asyncio.Task] = []
+
+    def silent_opener(url: str) -> bool:
+        return True  # reports success, but no browser ever appears
+
+    def user_reads(line: str) -> None:
+        """Play the user: copy the printed URL into a browser by hand, sign in, follow the redirect."""
+        said.append(line)
+        printed = [word for word in line.split() if word.startswith("https://openrouter.ai/auth?")]
+        for url in printed:
+            query = parse_qs(urlsplit(url).query)
+            code = fake_openrouter.issue_oauth_code(query["code_challenge"][0])
+
+            async def follow() -> None:
+                async with httpx.AsyncClient() as http:
+                    await http.get(f"{query['callback_url'][0]}&code={code}")
+
+            visits.append(asyncio.get_running_loop().create_task(follow()))
+
+    async def never(prompt: str) -> str:
+        raise AssertionError("not headless: nothing should be read")
+
+    result = await oauth.login(base_url=fake_openrouter.base_url, open_browser=silent_opener, read_line=never,
+                               say=user_reads, headless=False, port=port, timeout=5)
+    await asyncio.gather(*visits)
+    assert result.key == fake_openrouter.oauth_key
+    assert said[0].startswith("A browser window should open; if none does, open this URL in your browser to sign in:")
+    assert said[1] == "Waiting for you to sign in in the browser…"

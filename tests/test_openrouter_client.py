@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 
+import httpx
 import pytest
 
 from bot.redact import RedactingFilter
@@ -13,6 +17,9 @@ from providers.openrouter.errors import AuthError, RateLimitError, StreamError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings
 from providers.openrouter.retry import RetryPolicy
+from providers.openrouter.speech import synthesize
+from providers.openrouter.transcription import transcribe
+from providers.openrouter.video import poll_video, submit_video
 from tests.conftest import chorus, onboarded
 from tests.fakes.openrouter import Error, StreamError as FakeStreamError, Text, ToolCalls
 
@@ -138,3 +145,110 @@ async def test_models_list_filters_by_modality_and_set_warns_on_unknown(home, fa
     assert unknown.code == 0 and "not in OpenRouter's model catalog" in unknown.err
     known = await chorus(home, "models", "set", "openrouter/moonshotai/kimi-k2.6")
     assert "warning" not in known.err
+
+
+ATTRIBUTION = {"http-referer": "https://github.com/chorus-bot/chorus", "x-openrouter-title": "Chorus", "x-title": "Chorus",
+               "x-openrouter-categories": "general-chat,personal-agent"}
+
+
+def _openrouter_ai(seen: list[httpx.Request]) -> httpx.MockTransport:
+    """openrouter.ai at the network edge (no test reaches the internet): records requests, answers per the contract."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/audio/speech":
+            return httpx.Response(200, content=b"ID3", headers={"content-type": "audio/mpeg"})
+        if path == "/audio/transcriptions":
+            return httpx.Response(200, json={"text": "hello"})
+        if path == "/videos":
+            return httpx.Response(202, json={"id": "v1", "polling_url": "https://openrouter.ai/api/v1/videos/v1", "status": "pending"})
+        if path == "/videos/v1":
+            return httpx.Response(200, json={"id": "v1", "status": "in_progress"})
+        if path == "/models":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(200, json={"id": "g", "model": "openai/gpt-4o-mini", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
+
+    return httpx.MockTransport(answer)
+
+
+async def _every_kind_of_request(c: OpenRouterClient) -> None:
+    await synthesize(c, model="hexgrad/kokoro-82m", text="hi", voice="af_alloy")
+    await transcribe(c, model="openai/whisper-large-v3-turbo", data=b"RIFF", fmt="wav")
+    job = await submit_video(c, ModelRef.parse("openrouter/google/veo-3.1-fast"), "waves")
+    await poll_video(c, job)
+    await c.models()
+    await c.chat(spec())
+
+
+async def test_attribution_on_every_request_to_openrouter_ai():
+    seen: list[httpx.Request] = []
+    async with OpenRouterClient("sk-or-test", ProviderSettings(), retry=NO_WAIT, transport=_openrouter_ai(seen)) as c:
+        await _every_kind_of_request(c)
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/api/v1/audio/speech"), ("POST", "/api/v1/audio/transcriptions"), ("POST", "/api/v1/videos"),
+        ("GET", "/api/v1/videos/v1"), ("GET", "/api/v1/models"), ("POST", "/api/v1/chat/completions")]
+    for request in seen:
+        assert {k: request.headers.get(k) for k in ATTRIBUTION} == ATTRIBUTION, request.url.path
+
+
+async def test_a_custom_base_url_gets_no_attribution_on_any_request(fake_openrouter):
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url), retry=NO_WAIT) as c:
+        await _every_kind_of_request(c)
+    assert len(fake_openrouter.requests) == 6
+    assert [r.path for r in fake_openrouter.requests if set(ATTRIBUTION) & {h.lower() for h in r.headers}] == []
+
+
+async def test_openai_only_extra_body_and_hunter_alpha_reasoning_never_reach_the_wire(fake_openrouter):
+    extra = {"prompt_cache_retention": "24h", "reasoning_effort": "high", "text": {"verbosity": "low"}}
+    settings = ProviderSettings(base_url=fake_openrouter.base_url, model_params={"openrouter/openai/gpt-4o-mini": {"extraBody": extra}})
+    async with OpenRouterClient(fake_openrouter.api_key, settings, retry=NO_WAIT) as c:
+        assert (await c.chat(spec(thinking="high"))).text == "echo: hi"
+        hunter = ChatSpec(ModelRef.parse("openrouter/openrouter/hunter-alpha"), [{"role": "user", "content": "hi"}], thinking="high")
+        assert (await c.chat(hunter)).text == "echo: hi"
+    first, second = (r.json for r in fake_openrouter.chat_requests())
+    assert set(first) == {"model", "messages", "usage", "reasoning"} and first["reasoning"] == {"effort": "high"}
+    assert set(second) == {"model", "messages", "usage"}
+
+
+async def test_reasoning_details_are_read_streamed_and_not(client, fake_openrouter):
+    details = [{"type": "reasoning.text", "text": "thinking it over", "signature": "c2ln", "format": "google-gemini-v1"},
+               {"type": "reasoning.encrypted", "data": "ZW5j", "format": "google-gemini-v1"}]
+    expected = [{**d, "index": i} for i, d in enumerate(details)]
+    fake_openrouter.queue(Text("a", reasoning="thinking it over", reasoning_details=details),
+                          Text("a", reasoning="thinking it over", reasoning_details=details))
+    _, streamed = await stream_all(client, spec())
+    plain = await client.chat(spec())
+    assert (streamed.reasoning, streamed.reasoning_details) == ("thinking it over", expected)
+    assert (plain.reasoning, plain.reasoning_details) == ("thinking it over", expected)
+
+
+async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    live = await chorus(home, "models", "list", "--modality", "video")
+    assert live.err == "1 models with video output, from OpenRouter's live catalog\n"
+    with socket.socket() as s:  # a loopback port nothing listens on: OpenRouter is unreachable
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v1"
+    home.config.write_text(json.dumps({"models": {"providers": {"openrouter": {"baseUrl": closed, "maxRetries": 0}}}}))
+    cache = home.path / "models-cache.json"
+    os.utime(cache, (time.time() - 3 * 86400,) * 2)  # three days old: stale, still better than the bundled one
+    stale = await chorus(home, "models", "list", "--modality", "video")
+    assert stale.err == "1 models with video output, from a stale cache (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
+    cache.unlink()
+    bundled = await chorus(home, "models", "list")
+    assert bundled.code == 0, bundled.err
+    assert bundled.out.splitlines() == [  # the provider page's four refs and the media defaults
+        "openrouter/google/gemini-3.1-flash-image-preview          131,072  image,text",
+        "openrouter/google/lyria-3-clip-preview                          -  audio,text",
+        "openrouter/google/lyria-3-pro-preview                           -  audio,text",
+        "openrouter/google/veo-3.1-fast                                  -  video",
+        "openrouter/hexgrad/kokoro-82m                                   -  speech",
+        "openrouter/moonshotai/kimi-k2.6                           262,144  text",
+        "openrouter/openai/whisper-large-v3-turbo                        -  transcription",
+        "openrouter/auto                                         2,000,000  text",
+        "openrouter/openrouter/healer-alpha                        262,144  text",
+        "openrouter/openrouter/hunter-alpha                      1,048,576  text",
+    ]
+    assert bundled.err == "10 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"

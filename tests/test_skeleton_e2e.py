@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import stat
 import sys
 
@@ -84,8 +85,13 @@ async def test_upstream_errors_reach_the_user_as_sentences_and_lose_nothing(home
     assert "rate limiting" in out
     assert "down or sent a broken answer" in out
     assert fake_openrouter.api_key not in out + result.err
-    # The fifth turn sees every earlier message: nothing said during the outage was lost.
-    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["one", "two", "three", "four", "five"]
+    # Refused turns (401, 402, 500 after retries) would fail again: kept, but no longer sent.
+    # The rate-limited one is transient, so the next turn still carries it.
+    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["three", "five"]
+    assert out.count("I will leave it out of our conversation") == 3
+    with sqlite3.connect(home.path / "chorus.db") as db:
+        kept = db.execute("SELECT content, excluded FROM messages WHERE role = 'user' ORDER BY id").fetchall()
+    assert kept == [("one", 1), ("two", 1), ("three", 0), ("four", 1), ("five", 0)]
     assert "echo: five" in out
 
 
@@ -195,10 +201,13 @@ async def test_commands_cap_and_trimming_through_the_console(home, fake_openrout
             model["context_length"] = None  # unknown to the catalog: agents.defaults.contextTokens applies
     fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "x", "count": 9})]))
     long_turns = "".join(f"turn {i} {'x' * 150}\n" for i in range(6))
-    script = "/think high\n/tts always\n/tts off\ndraw\n" + long_turns + "/status\n/reset\n/status\n"
+    script = "/think high\n/tts always\n/tts off\ndraw\n" + long_turns
     result = await chorus(home, "run", stdin=script)
     assert result.code == 0, result.err
-    out = result.out
+    # /status while a turn runs answers at once; after the restart nothing runs, so it goes in order.
+    status = await chorus(home, "run", stdin="/status\n/reset\n/status\n")
+    assert status.code == 0, status.err
+    out = result.out + status.out
     assert "Thinking for this chat: high." in out and "Spoken replies for this chat: off." in out
     assert "stopped after 1 rounds of tool use" in out
     # The capped turn is history: its tool error is what the next turn's model call sees.

@@ -21,7 +21,7 @@ async def collect(*items: str) -> list[str]:
 async def test_sse_skips_keepalive_comments_and_stops_at_done():
     got = await collect(": OPENROUTER PROCESSING", "", "data: {\"a\":1}", "", ": OPENROUTER PROCESSING", "",
                         "data: {\"b\":2}", "", "data: [DONE]", "", "data: {\"late\":1}", "")
-    assert got == ['{"a":1}', '{"b":2}']
+    assert got == ['{"a":1}', '{"b":2}', "[DONE]"]
 
 
 async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -14,10 +16,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import ConnectionFailedError, OpenRouterError, RequestTimeoutError, StreamError, error_for_status
-from .request import ChatSpec, PreparedRequest, ProviderSettings, build_chat_request
-from .retry import RetryPolicy, with_retries
-from .sse import sse_data
+from .errors import (
+    ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
+    error_for_status,
+)
+from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
+from .retry import OnWait, RetryPolicy, announce, with_retries
+from .sse import DONE, sse_data
 
 log = logging.getLogger("chorus.openrouter")
 
@@ -58,6 +63,7 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None  # structured thoughts (Gemini's signatures), replayed later
     images: list[str] = field(default_factory=list)  # data: or https URLs
     audio: bytes = b""
     transcript: str = ""
@@ -86,15 +92,22 @@ class OpenRouterClient:
         settings: ProviderSettings | None = None,
         *,
         timeout: float = 120.0,
+        first_byte_timeout: float = 90.0,
+        idle_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings or ProviderSettings()
         self.retry = retry or RetryPolicy()
+        self.first_byte_timeout = first_byte_timeout
+        self.idle_timeout = idle_timeout
         self.http = httpx.AsyncClient(
             base_url=self.settings.base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
+            headers={**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
             timeout=httpx.Timeout(timeout, connect=10.0),
             event_hooks={"response": [_log_response]},
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -143,32 +156,85 @@ class OpenRouterClient:
             ],
             usage=Usage.parse(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
-            reasoning=msg.get("reasoning"),
+            reasoning=msg.get("reasoning") or msg.get("reasoning_content"),
+            reasoning_details=msg.get("reasoning_details") or None,
             images=[i["image_url"]["url"] for i in msg.get("images") or [] if i.get("image_url")],
             latency=time.monotonic() - started,
         )
 
-    async def stream(self, spec: ChatSpec) -> AsyncIterator[StreamEvent]:
+    async def stream(self, spec: ChatSpec, *, on_wait: OnWait | None = None) -> AsyncIterator[StreamEvent]:
         """A streamed completion: ``TextDelta`` pieces, then one ``Done`` with the whole result.
 
-        Retries happen only while opening the stream, before any output exists.
+        A try that fails before any text came out is tried again (backoff, ``Retry-After``, the
+        policy's time budget; ``on_wait`` hears of each wait); once text is out, a failure is final.
+        Only a complete stream counts: one that ends without a finish reason or ``[DONE]``, sends
+        malformed data, stays silent past the first-byte or idle timeout (keep-alive comments do
+        not count), or says nothing at all raises instead.
         """
         spec = dataclasses.replace(spec, stream=True)
         req = build_chat_request(spec, self.settings)
         started = time.monotonic()
-        resp = await with_retries(lambda: self._open_stream(req), self.retry)
-        acc = _StreamAccumulator(ChatResult(model=spec.ref.slug))
-        try:
-            async for payload in sse_data(resp.aiter_lines()):
-                text = acc.feed(json.loads(payload))
-                if text:
+        for attempt in itertools.count():
+            acc = _StreamAccumulator(ChatResult(model=spec.ref.slug))
+            shown = False
+            try:
+                async for text in self._read_stream(req, acc):
+                    shown = True
                     yield TextDelta(text)
-        except httpx.TransportError as exc:
-            raise StreamError(f"connection lost: {type(exc).__name__}") from exc
-        finally:
-            await resp.aclose()
+                break
+            except OpenRouterError as exc:
+                wait = None if shown else self.retry.wait_before_retry(attempt, exc, time.monotonic() - started)
+                if wait is None:
+                    raise
+                await announce(wait, exc, attempt, self.retry, on_wait)
+                await asyncio.sleep(wait)
         acc.result.latency = time.monotonic() - started
         yield Done(acc.finish())
+
+    async def _read_stream(self, req: PreparedRequest, acc: _StreamAccumulator) -> AsyncIterator[str]:
+        """One try: open the stream and yield its text, each read bounded by the first-byte, then the idle, timeout.
+
+        The timeouts wrap single reads, never a ``yield``: the consumer's own work is not timed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline, waiting_first = loop.time() + self.first_byte_timeout, True
+        nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self._open_stream(req)
+        except TimeoutError:
+            raise nothing_yet from None
+        payloads = aiter(sse_data(resp.aiter_lines()))
+        done = False
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        payload = await anext(payloads)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if waiting_first:
+                        raise nothing_yet from None
+                    raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
+                deadline, waiting_first = loop.time() + self.idle_timeout, False
+                if payload == DONE:
+                    done = True
+                    continue
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise IncompleteStreamError("the provider sent malformed data") from None
+                if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
+                    yield text
+        except httpx.TransportError as exc:
+            raise IncompleteStreamError(f"connection lost: {type(exc).__name__}") from exc
+        finally:
+            await resp.aclose()
+        if not (done or acc.result.finish_reason):
+            raise IncompleteStreamError("the stream ended without a finish reason")
+        if acc.empty:
+            raise EmptyAnswerError()
 
     async def download(self, url: str, *, timeout: float | None = None) -> bytes:
         """A file a response pointed at; the key goes along only to the base URL's own origin."""
@@ -214,6 +280,7 @@ class _StreamAccumulator:
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.details: dict[int, dict[str, Any]] = {}
 
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""
@@ -231,9 +298,11 @@ class _StreamAccumulator:
                 if choice["finish_reason"] == "error":
                     raise StreamError("the provider ended the answer with an error")
             if delta.get("content"):
-                text += delta["content"]
-            if delta.get("reasoning"):
-                self.reasoning.append(delta["reasoning"])
+                # A lone surrogate (a "\\ud800" escape) cannot be stored or printed: replace it here.
+                text += delta["content"].encode("utf-8", "replace").decode("utf-8")
+            if delta.get("reasoning") or delta.get("reasoning_content"):  # DeepSeek's own name for it
+                self.reasoning.append(delta.get("reasoning") or delta["reasoning_content"])
+            _join_details(self.details, delta.get("reasoning_details"))
             for frag in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
                 slot["id"] = frag.get("id") or slot["id"]
@@ -250,14 +319,38 @@ class _StreamAccumulator:
         self.text.append(text)
         return text
 
+    @property
+    def empty(self) -> bool:
+        """Nothing a user could see or a tool could run came back."""
+        r = self.result
+        return not (any(self.text) or self.calls or r.images or r.audio)
+
     def finish(self) -> ChatResult:
         self.result.text = "".join(self.text)
         self.result.reasoning = "".join(self.reasoning) or None
+        self.result.reasoning_details = list(self.details.values()) or None
         self.result.tool_calls = [
             ToolCall(c["id"] or f"call_{i}", c["name"], "".join(c["arguments"]) or "{}")
             for i, c in sorted(self.calls.items())
         ]
         return self.result
+
+
+_JOINED_FIELDS = ("text", "summary", "data", "signature")
+
+
+def _join_details(joined: dict[int, dict[str, Any]], fragments: object) -> None:
+    """Streamed ``reasoning_details`` fragments joined by their index: text pieces appended, other fields kept."""
+    for fragment in fragments if isinstance(fragments, list) else ():
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index")
+        slot = joined.setdefault(index if isinstance(index, int) else -1 - len(joined), {})
+        for key, value in fragment.items():
+            if key in _JOINED_FIELDS and isinstance(value, str) and isinstance(slot.get(key), str):
+                slot[key] += value
+            elif value is not None:
+                slot[key] = value
 
 
 def _timeout(seconds: float | None) -> httpx.Timeout | httpx.USE_CLIENT_DEFAULT:  # type: ignore[valid-type]

@@ -10,6 +10,9 @@ class OpenRouterError(Exception):
 
     status: int | None = None
     retryable = False
+    # Whether sending the same message again would fail the same way (a refused input, a
+    # provider that crashes on it): such a turn is kept but left out of later requests.
+    repeats = True
     advice = "Try again in a moment."
 
     def __init__(self, detail: str = "", *, status: int | None = None, code: Any = None, retry_after: float | None = None) -> None:
@@ -62,6 +65,7 @@ class ModerationError(OpenRouterError):
 
 
 class RequestTimeoutError(OpenRouterError):
+    repeats = False
     status = 408
     retryable = True
 
@@ -70,9 +74,14 @@ class RequestTimeoutError(OpenRouterError):
 
 
 class RateLimitError(OpenRouterError):
+    repeats = False
     status = 429
     retryable = True
-    advice = "Wait a little and try again, or switch models with /model."
+
+    @property
+    def advice(self) -> str:  # type: ignore[override]
+        wait = f"Try again in {self.retry_after:.0f} s" if self.retry_after else "Wait a little and try again"
+        return f"{wait}, or switch models with /model."
 
     def headline(self) -> str:
         return "OpenRouter is rate limiting requests"
@@ -90,6 +99,7 @@ class UpstreamError(OpenRouterError):
 
 
 class ConnectionFailedError(OpenRouterError):
+    repeats = False
     retryable = True
     advice = "Check the network and `models.providers.openrouter.baseUrl`, then try again."
 
@@ -104,6 +114,25 @@ class StreamError(OpenRouterError):
 
     def headline(self) -> str:
         return "The model stopped with an error mid-answer"
+
+
+class IncompleteStreamError(StreamError):
+    """The stream broke off (no finish, malformed data, silence): worth another try while nothing was shown."""
+
+    repeats = False
+    retryable = True
+
+    def headline(self) -> str:
+        return "The answer was cut off before it was complete"
+
+
+class EmptyAnswerError(OpenRouterError):
+    repeats = False
+    retryable = True
+    advice = "Try again, or rephrase, or switch models with /model."
+
+    def headline(self) -> str:
+        return "The model sent back an empty answer"
 
 
 _BY_STATUS: dict[int, type[OpenRouterError]] = {

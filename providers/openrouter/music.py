@@ -10,6 +10,8 @@ from .media import NoMediaError
 from .refs import ModelRef
 from .request import ChatSpec
 
+LYRIA_MODELS = ("google/lyria-3-pro-preview", "google/lyria-3-clip-preview")  # full songs; 30-second clips
+
 
 @dataclass(frozen=True, slots=True)
 class GeneratedMusic:

@@ -226,9 +226,10 @@ async def login(
         code = parse_pasted_redirect(await read_line("Paste the redirect URL here: "), state)
     else:
         async with CallbackListener(state, port=port) as listener:
-            if open_browser(url):
-                say("Waiting for you to sign in in the browser…")
-            else:
-                say(f"Open this URL in your browser to sign in:\n\n  {url}\n")
+            # An opener may report success while no browser appears (remote desktop, no default browser set):
+            # the URL is always shown, so the user can open it by hand.
+            lead = "A browser window should open; if none does, open" if open_browser(url) else "Open"
+            say(f"{lead} this URL in your browser to sign in:\n\n  {url}\n")
+            say("Waiting for you to sign in in the browser…")
             code = await listener.code(timeout)
     return await exchange_code(code, pkce.verifier, base_url=base_url)

@@ -9,20 +9,28 @@ against it on its own:
 | model ref → upstream slug              | ``_base``               | test_model_refs_become_upstream_slugs         |
 | usage accounting, stream, tools        | ``_base``               | test_base_body_has_usage_stream_and_tools     |
 | attribution headers, real URL only     | ``_attribution``        | test_attribution_headers_only_on_openrouter_ai |
+|   (and on every other request)         | ``attribution_headers`` | test_attribution_on_every_request_to_openrouter_ai (client) |
 | response cache headers, real URL only  | ``_response_cache``     | test_response_cache_headers_and_aliases       |
 | provider routing default + override    | ``_routing``            | test_provider_routing_default_and_override    |
+|   default on text models only          | ``_routing``            | test_default_routing_only_on_text_models      |
 | extraBody merged as is                 | ``_extra_body``         | test_extra_body_is_merged                     |
 | Fusion: system note, no forced tools   | ``_fusion``             | test_fusion_note_and_no_forced_tool_choice    |
+|   model names as slugs only            | ``_model_name``         | test_fusion_note_names_only_slugs             |
 | thinking → reasoning.effort            | ``_reasoning``          | test_thinking_levels_map_to_reasoning         |
+|   none for retired hunter-alpha        | ``_reasoning_on``       | test_retired_hunter_alpha_gets_no_reasoning   |
+| stored reasoning replayed per family   | ``_reasoning_replay``   | test_gemini_reasoning_details_are_replayed    |
 | DeepSeek V4 replay + reasoning_effort  | ``_deepseek``           | test_deepseek_v4_replay_and_effort            |
 | Anthropic cache_control, prefill drop  | ``_anthropic``          | test_anthropic_cache_markers_and_prefill_drop |
+|   quirks on the real URL only          | both of the above       | test_model_quirks_only_on_the_real_openrouter |
 | Gemini reasoning_details kept          | ``_gemini``             | test_gemini_reasoning_details_are_replayed    |
 | OpenAI-only fields never forwarded     | ``_strip_openai_only``  | test_openai_only_fields_are_never_sent        |
+|   nor extraBody's OpenAI-only fields   | ``_strip_openai_only``  | test_openai_only_extra_body_fields_are_stripped |
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +40,14 @@ from .refs import ModelRef
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 PROJECT_URL = "https://github.com/chorus-bot/chorus"
 TITLE = "Chorus"
-CATEGORIES = ("chat", "personal-agent")
+CATEGORIES = ("general-chat", "personal-agent")  # names from OpenRouter's category list, as the provider page spells them
 EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+STALE_EFFORTS = {"max": "xhigh"}  # older OpenClaw / DeepSeek spellings of the highest level
 DEEPSEEK_V4 = ("deepseek/deepseek-v4-flash", "deepseek/deepseek-v4-pro")
-OPENAI_ONLY = ("service_tier", "store", "prompt_cache_key", "reasoning_summary", "previous_response_id")
+OPENAI_ONLY = ("service_tier", "store", "prompt_cache_key", "prompt_cache_retention", "reasoning_summary", "previous_response_id")
+NO_REASONING = ("openrouter/hunter-alpha",)  # retired route: it answers in the reasoning fields, so never ask for them
+FUSION_NAME_MAX = 100  # a model slug is far shorter; anything longer is not a name
+FUSION_PANEL_MAX = 12  # names in the note at most: it is a hint for the agent, not a config dump
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,15 @@ class ProviderSettings:
         return self.model_params.get(str(ref)) or {}
 
 
+def attribution_headers(settings: ProviderSettings) -> dict[str, str]:
+    """The app attribution headers, for every request to the real openrouter.ai (never a custom proxy)."""
+    if not settings.is_openrouter:
+        return {}
+    # X-Title is the name OpenRouter's dashboard reads today; X-OpenRouter-Title is the contract's.
+    return {"HTTP-Referer": PROJECT_URL, "X-OpenRouter-Title": TITLE, "X-Title": TITLE,
+            "X-OpenRouter-Categories": ",".join(CATEGORIES)}
+
+
 @dataclass(slots=True)
 class ChatSpec:
     """One chat-completions call as the agent asks for it."""
@@ -66,6 +87,11 @@ class ChatSpec:
     thinking: str = "off"
     supports_reasoning: bool | None = None  # from the catalog; None = unknown
     extra: dict[str, Any] = field(default_factory=dict)  # modalities, image_config, audio, max_tokens...
+
+    @property
+    def is_text(self) -> bool:
+        """A text-model request (chat), not image or music generation through chat completions."""
+        return set(self.extra.get("modalities") or ["text"]) <= {"text"}
 
 
 @dataclass(slots=True)
@@ -86,6 +112,11 @@ def build_chat_request(spec: ChatSpec, settings: ProviderSettings) -> PreparedRe
     return req
 
 
+def stale_effort(level: object) -> str | None:
+    """Today's name of a stale thinking level (``max`` → ``xhigh``), or ``None`` when ``level`` is not stale."""
+    return STALE_EFFORTS.get(level.strip().lower()) if isinstance(level, str) else None
+
+
 def _param(params: Mapping[str, Any], camel: str, snake: str) -> Any:
     return params[camel] if camel in params else params.get(snake)
 
@@ -100,12 +131,7 @@ def _base(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> N
 
 
 def _attribution(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
-    if settings.is_openrouter:
-        # X-Title is the name OpenRouter's dashboard reads today; X-OpenRouter-Title is the contract's.
-        req.headers.update({
-            "HTTP-Referer": PROJECT_URL, "X-OpenRouter-Title": TITLE, "X-Title": TITLE,
-            "X-OpenRouter-Categories": ",".join(CATEGORIES),
-        })
+    req.headers.update(attribution_headers(settings))
 
 
 def _response_cache(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
@@ -124,7 +150,8 @@ def _response_cache(req: PreparedRequest, spec: ChatSpec, settings: ProviderSett
 def _routing(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
     # A model's own provider object replaces the default whole: routing fields interact
     # (order vs sort, only vs ignore), so mixing two objects could route where neither meant.
-    provider = settings.params_for(spec.ref).get("provider") or settings.provider_params
+    # The default object is for text models; image and music generation take only their model's own.
+    provider = settings.params_for(spec.ref).get("provider") or (settings.provider_params if spec.is_text else None)
     if provider:
         req.body["provider"] = copy.deepcopy(dict(provider))
 
@@ -140,10 +167,21 @@ def fusion_note(params: Mapping[str, Any]) -> str | None:
     extra = _param(params, "extraBody", "extra_body") or {}
     for plugin in extra.get("plugins") or []:
         if isinstance(plugin, Mapping) and plugin.get("id") == "fusion":
-            panel = ", ".join(plugin.get("analysis_models") or []) or "OpenRouter's default panel"
-            judge = plugin.get("model") or "OpenRouter's default judge"
+            listed = plugin.get("analysis_models")
+            names = [n for n in map(_model_name, listed if isinstance(listed, list) else []) if n][:FUSION_PANEL_MAX]
+            panel = ", ".join(names) or "OpenRouter's default panel"
+            judge = _model_name(plugin.get("model")) or "OpenRouter's default judge"
             return f"You answer through OpenRouter Fusion: the analysis models {panel} draft answers and {judge} judges them into one."
     return None
+
+
+def _model_name(name: object) -> str:
+    """A configured model name as it may enter the system prompt: its leading slug characters, bounded.
+
+    The note is prompt text, so a "name" holding newlines and instructions must not reach it whole.
+    """
+    slug = re.match(r"[A-Za-z0-9._:/@-]*", str(name or ""))
+    return slug.group(0)[:FUSION_NAME_MAX] if slug else ""
 
 
 def _fusion(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
@@ -160,7 +198,8 @@ def _fusion(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) ->
 
 
 def _reasoning_on(spec: ChatSpec) -> bool:
-    return spec.thinking in EFFORTS and not spec.ref.is_auto and spec.supports_reasoning is not False
+    return (spec.thinking in EFFORTS and not spec.ref.is_auto and spec.ref.slug not in NO_REASONING
+            and spec.supports_reasoning is not False)
 
 
 def _reasoning(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
@@ -169,20 +208,55 @@ def _reasoning(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings)
         req.body["reasoning"] = {"effort": spec.thinking}
 
 
+_REPLAY_DETAIL_TYPES = ("reasoning.text", "reasoning.summary", "reasoning.encrypted")
+_DETAIL_FIELDS = ("type", "id", "format", "index", "text", "summary", "signature", "data")
+
+
+def sanitize_reasoning_details(details: object) -> list[dict[str, Any]]:
+    """The ``reasoning_details`` entries fit to replay to Gemini: known types, Gemini's own (or no) format,
+    plain string/number fields only; anything else (another family's signatures, odd shapes) is dropped."""
+    kept = []
+    for entry in details if isinstance(details, list) else ():
+        if not isinstance(entry, Mapping) or entry.get("type") not in _REPLAY_DETAIL_TYPES:
+            continue
+        if not str(entry.get("format") or "google").startswith(("google", "unknown")):
+            continue
+        kept.append({k: entry[k] for k in _DETAIL_FIELDS
+                     if isinstance(entry.get(k), (str, int)) and not isinstance(entry.get(k), bool)})
+    return kept
+
+
+def _reasoning_replay(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
+    # Stored thoughts go back only to the family that reads them: DeepSeek V4 its reasoning_content,
+    # Gemini its sanitised reasoning_details (thought signatures); other models get neither.
+    deepseek, gemini = spec.ref.slug in DEEPSEEK_V4, spec.ref.slug.startswith("google/")
+    for message in req.body["messages"]:
+        if message.get("role") != "assistant":
+            continue
+        thought = message.pop("reasoning", None)
+        details = sanitize_reasoning_details(message.pop("reasoning_details", None)) if gemini else []
+        if details:
+            message["reasoning_details"] = details
+        if not deepseek:
+            message.pop("reasoning_content", None)
+        elif message.get("reasoning_content") is None and thought:
+            message["reasoning_content"] = thought
+
+
 def _deepseek(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
     if spec.ref.slug not in DEEPSEEK_V4:
         return
-    for message in req.body["messages"]:
-        if message.get("role") == "assistant" and "reasoning_content" not in message:
+    for message in req.body["messages"] if settings.is_openrouter else ():
+        if message.get("role") == "assistant" and message.get("reasoning_content") is None:
             message["reasoning_content"] = ""  # thinking + tools replays must keep DeepSeek's shape
     effort = req.body.pop("reasoning_effort", None) or (spec.thinking if _reasoning_on(spec) else None)
     if effort:
-        req.body["reasoning_effort"] = "xhigh" if effort == "max" else effort
+        req.body["reasoning_effort"] = stale_effort(effort) or effort
 
 
 def _anthropic(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
-    if not spec.ref.slug.startswith("anthropic/"):
-        return
+    if not (spec.ref.slug.startswith("anthropic/") and settings.is_openrouter):
+        return  # OpenRouter's own Anthropic markers: a custom proxy may not know them
     for message in req.body["messages"]:
         if message.get("role") in ("system", "developer") and isinstance(message.get("content"), str):
             message["content"] = [{"type": "text", "text": message["content"], "cache_control": {"type": "ephemeral"}}]
@@ -191,7 +265,7 @@ def _anthropic(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings)
         messages.pop()  # Anthropic refuses a prefill while thinking: end on the user's turn
 
 
-_GEMINI_REPLAY_KEYS = {"role", "content", "tool_calls", "reasoning", "reasoning_details", "name"}
+_GEMINI_REPLAY_KEYS = {"role", "content", "tool_calls", "reasoning_details", "name"}
 
 
 def _gemini(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
@@ -205,9 +279,16 @@ def _gemini(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) ->
 def _strip_openai_only(req: PreparedRequest, spec: ChatSpec, settings: ProviderSettings) -> None:
     for key in OPENAI_ONLY:
         req.body.pop(key, None)
+    if spec.ref.slug not in DEEPSEEK_V4:
+        req.body.pop("reasoning_effort", None)  # OpenAI's form; OpenRouter takes reasoning.effort
+    text = req.body.get("text")
+    if isinstance(text, dict):  # Responses-API verbosity has no meaning on chat completions
+        text.pop("verbosity", None)
+        if not text:
+            del req.body["text"]
 
 
 STEPS: tuple[Step, ...] = (
     _base, _attribution, _response_cache, _routing, _extra_body, _fusion,
-    _reasoning, _deepseek, _anthropic, _gemini, _strip_openai_only,
+    _reasoning, _reasoning_replay, _deepseek, _anthropic, _gemini, _strip_openai_only,
 )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 
+DONE = "[DONE]"  # the last event of a complete stream
+
 
 async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
-    """Yield each event's data until ``[DONE]``.
+    """Yield each event's data up to and including ``[DONE]``.
 
     Comment lines (``: OPENROUTER PROCESSING``) are keep-alives and skipped; an
     event's several ``data:`` lines are joined with newlines, as the SSE spec says.
@@ -21,9 +23,7 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
             if data:
                 payload = "\n".join(data)
                 data.clear()
-                if payload == "[DONE]":
-                    done = True
-                    continue
+                done = payload == DONE
                 yield payload
             continue
         if line.startswith(":"):
@@ -31,5 +31,5 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
         field, _, value = line.partition(":")
         if field == "data":
             data.append(value[1:] if value.startswith(" ") else value)
-    if data and not done and (payload := "\n".join(data)) != "[DONE]":
-        yield payload
+    if data and not done:
+        yield "\n".join(data)

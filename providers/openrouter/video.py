@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from .media import NoMediaError
 from .refs import ModelRef
 
 FINISHED = ("completed", "failed", "cancelled", "expired")
+IMAGE_ROLES = ("first_frame", "last_frame", "reference_image")  # the page's tags; frames go as frame_images
 VEO_LIMITS = {"durations": (4, 6, 8), "resolutions": ("720p", "1080p"), "aspect_ratios": ("16:9", "9:16")}
 
 
@@ -31,12 +33,17 @@ class VideoStatus:
         return self.status in FINISHED
 
 
+def wire_resolution(resolution: str | None) -> str | None:
+    """OpenRouter's spelling of a resolution: the page writes ``720P``, the API takes ``720p``."""
+    return resolution.strip().lower() if resolution else None
+
+
 def check_video_args(model: ModelRef, duration: int | None, resolution: str | None, aspect_ratio: str | None) -> None:
     """Refuse what Veo cannot make, with the allowed values (other models decide for themselves)."""
     if not model.slug.startswith("google/veo"):
         return
     for value, allowed, name in ((duration, VEO_LIMITS["durations"], "durationSeconds"),
-                                 (resolution, VEO_LIMITS["resolutions"], "resolution"),
+                                 (wire_resolution(resolution), VEO_LIMITS["resolutions"], "resolution"),
                                  (aspect_ratio, VEO_LIMITS["aspect_ratios"], "aspectRatio")):
         if value is not None and value not in allowed:
             raise ValueError(f"{name} {value!r} is not possible with {model.slug}; allowed: {', '.join(map(str, allowed))}")
@@ -45,20 +52,21 @@ def check_video_args(model: ModelRef, duration: int | None, resolution: str | No
 async def submit_video(
     llm: OpenRouterClient, model: ModelRef, prompt: str, *, duration: int | None = None,
     resolution: str | None = None, aspect_ratio: str | None = None, audio: bool | None = None,
-    first_frame: str | None = None, last_frame: str | None = None, reference: str | None = None,
+    images: Sequence[tuple[str, str]] = (),
 ) -> VideoJob:
-    """Start a job; images are data: or https URLs (first/last frames, or a style reference)."""
+    """Start a job; ``images`` are (data: or https URL, role) pairs, the role one of ``IMAGE_ROLES``."""
     body: dict[str, Any] = {"model": model.slug, "prompt": prompt}
-    for key, value in (("duration", duration), ("resolution", resolution), ("aspect_ratio", aspect_ratio),
+    for key, value in (("duration", duration), ("resolution", wire_resolution(resolution)), ("aspect_ratio", aspect_ratio),
                        ("generate_audio", audio)):
         if value is not None:
             body[key] = value
-    frames = [{"type": "image_url", "image_url": {"url": url}, "frame_type": kind}
-              for url, kind in ((first_frame, "first_frame"), (last_frame, "last_frame")) if url]
+    frames = [{"type": "image_url", "image_url": {"url": url}, "frame_type": role} for url, role in images
+              if role != "reference_image"]
+    references = [{"type": "image_url", "image_url": {"url": url}} for url, role in images if role == "reference_image"]
     if frames:
         body["frame_images"] = frames
-    if reference:
-        body["input_references"] = [{"type": "image_url", "image_url": {"url": reference}}]
+    if references:
+        body["input_references"] = references
     data = (await llm.request("POST", "videos", json=body)).json()
     return VideoJob(str(data["id"]), data.get("polling_url"))
 

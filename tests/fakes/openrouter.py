@@ -12,8 +12,10 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +25,7 @@ CHAT_KEYS = {
     "model", "messages", "tools", "tool_choice", "stream", "max_tokens", "temperature", "reasoning",
     "reasoning_effort", "provider", "plugins", "modalities", "image_config", "audio", "usage",
 }
-FORBIDDEN_KEYS = {"service_tier", "store", "prompt_cache_key"}
+FORBIDDEN_KEYS = {"service_tier", "store", "prompt_cache_key", "prompt_cache_retention"}
 STT_FORMATS = {"wav", "mp3", "flac", "m4a", "ogg", "webm", "aac"}
 
 
@@ -37,12 +39,15 @@ class Text:
     reasoning: str | None = None
     delay: float = 0.0
     pace: float = 0.0  # seconds between stream chunks, for tests that watch an answer grow
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 @dataclass
 class ToolCalls:
     calls: list[tuple[str, dict[str, Any]]]
     content: str = ""
+    reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None  # streamed in pieces, joined by index
 
 
 @dataclass
@@ -89,7 +94,22 @@ class NoAudio:
     text: str = "No music today."
 
 
-Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio
+@dataclass
+class RawSSE:
+    """A broken upstream: these SSE frames exactly (``data: …`` or ``: comment``), ``pause`` seconds apart,
+    and nothing else (no ``[DONE]`` unless given)."""
+
+    frames: list[str]
+    pause: float = 0.0
+
+    @staticmethod
+    def content(text: str, finish: str | None = None) -> str:
+        """A well-formed chunk frame carrying ``text``."""
+        return "data: " + json.dumps({"id": "gen-raw", "model": "m", "choices": [
+            {"index": 0, "delta": {"content": text}, "finish_reason": finish}]})
+
+
+Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio | RawSSE
 
 
 @dataclass
@@ -115,6 +135,7 @@ class Recorded:
     headers: CIMultiDict[str]
     body: bytes
     json: Any = None
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 RECORDED = web.RequestKey("recorded", Recorded)
@@ -267,6 +288,8 @@ class FakeOpenRouter:
             answer = self.answers.pop(0) if self.answers else Text("echo: " + _last_user_text(body["messages"]))
         if isinstance(answer, Error):
             return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+        if isinstance(answer, RawSSE):
+            return await self._raw_sse(request, answer)
         if getattr(answer, "delay", 0):
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
         chunks = self._chunks(answer, body)
@@ -284,6 +307,9 @@ class FakeOpenRouter:
                 return f"unknown top-level field {key!r}"
         if not isinstance(body.get("model"), str) or not body["model"]:
             return "model must be a non-empty string"
+        deepseek = body["model"].startswith("deepseek/")
+        if "reasoning_effort" in body and not deepseek:
+            return "top-level reasoning_effort is OpenAI's form; OpenRouter takes reasoning.effort"
         if "stream" in body and not isinstance(body["stream"], bool):
             return "stream must be a boolean"
         messages = body.get("messages")
@@ -291,7 +317,7 @@ class FakeOpenRouter:
             return "messages must be a non-empty list"
         call_ids: set[str] = set()
         for i, m in enumerate(messages):
-            problem = _check_message(m, call_ids)
+            problem = _check_message(m, call_ids) or _check_reasoning(m, deepseek)
             if problem:
                 return f"messages[{i}]: {problem}"
         for i, tool in enumerate(body.get("tools") or []):
@@ -315,9 +341,11 @@ class FakeOpenRouter:
                 "total_tokens": prompt_tokens + completion, "cost": (prompt_tokens + completion) * 0.00001}}
 
         out: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
-        if isinstance(answer, Text):
+        if isinstance(answer, (Text, ToolCalls)):
             if answer.reasoning:
                 out.append(chunk({"reasoning": answer.reasoning}))
+            out += [chunk({"reasoning_details": [piece]}) for piece in _detail_pieces(answer.reasoning_details or [])]
+        if isinstance(answer, Text):
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
             out += [chunk({}, "stop"), {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, ToolCalls):
@@ -372,6 +400,15 @@ class FakeOpenRouter:
                 await asyncio.sleep(pace)
         if not any("error" in c for c in chunks):
             await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _raw_sse(self, request: web.Request, answer: RawSSE) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for frame in answer.frames:
+            await resp.write(f"{frame}\n\n".encode())
+            await asyncio.sleep(answer.pause)
         await resp.write_eof()
         return resp
 
@@ -435,9 +472,14 @@ class FakeOpenRouter:
             return self._violation("videos need model and prompt")
         if set(body) - allowed:
             return self._violation(f"unknown video fields {sorted(set(body) - allowed)}")
+        if "resolution" in body and not re.fullmatch(r"\d+p|\dk", str(body["resolution"])):
+            return self._violation(f"video resolution {body['resolution']!r} is not OpenRouter's spelling (720p, 1080p)")
         for frame in body.get("frame_images") or []:
             if frame.get("frame_type") not in ("first_frame", "last_frame") or not frame.get("image_url", {}).get("url"):
                 return self._violation("frame_images entries need image_url.url and frame_type first_frame|last_frame")
+        for ref in body.get("input_references") or []:
+            if ref.get("type") != "image_url" or not ref.get("image_url", {}).get("url"):
+                return self._violation("input_references entries need type image_url and image_url.url")
         job_id = "vid-" + secrets.token_hex(6)
         plan = self.video_plan.pop(0) if self.video_plan else VideoPlan()
         self.videos[job_id] = FakeVideoJob(job_id, plan, body)
@@ -520,6 +562,17 @@ def _check_message(m: Any, call_ids: set[str]) -> str | None:
     return None
 
 
+def _check_reasoning(m: dict[str, Any], deepseek: bool) -> str | None:
+    """Replayed thoughts keep their shape: reasoning_content is DeepSeek's, reasoning_details are typed entries."""
+    if "reasoning_content" in m and (not deepseek or not isinstance(m["reasoning_content"], str)):
+        return "reasoning_content is DeepSeek's field, a string"
+    details = m.get("reasoning_details")
+    if details is not None and not (isinstance(details, list) and all(
+            isinstance(d, dict) and str(d.get("type", "")).startswith("reasoning.") for d in details)):
+        return "reasoning_details must be a list of {type: reasoning.*, ...} entries"
+    return None
+
+
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages):
         if m["role"] == "user":
@@ -528,6 +581,21 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
                 return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
             return content.rsplit("]: ", 1)[-1] if content.startswith("[") else content
     return ""
+
+
+def _detail_pieces(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """reasoning_details as a stream carries them: each entry with its index, long text cut in two."""
+    pieces = []
+    for index, detail in enumerate(details):
+        text = detail.get("text")
+        if isinstance(text, str) and len(text) > 1:
+            cut = len(text) // 2
+            pieces += [{**{k: v for k, v in detail.items() if k != "signature"}, "text": text[:cut], "index": index},
+                       {"type": detail["type"], "text": text[cut:], "index": index,
+                        **({"signature": detail["signature"]} if "signature" in detail else {})}]
+        else:
+            pieces.append({**detail, "index": index})
+    return pieces
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -555,6 +623,13 @@ def _merge_chunks(chunks: list[dict[str, Any]], model: str) -> dict[str, Any]:
             for key in ("reasoning", "images"):
                 if delta.get(key):
                     message[key] = delta[key]
+            for piece in delta.get("reasoning_details") or []:
+                details = message.setdefault("reasoning_details", [])
+                if piece["index"] == len(details):
+                    details.append(dict(piece))
+                else:
+                    details[piece["index"]]["text"] += piece.get("text", "")
+                    details[piece["index"]].update({k: v for k, v in piece.items() if k not in ("text",)})
             for frag in delta.get("tool_calls") or []:
                 slot = calls.setdefault(frag["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                 slot["id"] = frag.get("id") or slot["id"]

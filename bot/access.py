@@ -1,0 +1,141 @@
+"""Who may talk to the bot: each channel's DM and group policy, the same for every adapter.
+
+Keys and meanings follow OpenClaw's ``channels.<name>`` settings:
+
+- ``dmPolicy``: ``pairing`` (default: an unknown sender gets a one-time code for the
+  owner to approve), ``allowlist`` (only ``allowFrom`` and approved senders), ``open``,
+  ``disabled``.
+- ``allowFrom``: sender ids, or ``@usernames``; ``"*"`` is anyone. A ``telegram:`` /
+  ``tg:`` / ``discord:`` prefix is ignored.
+- ``groupPolicy``: ``allowlist`` (default: a group message counts only from a sender,
+  or in a group, listed in ``groupAllowFrom``, which falls back to ``allowFrom`` when
+  empty), ``open``, ``disabled``. Mention gating comes after, in the dispatcher.
+
+The console (and any channel without a ``channels.<name>`` section) is the local
+owner: always allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from channels.base import Inbound
+
+from .config import ChannelBase, ChorusConfig
+from .pairing import Clock, Pairing, PairingRequest, Sender
+from .store import Store
+
+log = logging.getLogger("chorus.access")
+
+_PREFIXES = {"telegram": ("telegram:", "tg:"), "discord": ("discord:",)}
+
+PAIRING_TEXT = (
+    "Hi {name}! I only chat with people my owner has approved.\n"
+    "Your pairing code: {code}\n"
+    "Send it to the owner, who approves it with: chorus pairing approve {channel} {code}\n"
+    "The code expires in {minutes}."
+)
+FULL_TEXT = (
+    "Sorry, I can't take your request right now: the owner has too many pending requests. "
+    "Please try again in an hour."
+)
+REFUSED_TEXT = (
+    "Sorry, I only chat with people my owner has allowed. "
+    "Your {channel} id is {sender_id}; the owner can add it to channels.{channel}.allowFrom."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a message may go on, why (for the log), and what to tell a refused sender (``None``: nothing)."""
+
+    allowed: bool
+    reason: str
+    reply: str | None = None
+
+
+class AccessPolicy:
+    """Decides, per message, from the config and the approvals in SQLite (read fresh every time)."""
+
+    def __init__(self, store: Store, config: ChorusConfig, clock: Clock = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.pairing = Pairing(store, clock)
+
+    def settings(self, channel: str) -> ChannelBase | None:
+        """The channel's section of the config; ``None`` for the console and other local channels."""
+        section = getattr(self.config.channels, channel, None)
+        return section if isinstance(section, ChannelBase) else None
+
+    async def check(self, inbound: Inbound) -> Decision:
+        """The decision for one message; a refusal is logged (never with its code)."""
+        settings = self.settings(inbound.chat.channel)
+        if settings is None:
+            return Decision(True, "local")
+        if inbound.chat.kind == "group":
+            decision = _group(inbound, settings)
+        else:
+            decision = await self._direct(inbound, settings)
+        if not decision.allowed:
+            log.info("message refused channel=%s chat=%s sender=%s reason=%s",
+                     inbound.chat.channel, inbound.chat.chat_id, inbound.sender_id, decision.reason)
+        return decision
+
+    async def _direct(self, inbound: Inbound, settings: ChannelBase) -> Decision:
+        channel = inbound.chat.channel
+        if settings.dm_policy == "disabled":
+            return Decision(False, "dm-disabled")
+        if settings.dm_policy == "open":
+            return Decision(True, "dm-open")
+        if listed(settings.allow_from, inbound):
+            return Decision(True, "allow-from")
+        if await self.pairing.approved(channel, inbound.sender_id):
+            return Decision(True, "approved")
+        if settings.dm_policy == "allowlist":
+            return Decision(False, "not-allowed", REFUSED_TEXT.format(channel=channel, sender_id=inbound.sender_id))
+        issued = await self.pairing.request(channel, Sender(inbound.sender_id, inbound.sender_name, inbound.sender_username))
+        if issued.request is None:
+            return Decision(False, "pairing-full", FULL_TEXT)
+        return Decision(False, "pairing-new" if issued.new else "pairing-pending", self._pairing_text(issued.request))
+
+    def _pairing_text(self, request: PairingRequest) -> str:
+        minutes = max(1, math.ceil((request.expires_at - self.clock()) / 60))
+        return PAIRING_TEXT.format(
+            name=request.sender.name, code=request.code, channel=request.channel,
+            minutes=f"{minutes} minute" + ("s" if minutes != 1 else ""),
+        )
+
+
+def _group(inbound: Inbound, settings: ChannelBase) -> Decision:
+    if settings.group_policy == "disabled":
+        return Decision(False, "group-disabled")
+    if settings.group_policy == "open":
+        return Decision(True, "group-open")
+    entries = settings.group_allow_from or settings.allow_from
+    if listed(entries, inbound) or inbound.chat.chat_id in (_entry(e, inbound.chat.channel) for e in entries):
+        return Decision(True, "group-allow-from")
+    return Decision(False, "group-not-allowed")  # silent: a group is no place for refusals
+
+
+def listed(entries: Sequence[str | int], inbound: Inbound) -> bool:
+    """Whether ``entries`` (ids, ``@usernames``, ``"*"``) name the sender of ``inbound``."""
+    username = (inbound.sender_username or "").lstrip("@").lower()
+    for raw in entries:
+        entry = _entry(raw, inbound.chat.channel)
+        if entry == "*" or entry == inbound.sender_id:
+            return True
+        if entry.startswith("@") and username and entry[1:].lower() == username:
+            return True
+    return False
+
+
+def _entry(raw: str | int, channel: str) -> str:
+    entry = str(raw).strip()
+    for prefix in _PREFIXES.get(channel, ()):
+        if entry.lower().startswith(prefix):
+            return entry[len(prefix):].strip()
+    return entry

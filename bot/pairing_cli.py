@@ -1,0 +1,62 @@
+"""``chorus pairing list|approve``: the owner's side of pairing, beside a running service."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .config import Channels
+from .pairing import Pairing, PairingError
+from .store import Store
+
+
+def channel_names() -> list[str]:
+    """The channels that have an access policy (a ``channels.<name>`` section in the config)."""
+    return list(Channels.model_fields)
+
+
+async def pairing_list(db_path: Path, channel: str) -> int:
+    """Print the channel's valid pending codes with who asked and how long ago."""
+    store = await Store.open(db_path)
+    try:
+        requests = await Pairing(store).pending(channel)
+    finally:
+        await store.close()
+    if not requests:
+        print(f"No pending pairing requests on {channel}.")
+        return 0
+    now = time.time()
+    rows = [("CODE", "SENDER ID", "NAME", "AGE", "EXPIRES IN")] + [
+        (r.code, r.sender.id, r.sender.label, duration(now - r.created_at), duration(r.expires_at - now))
+        for r in requests
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]))
+    print(f"Approve one with: chorus pairing approve {channel} CODE")
+    return 0
+
+
+async def pairing_approve(db_path: Path, channel: str, code: str) -> int:
+    """Approve the sender who was given ``code``; a running service lets them in from their next message."""
+    store = await Store.open(db_path)
+    try:
+        request = await Pairing(store).approve(channel, code)
+    except PairingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"Approved {request.sender.label}, {channel} id {request.sender.id}: they can chat with the bot now.")
+    return 0
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``1h05m``: short enough for a table."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
