@@ -44,7 +44,8 @@ class Service:
 def telegram_config(tg: FakeTelegram, **telegram: Any) -> dict[str, Any]:
     """``channels.telegram`` pointing at the fake, with short poll and throttle times so tests are quick."""
     return {"channels": {"telegram": {"botToken": tg.token, "apiRoot": tg.api_root, "pollTimeoutSeconds": 1,
-                                      "streamThrottleMs": 150, "dmPolicy": "open", **telegram}}}
+                                      "streamThrottleMs": 150, "dmPolicy": "open", "groupPolicy": "open",
+                                      **telegram}}}
 
 
 def free_port() -> int:
