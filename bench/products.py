@@ -78,7 +78,9 @@ class Chorus:
             config["tools"] = {"media": {"audio": {"enabled": True}}}
         (home / "chorus.json5").write_text(json.dumps(config, indent=2))
         env = _base_env(home) | {"CHORUS_HOME": str(home), "PYTHONPATH": str(ROOT)}
-        return Launch([sys.executable, "-m", "bot", "run"], env, home)
+        profile = os.environ.get("BENCH_PROFILE")  # a directory: each Chorus run writes a cProfile file there
+        prefix = ["-m", "cProfile", "-o", str(Path(profile) / f"{home.name}.prof")] if profile else []
+        return Launch([sys.executable, *prefix, "-m", "bot", "run"], env, home)
 
     def seed(self, home: Path, sessions: int) -> None:
         subprocess.run([sys.executable, "-m", "bench.seed", "chorus", str(home / "chorus.db"), str(sessions)],

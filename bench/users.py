@@ -25,6 +25,7 @@ class Turn:
     chat_id: int
     marker: str
     available: float
+    first_message_id: int = 0  # the bot's messages for this turn have ids from here on (older ones are stale)
     first_sign: float | None = None
     first_text: float | None = None
     final: float | None = None
@@ -73,7 +74,10 @@ class Observer:
         self._counter += 1
         marker = f"q{chat_id}x{self._counter}"
         self.tg.message(chat_id, f"{words} {marker}")
-        turn = Turn(chat_id, marker, self.tg.pushed_at[self.tg.last_update_id])
+        return self._open(chat_id, marker)
+
+    def _open(self, chat_id: int, marker: str) -> Turn:
+        turn = Turn(chat_id, marker, self.tg.pushed_at[self.tg.last_update_id], self.tg.chat(chat_id).next_message_id)
         self.open[chat_id] = turn
         return turn
 
@@ -81,14 +85,14 @@ class Observer:
         """The user records a voice note."""
         self._counter += 1
         self.tg.voice(chat_id, data, seconds)
-        turn = Turn(chat_id, f"voice{self._counter}", self.tg.pushed_at[self.tg.last_update_id])
-        self.open[chat_id] = turn
-        return turn
+        return self._open(chat_id, f"voice{self._counter}")
 
     def _on_call(self, call: Call) -> None:
         turn = self.open.get(call.params.get("chat_id"))  # type: ignore[arg-type]
         if turn is None or call.at < turn.available or call.status != 200:
             return
+        if call.method == "editMessageText" and call.params.get("message_id", 0) < turn.first_message_id:
+            return  # a late edit of the previous turn's answer
         if call.method in SIGNS and turn.first_sign is None:
             turn.first_sign = call.at
         text = call.params.get("text")
@@ -126,9 +130,12 @@ class Observer:
             turn.model_seconds = sum((r.done_at or r.at) - r.at for r in recs)
 
 
+THINK = 0.5  # seconds a user takes before writing again; a bot's late typing or draft then is not credited
+
+
 async def converse(observer: Observer, chat_id: int, until: float, patience: float, out: list[Turn]) -> None:
-    """One user: write, wait for the whole answer, write again, until ``until``; a turn not answered within
-    ``patience`` seconds ends the conversation (counted as unanswered)."""
+    """One user: write, wait for the whole answer, write again after ``THINK`` seconds, until ``until``; a turn
+    not answered within ``patience`` seconds ends the conversation (counted as unanswered)."""
     while time.monotonic() < until:
         turn = observer.send(chat_id)
         out.append(turn)
@@ -136,3 +143,4 @@ async def converse(observer: Observer, chat_id: int, until: float, patience: flo
             await asyncio.wait_for(turn.done.wait(), patience)
         except TimeoutError:
             return
+        await asyncio.sleep(THINK)
