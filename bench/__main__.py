@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): the in-process overhead table, then Chorus and hermes-agent side by side.
+"""``python -m bench`` (``make bench``): the in-process tables, then Chorus and hermes-agent side by side.
 
 The peer is installed first (it needs the package registry); the side-by-side run then happens inside a
 network namespace of its own where only loopback exists (``unshare -n``, when this user may create one), so
@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from bench import peer, turn_overhead
+from bench import image_memory, peer, telegram_path, turn_overhead
 
 
 def loopback_only(argv: list[str]) -> list[str]:
@@ -27,6 +27,8 @@ def loopback_only(argv: list[str]) -> list[str]:
 
 def main() -> int:
     asyncio.run(turn_overhead.main())
+    asyncio.run(image_memory.main())
+    asyncio.run(telegram_path.main())
     print()
     problem = peer.ensure_installed()
     argv = [sys.executable, "-m", "bench.side_by_side", *sys.argv[1:]]

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import AttachmentKind, Channel, ChatRef, Inbound, Media, Reply
+from channels.base import Channel, ChatRef, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
 from providers.openrouter.errors import AuthError, OpenRouterError
-from providers.openrouter.media import data_url
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
 
 from .catalog import Catalog, ModelInfo
-from .config import ChorusConfig
+from .config import ChorusConfig, state_dir
 from .context import fit_context
+from .images import ImageError, Images, user_content, with_images
 from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
 from .voice import Preflight, TagFilter, Voice, split_tags
@@ -51,6 +51,7 @@ class Agent:
         *,
         catalog: Catalog | None = None,
         voice: Voice | None = None,
+        images: Images | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.config = config
@@ -59,6 +60,7 @@ class Agent:
         self.tools = tools if tools is not None else ToolRegistry()
         self.catalog = catalog
         self.voice = voice
+        self.images = images or Images(state_dir() / "media", config.tools.media.image)
         self.now = now
 
     def context_window(self, info: ModelInfo | None) -> int:
@@ -105,14 +107,16 @@ class Agent:
         settings = await self.store.chat_settings(chat)
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
+        try:
+            images = await self.images.accept(inbound)
+        except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
+            return await self._refuse(inbound, channel, str(exc), ref)
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
-            reply = Reply(text=heard.error, reply_to=inbound.message_id)
-            await channel.send(chat, reply)
-            return TurnOutcome(reply, Usage(), str(ref))
+            return await self._refuse(inbound, channel, heard.error, ref)
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", await user_content(inbound, user_text(inbound, group_context, heard.text)),
+        user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
                              name=inbound.sender_name)
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
@@ -121,7 +125,8 @@ class Agent:
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
-        ctx = ToolContext(chat=chat, session_id=session_id, inbound=inbound)
+        messages = await self.images.inline(messages)  # only the images still in the fitted context are read
+        ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream = _VisibleStream(channel.open_stream(chat), live=not self._voice_only(tts_mode, heard.spoken))
         shown: list[str] = []
         media: list[Media] = []
@@ -182,6 +187,12 @@ class Agent:
         log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
         return TurnOutcome(reply, total, str(ref))
 
+    async def _refuse(self, inbound: Inbound, channel: Channel, text: str, ref: ModelRef) -> TurnOutcome:
+        """End the turn before the model is asked: tell the user why; nothing is stored."""
+        reply = Reply(text=text, reply_to=inbound.message_id)
+        await channel.send(inbound.chat, reply)
+        return TurnOutcome(reply, Usage(), str(ref))
+
     def _voice_only(self, mode: str, spoken: bool) -> bool:
         """Whether the text will surely be replaced by a voice note, so it must not be streamed first."""
         surely_spoken = mode == "always" or (mode == "inbound" and spoken)
@@ -228,17 +239,6 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
-
-
-async def user_content(inbound: Inbound, text: str) -> str | list[dict[str, Any]]:
-    """The user's message for the model: the text, plus the images that came with it (vision models see them)."""
-    images = [a for a in inbound.attachments if a.kind is AttachmentKind.IMAGE]
-    if not images:
-        return text
-    parts: list[dict[str, Any]] = [{"type": "text", "text": text or "(image)"}]
-    for image in images:
-        parts.append({"type": "image_url", "image_url": {"url": data_url(await image.read(), image.mime or "image/png")}})
-    return parts
 
 
 class _VisibleStream:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,22 +54,33 @@ class ModelInfo:
 class Catalog:
     """``GET /models?output_modalities=all``, kept in ``models-cache.json`` for a day."""
 
-    def __init__(self, llm: OpenRouterClient, cache_path: Path, *, max_age: float = MAX_AGE) -> None:
+    def __init__(self, llm: OpenRouterClient, cache_path: Path, *, max_age: float = MAX_AGE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.llm = llm
         self.cache_path = cache_path
         self.max_age = max_age
+        self.clock = clock
         self._models: dict[str, ModelInfo] | None = None
+        self._fetched_at = 0.0  # when the models in memory were fetched (the cache file's mtime if read from it)
         self.source = LIVE  # which catalog ``models`` gave, in words for the user
 
     async def models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
-        """Every model by id: from memory, else a fresh disk cache, else the API."""
-        if self._models is not None and not refresh:
+        """Every model by id: from memory or a disk cache younger than ``max_age``, else the API.
+
+        The memory copy ages like the file: a service that runs for weeks still sees new models."""
+        if self._models is not None and not refresh and not self._stale(self._fetched_at):
             return self._models
         raw = None if refresh else self._read_cache()
         self.source = CACHED
         if raw is None:
-            raw, self.source = await self.llm.models("all"), LIVE
+            try:
+                raw, self.source = await self.llm.models("all"), LIVE
+            except OpenRouterError:
+                if self._models is None or refresh:
+                    raise
+                return self._models  # an outage keeps the day-old catalog rather than none at all
             self._write_cache(raw)
+            self._fetched_at = self.clock()
         return self._keep(raw)
 
     async def models_or_bundled(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
@@ -100,13 +112,19 @@ class Catalog:
             return False
         return True
 
+    def _stale(self, fetched_at: float, max_age: float | None = None) -> bool:
+        return self.clock() - fetched_at > (self.max_age if max_age is None else max_age)
+
     def _read_cache(self, max_age: float | None = None) -> list[dict[str, Any]] | None:
         try:
-            if time.time() - self.cache_path.stat().st_mtime > (self.max_age if max_age is None else max_age):
+            fetched_at = self.cache_path.stat().st_mtime
+            if self._stale(fetched_at, max_age):
                 return None
-            return json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
+            raw = json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
         except (OSError, ValueError, KeyError):
             return None
+        self._fetched_at = fetched_at
+        return raw
 
     def _write_cache(self, raw: list[dict[str, Any]]) -> None:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,19 +8,22 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.keys import probe_key
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import ChatSpec
+from providers.redact import remember_secrets
 
 from . import doctor
 from .auth import Credential, save_key
 from .catalog import CATALOG_FILE, Catalog, matches_modality
-from .config import ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
+from .config import ChorusConfig, ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
 from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
@@ -47,12 +50,14 @@ class Cli:
     def loaded(self) -> LoadedConfig:
         if self._loaded is None:
             self._loaded = load_config(self.path, env={**self.env.dotenv, **self.env.vars})
+            remember_config_secrets(self._loaded.config, self.env)
             for warning in self._loaded.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         return self._loaded
 
     def update(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedConfig:
         self._loaded = update_config(self.path, mutate, env={**self.env.dotenv, **self.env.vars})
+        remember_config_secrets(self._loaded.config, self.env)
         return self._loaded
 
     def credential_or_fail(self) -> Credential:
@@ -65,6 +70,14 @@ class Cli:
         return cred
 
 
+def remember_config_secrets(config: ChorusConfig, env: Env) -> None:
+    """Mask this process's key and bot tokens in everything it logs or sends, whatever their shape."""
+    cred = env.credential(config)
+    slots = (config.models.providers.openrouter.api_key, config.messages.tts.providers.openrouter.api_key,
+             config.channels.telegram.bot_token, config.channels.discord.token)
+    remember_secrets(cred.key if cred else None, *(s.get_secret_value() for s in slots if s is not None))
+
+
 # ---- onboarding -------------------------------------------------------------------------------
 
 
@@ -75,12 +88,13 @@ def onboard(cli: Cli) -> int:
     if choice is None:
         if not _interactive():
             raise UsageError("onboard needs --auth-choice openrouter-api-key|openrouter-oauth when not run in a terminal")
-        answer = input("Sign in with OpenRouter in the browser (o) or paste an API key (k)? [k] ").strip().lower()
-        choice = "openrouter-oauth" if answer.startswith("o") else "openrouter-api-key"
+        choice = _ask_choice()
     if choice == "openrouter-oauth":
         (key, user_id), method = asyncio.run(_oauth(cli)), "oauth"
     else:
-        key, user_id, method = _ask_key(given_key), None, "api-key"
+        base_url = cli.loaded.config.models.providers.openrouter.base_url
+        key, user_id, method = asyncio.run(_ask_key(given_key, base_url)), None, "api-key"
+    remember_secrets(key)
     path = save_key(cli.env.state, key, method=method, user_id=user_id)
     print(f"Saved the OpenRouter key in profile openrouter:default ({path}, mode 0600).")
     loaded = cli.update(_default_model)
@@ -95,17 +109,61 @@ def _default_model(raw: dict[str, Any]) -> None:
         set_in(raw, "agents.defaults.model.primary", DEFAULT_MODEL)
 
 
-def _ask_key(given: str | None) -> str:
+ASKS = 3  # a terminal user gets this many tries at a question before onboarding gives up
+CHOICES = {"": "openrouter-api-key", "k": "openrouter-api-key", "key": "openrouter-api-key",
+           "o": "openrouter-oauth", "oauth": "openrouter-oauth", "browser": "openrouter-oauth"}
+KEY_SHAPE = re.compile(r"sk-or-[A-Za-z0-9_\-]{16,}")
+KEYS_PAGE = "https://openrouter.ai/settings/keys"
+
+
+def _ask_choice() -> str:
+    """Browser sign-in or a pasted key; anything but a listed answer is asked again, never taken as the default."""
+    for _ in range(ASKS):
+        answer = input("Sign in with OpenRouter in the browser (o) or paste an API key (k)? [k] ").strip().lower()
+        if answer in CHOICES:
+            return CHOICES[answer]
+        print(f"Please answer o (browser) or k (API key), not {answer[:20]!r}.")
+    raise UsageError("no valid answer to 'browser or key?'; nothing was changed")
+
+
+async def _ask_key(given: str | None, base_url: str) -> str:
+    """A key that has OpenRouter's shape and, when ``base_url`` can be reached, that OpenRouter accepts.
+
+    On a terminal a bad key is asked for again; on a pipe or in CI it is refused with the reason."""
     key = (given or "").strip()
-    if not key:
+    for _ in range(ASKS):
+        if not key:
+            if not _interactive():
+                raise UsageError("no key given: pass --openrouter-api-key KEY, or run onboarding in a terminal")
+            key = (await asyncio.to_thread(getpass.getpass, f"OpenRouter API key (input hidden; from {KEYS_PAGE}): ")).strip()
+        problem = "no key entered" if not key else _key_shape_problem(key) or await _key_refused(key, base_url)
+        if problem is None:
+            return key
         if not _interactive():
-            raise UsageError("no key given: pass --openrouter-api-key KEY, or run onboarding in a terminal")
-        key = getpass.getpass("OpenRouter API key (input hidden; from https://openrouter.ai/settings/keys): ").strip()
-    if not key:
-        raise UsageError("no key entered; nothing was changed")
+            raise UsageError(f"{problem}; nothing was saved")
+        print(f"{problem}. Try again.")
+        key = ""
+    raise UsageError("no usable key after three tries; nothing was saved")
+
+
+def _key_shape_problem(key: str) -> str | None:
     if any(c.isspace() for c in key):
-        raise UsageError("that key contains spaces; paste it exactly as OpenRouter shows it")
-    return key
+        return "that key contains spaces; paste it exactly as OpenRouter shows it"
+    if not KEY_SHAPE.fullmatch(key):
+        return f"that is not an OpenRouter API key (they look like sk-or-v1-…; copy yours from {KEYS_PAGE})"
+    return None
+
+
+async def _key_refused(key: str, base_url: str) -> str | None:
+    """Why OpenRouter refuses ``key``, or ``None``; when it cannot be asked, the key is taken with a warning."""
+    probe = await probe_key(base_url, key)
+    if probe.verdict == "refused":
+        return f"OpenRouter did not accept that key (HTTP {probe.status}): it is wrong or was revoked ({KEYS_PAGE})"
+    if probe.verdict != "ok":
+        why = f"{base_url} is unreachable" if probe.verdict == "unreachable" else f"{base_url}/key answered HTTP {probe.status}"
+        print(f"warning: could not check the key with OpenRouter ({why}); saving it anyway. "
+              "`chorus doctor` checks it once OpenRouter can be reached.", file=sys.stderr)
+    return None
 
 
 async def _oauth(cli: Cli) -> tuple[str, str | None]:

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
+from providers.redact import looks_secret, redact
 
 from .json5_text import strip_digit_separators
 
@@ -179,8 +180,13 @@ class AudioTools(Section):
     max_duration_seconds: int = Field(600, gt=0)
 
 
+class ImageTools(Section):
+    max_bytes: int = Field(20_000_000, gt=0)  # checked before an image is read; larger ones are refused
+
+
 class MediaTools(Section):
     audio: AudioTools = Field(default_factory=AudioTools)
+    image: ImageTools = Field(default_factory=ImageTools)
 
 
 class Tools(Section):
@@ -438,14 +444,18 @@ def _describe(err: Any) -> tuple[str, str]:
     loc = [str(p) for p in err["loc"] if str(p) not in ("str", "int") and not str(p).startswith(("literal[", "function-"))]
     path = ".".join(_camel(p) for p in loc) or "(top level)"
     value = err.get("input")
-    secret = any(p in _SECRET_KEYS for p in path.split("."))
-    found = "a value (hidden: it is a secret)" if secret else f"{value!r} ({_type_name(value)})"
+    if any(p in _SECRET_KEYS for p in path.split(".")):
+        found = "a value (hidden: it is a secret)"
+    elif isinstance(value, str) and looks_secret(value):  # a key pasted into the wrong slot
+        found = "a value that looks like a key or token (not shown: was it pasted into the wrong place?)"
+    else:
+        found = redact(f"{value!r} ({_type_name(value)})", entropy=True)  # a secret inside a list or object
     if err["type"] == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
         return path, f"found {found}; allowed: {allowed}"
     if err["type"] == "missing":
         return path, "required, but missing"
-    message = err["msg"].removeprefix("Value error, ")
+    message = redact(err["msg"].removeprefix("Value error, "), [value] if isinstance(value, str) else (), entropy=True)
     return path, f"found {found}; {message[0].lower() + message[1:]}"
 
 

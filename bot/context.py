@@ -9,12 +9,22 @@ from typing import Any
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
 OUTPUT_RESERVE = 0.2  # of the window, left for the answer
+IMAGE_TOKENS = 1600  # what a vision model counts for one image of up to 2048 px, about; never its URL's length
+
+
+def _size(part: Any) -> int:
+    if isinstance(part, dict) and part.get("type") == "image_url":
+        return IMAGE_TOKENS * CHARS_PER_TOKEN  # a short reference or a long data URL: the same image to the model
+    return len(json.dumps(part))
 
 
 def estimate_tokens(message: dict[str, Any]) -> int:
-    """Tokens a message costs, estimated from its JSON size."""
+    """Tokens a message costs, estimated from its JSON size (an image at a fixed cost)."""
     content = message.get("content")
-    size = len(content) if isinstance(content, str) else len(json.dumps(content or ""))
+    if isinstance(content, list):
+        size = sum(map(_size, content))
+    else:
+        size = len(content) if isinstance(content, str) else len(json.dumps(content or ""))
     if message.get("tool_calls"):
         size += len(json.dumps(message["tool_calls"]))
     return size // CHARS_PER_TOKEN + MESSAGE_OVERHEAD

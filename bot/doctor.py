@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from providers.openrouter.keys import probe_key, probe_models
+
 from .config import ConfigError, TelegramChannel, load_config
 from .lock import lock_holder
 from .redact import redact
@@ -23,7 +25,8 @@ class Check:
 
 
 async def run_checks(path: Path, env: Env) -> list[Check]:
-    """Config valid, credential present, state dir writable, database migrated, base URL reachable."""
+    """Config valid, credential present, state dir writable, database migrated, base URL answering like
+    OpenRouter, and the key accepted by it; each failure says what to do."""
     try:
         loaded = load_config(path, env={**env.dotenv, **env.vars})
     except ConfigError as exc:
@@ -34,7 +37,11 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     checks.append(_writable(env.state))
     checks.append(await _database(env.state / "chorus.db"))
     checks.append(_service(env.state))
-    checks.append(await _reachable(loaded.config.models.providers.openrouter.base_url))
+    base_url = loaded.config.models.providers.openrouter.base_url
+    checks.append(base := await _base_url(base_url))
+    if cred is not None:
+        checks.append(await _key(base_url, cred.key, cred.source) if base.ok else Check(
+            "key", False, "not checked: fix the base URL first"))
     checks += await _telegram(loaded.config.channels.telegram, env)
     return checks
 
@@ -68,13 +75,35 @@ async def _database(path: Path) -> Check:
     return Check("database", True, f"{path} at schema version {row[0] if row else 0}")
 
 
-async def _reachable(base_url: str) -> Check:
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            resp = await http.get(base_url.rstrip("/") + "/models")
-    except httpx.HTTPError as exc:
-        return Check("base URL", False, f"{base_url} unreachable ({type(exc).__name__})")
-    return Check("base URL", resp.status_code < 500, f"{base_url} answered HTTP {resp.status_code}")
+FIX_BASE = "set models.providers.openrouter.baseUrl to https://openrouter.ai/api/v1 (or your proxy's OpenRouter API URL)"
+FIX_KEY = ("store a valid key with `chorus onboard` or `chorus models auth login --provider openrouter` "
+           "(keys: https://openrouter.ai/settings/keys)")
+
+
+async def _base_url(base_url: str) -> Check:
+    probe = await probe_models(base_url)
+    if probe.verdict == "unreachable":
+        return Check("base URL", False, f"{base_url} is unreachable ({probe.error}): check the network, or {FIX_BASE}")
+    if probe.verdict != "ok":
+        return Check("base URL", False, f"{base_url}/models answered HTTP {probe.status} without OpenRouter's model list: "
+                                        f"this is not an OpenRouter API; {FIX_BASE}")
+    count = len(probe.data)
+    return Check("base URL", True, f"{base_url} lists {count} model{'' if count == 1 else 's'}")
+
+
+async def _key(base_url: str, key: str, source: str) -> Check:
+    probe = await probe_key(base_url, key)
+    if probe.verdict == "refused":
+        return Check("key", False, f"OpenRouter refused the key from {source} (HTTP {probe.status}): {FIX_KEY}")
+    if probe.status == 404:  # a proxy that speaks the chat API but has no key endpoint: nothing to check against
+        return Check("key", True, f"not checked: {base_url} has no /key endpoint (a proxy?); the first chat will tell")
+    if probe.verdict != "ok":
+        what = f"is unreachable ({probe.error})" if probe.verdict == "unreachable" else f"answered HTTP {probe.status}"
+        return Check("key", False, f"could not confirm the key: {base_url}/key {what}; try `chorus doctor` again shortly")
+    limit, left = probe.data.get("limit"), probe.data.get("limit_remaining")
+    spend = (f"${left:,.2f} of its ${limit:,.2f} limit left" if isinstance(limit, (int, float)) and isinstance(left, (int, float))
+             else "no spending limit")
+    return Check("key", True, f"accepted by OpenRouter ({spend})")
 
 
 async def _telegram(settings: TelegramChannel, env: Env) -> list[Check]:
@@ -107,7 +136,7 @@ async def _telegram(settings: TelegramChannel, env: Env) -> list[Check]:
                 return checks
             # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
             # confirmed (no offset), so no update is lost to the service.
-            polled = await http.post("getUpdates", json={"timeout": 3, "limit": 1})
+            polled = await http.post("getUpdates", json={"timeout": 2, "limit": 1})
     except httpx.HTTPError as exc:
         return [Check("telegram", False, f"{root} unreachable ({type(exc).__name__})")]
     except ValueError:

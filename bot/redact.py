@@ -1,28 +1,14 @@
-"""Keep secrets out of logs: a logging filter that masks API keys and bot tokens wherever they appear."""
+"""Keep secrets out of logs: a logging filter that masks API keys and bot tokens wherever they appear
+(the masking itself is ``providers.redact``, shared with the errors that reach chats)."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
-# OpenRouter keys, Telegram bot tokens, Discord bot tokens, bearer headers.
-_PATTERNS = [
-    re.compile(r"sk-or-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"\b\d{6,12}:[A-Za-z0-9_\-]{30,}\b"),
-    re.compile(r"\b[A-Za-z0-9_\-]{24,28}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}\b"),
-    re.compile(r"(?i)(bearer\s+)[^\s'\"]+"),
-]
+from providers.redact import redact
 
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every known secret and every key-shaped string masked."""
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, "***")
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
+__all__ = ["RedactingFilter", "redact", "setup_logging"]
 
 
 class RedactingFilter(logging.Filter):

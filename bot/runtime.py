@@ -12,17 +12,17 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
-from channels.telegram import TelegramChannel, TelegramSettings
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
 from .dispatch import Dispatcher
+from .images import Images
 from .media_jobs import MediaJobs
 from .media_tools import media_tools
 from .tools import ToolRegistry
@@ -33,6 +33,9 @@ from .commands import HELP
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
 from .config import TelegramChannel as TelegramConfig
 from .store import Inbox, Store
+
+if TYPE_CHECKING:
+    from channels.telegram import TelegramSettings
 
 log = logging.getLogger("chorus")
 
@@ -102,7 +105,8 @@ class Runtime:
         llm = make_client(loaded.config, credential)
         config = loaded.config
         tools = ToolRegistry()
-        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm))
+        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
+                      images=Images(env.state / "media", config.tools.media.image))
         dispatcher = Dispatcher(agent, Inbox(store))
         video = config.agents.defaults.video_generation_model
         jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
@@ -120,6 +124,8 @@ class Runtime:
         found: list[Channel] = []
         token = telegram_token(configured.telegram, env or Env())
         if token and configured.telegram.enabled:
+            from channels.telegram import TelegramChannel  # aiogram takes seconds to import: only when used
+
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
         if configured.discord.token is not None:
             log.warning("channels.discord is configured, but this build has no discord adapter yet")
@@ -172,6 +178,8 @@ def telegram_token(settings: TelegramConfig, env: Env) -> str | None:
 
 def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
     """The adapter's plain view of ``channels.telegram``; the chat commands fill Telegram's command menu."""
+    from channels.telegram import TelegramSettings
+
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     return TelegramSettings(
         token=token, api_root=settings.api_root, webhook_url=settings.webhook_url, webhook_secret=secret,

@@ -25,7 +25,8 @@ from aiogram.types import BotCommand, Message, Update, User
 from aiohttp import web
 
 from .base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
-from .telegram_inbound import UNREADABLE, Albums, AlbumWaiter, MentionRules, lazy, to_inbound, unreadable_note
+from .telegram_inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, for_another_bot, lazy, to_inbound,
+                               unreadable_note)
 from .telegram_outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, Streaming, TelegramStream
 from .telegram_session import FloodControl
 
@@ -123,6 +124,8 @@ class TelegramChannel:
 
         @router.message(F.text | F.caption | F.photo | F.voice | F.audio | F.video_note | F.document | F.video)
         async def accept(message: Message, handle: InboundHandler, album: list[Message] | None = None) -> None:
+            if for_another_bot(message, self._me()):
+                return
             inbound = to_inbound(album or [message], self._me(), self.rules, self._download)
             note = unreadable_note(inbound) if inbound.mentioned else None
             if note:  # said at once, by the channel: no model turn can do anything with these files
@@ -174,6 +177,12 @@ class TelegramChannel:
                 backoff = min(backoff * 2, 30)
             except (TelegramAPIError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("receiving from Telegram failed (%s); retrying in %.0f s", exc, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30)
+            except Exception:  # not accepted (e.g. the database failed): unconfirmed, so Telegram sends it again
+                log.exception("an update could not be accepted; it is received again in %.0f s", backoff)
+                seen.clear()
+                albums.take()
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
 

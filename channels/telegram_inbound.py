@@ -73,6 +73,14 @@ def addressed(message: Message, me: User) -> bool:
     return False
 
 
+def for_another_bot(message: Message, me: User) -> bool:
+    """``/cmd@otherbot`` in a group: a command for another bot, not for us."""
+    first = (message.text or "").split(maxsplit=1)[0] if message.text else ""
+    if not first.startswith("/") or "@" not in first:
+        return False
+    return first.split("@", 1)[1].lower() != (me.username or "").lower()
+
+
 def to_inbound(messages: list[Message], me: User, rules: MentionRules, download: Download) -> Inbound:
     """One ``Inbound`` for a message, or for all photos of an album (``messages`` in order)."""
     first = messages[0]
@@ -90,6 +98,7 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
         mentioned=mentioned,
         reply_to=message_ref(first.chat.id, reply.message_id) if reply else None,
         attachments=[a for m in messages for a in attachments(m, download)],
+        sender_username=sender.username if sender else None,
     )
 
 

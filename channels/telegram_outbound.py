@@ -193,6 +193,14 @@ class TelegramStream:
         except TelegramAPIError as exc:  # a lost preview is harmless: the final message follows
             log.info("live preview update skipped: %s", exc.message)
 
+    async def notice(self, text: str) -> None:
+        """A passing status ("the model is busy, trying again…"): shown as the draft in private chats, where it
+        is replaced by the answer; elsewhere the typing indicator already says that work goes on."""
+        if self.live == "draft" and not self.text:
+            with contextlib.suppress(TelegramAPIError):
+                await self.sender.bot.send_message_draft(chat_id=self.target.chat_id, draft_id=self.draft_id,
+                                                         text=text, message_thread_id=self.target.thread_id)
+
     async def close(self, reply: Reply) -> None:
         if self._flush is not None:
             self._flush.cancel()

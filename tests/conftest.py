@@ -47,17 +47,25 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[key] = value
 
 
+def new_home(tmp_path: Path) -> Home:
+    """A state dir under ``tmp_path`` and a child-process environment with no key or config from this machine."""
+    state = tmp_path / "chorus-home"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN")}
+    env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
+    return Home(state, env)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     """A fresh state dir; no key or config leaks in from the machine running the tests."""
-    state = tmp_path / "chorus-home"
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME")}
-    env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
+    made = new_home(tmp_path)
+    state = made.path
     for key in ("OPENROUTER_API_KEY", "CHORUS_CONFIG"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CHORUS_HOME", str(state))
     monkeypatch.chdir(tmp_path)  # so no .env from the checkout is read
-    return Home(state, env)
+    return made
 
 
 @pytest.fixture
@@ -91,16 +99,6 @@ async def onboarded(home: Home, fake: FakeOpenRouter) -> None:
     home.write_config(fake)
     result = await chorus(home, "onboard", "--auth-choice", "openrouter-api-key", "--openrouter-api-key", fake.api_key)
     assert result.code == 0, result.err
-
-
-@pytest.fixture
-async def fake_telegram():
-    """The fake Telegram Bot API on 127.0.0.1; a call Telegram would refuse fails the test."""
-    from tests.fakes.telegram import FakeTelegram
-
-    async with FakeTelegram() as fake:
-        yield fake
-        fake.assert_clean()
 
 
 class Service:
@@ -149,3 +147,30 @@ async def eventually(check: Any, what: str, timeout: float = 20) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# Runs ``python -m bot`` as its child and reports the child's peak RSS (KiB) on its last stderr line.
+_MEASURE = ("import resource, subprocess, sys; code = subprocess.run([sys.executable, '-m', 'bot', *sys.argv[1:]]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
+async def chorus_peak_rss(home: Home, *args: str, stdin: str = "", timeout: float = 60) -> tuple[Result, float]:
+    """``chorus(...)``, and the peak memory (RSS, MB) of the ``chorus`` process over its whole run."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MEASURE, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=home.env, cwd=str(home.path.parent),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    *rest, peak = err.decode().rstrip("\n").split("\n")
+    return Result(proc.returncode or 0, out.decode(), "\n".join(rest)), int(peak) / 1024
+
+
+@pytest.fixture
+async def fake_telegram():
+    """The fake Telegram Bot API on 127.0.0.1; a call Telegram would refuse fails the test."""
+    from tests.fakes.telegram import FakeTelegram
+
+    async with FakeTelegram() as fake:
+        yield fake
+        fake.assert_clean()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -17,28 +16,40 @@ from tests.fakes.telegram import FakeTelegram
 
 
 class Service:
-    """A running ``chorus run``; its stderr is kept for assertions about logs."""
+    """A running ``chorus run``; what it logs is read as it comes (``log``), so a long run never blocks on a
+    full pipe and tests can look at the log while it runs."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.err = b""
+        self._err = bytearray()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self._err += chunk
+
+    @property
+    def log(self) -> str:
+        return self._err.decode(errors="replace")
 
     async def stop(self) -> str:
         """SIGTERM, wait, and return what it logged."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            _, err = await asyncio.wait_for(self.proc.communicate(), 20)
+            await asyncio.wait_for(self.proc.wait(), 20)
         except TimeoutError:
             self.proc.kill()
-            _, err = await self.proc.communicate()
-        self.err += err or b""
-        return self.err.decode()
+            await self.proc.wait()
+        await self._reader
+        return self.log
 
     async def kill(self) -> None:
         """kill -9: no shutdown at all."""
         self.proc.kill()
         await self.proc.wait()
+        await self._reader
 
 
 def telegram_config(tg: FakeTelegram, **telegram: Any) -> dict[str, Any]:
@@ -58,8 +69,8 @@ async def start(home: Home, tg: FakeTelegram, *, ready: str = "setMyCommands") -
     """Start ``chorus run`` and wait until it has called ``ready`` on the fake (it is receiving)."""
     before = len(tg.calls)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**home.env, "PYTHONPATH": os.getcwd()}, cwd=str(home.path.parent))
+        sys.executable, "-m", "bot", "run", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=home.env, cwd=str(home.path.parent))
     service = Service(proc)
     try:
         await tg.wait_for(lambda: any(c.method == ready for c in tg.calls[before:]) or proc.returncode is not None,

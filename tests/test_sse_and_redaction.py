@@ -36,6 +36,11 @@ def test_redact_masks_keys_tokens_and_bearer_headers():
     assert clean.count("***") == 4
 
 
+def test_a_telegram_token_is_masked_inside_a_bot_api_url():
+    url = "GET https://api.telegram.org/bot123456789:AAFakeTokenForTestsOnly_abcdefghijklmn/getMe failed"
+    assert redact(url) == "GET https://api.telegram.org/bot***/getMe failed"
+
+
 def test_logging_filter_redacts_arguments_and_tracebacks(caplog):
     logger = logging.getLogger("chorus.test-redact")
     logger.addFilter(RedactingFilter(["hunter2-password"]))

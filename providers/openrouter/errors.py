@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
+
+from providers.redact import redact
+
+DETAIL_LIMIT = 300
 
 
 class OpenRouterError(Exception):
@@ -16,7 +23,9 @@ class OpenRouterError(Exception):
     advice = "Try again in a moment."
 
     def __init__(self, detail: str = "", *, status: int | None = None, code: Any = None, retry_after: float | None = None) -> None:
-        self.detail = detail
+        # Masked here, once: the sentence reaches chats and logs by many paths, and an upstream or proxy
+        # may echo the Authorization header back. Masked before cutting, so no half key survives the cut.
+        self.detail = redact(detail)[:DETAIL_LIMIT]
         if status is not None:
             self.status = status
         self.code = code
@@ -149,19 +158,27 @@ def error_for_status(status: int, body: Any, retry_after: str | None = None) -> 
     """Map an HTTP error response to its typed exception, taking the message from ``{error: {code, message}}``."""
     detail, code = "", None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = str(body["error"].get("message") or "")[:300]
+        detail = str(body["error"].get("message") or "")
         code = body["error"].get("code")
     elif isinstance(body, str):
-        detail = body.strip()[:300]
+        detail = body.strip()
     cls = _BY_STATUS.get(status) or (UpstreamError if status >= 500 else OpenRouterError)
     return cls(detail, status=status, code=code, retry_after=parse_retry_after(retry_after))
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form; HTTP dates are rare here and ignored)."""
-    if not value:
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds (``"2"``) or an HTTP date
+    (``"Wed, 21 Oct 2026 07:28:00 GMT"``, counted from ``now``); ``None`` when absent or unreadable."""
+    if not value or not value.strip():
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000": still GMT, as every HTTP date is
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import struct
 import zlib
 
@@ -85,3 +86,35 @@ def decode_info(data: bytes) -> tuple[str, str, float, int, int]:
         samples = sum(frame.samples for frame in container.decode(stream))
         return (container.format.name, stream.codec_context.name, samples / stream.rate,
                 stream.rate, stream.codec_context.channels)
+
+
+def make_photo(width: int, height: int, fmt: str = "JPEG") -> bytes:
+    """A smooth colour picture (gradients, as a photo compresses) of the given size, made with Pillow."""
+    from PIL import Image
+
+    red = Image.linear_gradient("L").resize((width, height))
+    green = Image.radial_gradient("L").resize((width, height))
+    blue = red.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    out = io.BytesIO()
+    Image.merge("RGB", (red, green, blue)).save(out, fmt)
+    return out.getvalue()
+
+
+def make_noise_bmp(width: int, height: int) -> bytes:
+    """An uncompressed 24-bit BMP of random pixels: ``width * height * 3`` bytes that no codec can shrink.
+    Built by hand, so the test process never holds the pixels twice."""
+    row = width * 3
+    assert row % 4 == 0, "rows of a BMP are padded to 4 bytes; pick a width that needs none"
+    size = row * height
+    header = b"BM" + struct.pack("<IHHI", 54 + size, 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, size, 2835, 2835, 0, 0)
+    return header + info + os.urandom(size)
+
+
+def make_png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` × ``height`` pixels but holds almost none (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")

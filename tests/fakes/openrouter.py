@@ -38,8 +38,8 @@ class Text:
     usage: dict[str, Any] | None = None
     reasoning: str | None = None
     delay: float = 0.0
-    pace: float = 0.0  # seconds between stream chunks, for tests that watch an answer grow
     reasoning_details: list[dict[str, Any]] | None = None
+    pace: float = 0.0  # seconds between stream chunks, for tests that watch an answer grow
 
 
 @dataclass
@@ -56,6 +56,22 @@ class Error:
     message: str
     code: Any = None
     retry_after: float | None = None
+
+
+@dataclass
+class EchoAuth:
+    """An error whose body echoes the request's Authorization header and key, as a debugging proxy's may."""
+
+    status: int = 401
+
+
+@dataclass
+class Stall:
+    """Streams ``partial_text``, then stays silent for ``seconds`` (a slow model mid-answer), then ``rest``."""
+
+    partial_text: str
+    seconds: float
+    rest: str = ""
 
 
 @dataclass
@@ -129,7 +145,7 @@ class BenchPace:
         return Text(text, delay=self.first_token, pace=self.chunk_seconds)
 
 
-Answer = Text | ToolCalls | Error | StreamError | Hang | Images | NoImages | Music | NoAudio | RawSSE
+Answer = Text | ToolCalls | Error | EchoAuth | Stall | StreamError | Hang | Images | NoImages | Music | NoAudio | RawSSE
 
 
 @dataclass
@@ -217,6 +233,7 @@ class FakeOpenRouter:
         app.add_routes([
             web.post("/api/v1/chat/completions", self._chat),
             web.get("/api/v1/models", self._models),
+            web.get("/api/v1/key", self._key),
             web.post("/api/v1/audio/speech", self._speech),
             web.post("/api/v1/audio/transcriptions", self._transcriptions),
             web.post("/api/v1/videos", self._video_submit),
@@ -283,7 +300,9 @@ class FakeOpenRouter:
                 return self._violation("request body is not valid JSON")
         self.requests.append(rec)
         request[RECORDED] = rec
-        if request.path.startswith("/api/v1/") and request.path != "/api/v1/auth/keys":
+        # The catalog is public, as on OpenRouter: no key is needed, but a key that is sent must be right.
+        public = request.path == "/api/v1/auth/keys" or (request.path == "/api/v1/models" and "Authorization" not in request.headers)
+        if request.path.startswith("/api/v1/") and not public:
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return _error(401, "No auth credentials found")
         try:
@@ -318,13 +337,19 @@ class FakeOpenRouter:
             answer = self.answers.pop(0) if self.answers else self._default_text(body)
         if isinstance(answer, Error):
             return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+        if isinstance(answer, EchoAuth):
+            auth = request.headers.get("Authorization", "")
+            return _error(answer.status, f"Authorization header {auth!r} was refused for key {auth.removeprefix('Bearer ')}")
         if isinstance(answer, RawSSE):
             return await self._raw_sse(request, answer)
         if getattr(answer, "delay", 0):
             await asyncio.sleep(answer.delay)  # type: ignore[union-attr]
+        pause = None
+        if isinstance(answer, Stall):
+            pause = (1 + len(_pieces(answer.partial_text, self.chunk_size)), answer.seconds)
         chunks = self._chunks(answer, body)
         if body.get("stream"):
-            return await self._sse(request, chunks, pace=getattr(answer, "pace", 0.0))
+            return await self._sse(request, chunks, pause, pace=getattr(answer, "pace", 0.0))
         return web.json_response(_merge_chunks(chunks, body["model"]))
 
     def bench(self, pace: BenchPace) -> None:
@@ -358,6 +383,9 @@ class FakeOpenRouter:
             problem = _check_message(m, call_ids) or _check_reasoning(m, deepseek)
             if problem:
                 return f"messages[{i}]: {problem}"
+        problem = _unanswered_tool_calls(messages)
+        if problem:
+            return problem
         for i, tool in enumerate(body.get("tools") or []):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if tool.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
@@ -383,7 +411,11 @@ class FakeOpenRouter:
             if answer.reasoning:
                 out.append(chunk({"reasoning": answer.reasoning}))
             out += [chunk({"reasoning_details": [piece]}) for piece in _detail_pieces(answer.reasoning_details or [])]
-        if isinstance(answer, Text):
+        if isinstance(answer, Stall):  # the pause falls right after the partial text's pieces
+            pieces = _pieces(answer.partial_text, self.chunk_size) + (_pieces(answer.rest, self.chunk_size) if answer.rest else [])
+            out += [chunk({"content": p}) for p in pieces]
+            out += [chunk({}, "stop"), usage(len(answer.partial_text + answer.rest) // 4 + 1)]
+        elif isinstance(answer, Text):
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
             out += [chunk({}, "stop"), {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, ToolCalls):
@@ -426,13 +458,16 @@ class FakeOpenRouter:
             out += [chunk({"content": answer.text}), chunk({}, "stop"), usage(5)]
         return out
 
-    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]], pace: float = 0.0) -> web.StreamResponse:
+    async def _sse(self, request: web.Request, chunks: list[dict[str, Any]],
+                   pause: tuple[int, float] | None = None, pace: float = 0.0) -> web.StreamResponse:
         """The chunks as SSE; with ``pace``, that many seconds pass after each chunk that carries content."""
         rec = request[RECORDED]
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         await resp.write(b": OPENROUTER PROCESSING\n\n")
         for i, c in enumerate(chunks):
+            if pause and i == pause[0]:
+                await asyncio.sleep(pause[1])
             if i % 3 == 2:
                 await resp.write(b": OPENROUTER PROCESSING\n\n")
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
@@ -465,6 +500,13 @@ class FakeOpenRouter:
             m for m in self.models if set(wanted.split(",")) & set(m["architecture"]["output_modalities"])
         ]
         return web.json_response({"data": data})
+
+    async def _key(self, request: web.Request) -> web.Response:
+        """``GET /key``: the calling key's details (a wrong key was already answered 401)."""
+        return web.json_response({"data": {
+            "label": self.api_key[:9] + "..." + self.api_key[-3:], "limit": 100, "limit_remaining": 74.5,
+            "limit_reset": "monthly", "usage": 25.5, "is_free_tier": False, "is_provisioning_key": False,
+        }})
 
     async def _speech(self, request: web.Request) -> web.Response:
         body = request[RECORDED].json
@@ -602,6 +644,22 @@ def _check_message(m: Any, call_ids: set[str]) -> str | None:
         return "tool message without a matching earlier tool call id"
     if m["role"] == "user" and content in (None, ""):
         return "user message without content"
+    return None
+
+
+def _unanswered_tool_calls(messages: list[dict[str, Any]]) -> str | None:
+    """Every assistant ``tool_calls`` id must get its ``tool`` message right after that assistant message,
+    before anything else; OpenAI-style providers refuse the whole request otherwise."""
+    for i, m in enumerate(messages):
+        wanted = [c.get("id") for c in (m.get("tool_calls") or [])] if m.get("role") == "assistant" else []
+        answered = set()
+        for follower in messages[i + 1:]:
+            if follower.get("role") != "tool":
+                break
+            answered.add(follower.get("tool_call_id"))
+        missing = [cid for cid in wanted if cid not in answered]
+        if missing:
+            return f"messages[{i}]: tool_calls id(s) {missing} have no tool message right after the call"
     return None
 
 

@@ -1,0 +1,54 @@
+"""How ``bot.images.prepare`` fits an image for the model, in-process (the end-to-end path is in test_images_e2e)."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from bot.context import IMAGE_TOKENS, estimate_tokens
+from bot.images import prepare, too_large
+from tests.fakes.media import make_png
+
+
+def encoded(image: Image.Image, fmt: str, **kw: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def opened(data: bytes) -> tuple[str, tuple[int, int], str]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.format, image.size, image.mode
+
+
+def test_a_small_image_in_a_common_format_goes_as_it_came():
+    small = make_png(40, 30)
+    assert prepare(small).data is small
+
+
+def test_transparency_stays_png_and_a_photo_becomes_jpeg():
+    clear = prepare(encoded(Image.new("RGBA", (3000, 1000), (9, 9, 9, 100)), "PNG"))
+    assert (clear.ext, opened(clear.data)) == ("png", ("PNG", (2048, 683), "RGBA"))
+    bitmap = prepare(encoded(Image.new("RGB", (300, 200)), "BMP"))  # small, but not a format every model reads
+    assert (bitmap.ext, opened(bitmap.data)) == ("jpg", ("JPEG", (300, 200), "RGB"))
+
+
+def test_a_sideways_phone_photo_is_turned_upright():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    fitted = prepare(encoded(Image.new("RGB", (3000, 1000)), "JPEG", exif=exif))
+    assert opened(fitted.data) == ("JPEG", (683, 2048), "RGB")
+
+
+def test_a_size_just_over_the_limit_never_reads_as_equal_to_it():
+    assert too_large(20_040_000, 20_000_000) == "That image is 20.1 MB; the limit is 20 MB."
+    assert too_large(200_000_000, 20_000_000) == "That image is 200 MB; the limit is 20 MB."
+
+
+def test_an_image_costs_the_context_budget_the_same_as_a_reference_or_as_an_old_data_url():
+    text = {"type": "text", "text": "look"}
+    ref = {"type": "image_url", "image_url": {"url": f"chorus-media:in/{'0' * 64}.jpg"}}
+    old = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + "A" * 4_000_000}}
+    cost = estimate_tokens({"role": "user", "content": [text, ref]})
+    assert cost == estimate_tokens({"role": "user", "content": [text, old]}) == IMAGE_TOKENS + 12

@@ -1,0 +1,155 @@
+"""Telegram end to end, each test with its own ``chorus run``: webhook mode, a kill -9 and restart, doctor.
+
+The chat behaviour itself is tested against one shared service in ``test_telegram_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import re
+
+import aiohttp
+
+from tests.conftest import chorus, onboarded
+from tests.fakes.openrouter import Hang, Text
+from tests.fakes.telegram import user
+from tests.telegram_service import free_port, running, start, telegram_config
+
+USER = 5001
+
+
+async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answers_by_edits(
+        home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram-webhook"
+    group = -1002222
+    tg.chat(group, "supergroup", title="Edits")
+    async with running(home, tg, ai, ready="setWebhook", streaming="block", streamThrottleMs=200, webhookUrl=url,
+                       webhookSecret="s3cret-Token_1", webhookPort=port):
+        forged = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"},
+                                              "from": {"id": USER, "is_bot": False, "first_name": "Eve"}, "text": "hi"}}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=forged, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
+                assert resp.status == 401
+            async with http.post(url, json=forged) as resp:
+                assert resp.status == 401
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["ok"] is True
+        tg.message(USER, "through the webhook")
+        (sent,) = await tg.wait_sent(USER)
+        ai.queue(Text("A **growing** answer that arrives in small pieces, and is edited into place as it grows.",
+                      pace=0.03))
+        tg.message(group, "@chorus_test_bot go", chat_type="supergroup",
+                   entities=[{"type": "mention", "offset": 0, "length": 16}])
+        (grown,) = await tg.wait_sent(group)
+        await tg.wait_for(lambda: grown.text.startswith("A growing answer that arrives in small pieces, and is edited"))
+        await asyncio.sleep(0.5)
+    assert sent.text == "echo: through the webhook"
+    # In a group with streaming "block": one preview message, edited (throttled) as the answer grows, then into it.
+    assert tg.messages_in(group) == [grown]
+    assert grown.text == "A growing answer that arrives in small pieces, and is edited into place as it grows."
+    assert grown.entities == [{"type": "bold", "offset": 2, "length": 7}]
+    (preview,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == group]
+    *growing, final = [c for c in tg.calls_to("editMessageText") if c.params["chat_id"] == group]
+    assert growing and min(b.at - a.at for a, b in zip([preview, *growing], growing)) >= 0.19  # throttled
+    assert final.params["text"] == grown.text  # the final answer is not held back by the throttle
+    assert tg.webhook["secret"] == "s3cret-Token_1" and tg.webhook["url"] == url
+    assert tg.webhook_results[-1][1] == 200
+    assert not [c for c in tg.calls if c.method in ("getUpdates", "deleteWebhook")]
+    assert [r.json["messages"][-1]["content"] for r in ai.chat_requests()] == \
+        ["through the webhook", "[Ada]: @chorus_test_bot go"]  # the forged update never reached the model
+
+
+async def test_an_update_cut_off_by_kill_9_is_answered_once_after_the_restart(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg, streaming="off"))
+    ai.queue(Hang(60))
+    first = await start(home, tg)
+    tg.message(USER, "are you there?")
+    await tg.wait_for(lambda: ai.chat_requests(), what="the model call")
+    await first.kill()
+    ai.queue(Text("Yes, I am."))
+    second = await start(home, tg)
+    await tg.wait_sent(USER)
+    await asyncio.sleep(1.5)  # a second answer, if any, would come within this
+    await second.stop()
+    assert tg.texts_in(USER) == ["Yes, I am."]
+    assert len(ai.chat_requests()) == 2
+
+
+async def test_doctor_checks_the_token_and_what_blocks_polling(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg))
+    healthy = await chorus(home, "doctor")
+    assert "ok   telegram: bot @chorus_test_bot (token accepted)" in healthy.out
+    assert "ok   telegram updates: long polling works (no webhook, no other poller)" in healthy.out
+    tg.webhook = {"url": "https://old.example/hook"}
+    stale = await chorus(home, "doctor")
+    assert stale.code == 1
+    assert ("FAIL  telegram updates: a webhook (https://old.example/hook) takes this bot's updates, so polling "
+            "gets none; `chorus run` removes it at start") in stale.out
+    tg.webhook = {}
+    service = await start(home, tg)
+    busy = await chorus(home, "doctor")
+    await service.stop()
+    assert ("FAIL  telegram updates: Telegram answered 409 (Conflict: terminated by other getUpdates request; make "
+            "sure that only one bot instance is running): another process is polling this bot.") in busy.out
+    home.write_config(ai, **telegram_config(tg, botToken="123456789:AAWrongTokenWrongTokenWrongToken_xx"))
+    refused = await chorus(home, "doctor")
+    assert "FAIL  telegram: the bot token was refused: Unauthorized" in refused.out
+    assert "AAWrongToken" not in refused.out + refused.err
+
+
+async def test_pairing_from_code_to_approval_while_running(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, dmPolicy="pairing", streaming="off"):
+        tg.message(USER, "hi, who are you?", sender=user(USER, "Grace", "grace"))
+        (code_message,) = await tg.wait_sent(USER)
+        code = re.search(r"Your pairing code: (\S+)", code_message.text)[1]
+        assert code_message.text == (
+            f"Hi Grace! I only chat with people my owner has approved.\nYour pairing code: {code}\n"
+            f"Send it to the owner, who approves it with: chorus pairing approve telegram {code}\n"
+            "The code expires in 60 minutes.")
+        listed = await chorus(home, "pairing", "list", "telegram")
+        assert code in listed.out and str(USER) in listed.out
+        approved = await chorus(home, "pairing", "approve", "telegram", code)
+        assert approved.out.strip() == f"Approved Grace (@grace), telegram id {USER}: they can chat with the bot now."
+        tg.message(USER, "hello again", sender=user(USER, "Grace", "grace"))
+        await tg.wait_sent(USER, 2)
+    assert tg.texts_in(USER)[1] == "echo: hello again"
+    assert [m["content"] for r in ai.chat_requests() for m in r.json["messages"] if m["role"] == "user"] == \
+        ["hello again"]  # the stranger's first message never reached the model
+
+
+async def test_allowlist_lets_in_a_listed_username_and_refuses_others(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, dmPolicy="allowlist", allowFrom=["@grace"], streaming="off"):
+        tg.message(6001, "let me in", sender=user(6001, "Mallory", "mallory"))
+        tg.message(6002, "hello", sender=user(6002, "Grace", "grace"))
+        await tg.wait_sent(6001)
+        await tg.wait_sent(6002)
+    assert tg.texts_in(6001) == ["Sorry, I only chat with people my owner has allowed. Your telegram id is 6001; "
+                                 "the owner can add it to channels.telegram.allowFrom."]
+    assert tg.texts_in(6002) == ["echo: hello"]
+
+
+async def test_an_update_the_inbox_could_not_store_is_received_again_and_answered_once(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, streaming="off") as service:
+        tg.message(USER, "before")
+        await tg.wait_sent(USER)
+        # The kernel's file-size limit stands in for a full disk: the inbox cannot store the next message.
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        tg.message(USER, "during")
+        await tg.wait_sent(USER, 2)  # told at once that it could not be saved
+        assert tg.updates != []  # not confirmed: Telegram keeps it
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await tg.wait_sent(USER, 3)
+        await asyncio.sleep(1.5)  # a second answer, if any, would come within this
+    assert tg.texts_in(USER)[0] == "echo: before" and tg.texts_in(USER)[2:] == ["echo: during"]
+    assert tg.texts_in(USER)[1].startswith("⚠️ I could not save your message")
+    assert tg.updates == []
