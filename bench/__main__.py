@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from bench import image_memory, peer, telegram_path, turn_overhead
+from bench import discord_path, image_memory, peer, telegram_path, turn_overhead
 
 
 def loopback_only(argv: list[str]) -> list[str]:
@@ -29,6 +29,7 @@ def main() -> int:
     asyncio.run(turn_overhead.main())
     asyncio.run(image_memory.main())
     asyncio.run(telegram_path.main())
+    asyncio.run(discord_path.main())
     print()
     problem = peer.ensure_installed()
     argv = [sys.executable, "-m", "bench.side_by_side", *sys.argv[1:]]

@@ -115,6 +115,8 @@ def _group(inbound: Inbound, settings: ChannelBase) -> Decision:
         return Decision(False, "group-disabled")
     if settings.group_policy == "open":
         return Decision(True, "group-open")
+    if settings.lists_groups():
+        return Decision(True, "group-listed")
     entries = settings.group_allow_from or settings.allow_from
     if listed(entries, inbound) or inbound.chat.chat_id in (_entry(e, inbound.chat.channel) for e in entries):
         return Decision(True, "group-allow-from")

@@ -201,6 +201,10 @@ class ChannelBase(Section):
     group_allow_from: list[str | int] = Field(default_factory=list)
     require_mention: bool = True
 
+    def lists_groups(self) -> bool:
+        """Whether the channel's own allowlist of groups (Discord's ``guilds``) already admitted a group message."""
+        return False
+
 
 class TelegramGroup(Section):
     """One group's overrides under ``channels.telegram.groups`` (key: chat id, or "*" for every group)."""
@@ -239,9 +243,39 @@ class TelegramChannel(ChannelBase):
         return self
 
 
+class DiscordChannelRule(Section):
+    """One server channel (keyed by id or name): whether the bot works there and needs a mention."""
+
+    enabled: bool = True
+    require_mention: bool | None = None
+    users: list[str | int] | None = None
+
+
+class DiscordGuild(Section):
+    """One server (keyed by id), OpenClaw's shape: who may talk, which channels, mention rule."""
+
+    slug: str | None = None
+    require_mention: bool | None = None
+    users: list[str | int] = Field(default_factory=list)
+    channels: dict[str, DiscordChannelRule] = Field(default_factory=dict)
+
+
+class DiscordStreaming(Section):
+    mode: Literal["partial", "off"] = "partial"  # partial: the answer grows in place by edits
+    throttle_ms: int = Field(1200, ge=250)  # Discord allows about 5 edits per 5 s per channel
+
+
 class DiscordChannel(ChannelBase):
     token: SecretStr | None = None
-    api_base: str | None = None
+    api_base: str | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
+    gateway_url: str | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
+    allow_bots: bool = False
+    media_max_mb: float | None = Field(None, gt=0)  # below Discord's own upload limit, if set
+    guilds: dict[str, DiscordGuild] = Field(default_factory=dict)
+    streaming: DiscordStreaming = Field(default_factory=DiscordStreaming)
+
+    def lists_groups(self) -> bool:
+        return bool(self.guilds)  # the adapter passes on messages from listed servers and channels only
 
 
 class Channels(Section):

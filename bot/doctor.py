@@ -8,9 +8,11 @@ from pathlib import Path
 
 import httpx
 
+from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
 from .config import ConfigError, TelegramChannel, load_config
+from .discord_config import discord_settings
 from .lock import lock_holder
 from .redact import redact
 from .runtime import Env, telegram_token
@@ -26,7 +28,8 @@ class Check:
 
 async def run_checks(path: Path, env: Env) -> list[Check]:
     """Config valid, credential present, state dir writable, database migrated, base URL answering like
-    OpenRouter, and the key accepted by it; each failure says what to do."""
+    OpenRouter, and the key accepted by it; a configured Discord bot: token accepted, Message Content intent on.
+    Each failure says what to do."""
     try:
         loaded = load_config(path, env={**env.dotenv, **env.vars})
     except ConfigError as exc:
@@ -43,6 +46,8 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
         checks.append(await _key(base_url, cred.key, cred.source) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
     checks += await _telegram(loaded.config.channels.telegram, env)
+    if (discord := discord_settings(loaded.config)) is not None:
+        checks += [Check(*found) for found in await discord_setup.check(discord)]
     return checks
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from channels.discord import DiscordChannel
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -32,6 +33,7 @@ from .catalog import CATALOG_FILE, Catalog
 from .commands import HELP
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
 from .config import TelegramChannel as TelegramConfig
+from .discord_config import discord_settings
 from .store import Inbox, Store
 
 if TYPE_CHECKING:
@@ -127,8 +129,8 @@ class Runtime:
             from channels.telegram import TelegramChannel  # aiogram takes seconds to import: only when used
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
-        if configured.discord.token is not None:
-            log.warning("channels.discord is configured, but this build has no discord adapter yet")
+        if (discord := discord_settings(self.config)) is not None:
+            found.append(DiscordChannel(discord))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

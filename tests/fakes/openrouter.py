@@ -223,6 +223,7 @@ class FakeOpenRouter:
         self.pace: BenchPace | None = None
         self.lenient = False  # benchmarks of other clients: record contract problems instead of refusing
         self.tolerated: list[str] = []
+        self.chunk_pause = 0.0  # seconds between streamed chunks: a model that writes slowly
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -476,6 +477,8 @@ class FakeOpenRouter:
                     rec.first_token_at = time.monotonic()
                 if pace:
                     await asyncio.sleep(pace)
+            if self.chunk_pause:
+                await asyncio.sleep(self.chunk_pause)
         if not any("error" in c for c in chunks):
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -1,0 +1,110 @@
+"""The discord.py client as Chorus uses it: explicit intents, no mass pings, and REST and gateway at the
+configured addresses (a REST proxy in front of Discord, or the fake Discord of the tests).
+
+discord.py builds every REST URL from the class-wide ``Route.BASE`` and opens its first gateway connection
+at the built-in ``wss://gateway.discord.gg``; both are rebased here per client instance (its HTTP client,
+and the webhook adapter used by interaction responses in this task's context), never by changing the
+library's globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+from discord.webhook.async_ import AsyncWebhookAdapter, async_context
+
+from .discord_settings import DiscordSettings
+
+log = logging.getLogger("chorus.discord")
+
+
+def intents() -> discord.Intents:
+    """What the bot must receive: servers and their channels/threads, messages in servers and DMs, and
+    their text (the privileged Message Content intent; without it guild messages arrive empty)."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+def safe_mentions(*, reply: bool = False) -> discord.AllowedMentions:
+    """No @everyone, @here, role or user ping, whatever the text says; a reply may notify its addressee."""
+    return discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=reply)
+
+
+class Rebase:
+    """Maps discord.py's built-in Discord URLs to the configured ones."""
+
+    def __init__(self, api_base: str | None, gateway_url: str | None) -> None:
+        self.api_base = api_base.rstrip("/") if api_base else None
+        self.gateway: yarl.URL | None = yarl.URL(gateway_url) if gateway_url else None
+
+    def rest(self, url: str) -> str:
+        if self.api_base and url.startswith(Route.BASE):
+            return self.api_base + url[len(Route.BASE):]
+        return url
+
+    def websocket(self, url: str) -> str:
+        """The built-in gateway (first connect, or after an invalidated session) becomes the configured one;
+        the ``resume_gateway_url`` that READY gave is kept."""
+        parsed = yarl.URL(url)
+        if self.gateway is not None and parsed.host == DiscordWebSocket.DEFAULT_GATEWAY.host:
+            return str(self.gateway.with_query(parsed.query))
+        return url
+
+    def install(self, http: Any) -> None:
+        """Rebase this client's HTTP requests and websocket connections."""
+        request, ws_connect = http.request, http.ws_connect
+
+        async def rebased_request(route: Route, **kwargs: Any) -> Any:
+            route.url = self.rest(route.url)
+            return await request(route, **kwargs)
+
+        async def rebased_ws_connect(url: str, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+            return await ws_connect(self.websocket(url), **kwargs)
+
+        http.request, http.ws_connect = rebased_request, rebased_ws_connect
+        if self.api_base:
+            async_context.set(_RebasedWebhooks(self))  # interaction responses and follow-ups, in this context
+
+
+class _RebasedWebhooks(AsyncWebhookAdapter):
+    def __init__(self, rebase: Rebase) -> None:
+        super().__init__()
+        self.rebase = rebase
+
+    async def request(self, route: Route, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        route.url = self.rebase.rest(route.url)
+        return await super().request(route, *args, **kwargs)
+
+
+SetupHook = Callable[["ChorusClient"], Awaitable[None]]
+
+
+class ChorusClient(discord.Client):
+    """A plain client whose start-up (after login, before the gateway) runs ``on_setup``."""
+
+    def __init__(self, settings: DiscordSettings, on_setup: SetupHook) -> None:
+        # Chorus joins no voice channels: discord.py's warn-once flags for missing voice libraries stay quiet.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None)
+        self.settings = settings
+        self.rebase = Rebase(settings.api_base, settings.gateway_url)
+        self.rebase.install(self.http)
+        self._on_setup = on_setup
+
+    async def setup_hook(self) -> None:
+        if self.rebase.api_base and self.rebase.gateway is None:
+            # A REST proxy without a gateway URL: ask it where the gateway is, as sharded clients do.
+            _, url, _ = await self.http.get_bot_gateway()
+            self.rebase.gateway = yarl.URL(url)
+        await self._on_setup(self)

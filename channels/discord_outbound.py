@@ -1,0 +1,168 @@
+"""From a ``Reply`` to Discord messages: text in parts of at most 2000 characters (grown in place by edits
+while it streams), a real voice message, and files within the chat's upload limit."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from contextlib import suppress
+from typing import Any
+
+import discord
+from discord.http import handle_message_parameters
+
+from .base import ChatRef, Media, Reply
+from .chunking import split_text
+from .discord_client import ChorusClient, safe_mentions
+from .discord_settings import UPLOAD_LIMIT
+from .discord_voice import voice_shape
+
+log = logging.getLogger("chorus.discord")
+TEXT_LIMIT = 2000
+VOICE_FALLBACK = "I may not send voice messages here, so here is my answer as an audio file; nothing is lost."
+
+
+class VoiceFile(discord.File):
+    """An OGG/Opus file with what Discord needs to show it as a voice message (discord.py has no field for it)."""
+
+    def __init__(self, media: Media, duration: float, waveform: str) -> None:
+        super().__init__(io.BytesIO(media.data), filename="voice-message.ogg")
+        self.duration = duration
+        self.waveform = waveform
+
+    def to_dict(self, index: int) -> dict[str, Any]:
+        return {**super().to_dict(index), "duration_secs": self.duration, "waveform": self.waveform}
+
+
+class Outbox:
+    """Sends replies into one client's chats; an interaction waiting for its answer is answered by follow-up."""
+
+    def __init__(self, client: ChorusClient) -> None:
+        self.client = client
+        self.interactions: dict[str, discord.Interaction] = {}  # inbound message id -> deferred interaction
+
+    def target(self, chat: ChatRef) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(int(chat.thread_id or chat.chat_id))
+
+    async def type_once(self, chat: ChatRef) -> None:
+        """Show "typing" for the next 10 s (or until the bot's next message)."""
+        with suppress(discord.HTTPException):
+            await self.client.http.send_typing(int(chat.thread_id or chat.chat_id))
+
+    async def post(self, chat: ChatRef, content: str, *, reply_to: str | None = None,
+                   files: list[discord.File] | None = None, flags: discord.MessageFlags | None = None) -> discord.Message:
+        """One message; the first of a reply references the message it answers (or answers its interaction)."""
+        interaction = self.interactions.pop(reply_to, None) if reply_to else None
+        if interaction is not None:
+            return await interaction.followup.send(content, files=files or discord.utils.MISSING, wait=True,
+                                                   allowed_mentions=safe_mentions())
+        reference = None
+        if reply_to and reply_to.isdigit():
+            reference = discord.MessageReference(message_id=int(reply_to), channel_id=int(chat.thread_id or chat.chat_id),
+                                                 fail_if_not_exists=False)
+        params = handle_message_parameters(
+            content or None, files=files or discord.utils.MISSING, flags=flags or discord.utils.MISSING,
+            allowed_mentions=safe_mentions(reply=reference is not None),
+            message_reference=reference.to_message_reference_dict() if reference else discord.utils.MISSING,
+        )
+        with params:
+            data = await self.client.http.send_message(int(chat.thread_id or chat.chat_id), params=params)
+        return discord.Message(state=self.client._connection, channel=self.target(chat), data=data)
+
+    async def send(self, chat: ChatRef, reply: Reply, posted: list[discord.Message] | None = None) -> None:
+        """The whole reply: text parts (reconciled with ``posted``, the parts a stream already showed),
+        then the voice message, then the files."""
+        await self.text(chat, reply.text, reply.reply_to, posted or [])
+        reply_to = None if reply.text or posted else reply.reply_to
+        if reply.voice is not None:
+            await self.voice(chat, reply.voice, reply_to)
+            reply_to = None
+        for media in reply.media:
+            await self.file(chat, media, reply_to)
+            reply_to = None
+
+    async def text(self, chat: ChatRef, text: str, reply_to: str | None, posted: list[discord.Message]) -> None:
+        """Make the chat show exactly the parts of ``text``: edit what differs, post what is missing,
+        delete what is left over."""
+        parts = split_text(text, TEXT_LIMIT) if text.strip() else []
+        for i, part in enumerate(parts):
+            if i < len(posted):
+                if posted[i].content != part:
+                    posted[i] = await posted[i].edit(content=part, allowed_mentions=safe_mentions())
+            else:
+                posted.append(await self.post(chat, part, reply_to=reply_to if i == 0 else None))
+        for extra in posted[len(parts):]:
+            with suppress(discord.NotFound):
+                await extra.delete()
+        del posted[len(parts):]
+
+    async def voice(self, chat: ChatRef, media: Media, reply_to: str | None) -> None:
+        """A Discord voice message; where the bot may not send one, the same audio as a file, saying why."""
+        if media.caption:
+            await self.text(chat, media.caption, reply_to, [])
+            reply_to = None
+        shape = await asyncio.to_thread(voice_shape, media.data)
+        try:
+            await self.post(chat, "", reply_to=reply_to, files=[VoiceFile(media, shape.duration, shape.waveform)],
+                            flags=discord.MessageFlags(voice=True))
+        except discord.Forbidden:
+            log.info("voice messages not permitted in chat=%s; sending an audio file", chat.session_key)
+            await self.post(chat, VOICE_FALLBACK, reply_to=reply_to,
+                            files=[discord.File(io.BytesIO(media.data), filename=media.filename)])
+
+    async def file(self, chat: ChatRef, media: Media, reply_to: str | None) -> None:
+        """A generated image, video or track as an attachment, or a clear note when it is over the limit."""
+        limit = self.client.settings.upload_limit(self.chat_limit(chat))
+        if len(media.data) > limit:
+            await self.post(chat, f"The {media.kind.value} I made is {_size(len(media.data))}, over the "
+                                  f"{_size(limit)} that can be uploaded here, so I can't send it.", reply_to=reply_to)
+            return
+        caption = split_text(media.caption, TEXT_LIMIT)[0] if media.caption and media.caption.strip() else ""
+        await self.post(chat, caption, reply_to=reply_to, files=[discord.File(io.BytesIO(media.data), filename=media.filename)])
+
+    def chat_limit(self, chat: ChatRef) -> int:
+        channel = self.client.get_channel(int(chat.thread_id or chat.chat_id))
+        guild = getattr(channel, "guild", None)
+        return guild.filesize_limit if guild is not None else UPLOAD_LIMIT
+
+
+class DiscordStream:
+    """An answer as it is written: shown after ``throttle`` seconds and then edited in place at most that often,
+    with the typing indicator on until the answer is out."""
+
+    def __init__(self, outbox: Outbox, chat: ChatRef, reply_to: str | None, *, live: bool, throttle: float) -> None:
+        self.outbox = outbox
+        self.chat = chat
+        self.reply_to = reply_to
+        self.live = live
+        self.throttle = throttle
+        self.text = ""
+        self.posted: list[discord.Message] = []
+        self.started = time.monotonic()
+        self.last = self.started
+        self.typing = asyncio.create_task(self._type())
+
+    async def delta(self, text: str) -> None:
+        self.text += text
+        if self.live and time.monotonic() - self.last >= self.throttle:
+            self.last = time.monotonic()
+            await self.outbox.text(self.chat, self.text, self.reply_to, self.posted)
+
+    async def close(self, reply: Reply) -> None:
+        try:
+            await self.outbox.send(self.chat, reply, self.posted)
+        finally:
+            self.typing.cancel()
+
+    async def _type(self) -> None:
+        """Discord shows "typing" for 10 s per request: renew it until the answer is out (at most 10 minutes,
+        should a turn end without closing its stream)."""
+        for _ in range(75):
+            await self.outbox.type_once(self.chat)
+            await asyncio.sleep(8)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024:.0f} KB" if size < 1_048_576 else f"{size / 1_048_576:.1f} MB"

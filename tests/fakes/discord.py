@@ -1,0 +1,590 @@
+"""A fake Discord on 127.0.0.1: REST API v10, a JSON gateway websocket and a CDN, for the unpatched discord.py client.
+
+Every REST request is checked against Discord's own OpenAPI description (path and method exist, body
+shape, required fields) and against the rules that matter to a chat bot (content at most 2000 characters,
+``allowed_mentions`` present and letting no ``@everyone``/``@here``/role ping through, voice-message
+shape). A request that breaks them is answered 400 and recorded in ``violations``; the ``fake_discord``
+fixture fails the test if any were seen. Tests play the users: they create guilds, channels and threads,
+send messages and slash commands through the gateway, drop the connection, and script 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.openapi import OpenApi
+
+# The shared specs sit beside the checkout (../shared/specs), as DESIGN.md says.
+SPEC = OpenApi(Path(__file__).resolve().parents[3] / "shared" / "specs" / "discord-openapi.json")
+DISCORD_EPOCH_MS = 1_420_070_400_000
+CONTENT_LIMIT = 2000
+VOICE_FLAG = 1 << 13
+MESSAGE_CONTENT_FLAG = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED: the intent is enabled for an unverified bot
+MESSAGE_CONTENT_INTENT = 1 << 15
+UPLOAD_LIMIT = 10 * 1024 * 1024
+NO_AUTH = ("/interactions/", "/webhooks/")  # authorised by the token in the path
+
+
+@dataclass
+class UploadedFile:
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Call:
+    """One REST request as the fake saw it."""
+
+    method: str
+    path: str  # relative to the API base, e.g. /channels/1/messages
+    template: str  # the spec's path, e.g. /channels/{channel_id}/messages
+    query: dict[str, str]
+    json: Any
+    files: list[UploadedFile]
+    at: float
+    status: int = 0
+
+
+CALL = web.RequestKey("call", Call)
+
+
+@dataclass
+class Sent:
+    """A message the bot made, as it stands now, with every content it had."""
+
+    data: dict[str, Any]
+    files: list[UploadedFile]
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def content(self) -> str:
+        return self.data["content"]
+
+
+@dataclass
+class _Limit:
+    method: str
+    template: str
+    retry_after: float
+    times: int
+
+
+def snowflakes() -> itertools.count[int]:
+    """Ids shaped like Discord's (creation time in the high bits), increasing."""
+    return itertools.count(((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + 1)
+
+
+class FakeDiscord:
+    """``async with FakeDiscord() as fake:`` starts and stops it."""
+
+    def __init__(self, *, token: str = "fake-discord-token.0123456789", heartbeat_ms: int = 1000) -> None:
+        self.token = token
+        self.heartbeat_ms = heartbeat_ms
+        self.ids = snowflakes()
+        self.bot = self.user("chorus", bot=True)
+        self.application_id = str(next(self.ids))
+        self.application_flags = MESSAGE_CONTENT_FLAG
+        self.calls: list[Call] = []
+        self.violations: list[str] = []
+        self.guilds: dict[str, dict[str, Any]] = {}
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.sent: dict[str, Sent] = {}  # bot messages by id
+        self.files: dict[str, tuple[bytes, str]] = {}  # CDN path -> (bytes, content type)
+        self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> registered commands
+        self.typing: dict[str, int] = {}  # channel id -> typing requests
+        self.posted: dict[str, int] = {}  # channel id -> messages the bot created
+        self.no_voice: set[str] = set()  # channels where the bot lacks Send Voice Messages
+        self.identifies: list[dict[str, Any]] = []
+        self.resumes: list[dict[str, Any]] = []
+        self._limits: list[_Limit] = []
+        self._session: str | None = None
+        self._seq = 0
+        self._log: list[dict[str, Any]] = []  # dispatched events of this session, for RESUME
+        self._ws: web.WebSocketResponse | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self.ready = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(middlewares=[self._rest], client_max_size=64 * 2**20)
+        app.add_routes([
+            web.get("/gateway", self._gateway), web.get("/gateway-resume", self._gateway),
+            web.get("/attachments/{path:.*}", self._cdn),
+            web.route("*", "/api/v10/{path:.*}", self._api),
+        ])
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        self.port = self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def go_down(self) -> None:
+        """Stop listening: connections are refused, as when Discord is unreachable."""
+        await self._site.stop()
+
+    async def come_back(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._open.set()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.origin}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def config(self, **more: Any) -> dict[str, Any]:
+        """The ``channels.discord`` config section pointing at this fake."""
+        return {"token": self.token, "apiBase": self.api_base, "gatewayUrl": self.gateway_url, **more}
+
+    def assert_clean(self) -> None:
+        assert not self.violations, "Discord API violations:\n" + "\n".join(self.violations)
+
+    # ---- the world the tests build -----------------------------------------------------------
+
+    def user(self, name: str, *, bot: bool = False) -> dict[str, Any]:
+        return {"id": str(next(self.ids)), "username": name, "global_name": name.title(), "discriminator": "0",
+                "avatar": None, "bot": bot}
+
+    def dm(self, user: dict[str, Any]) -> dict[str, Any]:
+        channel = {"id": str(next(self.ids)), "type": 1, "recipients": [user], "last_message_id": None}
+        self.channels[channel["id"]] = channel
+        return channel
+
+    def guild(self, name: str = "Test server") -> dict[str, Any]:
+        gid = str(next(self.ids))
+        guild = {"id": gid, "name": name, "icon": None, "owner_id": self.bot["id"], "features": [], "premium_tier": 0,
+                 "roles": [{"id": gid, "name": "@everyone", "permissions": str((1 << 41) - 1), "position": 0,
+                            "color": 0, "hoist": False, "managed": False, "mentionable": False}],
+                 "emojis": [], "stickers": [], "channels": [], "threads": [], "members": [], "voice_states": [],
+                 "presences": [], "member_count": 2, "large": False, "unavailable": False,
+                 "joined_at": "2026-01-01T00:00:00+00:00", "verification_level": 0, "mfa_level": 0,
+                 "default_message_notifications": 0, "explicit_content_filter": 0, "system_channel_id": None,
+                 "preferred_locale": "en-US", "nsfw_level": 0, "premium_progress_bar_enabled": False}
+        self.guilds[gid] = guild
+        return guild
+
+    def text_channel(self, guild: dict[str, Any], name: str = "general", *, type: int = 0) -> dict[str, Any]:
+        """A server channel (type 0 text, 15 forum)."""
+        channel = {"id": str(next(self.ids)), "type": type, "guild_id": guild["id"], "name": name, "position": 0,
+                   "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None}
+        guild["channels"].append(channel)
+        self.channels[channel["id"]] = channel
+        return channel
+
+    def thread(self, parent: dict[str, Any], name: str = "a thread") -> dict[str, Any]:
+        """A public thread, or a forum post when ``parent`` is a forum channel."""
+        thread = {"id": str(next(self.ids)), "type": 11, "guild_id": parent["guild_id"], "parent_id": parent["id"],
+                  "name": name, "owner_id": self.bot["id"], "message_count": 0, "member_count": 1,
+                  "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                      "archive_timestamp": "2026-01-01T00:00:00+00:00"}}
+        self.guilds[parent["guild_id"]]["threads"].append(thread)
+        self.channels[thread["id"]] = thread
+        return thread
+
+    def attachment(self, filename: str, data: bytes, content_type: str, **extra: Any) -> dict[str, Any]:
+        """A file a user attached, served by the fake CDN."""
+        aid = str(next(self.ids))
+        path = f"{aid}/{filename}"
+        self.files[path] = (data, content_type)
+        url = f"{self.origin}/attachments/{path}"
+        return {"id": aid, "filename": filename, "size": len(data), "url": url, "proxy_url": url,
+                "content_type": content_type, **extra}
+
+    # ---- what users do -----------------------------------------------------------------------
+
+    def message(self, channel: dict[str, Any], author: dict[str, Any], content: str = "", *,
+                attachments: list[dict[str, Any]] | None = None, mentions: list[dict[str, Any]] | None = None,
+                reply_to: dict[str, Any] | None = None, flags: int = 0) -> dict[str, Any]:
+        """A MESSAGE_CREATE payload from ``author`` in ``channel``."""
+        msg = {"id": str(next(self.ids)), "channel_id": channel["id"], "author": author, "content": content,
+               "timestamp": _now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
+               "mentions": mentions or [], "mention_roles": [], "attachments": attachments or [], "embeds": [],
+               "pinned": False, "type": 19 if reply_to else 0, "flags": flags}
+        if "guild_id" in channel:
+            msg["guild_id"] = channel["guild_id"]
+            msg["member"] = {"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False, "mute": False,
+                             "nick": None, "flags": 0}
+        else:
+            msg["channel_type"] = 1
+        if reply_to:
+            msg["message_reference"] = {"type": 0, "message_id": reply_to["id"], "channel_id": channel["id"],
+                                        **({"guild_id": channel["guild_id"]} if "guild_id" in channel else {})}
+            msg["referenced_message"] = reply_to
+        return msg
+
+    async def say(self, channel: dict[str, Any], author: dict[str, Any], content: str = "", **kw: Any) -> dict[str, Any]:
+        """Send a user's message through the gateway; returns it."""
+        msg = self.message(channel, author, content, **kw)
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
+    async def slash(self, channel: dict[str, Any], author: dict[str, Any], name: str,
+                    options: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run a registered slash command as ``author`` in ``channel``; returns the interaction."""
+        scope = self.commands.get(channel.get("guild_id", ""), []) or self.commands.get("global", [])
+        command = next((c for c in scope if c["name"] == name), None)
+        if command is None:
+            raise AssertionError(f"/{name} is not registered (registered: {[c['name'] for c in scope]})")
+        interaction = {
+            "id": str(next(self.ids)), "application_id": self.application_id, "type": 2, "token": secrets.token_urlsafe(24),
+            "version": 1, "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": "0",
+            "entitlements": [], "authorizing_integration_owners": {}, "context": 0 if "guild_id" in channel else 1,
+            "attachment_size_limit": UPLOAD_LIMIT,
+            "data": {"id": command["id"], "name": name, "type": 1,
+                     "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
+        }
+        if "guild_id" in channel:
+            interaction["guild_id"] = channel["guild_id"]
+            interaction["member"] = {"user": author, "roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
+                                     "deaf": False, "mute": False, "nick": None, "flags": 0, "permissions": "0"}
+        else:
+            interaction["user"] = author
+        await self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """An event of this session; delivered now if connected, else on RESUME (as Discord does)."""
+        self._seq += 1
+        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
+        self._log.append(frame)
+        if self._ws is not None and not self._ws.closed and self._open.is_set():
+            await self._ws.send_json(frame)
+
+    async def drop(self, *, hold: bool = False) -> None:
+        """Close the gateway connection as a network fault would (4000: resumable); ``hold`` keeps it down
+        until ``release()``."""
+        if hold:
+            self._open.clear()
+        if self._ws is not None:
+            await self._ws.close(code=4000, message=b"fake: connection dropped")
+
+    def release(self) -> None:
+        self._open.set()
+
+    def rate_limit(self, method: str, template: str, *, retry_after: float = 0.5, times: int = 1) -> None:
+        """The next ``times`` requests to ``method template`` are answered 429 with ``retry_after``."""
+        self._limits.append(_Limit(method, template, retry_after, times))
+
+    # ---- inspection --------------------------------------------------------------------------
+
+    def calls_to(self, method: str, template: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.template == template]
+
+    def bot_messages(self, channel: dict[str, Any]) -> list[Sent]:
+        """What the bot posted in ``channel``, oldest first, as it stands now."""
+        return [s for s in self.sent.values() if s.data["channel_id"] == channel["id"]]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the bot")
+            await asyncio.sleep(0.05)
+
+    # ---- gateway -----------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        await self._open.wait()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if request.query.get("v") != "10" or request.query.get("encoding") != "json":
+            self.violations.append(f"gateway connected with {dict(request.query)}; expected v=10 and encoding=json")
+        self._ws = ws
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            frame = json.loads(msg.data)
+            op, data = frame.get("op"), frame.get("d")
+            if op == 1:
+                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif op == 2:
+                await self._identify(ws, data)
+            elif op == 6:
+                await self._resume(ws, data)
+        if self._ws is ws:
+            self._ws = None
+        return ws
+
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        if data.get("token") != self.token:
+            await ws.close(code=4004, message=b"Authentication failed.")
+            return
+        self.identifies.append(data)
+        self._session, self._seq, self._log = secrets.token_hex(16), 0, []
+        await self.dispatch("READY", {
+            "v": 10, "user": {**self.bot, "verified": True, "mfa_enabled": False, "flags": 0},
+            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds], "session_id": self._session,
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway-resume", "shard": [0, 1],
+            "application": {"id": self.application_id, "flags": self.application_flags},
+            "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
+        })
+        for guild in self.guilds.values():
+            await self.dispatch("GUILD_CREATE", guild)
+        self.ready.set()
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        self.resumes.append(data)
+        if data.get("token") != self.token or data.get("session_id") != self._session:
+            await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+            return
+        for frame in self._log:
+            if frame["s"] > (data.get("seq") or 0):
+                await ws.send_json(frame)
+        self._seq += 1
+        await ws.send_json({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}})
+
+    # ---- CDN ---------------------------------------------------------------------------------
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        found = self.files.get(request.match_info["path"])
+        if found is None:
+            return web.Response(status=404)
+        return web.Response(body=found[0], content_type=found[1])
+
+    # ---- REST --------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _rest(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/api/v10/"):
+            return await handler(request)
+        path = request.path.removeprefix("/api/v10")
+        op = SPEC.operation(path, request.method)
+        body, files = await _body(request)
+        call = Call(request.method, path, op.template if op else "?", dict(request.query), body, files, time.monotonic())
+        self.calls.append(call)
+        if op is None:
+            return self._violation(call, f"{request.method} {path} is not in Discord's API")
+        if not path.startswith(NO_AUTH) and request.headers.get("Authorization") != f"Bot {self.token}":
+            call.status = 401
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        for limit in self._limits:
+            if limit.times and limit.method == call.method and limit.template == call.template:
+                limit.times -= 1
+                call.status = 429
+                return _json(
+                    {"message": "You are being rate limited.", "retry_after": limit.retry_after, "global": False},
+                    status=429, headers={"Retry-After": str(limit.retry_after), "X-RateLimit-Scope": "user",
+                                         "Via": "1.1 google"})
+        schema = op.body_schema("multipart/form-data" if files else "application/json")
+        if schema is not None and body is not None:
+            problems = SPEC.check(schema, body)
+            if problems:
+                return self._violation(call, f"{call.method} {op.template}: " + "; ".join(problems[:3]))
+        if problem := _chat_rules(call):
+            return self._violation(call, f"{call.method} {op.template}: {problem}")
+        request[CALL] = call
+        response = await handler(request)
+        call.status = response.status
+        return response
+
+    def _violation(self, call: Call, what: str) -> web.Response:
+        call.status = 400
+        self.violations.append(what)
+        return _json({"message": f"fake: {what}", "code": 50035}, status=400)
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        call: Call = request[CALL]
+        route = (call.method, call.template)
+        ids = call.path.strip("/").split("/")
+        if route == ("GET", "/users/@me"):
+            return _json({**self.bot, "verified": True, "mfa_enabled": False, "flags": 0})
+        if route == ("GET", "/gateway/bot"):
+            return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": {
+                "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
+        if route in (("GET", "/oauth2/applications/@me"), ("GET", "/applications/@me")):
+            return _json(self._application())
+        if route == ("GET", "/channels/{channel_id}"):
+            channel = self.channels.get(ids[1])
+            return _json(channel) if channel else _not_found("Unknown Channel", 10003)
+        if route == ("POST", "/channels/{channel_id}/typing"):
+            self.typing[ids[1]] = self.typing.get(ids[1], 0) + 1
+            return web.Response(status=204)
+        if route == ("POST", "/channels/{channel_id}/messages"):
+            return self._create(ids[1], call)
+        if route == ("PATCH", "/channels/{channel_id}/messages/{message_id}"):
+            return self._edit(ids[3], call)
+        if route == ("DELETE", "/channels/{channel_id}/messages/{message_id}"):
+            return web.Response(status=204) if self.sent.pop(ids[3], None) else _not_found("Unknown Message", 10008)
+        if route == ("POST", "/interactions/{interaction_id}/{interaction_token}/callback"):
+            return self._callback(ids[1], call)
+        if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
+            return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+        if call.method == "PUT" and call.template.endswith("/commands"):
+            scope = ids[3] if "/guilds/" in call.path else "global"
+            self.commands[scope] = [{**c, "id": str(next(self.ids)), "application_id": self.application_id,
+                                     "version": "1", "type": c.get("type", 1)} for c in call.json or []]
+            return _json(self.commands[scope])
+        return self._violation(call, f"{call.method} {call.template} exists in Discord but the fake does not serve it")
+
+    def _callback(self, interaction_id: str, call: Call) -> web.Response:
+        """204, or with ``with_response`` the interaction callback response (as discord.py 2.5+ asks)."""
+        if call.query.get("with_response", "").lower() not in ("true", "1"):
+            return web.Response(status=204)
+        kind = (call.json or {}).get("type")
+        flags = ((call.json or {}).get("data") or {}).get("flags") or 0
+        return _json({"interaction": {"id": interaction_id, "type": 2, "response_message_loading": kind == 5,
+                                      "response_message_ephemeral": bool(flags & 64)},
+                      "resource": {"type": kind}})
+
+    def _interaction_channel(self, token: str) -> str:
+        for frame in reversed(self._log):
+            if frame["t"] == "INTERACTION_CREATE" and frame["d"]["token"] == token:
+                return frame["d"]["channel_id"]
+        return ""
+
+    def _application(self) -> dict[str, Any]:
+        owner = self.user("owner")
+        return {"id": self.application_id, "name": "Chorus", "icon": None, "description": "", "bot_public": True,
+                "bot_require_code_grant": False, "owner": owner, "verify_key": "0" * 64, "team": None,
+                "flags": self.application_flags, "summary": "", "rpc_origins": [],
+                "interactions_endpoint_url": None, "bot": self.bot}
+
+    def _create(self, channel_id: str, call: Call) -> web.Response:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return _not_found("Unknown Channel", 10003)
+        body = call.json or {}
+        flags = body.get("flags") or 0
+        if flags & VOICE_FLAG and channel_id in self.no_voice:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        if sum(len(f.data) for f in call.files) > UPLOAD_LIMIT:
+            return _json({"message": "Request entity too large", "code": 40005}, status=413)
+        msg = {"id": str(next(self.ids)), "channel_id": channel_id, "author": self.bot, "content": body.get("content") or "",
+               "timestamp": _now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
+               "mentions": [], "mention_roles": [], "embeds": [], "pinned": False, "flags": flags,
+               "type": 19 if body.get("message_reference") else 0,
+               "attachments": self._stored(call.files, body.get("attachments") or [])}
+        if "guild_id" in channel:
+            msg["guild_id"] = channel["guild_id"]
+        if body.get("message_reference"):
+            ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}  # ids are strings
+            msg["message_reference"] = {"type": 0, "channel_id": channel_id, **ref}
+        self.sent[msg["id"]] = Sent(msg, call.files, [msg["content"]])
+        self.posted[channel_id] = self.posted.get(channel_id, 0) + 1
+        return _json(msg)
+
+    def _edit(self, message_id: str, call: Call) -> web.Response:
+        sent = self.sent.get(message_id)
+        if sent is None:
+            return _not_found("Unknown Message", 10008)
+        if "content" in (call.json or {}):
+            sent.data["content"] = call.json["content"] or ""
+            sent.data["edited_timestamp"] = _now()
+            sent.history.append(sent.data["content"])
+        return _json(sent.data)
+
+    def _stored(self, files: list[UploadedFile], meta: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for f in files:
+            index = f.field.removeprefix("files[").rstrip("]")
+            extra = next((m for m in meta if str(m.get("id")) == index), {})
+            keep = {k: extra[k] for k in ("duration_secs", "waveform", "description") if k in extra}
+            out.append(self.attachment(f.filename, f.data, f.content_type, **keep))
+        return out
+
+
+# ---- rules beyond the schema -------------------------------------------------------------------
+
+_SENDS = {("POST", "/channels/{channel_id}/messages"), ("PATCH", "/channels/{channel_id}/messages/{message_id}"),
+          ("POST", "/webhooks/{webhook_id}/{webhook_token}")}
+
+
+def _chat_rules(call: Call) -> str | None:
+    """What Discord (or safety) demands of a message beyond the schema."""
+    if (call.method, call.template) not in _SENDS:
+        return None
+    body = call.json if isinstance(call.json, dict) else {}
+    content = body.get("content") or ""
+    if len(content) > CONTENT_LIMIT:
+        return f"content is {len(content)} characters; Discord allows {CONTENT_LIMIT}"
+    mentions = body.get("allowed_mentions")
+    if not isinstance(mentions, dict):
+        return "allowed_mentions missing: whatever the text says would ping"
+    if set(mentions.get("parse") or []) - {"users"} or mentions.get("roles"):
+        return f"allowed_mentions {mentions} lets @everyone/@here or role pings through"
+    if call.method == "POST" and not content and not call.files and not body.get("embeds"):
+        return "Cannot send an empty message (50006)"
+    if (body.get("flags") or 0) & VOICE_FLAG:
+        return _voice_rules(body, call.files)
+    return None
+
+
+def _voice_rules(body: dict[str, Any], files: list[UploadedFile]) -> str | None:
+    if body.get("content"):
+        return "voice messages do not support additional content (50159)"
+    if len(files) != 1 or not files[0].data.startswith(b"OggS") or not files[0].filename.endswith(".ogg"):
+        return "a voice message is exactly one .ogg file"
+    meta = (body.get("attachments") or [{}])[0]
+    if not isinstance(meta.get("duration_secs"), (int, float)) or not isinstance(meta.get("waveform"), str):
+        return "a voice message needs attachments[0].duration_secs and waveform"
+    try:
+        wave = base64.b64decode(meta["waveform"], validate=True)
+    except ValueError:
+        return "waveform is not base64"
+    if not 0 < len(wave) <= 256:
+        return f"waveform has {len(wave)} samples; 1..256 allowed"
+    return None
+
+
+async def _body(request: web.Request) -> tuple[Any, list[UploadedFile]]:
+    """The JSON body (from ``payload_json`` in a multipart request) and the uploaded files."""
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        payload: Any = None
+        files = []
+        while (part := await reader.next()) is not None:
+            data = await part.read()  # type: ignore[union-attr]
+            if part.name == "payload_json":  # type: ignore[union-attr]
+                payload = json.loads(data)
+            else:
+                files.append(UploadedFile(part.name or "", part.filename or "",  # type: ignore[union-attr]
+                                          part.headers.get("Content-Type", ""), bytes(data)))  # type: ignore[union-attr]
+        return payload, files
+    raw = await request.read()
+    return (json.loads(raw) if raw else None), []
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON as Discord sends it: ``Content-Type: application/json`` exactly (discord.py compares the header)."""
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _not_found(message: str, code: int) -> web.Response:
+    return _json({"message": message, "code": code}, status=404)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())

@@ -1,0 +1,484 @@
+"""Discord end to end: the real ``chorus run`` against the fake Discord (REST + gateway) and the fake OpenRouter.
+
+The bot runs unpatched; the tests play the users through the gateway and read what they would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bot.access import PAIRING_TEXT, REFUSED_TEXT
+from channels.chunking import split_text
+from tests.conftest import Home, chorus
+from channels.discord_outbound import VOICE_FALLBACK
+from tests.fakes.discord import VOICE_FLAG, Call, FakeDiscord
+from tests.fakes.media import decode_info, make_audio, make_png
+from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Recorded, Text, ToolCalls, VideoPlan
+from tests.service import Service, running
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    """The fake Discord on 127.0.0.1; a request that breaks Discord's API fails the test."""
+    async with FakeDiscord(heartbeat_ms=500) as fake:
+        yield fake
+        fake.assert_clean()
+
+
+def configure(home: Home, openrouter: FakeOpenRouter, discord: FakeDiscord, agents: dict[str, Any] | None = None,
+              **discord_config: Any) -> None:
+    """The config a user would write: the OpenRouter key in the file, Discord at the fake, open to everyone
+    unless a test says otherwise (access has tests of its own below)."""
+    settings = {"dmPolicy": "open", "groupPolicy": "open", **discord_config}
+    home.write_config(openrouter, models={"providers": {"openrouter": {"apiKey": openrouter.api_key}}},
+                      channels={"discord": discord.config(**settings)}, **({"agents": agents} if agents else {}))
+
+
+@asynccontextmanager
+async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: FakeDiscord,
+                            **discord_config: Any) -> AsyncIterator[Service]:
+    """Onboarded, configured for the fake Discord, running, and connected (READY sent)."""
+    configure(home, openrouter, discord, **discord_config)
+    async with running(home) as service:
+        try:
+            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        except AssertionError:
+            raise AssertionError("the bot never connected:\n" + service.output) from None
+        try:
+            yield service
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- chorus log ---\n{service.output}") from None
+
+
+@dataclass
+class SharedBot:
+    """One ``chorus run`` with the default Discord config, shared by the tests that need nothing else;
+    each test talks in chats of its own and looks only at requests made since it began."""
+
+    home: Home
+    openrouter: FakeOpenRouter
+    discord: FakeDiscord
+    service: Service
+    since: int = 0
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.openrouter.requests[self.since:] if r.path == "/api/v1/chat/completions"]
+
+    def requests_to(self, path: str) -> list[Recorded]:
+        return [r for r in self.openrouter.requests[self.since:] if r.path == "/api/v1" + path]
+
+    def calls(self, method: str, path: str) -> list[Call]:
+        return [c for c in self.discord.calls if c.method == method and c.path == path]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_bot(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedBot]:
+    tmp = tmp_path_factory.mktemp("discord-shared")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME")}
+    home = Home(tmp / "chorus-home", {**env, "CHORUS_HOME": str(tmp / "chorus-home"), "HOME": str(tmp), "CI": "true",
+                                      "PYTHONUNBUFFERED": "1"})
+    async with FakeOpenRouter() as openrouter, FakeDiscord(heartbeat_ms=500) as discord:
+        async with chorus_on_discord(home, openrouter, discord) as service:
+            yield SharedBot(home, openrouter, discord, service)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bot(shared_bot: SharedBot) -> AsyncIterator[SharedBot]:
+    """The shared service for one test; the test fails on any contract violation it caused."""
+    shared_bot.since = len(shared_bot.openrouter.requests)
+    seen = (len(shared_bot.openrouter.violations), len(shared_bot.discord.violations))
+    yield shared_bot
+    assert shared_bot.openrouter.violations[seen[0]:] == [] and shared_bot.discord.violations[seen[1]:] == []
+    assert shared_bot.openrouter.answers == [], "scripted answers left unused"
+
+
+shared = pytest.mark.asyncio(loop_scope="module")
+
+
+@shared
+async def test_dm_text_chat(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("Hello Ann! How can I help?"))
+    question = await bot.discord.say(dm, ann, "hi there")
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    (answer,) = bot.discord.bot_messages(dm)
+    assert answer.content == "Hello Ann! How can I help?"
+    assert answer.data["message_reference"]["message_id"] == question["id"]
+    assert bot.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
+    assert bot.calls("POST", f"/channels/{dm['id']}/typing")
+    assert bot.discord.token not in bot.service.output
+
+
+def long_answer() -> str:
+    """About 9,000 characters: prose, then a code block that no 2,000-character part can hold whole."""
+    prose = "\n\n".join(f"Paragraph {i}: " + "the quick brown fox jumps over the lazy dog. " * 8 for i in range(12))
+    code = "```python\n" + "\n".join(f"print('line {i:03d} of a long listing')" for i in range(130)) + "\n```"
+    return f"{prose}\n\n{code}\n\nThat is all."
+
+
+@shared
+async def test_a_9000_character_answer_arrives_in_exact_parts_with_code_fences_reopened(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    text = long_answer()
+    assert 8_500 < len(text) < 9_500
+    bot.openrouter.queue(Text(text))
+    question = await bot.discord.say(dm, ann, "write a lot")
+    await bot.discord.wait_for(lambda: "".join(m.content for m in bot.discord.bot_messages(dm)).endswith("That is all."))
+    parts = [m.content for m in bot.discord.bot_messages(dm)]
+    assert parts == split_text(text, 2000)
+    assert len(parts) == 5 and all(len(p) <= 2000 for p in parts)
+    assert [p.count("```") % 2 for p in parts] == [0] * len(parts)  # every part renders on its own
+    assert parts[3].startswith("```python\n")  # the block reopened with its language
+    first = bot.discord.bot_messages(dm)[0]
+    assert first.data["message_reference"]["message_id"] == question["id"]
+
+
+@shared
+async def test_everyone_in_the_answer_pings_nobody(bot):
+    ann = bot.discord.user("ann")
+    general = bot.discord.text_channel(bot.discord.guild())
+    answer = "@everyone and @here, look! <@&123456789012345678>"
+    bot.openrouter.queue(Text(answer))
+    await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> shout", mentions=[bot.discord.bot])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
+    (sent,) = bot.discord.bot_messages(general)
+    assert sent.content == answer  # shown as written, but:
+    (post,) = bot.calls("POST", f"/channels/{general['id']}/messages")
+    assert post.json["allowed_mentions"] == {"parse": [], "replied_user": True}
+
+
+@shared
+async def test_guild_channel_answers_only_when_mentioned_and_sees_what_was_said(bot):
+    ann, bob = bot.discord.user("ann"), bot.discord.user("bob")
+    general = bot.discord.text_channel(bot.discord.guild())
+    bot.openrouter.queue(Text("Bob said the build is green."))
+    await bot.discord.say(general, bob, "the build is green")
+    await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> what did <@{bob['id']}> say?",
+                          mentions=[bot.discord.bot, bob])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
+    assert [m.content for m in bot.discord.bot_messages(general)] == ["Bob said the build is green."]
+    (request,) = bot.chat_requests()
+    assert request.json["messages"][-1]["content"] == (
+        "[Chat messages since your last reply - for context]\n[Bob]: the build is green\n\n"
+        "[Current message - respond to this]\n[Ann]: what did @Bob say?")
+
+
+async def test_a_channel_without_mention_rule_and_a_disabled_one(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    lounge = fake_discord.text_channel(guild, "lounge")
+    quiet = fake_discord.text_channel(guild, "quiet")
+    guilds = {guild["id"]: {"requireMention": True, "channels": {"lounge": {"requireMention": False},
+                                                                   quiet["id"]: {"enabled": False}}}}
+    fake_openrouter.queue(Text("Hi from the lounge."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds):
+        await fake_discord.say(quiet, ann, f"<@{fake_discord.bot['id']}> anyone?", mentions=[fake_discord.bot])
+        await fake_discord.say(lounge, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(lounge))
+    assert [m.content for m in fake_discord.bot_messages(lounge)] == ["Hi from the lounge."]
+    assert fake_discord.bot_messages(quiet) == []
+    assert len(fake_openrouter.chat_requests()) == 1
+    assert set(fake_discord.commands) == {guild["id"]}  # slash commands registered in the listed server only
+
+
+async def test_threads_and_forum_posts_are_sessions_of_their_own(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    thread = fake_discord.thread(general, "plans")
+    forum = fake_discord.text_channel(guild, "help", type=15)
+    post = fake_discord.thread(forum, "my question")
+    fake_openrouter.queue(Text("In the thread."), Text("In the forum post."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
+        await fake_discord.say(thread, ann, "first")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+        await fake_discord.say(post, ann, "second")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(post))
+    assert [m.content for m in fake_discord.bot_messages(thread)] == ["In the thread."]
+    assert [m.content for m in fake_discord.bot_messages(post)] == ["In the forum post."]
+    assert fake_discord.bot_messages(general) == []
+    second = fake_openrouter.chat_requests()[1].json["messages"]
+    assert [m["content"] for m in second if m["role"] != "system"] == ["[Ann]: second"]  # nothing from the thread
+
+
+@shared
+async def test_slash_command_and_typed_command(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    assert [c["name"] for c in bot.discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "help"]
+    interaction = await bot.discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.say(dm, ann, "/new")
+    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 2)
+    (callback,) = bot.calls("POST", f"/interactions/{interaction['id']}/{interaction['token']}/callback")
+    assert callback.json["type"] == 5  # deferred: "Chorus is thinking…" until the follow-up
+    assert len(bot.calls("POST", f"/webhooks/{bot.discord.application_id}/{interaction['token']}")) == 1
+    assert [m.content for m in bot.discord.bot_messages(dm)] == [
+        "Model for this chat set to openrouter/moonshotai/kimi-k2.6.",
+        "Started a new conversation. The previous one is kept.",
+    ]
+
+
+def voice_message(fake: FakeDiscord, seconds: float = 1.5) -> tuple[dict[str, Any], bytes]:
+    """A Discord voice message attachment as the app records it: OGG/Opus with duration and waveform."""
+    data = make_audio("ogg_opus", seconds)
+    return fake.attachment("voice-message.ogg", data, "audio/ogg", duration_secs=seconds,
+                           waveform=base64.b64encode(bytes(range(0, 250, 10))).decode()), data
+
+
+@shared
+async def test_voice_message_in_voice_message_out(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    note, data = voice_message(bot.discord)
+    bot.openrouter.transcripts.append("what is the capital of France")
+    bot.openrouter.queue(Text("Paris is the capital of France."))
+    await bot.discord.say(dm, ann, "/tts inbound")  # as a user would turn spoken replies on
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.say(dm, ann, "", attachments=[note], flags=VOICE_FLAG)
+    await bot.discord.wait_for(lambda: any(m.data["flags"] & VOICE_FLAG for m in bot.discord.bot_messages(dm)))
+    (stt,) = bot.requests_to("/audio/transcriptions")
+    assert base64.b64decode(stt.json["input_audio"]["data"]) == data  # the user's own recording, fetched from the CDN
+    user = [m["content"] for m in bot.chat_requests()[0].json["messages"] if m["role"] == "user"]
+    assert user == ["[voice note] what is the capital of France"]
+    _, text, voice = bot.discord.bot_messages(dm)
+    assert text.content == "Paris is the capital of France."
+    assert voice.content == "" and voice.data["flags"] == VOICE_FLAG
+    (upload,) = voice.files
+    (meta,) = voice.data["attachments"]
+    container, codec, seconds, rate, channels = decode_info(upload.data)
+    assert (container, codec, rate, channels) == ("ogg", "opus", 48000, 1)
+    assert meta["duration_secs"] == pytest.approx(seconds, abs=0.05)
+    wave = base64.b64decode(meta["waveform"])
+    assert len(wave) == min(256, round(seconds / 0.1)) and max(wave) == 255
+
+
+async def test_voice_falls_back_to_an_audio_file_where_voice_messages_are_not_allowed(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    fake_discord.no_voice.add(general["id"])
+    fake_openrouter.queue(Text("Spoken answer."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
+        await fake_discord.say(general, ann, "/tts always")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        await fake_discord.say(general, ann, "talk to me")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(general)) == 3)
+    _, text, audio = fake_discord.bot_messages(general)
+    assert text.content == "Spoken answer."
+    assert audio.content == VOICE_FALLBACK and audio.data["flags"] == 0
+    assert decode_info(audio.files[0].data)[1] == "opus"
+
+
+@shared
+async def test_an_image_reaches_the_model(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    png = make_png(32, 18)
+    bot.openrouter.queue(Text("A gradient."))
+    await bot.discord.say(dm, ann, "what is this?", attachments=[bot.discord.attachment("pic.png", png, "image/png")])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    user = bot.chat_requests()[0].json["messages"][-1]["content"]
+    assert user == [{"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
+
+
+@shared
+async def test_generated_image_and_music_arrive_as_attachments(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(
+        ToolCalls([("image_generate", {"prompt": "a lighthouse"}), ("music_generate", {"prompt": "lo-fi"})]),
+        Images(count=1, width=96, height=54), Music(seconds=2.0, fmt="mp3", lyrics="rain"), Text("Both done."))
+    await bot.discord.say(dm, ann, "draw a lighthouse and compose lo-fi")
+    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 3)
+    text, image, music = bot.discord.bot_messages(dm)
+    assert text.content == "Both done."
+    assert image.files[0].data.startswith(b"\x89PNG") and int.from_bytes(image.files[0].data[16:20], "big") == 96
+    assert decode_info(music.files[0].data)[0] == "mp3" and music.files[0].filename.endswith(".mp3")
+    assert music.content == "rain"  # the lyrics as the caption
+
+
+async def test_media_over_the_upload_limit_gets_a_clear_message(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"})]), Images(count=1), Text("Here."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, mediaMaxMb=0.001):
+        await fake_discord.say(dm, ann, "draw a lighthouse")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    size = len(make_png(64, 36))
+    assert [m.content for m in fake_discord.bot_messages(dm)] == [
+        "Here.", f"The image I made is {size / 1024:.0f} KB, over the 1 KB that can be uploaded here, so I can't send it."]
+    assert size > 1048
+
+
+async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    text = " ".join(f"word{i:04d}" for i in range(300))  # 2,699 characters: two parts
+    fake_openrouter.chunk_size, fake_openrouter.chunk_pause = 30, 0.03  # about 2.7 s of writing
+    fake_openrouter.queue(Text(text))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, streaming={"throttleMs": 400}):
+        await fake_discord.say(dm, ann, "count")
+        await fake_discord.wait_for(lambda: "".join(m.content for m in fake_discord.bot_messages(dm)).endswith("word0299"))
+    first, second = fake_discord.bot_messages(dm)
+    assert [first.content, second.content] == split_text(text, 2000)
+    assert len(first.history) >= 3 and text.startswith(first.history[0])  # shown early, then grown
+    edits = fake_discord.calls_to("PATCH", "/channels/{channel_id}/messages/{message_id}")
+    for message in (first, second):
+        times = [c.at for c in edits if c.path.endswith("/" + message.data["id"])]
+        # Throttled while streaming (the closing edit comes when the answer is whole, whenever that is).
+        assert all(b - a >= 0.35 for a, b in zip(times[:-2], times[1:-1])), times
+    writing = edits[-1].at - fake_discord.calls_to("POST", "/channels/{channel_id}/messages")[0].at
+    assert 3 <= len(edits) <= 2 * (writing / 0.4 + 1)  # at most one flush per 0.4 s, each editing at most both parts
+    assert not fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")
+
+
+async def test_a_429_is_waited_out_and_the_message_sent_once(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Sent after the wait."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        fake_discord.rate_limit("POST", "/channels/{channel_id}/messages", retry_after=0.6)
+        await fake_discord.say(dm, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["Sent after the wait."]
+    limited, sent = fake_discord.calls_to("POST", "/channels/{channel_id}/messages")
+    assert (limited.status, sent.status) == (429, 200)
+    assert sent.at - limited.at >= 0.6
+    assert sent.json == limited.json
+
+
+async def test_a_gateway_drop_mid_turn_resumes_and_doubles_nothing(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.chunk_pause = 0.02
+    first_answer = "The first answer, written slowly while the gateway drops. " * 3
+    fake_openrouter.queue(Text(first_answer), Text("The second answer."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):
+        await fake_discord.say(dm, ann, "first")
+        await fake_discord.wait_for(lambda: fake_openrouter.chat_requests())
+        await fake_discord.drop(hold=True)
+        await fake_discord.say(dm, ann, "second")  # while the gateway is down: Discord keeps it for the resume
+        await asyncio.sleep(0.5)
+        fake_discord.release()
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await asyncio.sleep(1.0)  # time for a duplicate to show, if any
+    assert [m.content for m in fake_discord.bot_messages(dm)] == [first_answer.strip(), "The second answer."]
+    assert len(fake_discord.identifies) == 1
+    (resume,) = fake_discord.resumes
+    assert resume["session_id"] and resume["seq"] >= 2
+    assert len(fake_openrouter.chat_requests()) == 2
+
+
+async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    thread = fake_discord.thread(general, "videos")
+    slow = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 60_000}}
+    fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1))
+    fake_openrouter.queue(ToolCalls([("video_generate", {"prompt": "waves"})]), Text("Your video is on its way."))
+    configure(home, fake_openrouter, fake_discord, agents={"defaults": slow}, requireMention=False)
+    async with running(home) as service:
+        await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
+        await fake_discord.say(thread, ann, "make a video of waves")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+    assert [m.content for m in fake_discord.bot_messages(thread)] == ["Your video is on its way."]
+    fake_discord.ready.clear()
+    fast = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}
+    configure(home, fake_openrouter, fake_discord, agents={"defaults": fast}, requireMention=False)
+    async with running(home) as service:
+        try:
+            await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(thread)) == 2)
+        except AssertionError:
+            raise AssertionError(service.output) from None
+    video = fake_discord.bot_messages(thread)[1]
+    (upload,) = video.files
+    assert upload.filename.endswith(".mp4") and upload.data[4:8] == b"ftyp"
+    assert fake_discord.bot_messages(general) == []
+
+
+async def test_a_stranger_gets_a_pairing_code_and_the_owner_lets_them_in(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Welcome in, Ann."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, dmPolicy="pairing"):
+        await fake_discord.say(dm, ann, "hi")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        (pairing,) = fake_discord.bot_messages(dm)
+        code = re.search(r"Your pairing code: (\S+)", pairing.content)[1]  # type: ignore[index]
+        assert pairing.content == PAIRING_TEXT.format(name="Ann", code=code, channel="discord", minutes="60 minutes")
+        approved = await chorus(home, "pairing", "approve", "discord", code)
+        assert approved.out == f"Approved Ann (@ann), discord id {ann['id']}: they can chat with the bot now.\n"
+        await fake_discord.say(dm, ann, "hello again")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    assert fake_discord.bot_messages(dm)[1].content == "Welcome in, Ann."
+    assert len(fake_openrouter.chat_requests()) == 1  # the first message never reached the model
+
+
+async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter, fake_discord):
+    ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
+    ann_dm, bob_dm = fake_discord.dm(ann), fake_discord.dm(bob)
+    fake_openrouter.queue(Text("Hi Ann."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, dmPolicy="allowlist", allowFrom=[f"discord:{ann['id']}"]):
+        await fake_discord.say(bob_dm, bob, "let me in")
+        await fake_discord.say(ann_dm, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(bob_dm) and fake_discord.bot_messages(ann_dm))
+    assert [m.content for m in fake_discord.bot_messages(bob_dm)] == [REFUSED_TEXT.format(channel="discord", sender_id=bob["id"])]
+    assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
+    assert len(fake_openrouter.chat_requests()) == 1
+
+
+@pytest.mark.parametrize("flags", [1 << 19, 0])
+async def test_doctor_checks_the_token_and_the_message_content_intent(home, fake_openrouter, fake_discord, flags):
+    fake_discord.application_flags = flags
+    configure(home, fake_openrouter, fake_discord, dmPolicy="pairing", groupPolicy="allowlist")
+    doctor = await chorus(home, "doctor")
+    lines = [line for line in doctor.out.splitlines() if "discord" in line]
+    intent = "ok   discord intents: Message Content intent enabled" if flags else (
+        "FAIL  discord intents: the Message Content intent is off, so the bot would see empty messages in servers: "
+        "enable it in the Developer Portal (Bot > Privileged Gateway Intents)")
+    assert lines == [f"ok   discord token: logged in as chorus (id {fake_discord.bot['id']})", intent]
+    assert doctor.code == (0 if flags else 1)
+    assert fake_discord.token not in doctor.out + doctor.err
+
+
+async def test_doctor_says_when_the_token_is_refused(home, fake_openrouter, fake_discord):
+    configure(home, fake_openrouter, fake_discord, token="not-the-token")
+    doctor = await chorus(home, "doctor")
+    assert [line for line in doctor.out.splitlines() if "discord" in line] == [
+        "FAIL  discord token: Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)"]
+    assert "not-the-token" not in doctor.out + doctor.err
+
+
+async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Made it."))
+    configure(home, fake_openrouter, fake_discord)
+    await fake_discord.go_down()
+    async with running(home) as service:
+        try:
+            await fake_discord.wait_for(lambda: "Discord is unreachable" in service.output)
+            await fake_discord.come_back()
+            await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
+            await fake_discord.say(dm, ann, "hello")
+            await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        except AssertionError:
+            raise AssertionError(service.output) from None
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["Made it."]
+    (warning,) = [line for line in service.output.splitlines() if "unreachable" in line]
+    assert warning.endswith("WARNING chorus.discord: Discord is unreachable (ClientConnectorError); trying again in 1 s")
