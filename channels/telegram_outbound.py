@@ -97,8 +97,12 @@ class Sender:
         if caption is not None:
             kw.update(caption=caption.text, caption_entities=_entities(caption))
         action, send = self._method(media)
+        # Shown before the upload starts (a quick upload would end ChatActionSender before its first tick),
+        # then repeated while a long one runs.
+        with contextlib.suppress(TelegramAPIError):
+            await self.bot.send_chat_action(chat_id=target.chat_id, action=action, message_thread_id=target.thread_id)
         async with ChatActionSender(bot=self.bot, chat_id=target.chat_id, action=action,
-                                    message_thread_id=target.thread_id):
+                                    message_thread_id=target.thread_id, initial_sleep=4.5):
             await send(file, kw)
         if media.caption and caption is None:  # too long for a caption: sent as its own text
             await self.text(target, media.caption)

@@ -169,7 +169,8 @@ async def test_a_voice_note_is_heard_and_answered_with_a_voice_note(bot):
     assert (container, codec, rate, channels) == ("ogg", "opus", 48000, 1)
     spoken = 0.06 * len("Paris is the capital of France.")  # what the fake speech model returns
     assert abs(seconds - spoken) < 0.05 and voice.params["duration"] == round(spoken)
-    assert bot.actions(chat)[-1] == "upload_voice"
+    (uploading,) = [c for c in tg.calls_to("sendChatAction") if c.params == {"chat_id": chat, "action": "upload_voice"}]
+    assert uploading.at < [c for c in tg.calls_to("sendVoice") if c.params["chat_id"] == chat][0].at
 
 
 async def test_an_over_long_voice_note_is_refused_before_it_is_downloaded(bot):
