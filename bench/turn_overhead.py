@@ -49,7 +49,7 @@ class NullChannel:
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         return None
 
-    def open_stream(self, chat: ChatRef) -> NullChannel:
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> NullChannel:
         return self
 
     async def delta(self, text: str) -> None:

@@ -127,7 +127,7 @@ class Agent:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
         messages = await self.images.inline(messages)  # only the images still in the fitted context are read
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
-        stream = _VisibleStream(channel.open_stream(chat), live=not self._voice_only(tts_mode, heard.spoken))
+        stream = _VisibleStream(channel.open_stream(chat, inbound.message_id), live=not self._voice_only(tts_mode, heard.spoken))
         shown: list[str] = []
         media: list[Media] = []
         total = Usage(cost=0.0)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from channels.discord_settings import ChannelRule, DiscordSettings, GuildRule
 
 from .config import ChorusConfig
 
+Lookup = Callable[[str, ChorusConfig], "str | None"]  # a variable by name, as ``Env.lookup`` finds it
 
-def discord_settings(config: ChorusConfig) -> DiscordSettings | None:
+
+def discord_settings(config: ChorusConfig, lookup: Lookup | None = None) -> DiscordSettings | None:
     """The Discord adapter's settings, when a token is configured (``channels.discord.token``, else
-    ``DISCORD_BOT_TOKEN`` from the config's env block or the environment) and the channel is enabled."""
+    ``DISCORD_BOT_TOKEN`` through ``lookup``: the runtime's ``Env.lookup``, or the environment and the
+    config's env block) and the channel is enabled."""
     cfg = config.channels.discord
-    token = cfg.token.get_secret_value() if cfg.token else config.env.get("DISCORD_BOT_TOKEN") or os.environ.get("DISCORD_BOT_TOKEN")
+    lookup = lookup or (lambda name, config: os.environ.get(name) or config.env.get(name))
+    token = cfg.token.get_secret_value() if cfg.token else lookup("DISCORD_BOT_TOKEN", config)
     if not token or not cfg.enabled:
         return None
 

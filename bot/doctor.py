@@ -11,7 +11,7 @@ import httpx
 from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
-from .config import ConfigError, TelegramChannel, load_config
+from .config import ChorusConfig, ConfigError, load_config
 from .discord_config import discord_settings
 from .lock import lock_holder
 from .redact import redact
@@ -45,8 +45,8 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     if cred is not None:
         checks.append(await _key(base_url, cred.key, cred.source) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
-    checks += await _telegram(loaded.config.channels.telegram, env)
-    if (discord := discord_settings(loaded.config)) is not None:
+    checks += await _telegram(loaded.config, env)
+    if (discord := discord_settings(loaded.config, env.lookup)) is not None:
         checks += [Check(*found) for found in await discord_setup.check(discord)]
     return checks
 
@@ -111,11 +111,12 @@ async def _key(base_url: str, key: str, source: str) -> Check:
     return Check("key", True, f"accepted by OpenRouter ({spend})")
 
 
-async def _telegram(settings: TelegramChannel, env: Env) -> list[Check]:
+async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
     """The bot token works (getMe), and nothing else takes the updates: a webhook left behind blocks polling,
     another process polling the same token makes Telegram answer 409 Conflict."""
+    settings = config.channels.telegram
     try:
-        token = telegram_token(settings, env)
+        token = telegram_token(config, env)
     except OSError as exc:
         return [Check("telegram", False, f"tokenFile {settings.token_file}: {exc.strerror}")]
     if not token or not settings.enabled:

@@ -61,6 +61,10 @@ class Env:
     def state(self) -> Path:
         return state_dir(self.vars)
 
+    def lookup(self, name: str, config: ChorusConfig) -> str | None:
+        """``name`` from the environment, else the config's ``env`` block, else ``.env`` (the API key's order)."""
+        return (self.vars.get(name) or config.env.get(name) or self.dotenv.get(name) or "").strip() or None
+
     def credential(self, config: ChorusConfig) -> Credential | None:
         """The OpenRouter key in precedence order (see ``bot.auth.resolve_key``)."""
         key = config.models.providers.openrouter.api_key
@@ -123,12 +127,13 @@ class Runtime:
         """The configured channels (Telegram when it has a token); the console when none is, or when asked."""
         configured = self.config.channels
         found: list[Channel] = []
-        token = telegram_token(configured.telegram, env or Env())
+        env = env or Env()
+        token = telegram_token(self.config, env)
         if token and configured.telegram.enabled:
             from channels.telegram import TelegramChannel  # aiogram takes seconds to import: only when used
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
-        if (discord := discord_settings(self.config)) is not None:
+        if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
             found.append(DiscordChannel(discord))
@@ -170,13 +175,14 @@ class Runtime:
             self.jobs.stop()
 
 
-def telegram_token(settings: TelegramConfig, env: Env) -> str | None:
-    """``botToken``, else the file named by ``tokenFile``, else ``TELEGRAM_BOT_TOKEN``."""
+def telegram_token(config: ChorusConfig, env: Env) -> str | None:
+    """``botToken``, else the file named by ``tokenFile``, else ``TELEGRAM_BOT_TOKEN`` (see ``Env.lookup``)."""
+    settings = config.channels.telegram
     if settings.bot_token is not None:
         return settings.bot_token.get_secret_value().strip() or None
     if settings.token_file:
         return Path(settings.token_file).expanduser().read_text(encoding="utf-8").strip() or None
-    return (env.vars.get("TELEGRAM_BOT_TOKEN") or env.dotenv.get("TELEGRAM_BOT_TOKEN") or "").strip() or None
+    return env.lookup("TELEGRAM_BOT_TOKEN", config)
 
 
 def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:

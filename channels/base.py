@@ -169,8 +169,8 @@ class Channel(Protocol):
         """Send a whole reply (used for replies that arrive later, e.g. finished video jobs)."""
         ...
 
-    def open_stream(self, chat: ChatRef) -> ReplyStream:
-        """Start a reply whose text is streamed as it is generated."""
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> ReplyStream:
+        """Start a reply whose text is streamed as it is generated; ``reply_to`` is the message it answers."""
         ...
 
     def reattach(self, attachment: Attachment) -> Attachment | None:

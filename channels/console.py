@@ -66,7 +66,7 @@ class ConsoleChannel:
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         await self.open_stream(chat).close(reply)
 
-    def open_stream(self, chat: ChatRef) -> _ConsoleStream:
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> _ConsoleStream:
         return _ConsoleStream(self)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:

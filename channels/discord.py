@@ -46,7 +46,6 @@ class DiscordChannel:
         self.outbox: Outbox | None = None
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
-        self._latest: dict[str, str] = {}  # session -> id of the last message addressed to the bot
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
 
@@ -94,7 +93,6 @@ class DiscordChannel:
             inbound = to_inbound(message, client.user, self.settings)
             if inbound is not None and self.outbox is not None:
                 if inbound.mentioned:
-                    self._latest[inbound.chat.session_key] = str(message.id)
                     typing = asyncio.create_task(self.outbox.type_once(inbound.chat))  # a sign of life at once
                     self._background.add(typing)
                     typing.add_done_callback(self._background.discard)
@@ -113,9 +111,9 @@ class DiscordChannel:
         assert self.outbox is not None
         await self.outbox.send(chat, reply)
 
-    def open_stream(self, chat: ChatRef) -> DiscordStream:
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
         assert self.outbox is not None
-        return DiscordStream(self.outbox, chat, self._latest.get(chat.session_key),
+        return DiscordStream(self.outbox, chat, reply_to,
                              live=self.settings.stream, throttle=self.settings.throttle)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:

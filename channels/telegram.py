@@ -99,7 +99,7 @@ class TelegramChannel:
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         await self.sender.reply(chat, reply)
 
-    def open_stream(self, chat: ChatRef) -> TelegramStream:
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> TelegramStream:
         return TelegramStream(self.sender, chat)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:

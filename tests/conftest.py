@@ -51,7 +51,7 @@ def new_home(tmp_path: Path) -> Home:
     """A state dir under ``tmp_path`` and a child-process environment with no key or config from this machine."""
     state = tmp_path / "chorus-home"
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN")}
+           if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")}
     env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
     return Home(state, env)
 

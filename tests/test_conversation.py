@@ -43,7 +43,7 @@ class RecordingChannel:
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         self.replies.setdefault(chat.chat_id, []).append(reply)
 
-    def open_stream(self, chat: ChatRef):
+    def open_stream(self, chat: ChatRef, reply_to: str | None = None):
         channel = self
 
         class Stream:

@@ -346,6 +346,20 @@ async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, 
     assert not fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")
 
 
+async def test_a_streamed_answer_references_the_message_it_answers_not_the_latest(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.chunk_size, fake_openrouter.chunk_pause = 5, 0.05
+    fake_openrouter.queue(Text("The first answer, written slowly."), Text("The second answer."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, streaming={"throttleMs": 250}):
+        first = await fake_discord.say(dm, ann, "first question")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))  # the first answer is streaming
+        second = await fake_discord.say(dm, ann, "second question")
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+    answers = fake_discord.bot_messages(dm)
+    assert [a.data["message_reference"]["message_id"] for a in answers] == [first["id"], second["id"]]
+
+
 async def test_a_429_is_waited_out_and_the_message_sent_once(home, fake_openrouter, fake_discord):
     ann = fake_discord.user("ann")
     dm = fake_discord.dm(ann)
