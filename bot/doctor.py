@@ -8,13 +8,12 @@ from pathlib import Path
 
 import httpx
 
+from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
 from .config import ChorusConfig, ConfigError, load_config
-from .lock import lock_holder
-from channels import discord_setup
-
 from .discord_config import discord_settings
+from .lock import lock_holder
 from .redact import redact
 from .runtime import Env, telegram_token
 from .store import Store

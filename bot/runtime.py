@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
-from channels.discord import DiscordChannel
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -135,6 +134,8 @@ class Runtime:
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
+            from channels.discord import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
+
             found.append(DiscordChannel(discord))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))

@@ -20,6 +20,7 @@ from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
     error_for_status,
 )
+from . import pool
 from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
 from .retry import OnWait, RetryPolicy, announce, with_retries
 from .sse import DONE, sse_data
@@ -101,14 +102,15 @@ class OpenRouterClient:
         self.retry = retry or RetryPolicy()
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
-        self.http = httpx.AsyncClient(
+        self.http = pool.linearize(httpx.AsyncClient(
             base_url=self.settings.base_url.rstrip("/") + "/",
             # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
             headers={**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
             timeout=httpx.Timeout(timeout, connect=10.0),
             event_hooks={"response": [_log_response]},
+            limits=pool.LIMITS,
             transport=transport,
-        )
+        ))
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -125,6 +125,26 @@ class RawSSE:
             {"index": 0, "delta": {"content": text}, "finish_reason": finish}]})
 
 
+@dataclass(frozen=True)
+class BenchPace:
+    """A model as a benchmark wants it: every chat answer waits ``first_token`` seconds, then streams ``tokens``
+    tokens at ``tokens_per_second``, in chunks ``chunk_seconds`` apart (a token is taken as 4 characters)."""
+
+    first_token: float = 0.5
+    tokens_per_second: float = 50.0
+    tokens: int = 40
+    chunk_seconds: float = 0.1
+
+    @property
+    def chunk_chars(self) -> int:
+        return max(1, round(self.tokens_per_second * self.chunk_seconds) * 4)
+
+    def answer(self) -> Text:
+        words = ("Sure thing, here is a short answer that streams at a steady pace " * (self.tokens // 10 + 1)).split()
+        text = " ".join(words)[: self.tokens * 4].rstrip() + "."
+        return Text(text, delay=self.first_token, pace=self.chunk_seconds)
+
+
 Answer = Text | ToolCalls | Error | EchoAuth | Stall | StreamError | Hang | Images | NoImages | Music | NoAudio | RawSSE
 
 
@@ -152,6 +172,8 @@ class Recorded:
     body: bytes
     json: Any = None
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    first_token_at: float | None = None  # when the first content token of a stream was written
+    done_at: float | None = None  # when the answer was complete
 
 
 RECORDED = web.RequestKey("recorded", Recorded)
@@ -198,6 +220,9 @@ class FakeOpenRouter:
         self.oauth_key = "sk-or-oauth-fedcba9876543210"
         self.allowed_extra_keys: set[str] = set()
         self.chunk_size = 4
+        self.pace: BenchPace | None = None
+        self.lenient = False  # benchmarks of other clients: record contract problems instead of refusing
+        self.tolerated: list[str] = []
         self.chunk_pause = 0.0  # seconds between streamed chunks: a model that writes slowly
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -281,7 +306,10 @@ class FakeOpenRouter:
         if request.path.startswith("/api/v1/") and not public:
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return _error(401, "No auth credentials found")
-        return await handler(request)
+        try:
+            return await handler(request)
+        finally:
+            rec.done_at = time.monotonic()
 
     def _violation(self, what: str) -> web.Response:
         self.violations.append(what)
@@ -292,7 +320,9 @@ class FakeOpenRouter:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = request[RECORDED].json
         problem = self._check_chat(body)
-        if problem:
+        if problem and self.lenient and isinstance(body, dict) and body.get("messages"):
+            self.tolerated.append(problem)
+        elif problem:
             return self._violation(problem)
         modalities = body.get("modalities") or []
         if self.answers:
@@ -302,10 +332,10 @@ class FakeOpenRouter:
         elif "image" in modalities:
             answer = Images()
         else:
-            answer = Text("echo: " + _last_user_text(body["messages"]))
+            answer = self._default_text(body)
         while isinstance(answer, Hang):
             await asyncio.sleep(answer.seconds)
-            answer = self.answers.pop(0) if self.answers else Text("echo: " + _last_user_text(body["messages"]))
+            answer = self.answers.pop(0) if self.answers else self._default_text(body)
         if isinstance(answer, Error):
             return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
         if isinstance(answer, EchoAuth):
@@ -322,6 +352,14 @@ class FakeOpenRouter:
         if body.get("stream"):
             return await self._sse(request, chunks, pause, pace=getattr(answer, "pace", 0.0))
         return web.json_response(_merge_chunks(chunks, body["model"]))
+
+    def bench(self, pace: BenchPace) -> None:
+        """Answer every unscripted chat request at ``pace`` (see ``BenchPace``)."""
+        self.pace = pace
+        self.chunk_size = pace.chunk_chars
+
+    def _default_text(self, body: dict[str, Any]) -> Text:
+        return self.pace.answer() if self.pace else Text("echo: " + _last_user_text(body["messages"]))
 
     def _check_chat(self, body: Any) -> str | None:
         if not isinstance(body, dict):
@@ -423,6 +461,8 @@ class FakeOpenRouter:
 
     async def _sse(self, request: web.Request, chunks: list[dict[str, Any]],
                    pause: tuple[int, float] | None = None, pace: float = 0.0) -> web.StreamResponse:
+        """The chunks as SSE; with ``pace``, that many seconds pass after each chunk that carries content."""
+        rec = request[RECORDED]
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         await resp.write(b": OPENROUTER PROCESSING\n\n")
@@ -432,10 +472,13 @@ class FakeOpenRouter:
             if i % 3 == 2:
                 await resp.write(b": OPENROUTER PROCESSING\n\n")
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+            if _has_content(c):
+                if rec.first_token_at is None:
+                    rec.first_token_at = time.monotonic()
+                if pace:
+                    await asyncio.sleep(pace)
             if self.chunk_pause:
                 await asyncio.sleep(self.chunk_pause)
-            if pace:
-                await asyncio.sleep(pace)
         if not any("error" in c for c in chunks):
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -632,6 +675,15 @@ def _check_reasoning(m: dict[str, Any], deepseek: bool) -> str | None:
             isinstance(d, dict) and str(d.get("type", "")).startswith("reasoning.") for d in details)):
         return "reasoning_details must be a list of {type: reasoning.*, ...} entries"
     return None
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    return any((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or [])
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message (what the echo answers)."""
+    return _last_user_text(messages)
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:

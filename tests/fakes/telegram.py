@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,8 @@ class FakeTelegram:
         self.chats: dict[int, Chat] = {}
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.updates: list[dict[str, Any]] = []  # not yet confirmed
+        self.pushed_at: dict[int, float] = {}  # update_id -> when it became available (time.monotonic)
+        self.listeners: list[Callable[[Call], None]] = []  # told of every call as it arrives (benchmarks)
         self.webhook: dict[str, Any] = {}
         self.webhook_results: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self._update_ids = itertools.count(1000)
@@ -199,10 +202,16 @@ class FakeTelegram:
                 "file_size": len(data)}
         return self.message(chat_id, None, voice=note, **kw)
 
+    @property
+    def last_update_id(self) -> int:
+        """The id of the update pushed last (``message``, ``photo`` and ``voice`` return the message)."""
+        return max(self.pushed_at)
+
     def push(self, update: dict[str, Any]) -> int:
         """Queue an update (polling) or hand it to the webhook; returns its update_id."""
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
+        self.pushed_at[update_id] = time.monotonic()
         self._arrived.set()
         return update_id
 
@@ -257,6 +266,8 @@ class FakeTelegram:
             return self._violation(method, str(exc))
         call = Call(method, params, files, time.monotonic())
         self.calls.append(call)
+        for listener in self.listeners:
+            listener(call)
         try:
             check_call(method, params, set(files))
             self._check_formatting(method, params)

@@ -1,0 +1,126 @@
+"""The two services under test, each told to use the same fake Telegram and fake OpenRouter.
+
+A product knows how to write its home (config, credentials, caches), the command that starts it, how to seed
+stored sessions, and its version. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from tests.fakes.openrouter import FakeOpenRouter
+from tests.fakes.telegram import FakeTelegram
+
+from . import peer
+
+MODEL = "openai/gpt-4o-mini"
+ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_TEST_IP = "149.154.167.220"  # hermes ignores loopback here; with fallback IPs disabled it is never dialled
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a product: argv, environment and working directory."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+class Product(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
+        """Write the home for this run and say how to start the service."""
+        ...
+
+    def seed(self, home: Path, sessions: int) -> None:
+        """Store ``sessions`` past conversations (a few messages each) before the service starts."""
+        ...
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", CI="true")
+    return env
+
+
+class Chorus:
+    """``python -m bot run`` from this checkout, with its state directory in ``home``."""
+
+    name = "Chorus"
+
+    def version(self) -> str:
+        try:
+            return metadata.version("chorus")
+        except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+            return "checkout"
+
+    def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
+        home.mkdir(parents=True, exist_ok=True)
+        config: dict[str, object] = {
+            "models": {"providers": {"openrouter": {"baseUrl": ai.base_url, "apiKey": ai.api_key}}},
+            "agents": {"defaults": {"model": {"primary": f"openrouter/{MODEL}"}}},
+            "channels": {"telegram": {"botToken": tg.token, "apiRoot": tg.api_root, "dmPolicy": "open"}},
+        }
+        if voice:
+            config["messages"] = {"tts": {"auto": "inbound"}}
+            config["tools"] = {"media": {"audio": {"enabled": True}}}
+        (home / "chorus.json5").write_text(json.dumps(config, indent=2))
+        env = _base_env(home) | {"CHORUS_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        profile = os.environ.get("BENCH_PROFILE")  # a directory: each Chorus run writes a cProfile file there
+        prefix = ["-m", "cProfile", "-o", str(Path(profile) / f"{home.name}.prof")] if profile else []
+        return Launch([sys.executable, *prefix, "-m", "bot", "run"], env, home)
+
+    def seed(self, home: Path, sessions: int) -> None:
+        subprocess.run([sys.executable, "-m", "bench.seed", "chorus", str(home / "chorus.db"), str(sessions)],
+                       check=True, cwd=ROOT)
+
+
+class Hermes:
+    """``hermes gateway run`` from the bench's own venv, set up as issue 12 describes."""
+
+    name = "hermes"
+
+    def version(self) -> str:
+        return peer.version() or "not installed"
+
+    def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
+        (home / "cache").mkdir(parents=True, exist_ok=True)
+        # Offline it would fetch the model list from the real host on every turn: give it the cache it keeps.
+        entry = {"context_length": 128000, "max_completion_tokens": 4096, "name": MODEL,
+                 "pricing": {"prompt": "0.000001", "completion": "0.000002"}}
+        (home / "cache" / "openrouter_model_metadata.json").write_text(
+            json.dumps({MODEL: entry, MODEL.split("/", 1)[1]: entry}))
+        (home / "config.yaml").write_text(
+            f"model:\n  provider: openrouter\n  default: {MODEL}\n"
+            f"telegram:\n  extra:\n    base_url: \"{tg.api_root}/bot\"\n"
+            f"auxiliary:\n  title_generation:\n    base_url: {ai.base_url}\n    api_key: {ai.api_key}\n"
+            f"    model: {MODEL}\n"
+            # Streaming on (drafts in private chats), as Chorus streams by default: same visible behaviour.
+            "streaming:\n  mode: auto\n")
+        (home / ".env").write_text("\n".join([
+            f"TELEGRAM_BOT_TOKEN={tg.token}",
+            f"TELEGRAM_ALLOWED_USERS={','.join(map(str, users))}",
+            f"TELEGRAM_HOME_CHANNEL={users[0]}",
+            f"OPENROUTER_API_KEY={ai.api_key}",
+            f"OPENROUTER_BASE_URL={ai.base_url}",
+            "HERMES_TELEGRAM_DISABLE_FALLBACK_IPS=1",
+            f"TELEGRAM_FALLBACK_IPS={PUBLIC_TEST_IP}",
+        ]) + "\n")
+        env = _base_env(home) | {"HERMES_HOME": str(home)}
+        return Launch([str(peer.BIN / "hermes"), "gateway", "run"], env, home)
+
+    def seed(self, home: Path, sessions: int) -> None:
+        subprocess.run([str(peer.BIN / "python"), str(Path(__file__).with_name("seed.py")), "hermes", str(home),
+                        str(sessions)], check=True, env=_base_env(home) | {"HERMES_HOME": str(home)}, cwd=home)

@@ -1,0 +1,190 @@
+"""What the side-by-side bench does to one product, phase by phase; each returns figures for the table.
+
+Every phase is bounded in time: users stop writing at a deadline, and a turn still unanswered after its
+patience is counted as unanswered, never waited for without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.fakes.media import make_audio
+from tests.fakes.openrouter import BenchPace, FakeOpenRouter, Recorded, last_user_text
+from tests.fakes.telegram import FakeTelegram
+
+from .products import Product
+from .service import Service, settle
+from .stats import pct
+from .users import Observer, Turn, converse
+
+LATENCY_PACE = BenchPace(first_token=0.3, tokens_per_second=50, tokens=40)
+LOAD_PACE = BenchPace(first_token=2.0, tokens_per_second=50, tokens=40)  # the issue's slow model: 2 s to answer
+CONCURRENCY = (1, 10, 100, 1000)
+TRANSCRIPT = "hello from the fake transcriber"  # what the fake OpenRouter hears in any voice note
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each phase runs (seconds); ``quick`` shrinks everything for a smoke run."""
+
+    latency_chats: int = 10
+    latency_seconds: float = 12.0
+    row_seconds: dict[int, float] = field(default_factory=lambda: {1: 8.0, 10: 8.0, 100: 10.0, 1000: 15.0})
+    patience: float = 20.0
+    stored_sessions: int = 10_000
+    voice_seconds: int = 30
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(latency_chats=2, latency_seconds=3.0, row_seconds={1: 3.0, 10: 3.0}, patience=10.0,
+                   stored_sessions=200, voice_seconds=3)
+
+
+@dataclass
+class Figures:
+    """One product's column: figure name -> value (``None``: not measured), and notes on why not."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class ChatIds:
+    """Fresh private-chat ids (= user ids) for each phase, so no phase sees another's replies."""
+
+    def __init__(self, first: int = 5001) -> None:
+        self._ids = itertools.count(first)
+        self.all = list(range(first, first + 20_000))  # the allowlist the peer is given
+
+    def take(self, n: int) -> list[int]:
+        return [next(self._ids) for _ in range(n)]
+
+
+def tail_of(pace: BenchPace) -> str:
+    return pace.answer().text[-24:]
+
+
+async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[int], seconds: float,
+               patience: float, pace: BenchPace) -> tuple[list[Turn], float, float]:
+    """Each chat writes, waits for the whole answer, writes again, for ``seconds``.
+
+    Returns the turns, the wall time until the last answer, and the CPU seconds the service spent.
+    """
+    ai.bench(pace)
+    observer = Observer(tg, tail_of(pace))
+    requests_before = len(ai.requests)
+    turns: list[Turn] = []
+    cpu0, start = svc.cpu(), time.monotonic()
+    try:
+        await asyncio.gather(*(converse(observer, c, start + seconds, patience, turns) for c in chats))
+    finally:
+        observer.close()
+    answered = [t.final for t in turns if t.final is not None]
+    wall = (max(answered) if answered else time.monotonic()) - start
+    Observer.match_model(turns, ai.requests[requests_before:])
+    return turns, wall, svc.cpu() - cpu0
+
+
+def answered(turns: list[Turn]) -> list[Turn]:
+    return [t for t in turns if t.final is not None]
+
+
+def values(turns: list[Turn], attr: str) -> list[float]:
+    return [v for t in turns if (v := getattr(t, attr)) is not None]
+
+
+async def latency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan, out: Figures) -> None:
+    """First visible sign and first token visible (p50/p99), and CPU per text turn, at a light load."""
+    turns, _, cpu = await talk(tg, ai, svc, ids.take(plan.latency_chats), plan.latency_seconds, plan.patience,
+                               LATENCY_PACE)
+    done = answered(turns)
+    signs, shown = values(turns, "sign_ms"), values(done, "token_visible_ms")
+    out.values |= {"sign p50": pct(signs, 0.5), "sign p99": pct(signs, 0.99),
+                   "token p50": pct(shown, 0.5), "token p99": pct(shown, 0.99),
+                   "cpu/turn": cpu * 1000 / len(done) if done else None}
+    if len(done) < len(turns):
+        out.notes.append(f"latency phase: {len(turns) - len(done)} of {len(turns)} turns unanswered")
+
+
+async def concurrency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan,
+                      out: Figures) -> None:
+    """Turns per second and the service's own p99 overhead at 1, 10, 100 and 1,000 concurrent chats."""
+    for chats, seconds in plan.row_seconds.items():
+        if not await settle(tg):
+            out.notes.append(f"{chats} chats: still busy with earlier messages after 30 s; measured anyway")
+        turns, wall, cpu = await talk(tg, ai, svc, ids.take(chats), seconds, plan.patience, LOAD_PACE)
+        done = answered(turns)
+        out.values[f"tps {chats}"] = len(done) / wall if done else 0.0
+        out.values[f"p99 over {chats}"] = pct(values(done, "overhead_ms"), 0.99) if done else None
+        out.values[f"cpu/turn {chats}"] = cpu * 1000 / len(done) if done else None
+        if len(done) < len(turns):
+            out.notes.append(f"{chats} chats: {len(turns) - len(done)} of {len(turns)} turns unanswered "
+                             f"within {plan.patience:.0f} s")
+    out.values["rss load"] = svc.peak_mib()
+
+
+async def voice(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan, out: Figures) -> None:
+    """A voice note in, a voice note out: turn time minus the fake's STT, model and TTS time."""
+    if not await settle(tg, limit=60):
+        out.notes.append("voice: measured while earlier turns were still being answered")
+    ai.bench(LATENCY_PACE)
+    observer = Observer(tg, tail_of(LATENCY_PACE), final_method="sendVoice")
+    before = len(ai.requests)
+    try:
+        turn = observer.voice(ids.take(1)[0], make_audio("ogg_opus", plan.voice_seconds), plan.voice_seconds)
+        await asyncio.wait_for(turn.done.wait(), plan.patience)
+    except TimeoutError:
+        out.notes.append("voice: no voice note came back")
+        return
+    finally:
+        observer.close()
+    assert turn.final is not None
+    model = sum((r.done_at or r.at) - r.at for r in ai.requests[before:] if _voice_call(r))
+    out.values["voice"] = (turn.final - turn.available - model) * 1000
+
+
+def _voice_call(rec: Recorded) -> bool:
+    """A call of the voice turn: its transcription, its speech, and the chat call that answers the transcript."""
+    if rec.path.endswith(("/audio/transcriptions", "/audio/speech")):
+        return True
+    messages = rec.json.get("messages") if isinstance(rec.json, dict) else None
+    return bool(messages) and TRANSCRIPT in last_user_text(messages)
+
+
+async def cold_start(tg: FakeTelegram, ai: FakeOpenRouter, product: Product, home: Path, ids: ChatIds,
+                     plan: Plan, out: Figures) -> None:
+    """From starting the process to the whole answer of a message sent the moment it first polls.
+
+    (Sent then, not before: hermes drops updates that were waiting when it starts, by design.)"""
+    ai.bench(LATENCY_PACE)
+    observer = Observer(tg, tail_of(LATENCY_PACE))
+    svc = await Service.start(product.launch(home, tg, ai, ids.all, voice=False), home / "service.log")
+    try:
+        await svc.ready(tg)
+        turn = observer.send(ids.take(1)[0])
+        await asyncio.wait_for(turn.done.wait(), 120)
+        assert turn.final is not None
+        out.values["cold"] = turn.final - svc.started
+    except TimeoutError:
+        out.notes.append("cold start: the first message was not answered within 120 s")
+    finally:
+        observer.close()
+        await svc.stop()
+
+
+async def stored(tg: FakeTelegram, ai: FakeOpenRouter, product: Product, home: Path, ids: ChatIds, plan: Plan,
+                 out: Figures) -> None:
+    """Peak memory with ``plan.stored_sessions`` sessions in the database and the busiest load row running."""
+    launch = product.launch(home, tg, ai, ids.all, voice=False)
+    product.seed(home, plan.stored_sessions)
+    svc = await Service.start(launch, home / "service.log")
+    try:
+        await svc.ready(tg)
+        chats = max(plan.row_seconds)
+        await talk(tg, ai, svc, ids.take(chats), min(plan.row_seconds[chats], 10.0), plan.patience, LOAD_PACE)
+        out.values["rss stored"] = svc.peak_mib()
+    finally:
+        await svc.stop()

@@ -1,0 +1,67 @@
+"""The side-by-side bench's own helpers (no benchmark runs here): quantiles, ratios, the fakes' bench clocks,
+and the observer that times a turn from the fake Telegram's calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import aiohttp
+import httpx
+
+from bench import procstat
+from bench.stats import pct, ratio
+from bench.users import Observer
+from tests.fakes.openrouter import BenchPace, FakeOpenRouter
+from tests.fakes.telegram import FakeTelegram
+
+
+def test_quantiles_and_ratios():
+    assert pct([5, 1, 3, 2, 4], 0.5) == 3
+    assert pct(list(range(100)), 0.99) == 99
+    assert pct([], 0.5) != pct([], 0.5)  # NaN
+    assert ratio(10, 30) == "3.0x"  # lower is better: Chorus 3x ahead
+    assert ratio(30, 10, higher_is_better=True) == "3.0x"
+    assert ratio(None, 5) == "-"
+
+
+def test_process_figures_come_from_proc():
+    assert procstat.cpu_seconds(os.getpid()) > 0
+    assert procstat.memory_kib(os.getpid(), "VmHWM") > 1000
+
+
+async def test_the_fake_model_paces_its_stream_and_clocks_the_first_token():
+    async with FakeOpenRouter() as ai:
+        ai.bench(BenchPace(first_token=0.2, tokens_per_second=100, tokens=20, chunk_seconds=0.05))
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        async with httpx.AsyncClient() as http:
+            start = time.monotonic()
+            async with http.stream("POST", ai.base_url + "/chat/completions", json=body,
+                                   headers={"Authorization": f"Bearer {ai.api_key}"}) as resp:
+                text = "".join([line async for line in resp.aiter_lines()])
+        rec = ai.chat_requests()[0]
+        assert rec.first_token_at is not None and rec.done_at is not None
+        assert 0.2 <= rec.first_token_at - start < 0.5
+        assert rec.done_at - rec.first_token_at >= 0.15  # 20 tokens at 100/s, 5 per chunk: 4 chunks 0.05 s apart
+        assert "steady" in text
+
+
+async def test_the_observer_times_a_turn_from_the_fakes_calls():
+    async with FakeTelegram() as tg, aiohttp.ClientSession() as http:
+        observer = Observer(tg, tail="all done.")
+        turn = observer.send(7)
+
+        async def call(method: str, **params: object) -> None:
+            async with http.post(f"{tg.api_root}/bot{tg.token}/{method}", json=params) as resp:
+                assert resp.status == 200, await resp.text()
+
+        await call("sendChatAction", chat_id=7, action="typing")
+        await call("sendMessageDraft", chat_id=7, draft_id=1, text="all")
+        assert not turn.done.is_set()
+        await call("sendMessage", chat_id=7, text="all done.")
+        await asyncio.wait_for(turn.done.wait(), 1)
+        assert turn.available <= turn.first_sign <= turn.first_text <= turn.final  # type: ignore[operator]
+        assert turn.sign_ms is not None and turn.sign_ms >= 0
+        observer.close()
+        tg.assert_clean()
