@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -44,6 +46,7 @@ class MediaJobs:
         self.max_interval = max_interval
         self.clock = clock
         self.scheduler: AsyncIOScheduler | None = None
+        self._ticking: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         """Start polling; jobs an earlier run left pending are due at once, whatever their schedule was."""
@@ -54,9 +57,14 @@ class MediaJobs:
                                next_run_time=datetime.now().astimezone())
         self.scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop polling, and end a check under way before the store it writes to is closed."""
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._ticking is not None and not self._ticking.done():
+            await asyncio.wait({self._ticking}, timeout=5)  # most checks are one quick poll
+            self._ticking.cancel()  # a long download: the job stays pending and is checked at the next start
+            await asyncio.gather(self._ticking, return_exceptions=True)
 
     async def submit(self, chat: ChatRef, reply_to: str | None, job: VideoJob, model: str, prompt: str,
                      timeout: float) -> int:
@@ -74,6 +82,7 @@ class MediaJobs:
 
     async def tick(self) -> None:
         """Check every job that is due."""
+        self._ticking = asyncio.current_task()
         for job in await self._due():
             try:
                 await self._check(job)

@@ -172,7 +172,7 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.dispatcher.shutdown()
         finally:
-            self.jobs.stop()
+            await self.jobs.stop()
 
 
 def telegram_token(config: ChorusConfig, env: Env) -> str | None:
