@@ -26,6 +26,7 @@ from .voice import Preflight, TagFilter, Voice, split_tags
 
 log = logging.getLogger("chorus.agent")
 STOP = "stop"  # the cancel message of /stop, told apart from a shutdown
+CRASHED = "⚠️ Something went wrong on my side while answering; the error is in the service log."
 LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
 
 
@@ -161,18 +162,21 @@ class Agent:
                 note = f"\n\n(I stopped after {limit} rounds of tool use without a final answer; ask me to continue if needed.)"
                 await stream.delta(note)
                 shown.append(note)
-        except (asyncio.CancelledError, OpenRouterError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and exc.args != (STOP,):
+        except (asyncio.CancelledError, Exception) as exc:
+            stopped = isinstance(exc, asyncio.CancelledError)
+            if stopped and exc.args != (STOP,):
                 raise  # shutdown: the inbox still holds the message, it is answered after the restart
             failed = exc if isinstance(exc, OpenRouterError) else None
             if failed:
                 log.warning("turn failed channel=%s chat=%s session=%s: %s", chat.channel, chat.chat_id, session_id, exc)
+            elif not stopped:  # a bug, not an upstream error: say so, and still end the stream (its typing stops)
+                log.error("turn crashed channel=%s chat=%s session=%s", chat.channel, chat.chat_id, session_id, exc_info=exc)
             # Keep what the user said (and any finished tool rounds): nothing is lost. The next turn sees it,
             # unless it would fail again: then it is kept out of later requests, so rephrasing can work.
             left_out = bool(failed and failed.repeats)
             await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
             text = split_tags("".join(shown))[0]
-            ending = f"⚠️ {failed}" if failed else "⏹ Stopped."
+            ending = f"⚠️ {failed}" if failed else "⏹ Stopped." if stopped else CRASHED
             if left_out:
                 ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)

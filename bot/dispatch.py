@@ -18,7 +18,7 @@ from typing import Any
 from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
 from .access import AccessPolicy
-from .agent import STOP, Agent
+from .agent import CRASHED, STOP, Agent
 from .commands import IMMEDIATE, command_name, run_command
 from .config import Messages
 from .store import Inbox
@@ -243,10 +243,10 @@ class Dispatcher:
             lane.turn.cancel()
             raise
         if not lane.turn.cancelled() and (exc := lane.turn.exception()) is not None:
-            # A bug, not an upstream error (those become replies): say so rather than go silent.
+            # A bug before the answer began, or while ending it (the agent ends its own crashed streams).
             log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
             await self._tell(channel, inbound.chat, Reply(
-                text="⚠️ Something went wrong on my side while answering; the error is in the service log.",
+                text=CRASHED,
                 reply_to=inbound.message_id,
             ))
 

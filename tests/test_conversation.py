@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.agent import Agent
+from bot.agent import CRASHED, Agent
 from bot.catalog import Catalog
 from bot.auth import Credential
 from bot.config import parse_config
@@ -358,3 +358,27 @@ async def test_deepseek_keeps_its_own_reasoning_content(make):
     again = await make(config, tools=[EchoTool()])
     await again.say("thanks")
     assert [m["reasoning_content"] for m in assistants(again.fake.chat_requests()[-1])] == ["the user wants an echo", "all set"]
+
+
+async def test_a_crash_mid_answer_ends_the_stream_with_a_sentence_and_keeps_the_users_words(rig):
+    closed: list[str] = []
+
+    class Stream:
+        """The first stream's channel breaks on the first piece of text, as a buggy adapter would."""
+
+        def __init__(self, explode: bool) -> None:
+            self.explode = explode
+
+        async def delta(self, text: str) -> None:
+            if self.explode:
+                raise RuntimeError("the channel broke")
+
+        async def close(self, reply: Reply) -> None:
+            closed.append(reply.text)  # closing is what ends the typing indicator on a real channel
+
+    rig.channel.open_stream = lambda chat, reply_to=None: Stream(explode=not closed)
+    await rig.say("hello")
+    await rig.say("again")
+    assert closed == ["echo\n\n" + CRASHED, "echo: again"]  # what had come, then the sentence
+    assert rig.channel.texts("c1") == []  # no second, separate error message
+    assert user_contents(rig.fake.chat_requests()[1]) == ["hello", "again"]
