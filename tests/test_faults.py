@@ -45,12 +45,12 @@ async def setup(home, fake, **openrouter) -> None:
 
 async def test_stop_is_read_while_the_answer_is_still_coming(home, fake_openrouter):
     await setup(home, fake_openrouter)
-    fake_openrouter.queue(Hang(30))
+    fake_openrouter.queue(Hang(300))
     started = time.monotonic()
     result = await chorus(home, "run", stdin="write an essay\n/stop\n")
     assert result.code == 0, result.err
     assert result.out.splitlines() == ["Stopping the answer in progress.", "⏹ Stopped."]
-    assert time.monotonic() - started < 20  # not after the 30 s answer
+    assert time.monotonic() - started < 60  # far sooner than the 300 s answer (a loose bound: CI may be busy)
     fake_openrouter.answers.clear()  # the hang is unused when /stop came before the model was asked
     await chorus(home, "run", stdin="go on\n")  # the stopped words are kept for the next turn
     assert user_texts(fake_openrouter.chat_requests()[-1]) == ["write an essay", "go on"]
@@ -179,13 +179,13 @@ async def test_an_empty_stream_is_not_silence(home, fake_openrouter):
 
 async def test_keepalive_comments_alone_do_not_hold_a_turn_forever(home, fake_openrouter):
     await setup(home, fake_openrouter, firstByteTimeoutMs=600)
-    fake_openrouter.queue(RawSSE([": OPENROUTER PROCESSING"] * 40, pause=0.1))
+    fake_openrouter.queue(RawSSE([": OPENROUTER PROCESSING"] * 1200, pause=0.1))  # 120 s of keep-alives
     started = time.monotonic()
     result = await chorus(home, "run", stdin="hi\n")
     assert result.out.splitlines() == [
         "⚠️ The model took too long to answer (nothing within 0.6 s). Try again in a moment."
     ]
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60
 
 
 async def test_a_stream_that_goes_silent_midway_ends_at_the_idle_timeout(home, fake_openrouter):
@@ -199,11 +199,11 @@ async def test_a_stream_that_goes_silent_midway_ends_at_the_idle_timeout(home, f
 
 async def test_a_hanging_upstream_is_bounded_by_the_first_byte_timeout(home, fake_openrouter):
     await setup(home, fake_openrouter, maxRetries=3, firstByteTimeoutMs=300, retryBudgetMs=1000)
-    fake_openrouter.queue(Hang(30), Hang(30), Hang(30), Hang(30))
+    fake_openrouter.queue(Hang(300), Hang(300), Hang(300), Hang(300))
     started = time.monotonic()
     result = await chorus(home, "run", stdin="hi\n")
     assert result.out.splitlines()[-1] == "⚠️ The model took too long to answer (nothing within 0.3 s). Try again in a moment."
-    assert time.monotonic() - started < 15  # not 4 × 120 s
+    assert time.monotonic() - started < 60  # not 4 × 300 s
 
 
 async def test_a_long_retry_after_fails_at_once_and_names_the_wait(home, fake_openrouter):
@@ -215,7 +215,7 @@ async def test_a_long_retry_after_fails_at_once_and_names_the_wait(home, fake_op
         "⚠️ OpenRouter is rate limiting requests (Rate limit exceeded). Try again in 100 s, or switch models with /model."
     ]
     assert len(fake_openrouter.chat_requests()) == 1
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # not after a 100 s wait
 
 
 async def test_a_short_retry_after_is_announced_then_waited(home, fake_openrouter):
