@@ -101,8 +101,8 @@ async def test_start_greets(bot):
 
 async def test_answers_stream_in_throttled_drafts_then_arrive_as_one_message(bot):
     tg, ai, chat = bot.tg, bot.ai, 5002
-    ai.queue(Text("The quick brown fox jumps over the lazy dog, twice: once for **you** and once for me.", pace=0.03))
-    tg.message(chat, "tell me")  # 4 characters every 30 ms: about 0.7 s of streaming
+    ai.queue(Text("The quick brown fox jumps over the lazy dog, twice: once for **you** and once for me.", pace=0.06))
+    tg.message(chat, "tell me")  # 4 characters every 60 ms: about 1.4 s of streaming
     (final,) = await tg.wait_sent(chat)
     drafts = [c for c in tg.calls_to("sendMessageDraft") if c.params["chat_id"] == chat]
     assert len(drafts) >= 2
@@ -111,7 +111,9 @@ async def test_answers_stream_in_throttled_drafts_then_arrive_as_one_message(bot
     assert all(len(a) < len(b) for a, b in zip(shown, shown[1:]))  # each draft shows more of the answer
     assert all(final.text.startswith(s.replace("**", "").rstrip("*")) for s in shown)
     gaps = [b.at - a.at for a, b in zip(drafts, drafts[1:])]
-    assert min(gaps) >= 0.19, gaps  # throttled: never more than one draft per 200 ms
+    # Throttled: one draft per 200 ms (unthrottled, one per 60 ms piece), measured where the calls arrive,
+    # so a few ms of jitter between two requests is allowed for.
+    assert min(gaps) >= 0.15, gaps
     (send,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == chat]
     assert send.at > drafts[-1].at
     assert final.text == "The quick brown fox jumps over the lazy dog, twice: once for you and once for me."

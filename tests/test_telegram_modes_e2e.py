@@ -53,7 +53,9 @@ async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answ
     assert grown.entities == [{"type": "bold", "offset": 2, "length": 7}]
     (preview,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == group]
     *growing, final = [c for c in tg.calls_to("editMessageText") if c.params["chat_id"] == group]
-    assert growing and min(b.at - a.at for a, b in zip([preview, *growing], growing)) >= 0.19  # throttled
+    # Throttled to one edit per 0.2 s (unthrottled, one would follow each 0.08 s piece); measured where the calls
+    # arrive, so a few ms of jitter between two requests is allowed for.
+    assert growing and min(b.at - a.at for a, b in zip([preview, *growing], growing)) >= 0.15
     assert final.params["text"] == grown.text  # the final answer is not held back by the throttle
     assert tg.webhook["secret"] == "s3cret-Token_1" and tg.webhook["url"] == url
     assert tg.webhook_results[-1][1] == 200
