@@ -42,7 +42,7 @@ async def test_the_fake_model_paces_its_stream_and_clocks_the_first_token():
                 text = "".join([line async for line in resp.aiter_lines()])
         rec = ai.chat_requests()[0]
         assert rec.first_token_at is not None and rec.done_at is not None
-        assert 0.2 <= rec.first_token_at - start < 0.5
+        assert 0.2 <= rec.first_token_at - start < 2.0  # paced; the upper bound only rules out a stall
         assert rec.done_at - rec.first_token_at >= 0.15  # 20 tokens at 100/s, 5 per chunk: 4 chunks 0.05 s apart
         assert "steady" in text
 

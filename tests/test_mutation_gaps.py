@@ -83,7 +83,7 @@ async def test_retry_after_from_the_wire_is_honoured(fake_openrouter):
         result = await llm.chat(ChatSpec(ModelRef.parse("openrouter/auto"), [{"role": "user", "content": "hi"}]))
         waited = time.monotonic() - started
     assert result.text == "after the wait"
-    assert 0.95 <= waited < 3.0
+    assert 0.95 <= waited < 10.0  # the server's 1 s, not backoff's < 0.5 s (the upper bound is loose for busy CI)
     assert fake_openrouter.requests_to("/chat/completions")[0].method == "POST"
 
 
