@@ -5,17 +5,16 @@ What Chorus produced is decoded: the PNG, the MP3, the MP4 and the spoken voice 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
-import sys
 from pathlib import Path
 
 import av
 
-from tests.conftest import Home, chorus, onboarded
+from tests.conftest import Home, chorus, eventually, onboarded
 from tests.fakes.media import decode_info, make_audio, make_png
 from tests.fakes.openrouter import Error, FakeOpenRouter, Hang, Images, Music, NoImages, Text, ToolCalls, VideoPlan
+from tests.service import Service, start_chorus
 
 FAST_VIDEO = {"agents": {"defaults": {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}}}
 
@@ -87,20 +86,9 @@ async def test_compose_a_track_returns_mp3_with_lyrics_as_caption(home, fake_ope
     assert music_call["model"] == "google/lyria-3-pro-preview"
 
 
-async def start(home: Home, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=home.env, cwd=str(home.path.parent))
-
-
-async def read_until(proc: asyncio.subprocess.Process, needle: str, timeout: float = 30) -> str:
-    seen = ""
-    async with asyncio.timeout(timeout):
-        while needle not in seen:
-            line = await proc.stdout.readline()
-            assert line, f"output ended before {needle!r}: {seen}"
-            seen += line.decode()
-    return seen
+async def printed(service: Service, needle: str) -> None:
+    """Wait until the running console has printed ``needle``."""
+    await eventually(lambda: needle in service.out, f"{needle!r} in the output", timeout=30)
 
 
 async def test_a_video_survives_a_restart_and_arrives_once(home, fake_openrouter):
@@ -109,20 +97,18 @@ async def test_a_video_survives_a_restart_and_arrives_once(home, fake_openrouter
     fake_openrouter.video_plan.append(VideoPlan(polls_until_done=2))
     fake_openrouter.queue(ToolCalls([("video_generate", {"prompt": "waves", "durationSeconds": 6, "aspectRatio": "16:9"})]),
                           Text("Your video is on its way."))
-    first = await start(home, "run")
-    first.stdin.write(b"make a 6 second video of waves\n")
-    await read_until(first, "Your video is on its way.")
-    first.kill()  # the service dies before the video is ready
-    await first.wait()
+    first = await start_chorus(home, "run")
+    await first.say("make a 6 second video of waves")
+    await printed(first, "Your video is on its way.")
+    await first.kill()  # the service dies before the video is ready
     (job,) = fake_openrouter.videos.values()
     assert job.body == {"model": "google/veo-3.1-fast", "prompt": "waves", "duration": 6, "aspect_ratio": "16:9"}
     assert job.polls < 2
 
     home.write_config(fake_openrouter, **FAST_VIDEO)
-    second = await start(home, "run")
-    out = await read_until(second, "[video saved:")
-    second.stdin.close()
-    await second.wait()
+    second = await start_chorus(home, "run")
+    await printed(second, "[video saved:")
+    out = (await second.finish()).out
     (video,) = saved(out, "video")
     with av.open(io.BytesIO(video.read_bytes())) as container:
         assert container.streams.video[0].codec_context.name == "h264"
@@ -136,11 +122,10 @@ async def test_a_failed_video_is_reported_with_the_reason(home, fake_openrouter)
     await setup(home, fake_openrouter, **FAST_VIDEO)
     fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1, outcome="failed", error="content policy"))
     fake_openrouter.queue(ToolCalls([("video_generate", {"prompt": "waves"})]), Text("On its way."))
-    proc = await start(home, "run")
-    proc.stdin.write(b"make a video of waves\n")
-    out = await read_until(proc, "could not be made")
-    proc.stdin.close()
-    await proc.wait()
+    proc = await start_chorus(home, "run")
+    await proc.say("make a video of waves")
+    await printed(proc, "could not be made")
+    out = (await proc.finish()).out
     assert "failed (content policy)" in out
 
 
@@ -229,13 +214,10 @@ async def test_a_voice_note_cut_off_by_a_crash_is_heard_after_the_restart(home, 
     note.write_bytes(make_audio("ogg_opus", 1.0))
     fake_openrouter.transcripts += ["first hearing", "second hearing"]
     fake_openrouter.queue(Hang(60))
-    proc = await start(home, "run")
-    proc.stdin.write(f"/voice {note}\n".encode())
-    async with asyncio.timeout(30):
-        while not fake_openrouter.chat_requests():
-            await asyncio.sleep(0.01)
-    proc.kill()
-    await proc.wait()
+    proc = await start_chorus(home, "run")
+    await proc.say(f"/voice {note}")
+    await eventually(fake_openrouter.chat_requests, "the turn to reach the model", timeout=30)
+    await proc.kill()
     fake_openrouter.queue(Text("Heard you."))
     result = await chorus(home, "run", stdin="")
     assert result.out.count("Heard you.") == 1

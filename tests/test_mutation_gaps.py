@@ -33,11 +33,11 @@ from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings, build_chat_request
 from providers.openrouter.retry import RetryPolicy, with_retries
 from providers.openrouter.video import submit_video
-from tests.conftest import chorus, onboarded
+from tests.conftest import chorus, eventually, onboarded
 from tests.fakes.media import make_png
 from tests.fakes.openrouter import Error, Hang, Images, Stall, StreamError, Text, ToolCalls, VideoPlan
 from tests.test_conversation import make  # noqa: F401 - the fixture: rigs on one state dir, closed at the end
-from tests.test_media_e2e import start
+from tests.service import start_chorus
 
 # ---- Retry-After ------------------------------------------------------------------------------
 
@@ -330,13 +330,10 @@ async def test_an_attachment_lost_in_a_restart_is_told_to_the_user(home, fake_op
     picture = tmp_path / "cat.png"
     picture.write_bytes(make_png(8, 8))
     fake_openrouter.queue(Hang(60))
-    proc = await start(home, "run")
-    proc.stdin.write(f"/image {picture}\n".encode())
-    async with asyncio.timeout(30):
-        while not fake_openrouter.chat_requests():
-            await asyncio.sleep(0.01)
-    proc.kill()
-    await proc.wait()
+    proc = await start_chorus(home, "run")
+    await proc.say(f"/image {picture}")
+    await eventually(fake_openrouter.chat_requests, "the turn to reach the model", timeout=30)
+    await proc.kill()
     picture.unlink()  # gone before the restart: the message cannot be answered as it was sent
     result = await chorus(home, "run", stdin="")
     assert result.out.splitlines() == [

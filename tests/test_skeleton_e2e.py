@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import stat
-import sys
 
 import json5
 
-from tests.conftest import chorus, onboarded
+from tests.conftest import chorus, eventually, onboarded
 from tests.fakes.openrouter import Error, Hang, Text, ToolCalls
+from tests.service import start_chorus
 
 
 def user_texts(request) -> list[str]:
@@ -157,18 +156,10 @@ async def test_models_set_keeps_a_backup_and_doctor_checks_everything(home, fake
 async def test_a_turn_cut_by_a_crash_is_answered_once_after_the_restart(home, fake_openrouter):
     await onboarded(home, fake_openrouter)
     fake_openrouter.queue(Hang(60))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=home.env, cwd=str(home.path.parent),
-    )
-    proc.stdin.write(b"tell me a story\n")
-    await proc.stdin.drain()
-    for _ in range(1000):
-        if fake_openrouter.chat_requests():
-            break
-        await asyncio.sleep(0.01)
-    proc.kill()  # SIGKILL: no chance to clean up, as in a power cut
-    await proc.wait()
+    service = await start_chorus(home, "run")
+    await service.say("tell me a story")
+    await eventually(fake_openrouter.chat_requests, "the turn to reach the model")
+    await service.kill()  # SIGKILL: no chance to clean up, as in a power cut
 
     fake_openrouter.queue(Text("Once upon a time."))
     restarted = await chorus(home, "run", stdin="")
