@@ -18,6 +18,7 @@ from bot.agent import Agent
 from bot.config import parse_config
 from bot.dispatch import Dispatcher
 from bot.discord_config import discord_settings
+from bot.runtime import Env
 from bot.store import Inbox, Store
 from channels.discord import DiscordChannel
 from providers.openrouter.client import OpenRouterClient
@@ -52,7 +53,7 @@ async def main() -> None:
         raw = {"models": {"providers": {"openrouter": {"baseUrl": openrouter.base_url}}},
                "channels": {"discord": discord.config(dmPolicy="open")}}
         config, _ = parse_config(raw, env={})
-        settings = discord_settings(config)
+        settings = discord_settings(config, Env().lookup)
         assert settings is not None
         with tempfile.TemporaryDirectory() as tmp:
             store = await Store.open(Path(tmp) / "bench.db")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from channels.discord_settings import ChannelRule, DiscordSettings, GuildRule
@@ -12,12 +11,10 @@ from .config import ChorusConfig
 Lookup = Callable[[str, ChorusConfig], "str | None"]  # a variable by name, as ``Env.lookup`` finds it
 
 
-def discord_settings(config: ChorusConfig, lookup: Lookup | None = None) -> DiscordSettings | None:
+def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | None:
     """The Discord adapter's settings, when a token is configured (``channels.discord.token``, else
-    ``DISCORD_BOT_TOKEN`` through ``lookup``: the runtime's ``Env.lookup``, or the environment and the
-    config's env block) and the channel is enabled."""
+    ``DISCORD_BOT_TOKEN`` found by ``lookup``, the runtime's ``Env.lookup``) and the channel is enabled."""
     cfg = config.channels.discord
-    lookup = lookup or (lambda name, config: os.environ.get(name) or config.env.get(name))
     token = cfg.token.get_secret_value() if cfg.token else lookup("DISCORD_BOT_TOKEN", config)
     if not token or not cfg.enabled:
         return None
