@@ -144,8 +144,7 @@ async def test_a_stream_cut_off_mid_answer_says_so_and_keeps_the_user_text(home,
     assert result.out.splitlines()[:3] == [
         "Half an ans",
         "",
-        "⚠️ The answer was cut off before it was complete (the stream ended without a finish reason). "
-        "The answer was cut off; try again.",
+        "⚠️ The answer was cut off before it was complete (the stream ended without a finish reason). Try again.",
     ]
     # A cut-off stream is transient: the user's words stay in the conversation (the partial answer does not).
     assert [(m["role"], m["content"]) for m in fake_openrouter.chat_requests()[1].json["messages"][1:]] == [
@@ -160,8 +159,7 @@ async def test_malformed_json_in_the_stream_is_a_sentence_not_a_traceback(home, 
     assert result.code == 0
     assert result.out.splitlines() == [
         "Partly", "",
-        "⚠️ The answer was cut off before it was complete (the provider sent malformed data). "
-        "The answer was cut off; try again.",
+        "⚠️ The answer was cut off before it was complete (the provider sent malformed data). Try again.",
     ]
     assert "Traceback" not in result.err and "went wrong on my side" not in result.out
 
@@ -193,7 +191,7 @@ async def test_a_stream_that_goes_silent_midway_ends_at_the_idle_timeout(home, f
     fake_openrouter.queue(RawSSE([RawSSE.content("Still ")] + [": OPENROUTER PROCESSING"] * 40, pause=0.1))
     result = await chorus(home, "run", stdin="hi\n")
     assert result.out.splitlines() == [
-        "Still ", "", "⚠️ The answer was cut off before it was complete (no data for 0.5 s). The answer was cut off; try again.",
+        "Still ", "", "⚠️ The answer was cut off before it was complete (no data for 0.5 s). Try again.",
     ]
 
 

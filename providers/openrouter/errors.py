@@ -130,6 +130,7 @@ class IncompleteStreamError(StreamError):
 
     repeats = False
     retryable = True
+    advice = "Try again."  # the headline already says it was cut off
 
     def headline(self) -> str:
         return "The answer was cut off before it was complete"
