@@ -75,13 +75,16 @@ def tail_of(pace: BenchPace) -> str:
 
 @dataclass
 class Talk:
-    """What one stretch of conversations gave: the turns, the wall time until the last answer, and the CPU
-    seconds spent meanwhile by the service and by this process (simulated users, fakes, shim)."""
+    """What one stretch of conversations gave: the turns, the wall time until the last answer, the CPU seconds
+    spent meanwhile by the service and by this process (simulated users, fakes, shim), how late this process's
+    event loop ran (p99, ms: the fakes' clocks can be that late), and the most model streams open at once."""
 
     turns: list[Turn]
     wall: float
     cpu: float
     driver_cpu: float
+    lag_ms: float
+    streams: int
 
 
 async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[int], seconds: float,
@@ -91,16 +94,38 @@ async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[i
     observer = Observer(tg, tail_of(pace))
     requests_before = len(ai.requests)
     turns: list[Turn] = []
+    lags: list[float] = []
+    probe = asyncio.ensure_future(_loop_lag(lags))
     cpu0, driver0, start = svc.cpu(), time.process_time(), time.monotonic()
     try:
         await asyncio.gather(*(converse(observer, c, start + seconds, patience, turns) for c in chats))
     finally:
         observer.close()
+        probe.cancel()
     cpu, driver = svc.cpu() - cpu0, time.process_time() - driver0
     answered = [t.final for t in turns if t.final is not None]
     wall = (max(answered) if answered else time.monotonic()) - start
     Observer.match_model(turns, ai.requests[requests_before:])
-    return Talk(turns, wall, cpu, driver)
+    return Talk(turns, wall, cpu, driver, pct(lags, 0.99) * 1000, _most_open(ai.requests[requests_before:]))
+
+
+async def _loop_lag(out: list[float], every: float = 0.01) -> None:
+    """How much later than asked this process's event loop wakes up, sampled every ``every`` seconds."""
+    while True:
+        asked = time.monotonic() + every
+        await asyncio.sleep(every)
+        out.append(max(0.0, time.monotonic() - asked))
+
+
+def _most_open(requests: list[Recorded]) -> int:
+    """The most streamed chat calls the fake model had open at one moment."""
+    edges = sorted(edge for r in requests if r.path.endswith("/chat/completions") and isinstance(r.json, dict)
+                   and r.json.get("stream") for edge in ((r.at, 1), (r.done_at or time.monotonic(), -1)))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def answered(turns: list[Turn]) -> list[Turn]:
@@ -138,7 +163,10 @@ async def concurrency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: C
         out.values[f"tps {chats}"] = tps
         out.values[f"p99 over {chats}"] = pct(values(done, "overhead_ms"), 0.99) if done else None
         out.values[f"cpu/turn {chats}"] = run.cpu * 1000 / len(done) if done else None
+        out.values[f"service cpu {chats}"] = run.cpu * 100 / run.wall
         out.values[f"driver {chats}"] = run.driver_cpu * 100 / run.wall
+        out.values[f"lag {chats}"] = run.lag_ms
+        out.values[f"streams {chats}"] = float(run.streams)
         p99_turn = pct([t.final - t.available for t in done if t.final is not None], 0.99) if done else None
         baseline = baseline or p99_turn
         if len(done) < len(run.turns):

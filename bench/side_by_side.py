@@ -43,7 +43,10 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
         (f"tps {n}", f"turns/s, {n} chats (model 2 s)", "/s", True),
         (f"p99 over {n}", f"  p99 service overhead, {n} chats", "ms", False),
         (f"cpu/turn {n}", f"  CPU per turn, {n} chats", "ms", False),
-        (f"driver {n}", f"  bench driver + fakes CPU, {n} chats", "%", None))],
+        (f"service cpu {n}", f"  service CPU, {n} chats", "%", None),
+        (f"streams {n}", f"  model streams open at once, {n} chats", "", None),
+        (f"driver {n}", f"  bench driver + fakes CPU, {n} chats", "%", None),
+        (f"lag {n}", f"  bench event loop late, p99, {n} chats", "ms", None))],
     ("sustained", "turns/s sustained before p99 turn doubles", "/s", True),
     ("voice", "voice turn beyond STT+model+TTS, 30 s note", "ms", False),
     ("rss idle", "peak RSS idle", "MiB", False),
@@ -163,8 +166,12 @@ SHIM_NOTE = (
     "forwards to the fake: its code is not patched, and it pays for TLS as against the real host (two loopback "
     "hops more per Bot API call)")
 NOTES = [
-    "bench driver + fakes CPU: the bench process (simulated users, both fakes, the shim) in % of one core during "
-    "that row; with 2 cores, what it takes the product cannot have",
+    "service CPU: the product's process tree in % of one core during that row (100%: one core busy, which is all "
+    "a single event loop can use). bench driver + fakes CPU: the bench process (simulated users, both fakes, the shim) in % of one core during "
+    "that row; with 2 cores, what it takes the product cannot have. bench event loop late: how much later than "
+    "asked the bench's event loop woke up (p99): the fakes' clocks, and so every latency, can be off by that much",
+    "model streams open at once: the most streamed chat calls the fake model had open at one moment (at 1,000 "
+    "chats the issue asks for 1,000)",
     "turns/s sustained before p99 turn doubles: the busiest row whose turns were all answered and whose p99 turn "
     "time (update to whole answer) stayed within twice that of 1 chat; only 1/10/100/1,000 chats are tried, so "
     "it is a lower bound",
