@@ -202,7 +202,7 @@ def _voice_call(rec: Recorded) -> bool:
     if rec.path.endswith(("/audio/transcriptions", "/audio/speech")):
         return True
     messages = rec.json.get("messages") if isinstance(rec.json, dict) else None
-    return bool(messages) and TRANSCRIPT in last_user_text(messages)
+    return isinstance(messages, list) and bool(messages) and TRANSCRIPT in last_user_text(messages)
 
 
 async def cold_start(tg: FakeTelegram, ai: FakeOpenRouter, product: Product, home: Path, ids: ChatIds,
