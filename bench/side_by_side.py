@@ -156,8 +156,8 @@ async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, F
 VOICE_NOTES = {
     "hermes": "voice not measured: hermes-agent 0.19 transcribes with local faster-whisper (a model download) or "
               "OpenAI/Groq/Mistral/xAI/ElevenLabs hosts; it has no OpenRouter speech-to-text to point at the fake",
-    "nanobot": "voice not measured: nanobot 0.3.5 can transcribe through OpenRouter, but it answers a voice note "
-               "in text only (no spoken reply), so the row's STT+model+TTS turn does not exist for it",
+    "nanobot": "voice not measured: nanobot 0.3.5 can transcribe through OpenRouter, but it has no text-to-speech "
+               "of its own and answers a voice note in text, so the row's STT+model+TTS turn does not exist for it",
 }
 SHIM_NOTE = (
     "its Telegram channel cannot be given a Bot API base URL (python-telegram-bot is built without "
