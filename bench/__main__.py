@@ -1,6 +1,6 @@
-"""``python -m bench`` (``make bench``): the in-process tables, then Chorus and hermes-agent side by side.
+"""``python -m bench`` (``make bench``): the in-process tables, then Chorus, hermes-agent and nanobot side by side.
 
-The peer is installed first (it needs the package registry); the side-by-side run then happens inside a
+The peers are installed first (that needs the package registry); the side-by-side run then happens inside a
 network namespace of its own where only loopback exists (``unshare -n``, when this user may create one), so
 nothing either product does can leave 127.0.0.1.
 """
@@ -31,11 +31,12 @@ def main() -> int:
     asyncio.run(telegram_path.main())
     asyncio.run(discord_path.main())
     print()
-    problem = peer.ensure_installed()
     argv = [sys.executable, "-m", "bench.side_by_side", *sys.argv[1:]]
-    if problem:
-        print(f"the peer is not available: {problem}")
-        argv += ["--peer-problem", problem]
+    for name, venv in peer.PEERS.items():
+        problem = venv.ensure_installed()
+        if problem:
+            print(f"{name} is not available: {problem}")
+            argv += ["--peer-problem", f"{name}={problem}"]
     wrapped = loopback_only(argv)
     print("side by side" + (" (network namespace: loopback only)" if wrapped is not argv else
                             " (no network namespace could be made here: both products are configured for loopback only)"),

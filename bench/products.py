@@ -1,4 +1,4 @@
-"""The two services under test, each told to use the same fake Telegram and fake OpenRouter.
+"""The services under test, each told to use the same fake Telegram and fake OpenRouter.
 
 A product knows how to write its home (config, credentials, caches), the command that starts it, how to seed
 stored sessions, and its version. Nothing here talks to anything but 127.0.0.1.
@@ -19,6 +19,7 @@ from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
 from . import peer
+from .tls_shim import TelegramShim
 
 MODEL = "openai/gpt-4o-mini"
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ class Hermes:
     name = "hermes"
 
     def version(self) -> str:
-        return peer.version() or "not installed"
+        return peer.HERMES.version() or "not installed"
 
     def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
         (home / "cache").mkdir(parents=True, exist_ok=True)
@@ -119,8 +120,47 @@ class Hermes:
             f"TELEGRAM_FALLBACK_IPS={PUBLIC_TEST_IP}",
         ]) + "\n")
         env = _base_env(home) | {"HERMES_HOME": str(home)}
-        return Launch([str(peer.BIN / "hermes"), "gateway", "run"], env, home)
+        return Launch([str(peer.HERMES.bin / "hermes"), "gateway", "run"], env, home)
 
     def seed(self, home: Path, sessions: int) -> None:
-        subprocess.run([str(peer.BIN / "python"), str(Path(__file__).with_name("seed.py")), "hermes", str(home),
-                        str(sessions)], check=True, env=_base_env(home) | {"HERMES_HOME": str(home)}, cwd=home)
+        _seed_with(peer.HERMES, "hermes", str(home), home, sessions, {"HERMES_HOME": str(home)})
+
+
+class Nanobot:
+    """``nanobot gateway`` from its own venv, its config in ``$HOME/.nanobot/config.json``.
+
+    Its model provider takes a base URL (``providers.openrouter.apiBase``); its Telegram channel does not (it
+    always dials api.telegram.org), so it goes through ``shim``, set by the caller before ``launch``: the
+    channel's own ``proxy`` setting, and the shim's certificate as the only CA it trusts.
+    """
+
+    name = "nanobot"
+
+    def __init__(self) -> None:
+        self.shim: TelegramShim | None = None
+
+    def version(self) -> str:
+        return peer.NANOBOT.version() or "not installed"
+
+    def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
+        assert self.shim is not None, "nanobot reaches the fake Telegram only through the TLS shim"
+        (home / ".nanobot").mkdir(parents=True, exist_ok=True)
+        config = {
+            "agents": {"defaults": {"model": MODEL, "provider": "openrouter", "workspace": str(home / "workspace")}},
+            "providers": {"openrouter": {"apiKey": ai.api_key, "apiBase": ai.base_url}},
+            # Open to anyone, as Chorus runs with dmPolicy open; streaming is on by default, as in Chorus.
+            "channels": {"telegram": {"enabled": True, "token": tg.token, "allowFrom": ["*"],
+                                      "proxy": self.shim.proxy_url}},
+        }
+        (home / ".nanobot" / "config.json").write_text(json.dumps(config, indent=2))
+        env = _base_env(home) | {"SSL_CERT_FILE": str(self.shim.cert)}
+        return Launch([str(peer.NANOBOT.bin / "nanobot"), "gateway"], env, home)
+
+    def seed(self, home: Path, sessions: int) -> None:
+        _seed_with(peer.NANOBOT, "nanobot", str(home / "workspace"), home, sessions, {})
+
+
+def _seed_with(venv: peer.PeerVenv, kind: str, where: str, home: Path, sessions: int, env: dict[str, str]) -> None:
+    """Run ``bench/seed.py`` with a peer's own Python, so the sessions are written by the peer's own code."""
+    subprocess.run([str(venv.bin / "python"), str(Path(__file__).with_name("seed.py")), kind, where, str(sessions)],
+                   check=True, env=_base_env(home) | env, cwd=home)

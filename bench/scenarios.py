@@ -7,6 +7,7 @@ patience is counted as unanswered, never waited for without end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ class Plan:
         return cls(latency_chats=2, latency_seconds=3.0, row_seconds={1: 3.0, 10: 3.0}, patience=10.0,
                    stored_sessions=200, voice_seconds=3)
 
+    def only_rows(self, chats: list[int]) -> Plan:
+        """The same plan with only these load rows (a row this plan lacks runs as long as in the full plan)."""
+        full = Plan().row_seconds
+        return dataclasses.replace(self, row_seconds={n: self.row_seconds.get(n, full.get(n, 10.0)) for n in chats})
+
 
 @dataclass
 class Figures:
@@ -67,25 +73,59 @@ def tail_of(pace: BenchPace) -> str:
     return pace.answer().text[-24:]
 
 
-async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[int], seconds: float,
-               patience: float, pace: BenchPace) -> tuple[list[Turn], float, float]:
-    """Each chat writes, waits for the whole answer, writes again, for ``seconds``.
+@dataclass
+class Talk:
+    """What one stretch of conversations gave: the turns, the wall time until the last answer, the CPU seconds
+    spent meanwhile by the service and by this process (simulated users, fakes, shim), how late this process's
+    event loop ran (p99, ms: the fakes' clocks can be that late), and the most model streams open at once."""
 
-    Returns the turns, the wall time until the last answer, and the CPU seconds the service spent.
-    """
+    turns: list[Turn]
+    wall: float
+    cpu: float
+    driver_cpu: float
+    lag_ms: float
+    streams: int
+
+
+async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[int], seconds: float,
+               patience: float, pace: BenchPace) -> Talk:
+    """Each chat writes, waits for the whole answer, writes again, for ``seconds``."""
     ai.bench(pace)
     observer = Observer(tg, tail_of(pace))
     requests_before = len(ai.requests)
     turns: list[Turn] = []
-    cpu0, start = svc.cpu(), time.monotonic()
+    lags: list[float] = []
+    probe = asyncio.ensure_future(_loop_lag(lags))
+    cpu0, driver0, start = svc.cpu(), time.process_time(), time.monotonic()
     try:
         await asyncio.gather(*(converse(observer, c, start + seconds, patience, turns) for c in chats))
     finally:
         observer.close()
+        probe.cancel()
+    cpu, driver = svc.cpu() - cpu0, time.process_time() - driver0
     answered = [t.final for t in turns if t.final is not None]
     wall = (max(answered) if answered else time.monotonic()) - start
     Observer.match_model(turns, ai.requests[requests_before:])
-    return turns, wall, svc.cpu() - cpu0
+    return Talk(turns, wall, cpu, driver, pct(lags, 0.99) * 1000, _most_open(ai.requests[requests_before:]))
+
+
+async def _loop_lag(out: list[float], every: float = 0.01) -> None:
+    """How much later than asked this process's event loop wakes up, sampled every ``every`` seconds."""
+    while True:
+        asked = time.monotonic() + every
+        await asyncio.sleep(every)
+        out.append(max(0.0, time.monotonic() - asked))
+
+
+def _most_open(requests: list[Recorded]) -> int:
+    """The most streamed chat calls the fake model had open at one moment."""
+    edges = sorted(edge for r in requests if r.path.endswith("/chat/completions") and isinstance(r.json, dict)
+                   and r.json.get("stream") for edge in ((r.at, 1), (r.done_at or time.monotonic(), -1)))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def answered(turns: list[Turn]) -> list[Turn]:
@@ -98,8 +138,8 @@ def values(turns: list[Turn], attr: str) -> list[float]:
 
 async def latency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan, out: Figures) -> None:
     """First visible sign and first token visible (p50/p99), and CPU per text turn, at a light load."""
-    turns, _, cpu = await talk(tg, ai, svc, ids.take(plan.latency_chats), plan.latency_seconds, plan.patience,
-                               LATENCY_PACE)
+    run = await talk(tg, ai, svc, ids.take(plan.latency_chats), plan.latency_seconds, plan.patience, LATENCY_PACE)
+    turns, cpu = run.turns, run.cpu
     done = answered(turns)
     signs, shown = values(turns, "sign_ms"), values(done, "token_visible_ms")
     out.values |= {"sign p50": pct(signs, 0.5), "sign p99": pct(signs, 0.99),
@@ -111,18 +151,29 @@ async def latency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatI
 
 async def concurrency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan,
                       out: Figures) -> None:
-    """Turns per second and the service's own p99 overhead at 1, 10, 100 and 1,000 concurrent chats."""
+    """Turns per second and the service's own p99 overhead at 1, 10, 100 and 1,000 concurrent chats, what the
+    bench itself spent meanwhile, and the busiest row before the p99 turn time doubled."""
+    baseline: float | None = None
     for chats, seconds in plan.row_seconds.items():
         if not await settle(tg):
             out.notes.append(f"{chats} chats: still busy with earlier messages after 30 s; measured anyway")
-        turns, wall, cpu = await talk(tg, ai, svc, ids.take(chats), seconds, plan.patience, LOAD_PACE)
-        done = answered(turns)
-        out.values[f"tps {chats}"] = len(done) / wall if done else 0.0
+        run = await talk(tg, ai, svc, ids.take(chats), seconds, plan.patience, LOAD_PACE)
+        done = answered(run.turns)
+        tps = len(done) / run.wall if done else 0.0
+        out.values[f"tps {chats}"] = tps
         out.values[f"p99 over {chats}"] = pct(values(done, "overhead_ms"), 0.99) if done else None
-        out.values[f"cpu/turn {chats}"] = cpu * 1000 / len(done) if done else None
-        if len(done) < len(turns):
-            out.notes.append(f"{chats} chats: {len(turns) - len(done)} of {len(turns)} turns unanswered "
+        out.values[f"cpu/turn {chats}"] = run.cpu * 1000 / len(done) if done else None
+        out.values[f"service cpu {chats}"] = run.cpu * 100 / run.wall
+        out.values[f"driver {chats}"] = run.driver_cpu * 100 / run.wall
+        out.values[f"lag {chats}"] = run.lag_ms
+        out.values[f"streams {chats}"] = float(run.streams)
+        p99_turn = pct([t.final - t.available for t in done if t.final is not None], 0.99) if done else None
+        baseline = baseline or p99_turn
+        if len(done) < len(run.turns):
+            out.notes.append(f"{chats} chats: {len(run.turns) - len(done)} of {len(run.turns)} turns unanswered "
                              f"within {plan.patience:.0f} s")
+        elif baseline and p99_turn and p99_turn <= 2 * baseline:
+            out.values["sustained"] = max(out.values.get("sustained") or 0.0, tps)
     out.values["rss load"] = svc.peak_mib()
 
 
@@ -151,7 +202,7 @@ def _voice_call(rec: Recorded) -> bool:
     if rec.path.endswith(("/audio/transcriptions", "/audio/speech")):
         return True
     messages = rec.json.get("messages") if isinstance(rec.json, dict) else None
-    return bool(messages) and TRANSCRIPT in last_user_text(messages)
+    return isinstance(messages, list) and bool(messages) and TRANSCRIPT in last_user_text(messages)
 
 
 async def cold_start(tg: FakeTelegram, ai: FakeOpenRouter, product: Product, home: Path, ids: ChatIds,

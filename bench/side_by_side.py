@@ -1,9 +1,11 @@
-"""Chorus and hermes-agent side by side, as real processes, through the same fake Telegram and fake OpenRouter.
+"""Chorus, hermes-agent and nanobot side by side, as real processes, through the same fake Telegram and fake
+OpenRouter.
 
-``python -m bench.side_by_side [--quick] [--only Chorus]``. Everything listens and connects on 127.0.0.1;
-``bench/__main__`` runs this inside a network namespace of its own where only loopback exists, so neither
-product can reach anything else even if it tried. Each phase runs for both products in the same run, one
-after the other, so both meet the same machine load; on a shared 2-core machine the figures are still noisy.
+``python -m bench.side_by_side [--quick] [--only Chorus|hermes|nanobot] [--rows 1000]``. Everything listens and
+connects on 127.0.0.1; ``bench/__main__`` runs this inside a network namespace of its own where only loopback
+exists, so no product can reach anything else even if it tried. Each phase runs for every product in the same
+run, one after the other, so all meet the same machine load; on a shared 2-core machine the figures are still
+noisy.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
 from . import peer, scenarios
-from .products import Chorus, Hermes, Product
+from .products import ROOT, Chorus, Hermes, Nanobot, Product
 from .scenarios import CONCURRENCY, ChatIds, Figures, Plan
 from .service import Service
 from .stats import ratio
+from .tls_shim import TelegramShim
 
-# (key, label, unit, higher is better)
-ROWS: list[tuple[str, str, str, bool]] = [
+# (key, label, unit, higher is better; None: a figure of the bench itself, no ratio)
+ROWS: list[tuple[str, str, str, bool | None]] = [
     ("sign p50", "update -> first visible sign, p50", "ms", False),
     ("sign p99", "update -> first visible sign, p99", "ms", False),
     ("token p50", "first model token -> visible, p50", "ms", False),
@@ -39,7 +42,12 @@ ROWS: list[tuple[str, str, str, bool]] = [
     *[row for n in CONCURRENCY for row in (
         (f"tps {n}", f"turns/s, {n} chats (model 2 s)", "/s", True),
         (f"p99 over {n}", f"  p99 service overhead, {n} chats", "ms", False),
-        (f"cpu/turn {n}", f"  CPU per turn, {n} chats", "ms", False))],
+        (f"cpu/turn {n}", f"  CPU per turn, {n} chats", "ms", False),
+        (f"service cpu {n}", f"  service CPU, {n} chats", "%", None),
+        (f"streams {n}", f"  model streams open at once, {n} chats", "", None),
+        (f"driver {n}", f"  bench driver + fakes CPU, {n} chats", "%", None),
+        (f"lag {n}", f"  bench event loop late, p99, {n} chats", "ms", None))],
+    ("sustained", "turns/s sustained before p99 turn doubles", "/s", True),
     ("voice", "voice turn beyond STT+model+TTS, 30 s note", "ms", False),
     ("rss idle", "peak RSS idle", "MiB", False),
     ("rss load", "peak RSS after the load rows", "MiB", False),
@@ -61,17 +69,23 @@ def machine() -> str:
 
 
 def render(products: list[Product], figures: dict[str, Figures]) -> str:
+    """The table: one column per product, then Chorus against each peer (``vs hermes``, ``vs nanobot``)."""
     names = [p.name for p in products]
-    head = f"{'figure':<44} {'unit':>4} " + " ".join(f"{n:>10}" for n in names) + (f" {'ratio':>7}" if len(names) == 2 else "")
+    peers = names[1:] if names[0] == Chorus.name else []
+    head = (f"{'figure':<44} {'unit':>4} " + " ".join(f"{n:>10}" for n in names)
+            + "".join(f" {'vs ' + p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
     for key, label, unit, higher in ROWS:
         vals = [figures[n].values.get(key) for n in names]
         if all(v is None for v in vals):
             continue
         cells = " ".join(f"{_fmt(v):>10}" for v in vals)
-        extra = f" {ratio(vals[0], vals[1], higher_is_better=higher):>7}" if len(vals) == 2 else ""
-        lines.append(f"{label:<44} {unit:>4} {cells}{extra}")
-    lines.append("ratio: how many times better Chorus is (above 1.0x: Chorus ahead)")
+        ratios = "".join(f" {'' if higher is None else ratio(vals[0], figures[p].values.get(key), higher_is_better=higher):>11}"
+                         for p in peers)
+        lines.append(f"{label:<44} {unit:>4} {cells}{ratios}")
+    if peers:
+        lines.append("vs PEER: how many times better Chorus is than that peer (above 1.0x: Chorus ahead)")
+    lines += NOTES
     for n in names:
         lines += [f"{n}: {note}" for note in figures[n].notes]
     return "\n".join(lines)
@@ -85,8 +99,12 @@ def _fmt(v: float | None) -> str:
 
 async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, Figures]:
     figures = {p.name: Figures() for p in products}
-    async with FakeTelegram() as tg, FakeOpenRouter() as ai:
-        ai.lenient = True  # the peer sends fields our contract check does not know; counted, not refused
+    async with FakeTelegram() as tg, FakeOpenRouter() as ai, TelegramShim(tg.port, workdir / "tls") as shim:
+        ai.lenient = True  # the peers send fields our contract check does not know; counted, not refused
+        for product in products:
+            if isinstance(product, Nanobot):
+                product.shim = shim
+                figures[product.name].notes.append(SHIM_NOTE)
         ids = ChatIds()
 
         async def main_run(product: Product, home: Path, out: Figures) -> None:
@@ -100,7 +118,7 @@ async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, F
                 if isinstance(product, Chorus):
                     await scenarios.voice(tg, ai, svc, ids, plan, out)
                 else:
-                    out.notes.append(VOICE_NOTE)
+                    out.notes.append(VOICE_NOTES[product.name])
             finally:
                 await svc.stop()
 
@@ -111,44 +129,77 @@ async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, F
             await scenarios.stored(tg, ai, product, home, ids, plan, out)
 
         phases: list[tuple[str, Phase]] = [("cold start", cold), ("load", main_run), ("stored sessions", stored)]
+        tolerated: dict[str, list[str]] = {p.name: [] for p in products}
         for title, phase in phases:
             for product in products:
                 out = figures[product.name]
                 print(f"  {product.name}: {title} ...", flush=True)
-                started = time.monotonic()
+                started, before = time.monotonic(), len(ai.tolerated)
                 try:
                     await phase(product, workdir / product.name / title.replace(" ", "-"), out)
-                except Exception as exc:  # one product failing must not hide the other's column
+                except Exception as exc:  # one product failing must not hide the others' columns
                     out.notes.append(f"{title} failed: {type(exc).__name__}: {exc}")
                     traceback.print_exc(limit=3)
+                tolerated[product.name] += ai.tolerated[before:]
                 print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
-        if ai.tolerated:
-            kinds = sorted({t.split(":")[0] for t in ai.tolerated})[:5]
-            figures[products[-1].name].notes.append(
-                f"the fake OpenRouter tolerated {len(ai.tolerated)} requests outside its contract ({'; '.join(kinds)})")
+        for name, problems in tolerated.items():
+            if problems:
+                kinds = sorted({t.split(":")[0] for t in problems})[:5]
+                figures[name].notes.append(f"the fake OpenRouter tolerated {len(problems)} of its requests outside "
+                                           f"its contract ({'; '.join(kinds)})")
+        if shim.refused:
+            figures.get("nanobot", Figures()).notes.append(f"the Telegram shim refused {len(shim.refused)} "
+                                                           f"connections elsewhere ({shim.refused[0]}, ...)")
     return figures
 
 
-VOICE_NOTE = ("voice not measured: hermes-agent 0.19 transcribes with local faster-whisper (a model download) or "
-              "OpenAI/Groq/Mistral/xAI/ElevenLabs hosts; it has no OpenRouter speech-to-text to point at the fake")
+VOICE_NOTES = {
+    "hermes": "voice not measured: hermes-agent 0.19 transcribes with local faster-whisper (a model download) or "
+              "OpenAI/Groq/Mistral/xAI/ElevenLabs hosts; it has no OpenRouter speech-to-text to point at the fake",
+    "nanobot": "voice not measured: nanobot 0.3.5 can transcribe through OpenRouter, but it has no text-to-speech "
+               "of its own and answers a voice note in text, so the row's STT+model+TTS turn does not exist for it",
+}
+SHIM_NOTE = (
+    "its Telegram channel cannot be given a Bot API base URL (python-telegram-bot is built without "
+    "base_url); it reaches the fake through its own `proxy` setting and bench/tls_shim.py, a CONNECT proxy in the "
+    "bench process that answers TLS for api.telegram.org with a certificate made for the run (SSL_CERT_FILE) and "
+    "forwards to the fake: its code is not patched, and it pays for TLS as against the real host (two loopback "
+    "hops more per Bot API call)")
+NOTES = [
+    "service CPU: the product's process tree in % of one core during that row (100%: one core busy, which is all "
+    "a single event loop can use). bench driver + fakes CPU: the bench process (simulated users, both fakes, the shim) in % of one core during "
+    "that row; with 2 cores, what it takes the product cannot have. bench event loop late: how much later than "
+    "asked the bench's event loop woke up (p99): the fakes' clocks, and so every latency, can be off by that much",
+    "model streams open at once: the most streamed chat calls the fake model had open at one moment (at 1,000 "
+    "chats the issue asks for 1,000)",
+    "turns/s sustained before p99 turn doubles: the busiest row whose turns were all answered and whose p99 turn "
+    "time (update to whole answer) stayed within twice that of 1 chat; only 1/10/100/1,000 chats are tried, so "
+    "it is a lower bound",
+    "first visible sign: a chat action, a draft, a message, or a reaction (nanobot marks a message it got with "
+    "an emoji reaction)",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
-    args.add_argument("--only", choices=["Chorus", "hermes"], help="run one product")
-    args.add_argument("--peer-problem", help="why the peer is missing (set by bench/__main__)")
+    args.add_argument("--only", choices=[Chorus.name, *peer.PEERS], help="run one product")
+    args.add_argument("--rows", help="only these load rows, e.g. 1000 or 1,100 (their seconds as in the plan)")
+    args.add_argument("--peer-problem", action="append", default=[], metavar="NAME=WHY",
+                      help="why a peer is missing (set by bench/__main__)")
     opts = args.parse_args(argv)
-    products: list[Product] = [Chorus()]
-    hermes_note = opts.peer_problem or (None if peer.version() else "hermes-agent is not installed in bench/.peer-venv")
-    if opts.only != "Chorus" and not hermes_note:
-        products.append(Hermes())
-    if opts.only == "hermes":
-        products = [p for p in products if p.name == "hermes"]
+    problems = dict(p.split("=", 1) for p in opts.peer_problem)
+    for name, venv in peer.PEERS.items():
+        if name not in problems and not venv.version():
+            problems[name] = f"{venv.dist} is not installed in {venv.venv.relative_to(ROOT)}"
+    every: list[Product] = [Chorus(), Hermes(), Nanobot()]
+    products = [p for p in every if p.name not in problems and opts.only in (None, p.name)]
     plan = Plan.quick() if opts.quick else Plan()
+    if opts.rows:
+        plan = plan.only_rows([int(n) for n in opts.rows.split(",")])
     print(machine())
     print("versions: " + ", ".join(f"{p.name} {p.version()}" for p in products) +
-          (f"; hermes not run: {hermes_note}" if hermes_note and opts.only != "Chorus" else ""))
+          "".join(f"; {name} not run: {why}" for name, why in problems.items() if opts.only in (None, name)))
     print(f"fake model: {scenarios.LATENCY_PACE.first_token:g} s to first token for latency rows, "
           f"{scenarios.LOAD_PACE.first_token:g} s for load rows; {scenarios.LOAD_PACE.tokens} tokens at "
           f"{scenarios.LOAD_PACE.tokens_per_second:g} tokens/s; loopback only")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from tests.fakes.openrouter import FakeOpenRouter, Recorded, last_user_text
 from tests.fakes.telegram import Call, FakeTelegram
 
-SIGNS = {"sendChatAction", "sendMessageDraft", "sendMessage", "editMessageText", "sendVoice"}
+SIGNS = {"sendChatAction", "setMessageReaction", "sendMessageDraft", "sendMessage", "editMessageText", "sendVoice"}
 TEXTS = {"sendMessageDraft", "sendMessage", "editMessageText"}
 FINAL = {"sendMessage", "editMessageText"}
 MARKER = re.compile(r"\bq(\d+)x(\d+)\b")

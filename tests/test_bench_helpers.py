@@ -65,3 +65,49 @@ async def test_the_observer_times_a_turn_from_the_fakes_calls():
         assert turn.sign_ms is not None and turn.sign_ms >= 0
         observer.close()
         tg.assert_clean()
+
+
+def test_most_streams_open_at_once_counts_overlapping_streamed_calls():
+    from multidict import CIMultiDict
+
+    from bench.scenarios import _most_open
+    from tests.fakes.openrouter import Recorded
+
+    def call(at: float, done: float, stream: bool = True) -> Recorded:
+        return Recorded("POST", "/api/v1/chat/completions", {}, CIMultiDict(), b"", json={"stream": stream},
+                        at=at, done_at=done)
+
+    assert _most_open([call(0, 3), call(1, 2), call(2.5, 4), call(1.5, 5, stream=False)]) == 2
+
+
+def test_the_table_prints_chorus_against_each_peer():
+    from bench.products import Chorus, Hermes, Nanobot
+    from bench.scenarios import Figures
+    from bench.side_by_side import render
+
+    figures = {"Chorus": Figures({"cpu/turn": 10.0}), "hermes": Figures({"cpu/turn": 200.0}),
+               "nanobot": Figures({"cpu/turn": 50.0}, ["a note"])}
+    table = render([Chorus(), Hermes(), Nanobot()], figures)
+    head, _, row = table.splitlines()[:3]
+    assert head.split()[-4:] == ["vs", "hermes", "vs", "nanobot"]
+    assert row.split()[-2:] == ["20.0x", "5.0x"]
+    assert "nanobot: a note" in table
+
+
+async def test_the_telegram_shim_answers_tls_for_telegram_only(tmp_path):
+    import ssl
+
+    from bench.tls_shim import TelegramShim
+
+    async with FakeTelegram() as tg, TelegramShim(tg.port, tmp_path) as shim:
+        trust = ssl.create_default_context(cafile=str(shim.cert))
+        async with httpx.AsyncClient(proxy=shim.proxy_url, verify=trust) as http:
+            resp = await http.get(f"https://api.telegram.org/bot{tg.token}/getMe")
+            assert resp.json()["result"]["username"] == "chorus_test_bot"
+            try:
+                await http.get("https://example.org/")
+                raise AssertionError("the shim let a connection elsewhere through")
+            except httpx.ProxyError:
+                pass
+        assert shim.refused == ["CONNECT example.org:443"]
+        assert [c.method for c in tg.calls] == ["getMe"]

@@ -111,6 +111,7 @@ class FakeTelegram:
         self.violations: list[str] = []
         self.failures: list[Failure] = []
         self.sent: list[Sent] = []
+        self._sent_by_id: dict[tuple[int, int], Sent] = {}  # (chat_id, message_id): edits find theirs at once
         self.chats: dict[int, Chat] = {}
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.updates: list[dict[str, Any]] = []  # not yet confirmed
@@ -119,6 +120,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] = {}
         self.webhook_results: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self._update_ids = itertools.count(1000)
+        self._last_update_id = 0
         self._arrived = asyncio.Event()
         self._poller: asyncio.Future[None] | None = None
         self._delivery: asyncio.Task[None] | None = None
@@ -205,13 +207,14 @@ class FakeTelegram:
     @property
     def last_update_id(self) -> int:
         """The id of the update pushed last (``message``, ``photo`` and ``voice`` return the message)."""
-        return max(self.pushed_at)
+        return self._last_update_id
 
     def push(self, update: dict[str, Any]) -> int:
         """Queue an update (polling) or hand it to the webhook; returns its update_id."""
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
         self.pushed_at[update_id] = time.monotonic()
+        self._last_update_id = update_id
         self._arrived.set()
         return update_id
 
@@ -395,16 +398,16 @@ class FakeTelegram:
         return _ok(True)
 
     async def _m_editMessageText(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
-        for sent in self.sent:
-            if sent.chat_id == params.get("chat_id") and sent.message_id == params.get("message_id"):
-                if sent.text == params["text"] and sent.entities == (params.get("entities") or []):
-                    return _error(400, "Bad Request: message is not modified: specified new message content and "
-                                       "reply markup are exactly the same as a current content and reply markup of "
-                                       "the message")
-                sent.text, sent.entities = params["text"], params.get("entities") or []
-                sent.edits += 1
-                return _ok(self._message_json(sent))
-        return _error(400, "Bad Request: message to edit not found")
+        sent = self._sent_by_id.get((params.get("chat_id"), params.get("message_id")))  # type: ignore[arg-type]
+        if sent is None:
+            return _error(400, "Bad Request: message to edit not found")
+        if sent.text == params["text"] and sent.entities == (params.get("entities") or []):
+            return _error(400, "Bad Request: message is not modified: specified new message content and "
+                               "reply markup are exactly the same as a current content and reply markup of "
+                               "the message")
+        sent.text, sent.entities = params["text"], params.get("entities") or []
+        sent.edits += 1
+        return _ok(self._message_json(sent))
 
     async def _m_sendMediaGroup(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         out = []
@@ -444,6 +447,7 @@ class FakeTelegram:
         sent = Sent(chat_id, chat.next_message_id, method, text, entities or [], caption, thread, reply, params, files)
         chat.next_message_id += 1
         self.sent.append(sent)
+        self._sent_by_id.setdefault((chat_id, sent.message_id), sent)
         return self._message_json(sent)
 
     def _message_json(self, sent: Sent) -> dict[str, Any]:
