@@ -12,21 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import subprocess
 from pathlib import Path
 
+from tests.fakes.tls import make_certificate
+
 HOST = "api.telegram.org"
-
-
-def make_certificate(where: Path) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate for ``HOST`` (trusted by the peer as its only CA); returns (cert, key)."""
-    where.mkdir(parents=True, exist_ok=True)
-    cert, key = where / "telegram-cert.pem", where / "telegram-key.pem"
-    if not cert.exists():
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={HOST}",
-                        "-addext", f"subjectAltName=DNS:{HOST}"], check=True, capture_output=True)
-    return cert, key
 
 
 class TelegramShim:
@@ -35,7 +25,7 @@ class TelegramShim:
 
     def __init__(self, upstream_port: int, where: Path) -> None:
         self.upstream_port = upstream_port
-        self.cert, key = make_certificate(where)
+        self.cert, key = make_certificate(HOST, where)
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.load_cert_chain(self.cert, key)
         self._server: asyncio.Server | None = None

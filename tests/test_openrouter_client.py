@@ -8,12 +8,13 @@ import os
 import socket
 import time
 
-import httpx
 import pytest
 
 from bot.redact import RedactingFilter
 from providers.openrouter.client import Done, OpenRouterClient, TextDelta
-from providers.openrouter.errors import AuthError, RateLimitError, StreamError
+from providers.openrouter.errors import (
+    AuthError, ConnectionFailedError, IncompleteStreamError, RateLimitError, RequestTimeoutError, StreamError,
+)
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -21,7 +22,7 @@ from providers.openrouter.speech import synthesize
 from providers.openrouter.transcription import transcribe
 from providers.openrouter.video import poll_video, submit_video
 from tests.conftest import chorus, onboarded
-from tests.fakes.openrouter import Error, StreamError as FakeStreamError, Text, ToolCalls
+from tests.fakes.openrouter import Error, Hang, RawSSE, StreamError as FakeStreamError, Text, ToolCalls
 
 NO_WAIT = RetryPolicy(attempts=3, base_delay=0.001)
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "d", "parameters": {"type": "object"}}}]
@@ -151,28 +152,6 @@ ATTRIBUTION = {"http-referer": "https://github.com/chorus-bot/chorus", "x-openro
                "x-openrouter-categories": "general-chat,personal-agent"}
 
 
-def _openrouter_ai(seen: list[httpx.Request]) -> httpx.MockTransport:
-    """openrouter.ai at the network edge (no test reaches the internet): records requests, answers per the contract."""
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        path = request.url.path.removeprefix("/api/v1")
-        if path == "/audio/speech":
-            return httpx.Response(200, content=b"ID3", headers={"content-type": "audio/mpeg"})
-        if path == "/audio/transcriptions":
-            return httpx.Response(200, json={"text": "hello"})
-        if path == "/videos":
-            return httpx.Response(202, json={"id": "v1", "polling_url": "https://openrouter.ai/api/v1/videos/v1", "status": "pending"})
-        if path == "/videos/v1":
-            return httpx.Response(200, json={"id": "v1", "status": "in_progress"})
-        if path == "/models":
-            return httpx.Response(200, json={"data": []})
-        return httpx.Response(200, json={"id": "g", "model": "openai/gpt-4o-mini", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
-
-    return httpx.MockTransport(answer)
-
-
 async def _every_kind_of_request(c: OpenRouterClient) -> None:
     await synthesize(c, model="hexgrad/kokoro-82m", text="hi", voice="af_alloy")
     await transcribe(c, model="openai/whisper-large-v3-turbo", data=b"RIFF", fmt="wav")
@@ -182,15 +161,19 @@ async def _every_kind_of_request(c: OpenRouterClient) -> None:
     await c.chat(spec())
 
 
-async def test_attribution_on_every_request_to_openrouter_ai():
-    seen: list[httpx.Request] = []
-    async with OpenRouterClient("sk-or-test", ProviderSettings(), retry=NO_WAIT, transport=_openrouter_ai(seen)) as c:
+async def test_attribution_on_every_request_to_openrouter_ai(fake_openrouter, tmp_path):
+    """The default base URL, https://openrouter.ai, reached over TLS at the fake (only the name's address and
+    the certificate's trust are test-made): every kind of request carries the attribution headers."""
+    connector = await fake_openrouter.connector_as("openrouter.ai", tmp_path)
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(), retry=NO_WAIT, connector=connector) as c:
         await _every_kind_of_request(c)
-    assert [(r.method, r.url.path) for r in seen] == [
+    [job] = fake_openrouter.videos  # polled at the polling URL the fake gave: on openrouter.ai, so it may carry the key
+    assert [(r.method, r.path) for r in fake_openrouter.requests] == [
         ("POST", "/api/v1/audio/speech"), ("POST", "/api/v1/audio/transcriptions"), ("POST", "/api/v1/videos"),
-        ("GET", "/api/v1/videos/v1"), ("GET", "/api/v1/models"), ("POST", "/api/v1/chat/completions")]
-    for request in seen:
-        assert {k: request.headers.get(k) for k in ATTRIBUTION} == ATTRIBUTION, request.url.path
+        ("GET", f"/api/v1/videos/{job}"), ("GET", "/api/v1/models"), ("POST", "/api/v1/chat/completions")]
+    for request in fake_openrouter.requests:
+        assert request.headers["Host"] == "openrouter.ai", request.path
+        assert {k.lower(): v for k, v in request.headers.items() if k.lower() in ATTRIBUTION} == ATTRIBUTION, request.path
 
 
 async def test_a_custom_base_url_gets_no_attribution_on_any_request(fake_openrouter):
@@ -252,3 +235,30 @@ async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, f
         "openrouter/openrouter/hunter-alpha                      1,048,576  text",
     ]
     assert bundled.err == "10 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
+
+
+# ---- transport failures, over the wire --------------------------------------------------------
+
+
+async def test_a_connection_dropped_mid_stream_is_connection_lost_and_retried_only_before_text(client, fake_openrouter):
+    fake_openrouter.queue(RawSSE([RawSSE.content("Half an ans")], drop=True))
+    with pytest.raises(IncompleteStreamError, match="connection lost"):
+        await stream_all(client, spec())
+    assert len(fake_openrouter.chat_requests()) == 1  # text was out: never retried
+    fake_openrouter.queue(RawSSE([": OPENROUTER PROCESSING"], drop=True), Text("whole"))
+    deltas, result = await stream_all(client, spec())
+    assert result.text == "whole" and len(fake_openrouter.chat_requests()) == 3
+
+
+async def test_an_unreachable_or_silent_server_becomes_a_typed_retryable_error(fake_openrouter, unused_tcp_port):
+    once = RetryPolicy(attempts=1)
+    async with OpenRouterClient("sk-or-test", ProviderSettings(base_url=f"http://127.0.0.1:{unused_tcp_port}/api/v1"),
+                                retry=once) as closed:
+        with pytest.raises(ConnectionFailedError, match="Could not reach OpenRouter"):
+            await closed.chat(spec())
+    fake_openrouter.queue(Hang(5))
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url), retry=once) as c:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match="took too long"):
+            await c.chat(spec(), timeout=0.3)
+        assert time.monotonic() - started < 3

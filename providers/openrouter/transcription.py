@@ -32,4 +32,4 @@ async def transcribe(
         usage = payload.get("usage") or {}
         return Transcript(str(payload.get("text") or "").strip(), usage.get("cost"), usage.get("seconds"))
     except (ValueError, AttributeError) as exc:
-        raise OpenRouterError("the transcription answer was not JSON", status=resp.status_code) from exc
+        raise OpenRouterError("the transcription answer was not JSON", status=resp.status) from exc

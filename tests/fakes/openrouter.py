@@ -14,12 +14,17 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.fakes.tls import LoopbackResolver, make_certificate
 
 CHAT_KEYS = {
     "model", "messages", "tools", "tool_choice", "stream", "max_tokens", "temperature", "reasoning",
@@ -113,10 +118,12 @@ class NoAudio:
 @dataclass
 class RawSSE:
     """A broken upstream: these SSE frames exactly (``data: …`` or ``: comment``), ``pause`` seconds apart,
-    and nothing else (no ``[DONE]`` unless given)."""
+    and nothing else (no ``[DONE]`` unless given); with ``drop``, the connection is then cut without ending the
+    body (a reset, a proxy that died)."""
 
     frames: list[str]
     pause: float = 0.0
+    drop: bool = False
 
     @staticmethod
     def content(text: str, finish: str | None = None) -> str:
@@ -253,6 +260,18 @@ class FakeOpenRouter:
     async def close(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+
+    async def connector_as(self, host: str, where: Path) -> aiohttp.TCPConnector:
+        """A connector through which ``https://{host}`` is this fake: the name resolves to a TLS port of it,
+        whose certificate (made in ``where`` for this run) only this connector trusts."""
+        cert, key = make_certificate(host, where)
+        served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        served.load_cert_chain(cert, key)
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=served)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return aiohttp.TCPConnector(resolver=LoopbackResolver(port), ssl=ssl.create_default_context(cafile=str(cert)))
 
     async def __aenter__(self) -> FakeOpenRouter:
         await self.start()
@@ -490,6 +509,9 @@ class FakeOpenRouter:
         for frame in answer.frames:
             await resp.write(f"{frame}\n\n".encode())
             await asyncio.sleep(answer.pause)
+        if answer.drop and request.transport is not None:
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing more can be written; aiohttp ends the handler quietly
         await resp.write_eof()
         return resp
 
@@ -571,7 +593,9 @@ class FakeOpenRouter:
         job_id = "vid-" + secrets.token_hex(6)
         plan = self.video_plan.pop(0) if self.video_plan else VideoPlan()
         self.videos[job_id] = FakeVideoJob(job_id, plan, body)
-        return web.json_response({"id": job_id, "polling_url": f"{self.base_url}/videos/{job_id}", "status": "pending"})
+        # On the origin the client asked (openrouter.ai itself when reached through ``connector_as``).
+        polling_url = f"{request.scheme}://{request.host}/api/v1/videos/{job_id}"
+        return web.json_response({"id": job_id, "polling_url": polling_url, "status": "pending"})
 
     async def _video_poll(self, request: web.Request) -> web.Response:
         job = self.videos.get(request.match_info["id"])
