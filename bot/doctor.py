@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
+import aiohttp
 
 from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models
@@ -123,13 +125,20 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         return []
     root = (settings.api_root or "https://api.telegram.org").rstrip("/")
     try:
-        async with httpx.AsyncClient(base_url=f"{root}/bot{token}/", timeout=15) as http:
-            me = (await http.get("getMe")).json()
+        # No proxy from the environment, as the Telegram channel (aiogram's session) uses none.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+
+            async def call(method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+                """A Bot API method's status and JSON answer (``ValueError`` when it is not JSON)."""
+                async with http.request("GET" if body is None else "POST", f"{root}/bot{token}/{method}", json=body) as resp:
+                    return resp.status, json.loads(await resp.read())
+
+            _, me = await call("getMe")
             if not me.get("ok"):
                 return [Check("telegram", False, f"the bot token was refused: {me.get('description')}; "
                                                  "get a new one from @BotFather (/token)")]
             checks = [Check("telegram", True, f"bot @{me['result'].get('username')} (token accepted)")]
-            hook = (await http.get("getWebhookInfo")).json().get("result") or {}
+            hook = (await call("getWebhookInfo"))[1].get("result") or {}
             if settings.webhook_url:
                 same = hook.get("url") == settings.webhook_url
                 checks.append(Check("telegram webhook", True, f"set to {hook['url']}" if same else
@@ -142,14 +151,14 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
                 return checks
             # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
             # confirmed (no offset), so no update is lost to the service.
-            polled = await http.post("getUpdates", json={"timeout": 2, "limit": 1})
-    except httpx.HTTPError as exc:
+            polled, answer = await call("getUpdates", {"timeout": 2, "limit": 1})
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return [Check("telegram", False, f"{root} unreachable ({type(exc).__name__})")]
     except ValueError:
         return [Check("telegram", False, f"{root} did not answer like the Bot API")]
-    if polled.status_code == 409:
+    if polled == 409:
         checks.append(Check("telegram updates", False, (
-            f"Telegram answered 409 ({redact(polled.json().get('description', 'Conflict'))}): another process is "
+            f"Telegram answered 409 ({redact(answer.get('description', 'Conflict'))}): another process is "
             "polling this bot. If it is not this machine's `chorus run`, stop it: only one may receive updates")))
     else:
         checks.append(Check("telegram updates", True, "long polling works (no webhook, no other poller)"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from .discord_settings import DiscordSettings
 
@@ -18,17 +18,19 @@ async def check(settings: DiscordSettings) -> list[tuple[str, bool, str]]:
     base = (settings.api_base or DEFAULT_API_BASE).rstrip("/")
     headers = {"Authorization": f"Bot {settings.token}", "User-Agent": "DiscordBot (chorus, 0.1)"}
     try:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
-            me = await http.get("/users/@me")
-            if me.status_code == 401:
-                return [("discord token", False, "Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)")]
-            me.raise_for_status()
-            app = await http.get("/applications/@me")
-            app.raise_for_status()
-    except httpx.HTTPError as exc:
+        # No proxy from the environment, as discord.py itself (the channel this checks) uses none.
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.get(f"{base}/users/@me") as me:
+                if me.status == 401:
+                    return [("discord token", False, "Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)")]
+                me.raise_for_status()
+                user = await me.json()
+            async with http.get(f"{base}/applications/@me") as app:
+                app.raise_for_status()
+                flags = int((await app.json()).get("flags") or 0)
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return [("discord token", False, f"{base} could not be asked ({type(exc).__name__})")]
-    user = me.json()
     found = [("discord token", True, f"logged in as {user.get('username')} (id {user.get('id')})")]
-    if int(app.json().get("flags") or 0) & MESSAGE_CONTENT:
+    if flags & MESSAGE_CONTENT:
         return found + [("discord intents", True, "Message Content intent enabled")]
     return found + [("discord intents", False, INTENT_HELP)]

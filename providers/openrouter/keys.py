@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
+import aiohttp
+
+from .client import Response, env_proxy
 
 Verdict = Literal["ok", "refused", "unreachable", "unexpected"]
 
@@ -24,16 +26,19 @@ class Probe:
     error: str = ""
 
 
-async def _get(base_url: str, path: str, key: str | None, timeout: float) -> tuple[httpx.Response | None, str]:
+async def _get(base_url: str, path: str, key: str | None, timeout: float) -> tuple[Response | None, str]:
+    """The whole answer, or ``None`` and why there was none."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = base_url.rstrip("/") + path
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            return await http.get(base_url.rstrip("/") + path, headers=headers), ""
-    except httpx.HTTPError as exc:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), proxy=env_proxy(url)) as http:
+            async with http.get(url, headers=headers) as resp:
+                return Response(resp.status, resp.headers, await resp.read()), ""
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return None, type(exc).__name__
 
 
-def _data(resp: httpx.Response) -> Any:
+def _data(resp: Response) -> Any:
     try:
         body = resp.json()
     except ValueError:
@@ -46,9 +51,9 @@ async def probe_models(base_url: str, *, timeout: float = 10.0) -> Probe:
     resp, error = await _get(base_url, "/models", None, timeout)
     if resp is None:
         return Probe("unreachable", error=error)
-    data = _data(resp) if resp.status_code == 200 else None
+    data = _data(resp) if resp.status == 200 else None
     if not (isinstance(data, list) and data and all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data)):
-        return Probe("unexpected", resp.status_code)
+        return Probe("unexpected", resp.status)
     return Probe("ok", 200, data)
 
 
@@ -57,9 +62,9 @@ async def probe_key(base_url: str, key: str, *, timeout: float = 10.0) -> Probe:
     resp, error = await _get(base_url, "/key", key, timeout)
     if resp is None:
         return Probe("unreachable", error=error)
-    if resp.status_code in (401, 403):
-        return Probe("refused", resp.status_code)
-    data = _data(resp) if resp.status_code == 200 else None
+    if resp.status in (401, 403):
+        return Probe("refused", resp.status)
+    data = _data(resp) if resp.status == 200 else None
     if not isinstance(data, dict):
-        return Probe("unexpected", resp.status_code)
+        return Probe("unexpected", resp.status)
     return Probe("ok", 200, data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import secrets
 import sys
@@ -12,7 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
+import aiohttp
+
+from .client import env_proxy
 
 SITE = "https://openrouter.ai"
 CALLBACK_PATH = "/openrouter-oauth/callback"
@@ -188,17 +191,19 @@ async def exchange_code(
 ) -> OAuthResult:
     """Trade the code for a key at ``POST /auth/keys``."""
     body = {"code": code, "code_verifier": verifier, "code_challenge_method": "S256"}
+    url = base_url.rstrip("/") + "/auth/keys"
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            resp = await http.post(base_url.rstrip("/") + "/auth/keys", json=body)
-    except httpx.HTTPError as exc:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), proxy=env_proxy(url)) as http:
+            async with http.post(url, json=body) as resp:
+                status, answer = resp.status, await resp.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise ExchangeError(f"Could not reach OpenRouter to finish sign-in ({type(exc).__name__}). {RERUN}.") from None
-    if resp.status_code != 200:
+    if status != 200:
         raise ExchangeError(
-            f"OpenRouter refused the sign-in code (HTTP {resp.status_code}); codes work once and expire quickly. {RERUN}."
+            f"OpenRouter refused the sign-in code (HTTP {status}); codes work once and expire quickly. {RERUN}."
         )
     try:
-        data = resp.json()
+        data = json.loads(answer)
         key = data["key"]
     except (ValueError, KeyError, TypeError):
         raise ExchangeError(f"OpenRouter's answer to the sign-in had no key. {RERUN}.") from None
