@@ -2,7 +2,7 @@
 
 Each turn goes through the real agent (store, history, streaming, SQLite writes)
 to the fake OpenRouter on loopback, which answers at once. The baseline is the
-same streamed completion made with a bare httpx client against the same fake
+same streamed completion made with a bare aiohttp session (the client Chorus uses) against the same fake
 in the same run, so ``overhead = turn − baseline`` is what Chorus itself adds.
 """
 
@@ -17,7 +17,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from bot.agent import Agent
 from bot.config import parse_config
@@ -67,15 +67,15 @@ def pct(values: list[float], q: float) -> float:
 
 async def baseline(fake: FakeOpenRouter, sessions: int) -> list[float]:
     """Bare streamed completions: the floor any client pays for HTTP + SSE on loopback."""
-    async with httpx.AsyncClient(base_url=fake.base_url + "/", headers={"Authorization": f"Bearer {fake.api_key}"}) as http:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {fake.api_key}"}) as http:
 
         async def one(i: int) -> list[float]:
             times = []
             for t in range(TURNS_PER_SESSION):
                 body = {"model": "openrouter/auto", "stream": True, "messages": [{"role": "user", "content": f"s{i} t{t}"}]}
                 start = time.perf_counter()
-                async with http.stream("POST", "chat/completions", json=body) as resp:
-                    async for _ in resp.aiter_lines():
+                async with http.post(fake.base_url + "/chat/completions", json=body) as resp:
+                    async for _ in resp.content.iter_any():
                         pass
                 times.append(time.perf_counter() - start)
             return times
