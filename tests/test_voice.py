@@ -161,3 +161,14 @@ async def test_polling_and_download_on_another_origin_get_no_key(fake_openrouter
         assert data[4:8] == b"ftyp"
         (download,) = elsewhere.requests
         assert "Authorization" not in download.headers
+
+
+async def test_downloads_follow_redirects_and_the_key_never_leaves_the_base_origin(fake_openrouter):
+    async with FakeOpenRouter(api_key="other-origin-key") as elsewhere, \
+            OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+        foreign = await llm.download(f"{elsewhere.origin}/redirect?to={elsewhere.origin}/files/a.mp4")
+        ours = await llm.download(f"{fake_openrouter.origin}/redirect?to={elsewhere.origin}/files/b.mp4")
+    assert foreign[4:8] == ours[4:8] == b"ftyp"
+    assert [(r.path, "Authorization" in r.headers) for r in elsewhere.requests] == [
+        ("/redirect", False), ("/files/a.mp4", False), ("/files/b.mp4", False)]
+    assert [(r.path, "Authorization" in r.headers) for r in fake_openrouter.requests] == [("/redirect", True)]

@@ -248,6 +248,7 @@ class FakeOpenRouter:
             web.get("/api/v1/videos/{id}", self._video_poll),
             web.get("/api/v1/videos/{id}/content", self._video_content),
             web.get("/files/{name}", self._file),
+            web.get("/redirect", self._redirect),
             web.post("/api/v1/auth/keys", self._auth_keys),
         ])
         # Hung answers must not hold up teardown: cancel handlers whose client left, and do not wait long.
@@ -620,6 +621,10 @@ class FakeOpenRouter:
         from tests.fakes.media import make_mp4
 
         return web.Response(body=make_mp4(), content_type="video/mp4")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        """``/redirect?to=URL``: a 302 there, as signed storage links often answer."""
+        raise web.HTTPFound(request.query["to"])
 
     async def _auth_keys(self, request: web.Request) -> web.Response:
         body = request[RECORDED].json
