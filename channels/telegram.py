@@ -188,7 +188,7 @@ class TelegramChannel:
 
     async def _serve_webhook(self, handle: InboundHandler) -> None:
         """The listener Telegram posts to; ``/healthz`` beside it. 200 only after ``handle`` returned."""
-        from aiohttp import web  # aiohttp only for webhook mode (it comes with discord.py anyway)
+        from aiohttp import web  # the server side of aiohttp, only in webhook mode
 
         settings = self.settings
         albums = AlbumWaiter(0.5, lambda parts: handle(to_inbound(parts, self._me(), self.rules, self.api.download)))

@@ -1,4 +1,4 @@
-"""A small typed client for the Telegram Bot API, on httpx: ``await api.call("sendMessage", chat_id=5, text="hi")``.
+"""A small typed client for the Telegram Bot API: ``await api.call("sendMessage", chat_id=5, text="hi")``.
 
 Plain calls go as JSON bodies; a call with files (``InputFile`` values) goes as multipart/form-data, each file
 referenced as ``attach://NAME`` and every other non-string value JSON-encoded, as the Bot API reads forms.
@@ -8,20 +8,25 @@ parameters. The bot token is part of every URL: it is masked in every error text
 
 Cross-cutting concerns (flood control, logging) are middlewares: ``(request, send) -> result``, applied in
 order around the HTTP call, so no ``send_*`` call site has to care.
+
+The HTTP underneath is aiohttp's client, not httpx: a bot makes several Bot API calls per turn (chat action,
+drafts, the message), and against the fake each cost ~0.25 ms of CPU on aiohttp and ~0.7 ms on httpx, whose
+connection pool also does work per open connection, per waiting request, on every request (3 ms per call at
+50 in flight). aiohttp is a dependency anyway (discord.py, webhook mode).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
-import httpx
+import aiohttp
 
 DEFAULT_ROOT = "https://api.telegram.org"
 MASK = "***"
-CONNECTIONS = 16
 
 # ---- the parts of the Bot API's types that Chorus reads (updates are plain dicts, typed by these) ----------
 
@@ -133,7 +138,7 @@ class Request:
 
     method: str
     params: dict[str, Any]
-    timeout: float | None = None  # seconds to wait for the answer; None: the client's default
+    timeout: float | None = None  # seconds the answer may take to come; None: the client's default
 
 
 Send = Callable[[Request], Awaitable[Any]]
@@ -147,13 +152,10 @@ class TelegramAPI:
                  timeout: float = 60.0) -> None:
         self.root = (api_root or DEFAULT_ROOT).rstrip("/")
         self._token = token
-        # One pool for the whole channel, all its connections kept alive (a new one costs a TLS handshake). Few
-        # of them: a Bot API call takes milliseconds, so a handful carry hundreds of chats, while httpcore's pool
-        # does work per open connection on every request (measured against the fake at 50 calls in flight: 1.2 ms
-        # of CPU per call with 16 connections, 3 ms with 100).
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                       limits=httpx.Limits(max_connections=CONNECTIONS,
-                                                           max_keepalive_connections=CONNECTIONS))
+        # Silence between two reads, not a total: a 50 MB upload may take minutes, a stalled one is given up.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None  # one for the channel; made in the running loop
+        self._closed = False
         self._send: Send = self._request
         for middleware in reversed(middlewares):
             self._send = _wrap(middleware, self._send)
@@ -169,51 +171,56 @@ class TelegramAPI:
         if not path:
             raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
         try:
-            response = await self._http.get(f"{self.root}/file/bot{self._token}/{path}")
-        except httpx.HTTPError as exc:
+            async with self._http("download").get(f"{self.root}/file/bot{self._token}/{path}") as response:
+                if response.status != 200:
+                    raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
+                return await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._unreachable("download", exc) from None
-        if response.status_code != 200:
-            raise TelegramError("download", response.status_code, f"HTTP {response.status_code} for the file")
-        return response.content
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Close the connections; a call after this fails with a ``TelegramError``."""
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
 
     def mask(self, text: str) -> str:
         """``text`` with the bot token (and its secret half alone) masked."""
         return text.replace(self._token, MASK).replace(self._token.partition(":")[2] or self._token, MASK)
 
+    def _http(self, method: str) -> aiohttp.ClientSession:
+        if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
+            raise TelegramError(method, 0, "the Telegram channel is stopped")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
     async def _request(self, request: Request) -> Any:
-        if self._http.is_closed:  # the channel has stopped: a late reply fails like any unsendable one
-            raise TelegramError(request.method, 0, "the Telegram channel is stopped")
         url = f"{self.root}/bot{self._token}/{request.method}"
-        timeout = httpx.USE_CLIENT_DEFAULT if request.timeout is None else \
-            httpx.Timeout(request.timeout, connect=10.0)
-        files = {k: v for k, v in request.params.items() if isinstance(v, InputFile)}
+        upload = any(isinstance(v, InputFile) for v in request.params.values())
+        kw: dict[str, Any] = {"data": _form(request.params)} if upload else {"json": request.params}
+        if request.timeout is not None:  # (aiohttp reads timeout=None as "no timeout at all")
+            kw["timeout"] = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=request.timeout)
         try:
-            if files:
-                data, uploads = _form(request.params)
-                response = await self._http.post(url, data=data, files=uploads, timeout=timeout)
-            else:
-                response = await self._http.post(url, json=request.params, timeout=timeout)
-        except httpx.HTTPError as exc:
+            async with self._http(request.method).post(url, **kw) as response:
+                status, raw = response.status, await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._unreachable(request.method, exc) from None
         try:
-            body = response.json()
+            body = json.loads(raw)
             ok = body["ok"]
         except (ValueError, KeyError, TypeError):
-            raise TelegramError(request.method, response.status_code,
-                                f"HTTP {response.status_code}, not a Bot API answer") from None
+            raise TelegramError(request.method, status, f"HTTP {status}, not a Bot API answer") from None
         if ok:
             return body.get("result")
         parameters = body.get("parameters") or {}
-        raise TelegramError(request.method, int(body.get("error_code") or response.status_code),
+        raise TelegramError(request.method, int(body.get("error_code") or status),
                             self.mask(str(body.get("description") or "no description")),
                             retry_after=parameters.get("retry_after"),
                             migrate_to_chat_id=parameters.get("migrate_to_chat_id"))
 
-    def _unreachable(self, method: str, exc: httpx.HTTPError) -> TelegramError:
-        # httpx's own text may quote the URL, token and all: only its masked text goes on (raised ``from None``).
+    def _unreachable(self, method: str, exc: Exception) -> TelegramError:
+        # aiohttp's own text may quote the URL, token and all: only its masked text goes on (raised ``from None``).
         detail = self.mask(str(exc)) or "no answer"
         return TelegramError(method, 0, f"{self.root} unreachable: {type(exc).__name__}: {detail}")
 
@@ -225,18 +232,16 @@ def _wrap(middleware: Middleware, send: Send) -> Send:
     return wrapped
 
 
-def _form(params: dict[str, Any]) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
+def _form(params: dict[str, Any]) -> aiohttp.FormData:
     """A multipart call: files as parts named ``fileN``, referenced as ``attach://fileN``; strings as they are,
     everything else (numbers, booleans, entities, reply parameters) as JSON, as the Bot API reads form fields."""
-    data: dict[str, str] = {}
-    uploads: dict[str, tuple[str, bytes, str]] = {}
+    form = aiohttp.FormData(quote_fields=False)
+    files = 0
     for key, value in params.items():
         if isinstance(value, InputFile):
-            name = f"file{len(uploads)}"
-            uploads[name] = (value.filename, value.data, value.mime)
-            data[key] = f"attach://{name}"
-        elif isinstance(value, str):
-            data[key] = value
+            form.add_field(f"file{files}", value.data, filename=value.filename, content_type=value.mime)
+            form.add_field(key, f"attach://file{files}")
+            files += 1
         else:
-            data[key] = json.dumps(value, ensure_ascii=False)
-    return data, uploads
+            form.add_field(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return form
