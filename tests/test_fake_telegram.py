@@ -24,7 +24,8 @@ async def api(tg):
 
 async def test_a_valid_message_is_stored_with_its_entities(tg, api):
     tg.chat(5)
-    sent = await api.call("sendMessage", chat_id=5, text="hi 😀 bold", entities=[{"type": "bold", "offset": 6, "length": 4}])
+    bold = {"type": "bold", "offset": 6, "length": 4}
+    sent = await api.call("sendMessage", chat_id=5, text="hi 😀 bold", entities=[bold])
     (stored,) = tg.messages_in(5)
     assert (stored.text, stored.entities) == ("hi 😀 bold", [{"type": "bold", "offset": 6, "length": 4}])
     assert sent["message_id"] == stored.message_id and sent["chat"]["id"] == 5

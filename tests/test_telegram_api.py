@@ -75,11 +75,12 @@ async def test_errors_carry_the_bot_api_parameters(tg, api):
     with pytest.raises(TelegramError) as blocked:
         await api.call("sendMessage", chat_id=5, text="hi")
     assert blocked.value.forbidden and not blocked.value.flood
-    wrong = TelegramAPI("123456789:AAWrongTokenWrongTokenWrongToken_xx", tg.api_root)
+    wrong_token = "123456789:AAWrongTokenWrongTokenWrongToken_xx"
+    wrong = TelegramAPI(wrong_token, tg.api_root)
     with pytest.raises(TelegramError) as refused:
         await wrong.call("getMe")
     await wrong.aclose()
-    assert refused.value.unauthorized and not shows_token(refused.value, "123456789:AAWrongTokenWrongTokenWrongToken_xx")
+    assert refused.value.unauthorized and not shows_token(refused.value, wrong_token)
 
 
 async def test_the_token_never_appears_in_an_error(tg, api):
@@ -124,7 +125,8 @@ async def test_flood_control_resends_after_retry_after_but_drops_what_is_worthle
         sent = await api.call("sendMessage", chat_id=5, text="hi")
         assert time.monotonic() - started >= 1.0 and sent["text"] == "hi"
         assert [c.status for c in tg.calls if c.method == "sendMessage"] == [429, 200]
-        for method, params in (("sendChatAction", {"action": "typing"}), ("sendMessageDraft", {"draft_id": 7, "text": "h"})):
+        ephemeral = {"sendChatAction": {"action": "typing"}, "sendMessageDraft": {"draft_id": 7, "text": "h"}}
+        for method, params in ephemeral.items():
             tg.fail(method, 429, "Too Many Requests: retry after 5", retry_after=5)
             started = time.monotonic()
             with pytest.raises(TelegramError) as dropped:
