@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 import aiohttp
+import certifi
 
+log = logging.getLogger("chorus.telegram")
 DEFAULT_ROOT = "https://api.telegram.org"
 MASK = "***"
 
@@ -192,7 +196,11 @@ class TelegramAPI:
         if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
             raise TelegramError(method, 0, "the Telegram channel is stopped")
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # certifi's CA bundle (as aiogram and httpx use), so a slim container without system CAs works too;
+            # DNS answers kept an hour, not aiohttp's 10 s: the Bot API's address does not move.
+            tls = ssl.create_default_context(cafile=certifi.where())
+            connector = aiohttp.TCPConnector(ssl=tls, ttl_dns_cache=3600)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     async def _request(self, request: Request) -> Any:
@@ -206,6 +214,7 @@ class TelegramAPI:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._unreachable(request.method, exc) from None
+        log.debug("%s -> %s", request.method, status)  # the method only: the URL holds the token
         try:
             body = json.loads(raw)
             ok = body["ok"]
