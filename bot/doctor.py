@@ -125,7 +125,7 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         return []
     root = (settings.api_root or "https://api.telegram.org").rstrip("/")
     try:
-        # No proxy from the environment, as the Telegram channel (aiogram's session) uses none.
+        # No proxy from the environment, as the Telegram channel's own client (channels/telegram_api.py) uses none.
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
 
             async def call(method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:

@@ -130,7 +130,7 @@ class Runtime:
         env = env or Env()
         token = telegram_token(self.config, env)
         if token and configured.telegram.enabled:
-            from channels.telegram import TelegramChannel  # aiogram takes seconds to import: only when used
+            from channels.telegram import TelegramChannel  # loaded only when configured
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
         if (discord := discord_settings(self.config, env.lookup)) is not None:

@@ -1,4 +1,4 @@
-"""The Telegram channel on aiogram 3: long polling or a webhook in, replies out.
+"""The Telegram channel on the Bot API (``telegram_api``): long polling or a webhook in, replies out.
 
 Nothing is lost between Telegram and the inbox: in polling mode the update offset moves past an update only
 after ``on_message`` returned (the message is durably accepted); in webhook mode the 200 is answered only
@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiogram import Bot, Dispatcher, F, Router
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramConflictError, TelegramUnauthorizedError
-from aiogram.filters import CommandStart
-from aiogram.types import BotCommand, Message, Update, User
-from aiohttp import web
 
 from .base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
-from .telegram_inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, for_another_bot, lazy, to_inbound,
-                               unreadable_note)
+from .telegram_api import Message, TelegramAPI, TelegramError, Update, User
+from .telegram_inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy,
+                               to_inbound, unreadable_note)
 from .telegram_outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, Streaming, TelegramStream
 from .telegram_session import FloodControl
 
 log = logging.getLogger("chorus.telegram")
 ALLOWED_UPDATES = ["message"]
+# What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
+CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
 
 
@@ -63,35 +56,32 @@ class TelegramChannel:
 
     def __init__(self, settings: TelegramSettings) -> None:
         self.settings = settings
-        api = TelegramAPIServer.from_base(settings.api_root) if settings.api_root else None
-        session = AiohttpSession(api=api) if api else AiohttpSession()
-        session.middleware(FloodControl())
-        self.bot = Bot(settings.token, session=session)
+        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()])
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
-        self.sender = Sender(self.bot, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
+        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
         self._stopped = asyncio.Event()
-        self._dp = Dispatcher()
-        self._dp.include_router(self._router())
 
     # ---- the Channel protocol ----------------------------------------------------------------
 
     async def run(self, on_message: InboundHandler) -> None:
         """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
         try:
-            self.me = await self.bot.get_me()
-            log.info("Telegram bot @%s is up (%s mode)", self.me.username,
+            self.me = await self.api.call("getMe")
+            log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
                      "webhook" if self.settings.webhook_url else "polling")
             await self._set_commands()
             if self.settings.webhook_url:
                 await self._serve_webhook(on_message)
             else:
                 await self._poll(on_message)
-        except TelegramUnauthorizedError:
+        except TelegramError as exc:
+            if not exc.unauthorized:
+                raise
             log.error("Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken")
         finally:
-            await self.bot.session.close()
+            await self.api.aclose()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -106,42 +96,35 @@ class TelegramChannel:
         """An attachment from the inbox, fetchable again by its file_id."""
         if not attachment.source:
             return None
-        return lazy(attachment.kind, attachment.source, self._download, mime=attachment.mime,
+        return lazy(attachment.kind, attachment.source, self.api.download, mime=attachment.mime,
                     filename=attachment.filename, size=attachment.size, duration=attachment.duration)
 
     # ---- receiving ---------------------------------------------------------------------------
 
-    def _router(self) -> Router:
-        router = Router(name="chorus")
-
-        @router.message(CommandStart(), F.chat.type == "private")
-        async def start(message: Message) -> None:
-            await self.sender.reply(ChatRef(self.name, str(message.chat.id)), Reply(text=self.settings.greeting))
-
-        @router.message(F.migrate_from_chat_id)
-        async def migrated(message: Message, handle: InboundHandler) -> None:
-            """The first message of a group that became a supergroup: its conversation follows it."""
-            inbound = to_inbound([message], self._me(), self.rules, self._download)
-            inbound.moved_from = str(message.migrate_from_chat_id)
+    async def _feed(self, update: Update, handle: InboundHandler) -> None:
+        """One update (not part of an album): /start greets, a migrated group moves its conversation along,
+        anything with text or files is handed to the core."""
+        message = update.get("message")
+        if message is None:
+            return
+        if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
+            await self.sender.reply(ChatRef(self.name, str(message["chat"]["id"])), Reply(text=self.settings.greeting))
+        elif "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
+            inbound = to_inbound([message], self._me(), self.rules, self.api.download)
+            inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)
+        elif any(key in message for key in CONTENT) and not for_another_bot(message, self._me()):
+            await self._accept(message, handle)
 
-        @router.message(F.text | F.caption | F.photo | F.voice | F.audio | F.video_note | F.document | F.video)
-        async def accept(message: Message, handle: InboundHandler, album: list[Message] | None = None) -> None:
-            if for_another_bot(message, self._me()):
+    async def _accept(self, message: Message, handle: InboundHandler) -> None:
+        inbound = to_inbound([message], self._me(), self.rules, self.api.download)
+        note = unreadable_note(inbound) if inbound.mentioned else None
+        if note:  # said at once, by the channel: no model turn can do anything with these files
+            await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
+            inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
+            if not inbound.text and not inbound.attachments:
                 return
-            inbound = to_inbound(album or [message], self._me(), self.rules, self._download)
-            note = unreadable_note(inbound) if inbound.mentioned else None
-            if note:  # said at once, by the channel: no model turn can do anything with these files
-                await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
-                inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
-                if not inbound.text and not inbound.attachments:
-                    return
-            await handle(inbound)
-
-        return router
-
-    async def _feed(self, update: Update, handle: InboundHandler, **extra: Any) -> None:
-        await self._dp.feed_update(self.bot, update, handle=handle, **extra)
+        await handle(inbound)
 
     async def _poll(self, handle: InboundHandler) -> None:
         """Long polling; the offset confirms an update only once ``handle`` has returned for it."""
@@ -155,31 +138,32 @@ class TelegramChannel:
             if held is not None:
                 await asyncio.sleep(0.3)  # the other photos of an album arrive within moments
             try:
-                updates = await self.bot.get_updates(
-                    offset=held if held is not None else offset, timeout=0 if held is not None else self.settings.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES, request_timeout=self.settings.poll_timeout + 15)
-                fresh = [u for u in updates if u.update_id not in seen]
+                timeout = 0 if held is not None else self.settings.poll_timeout
+                # The read timeout outlasts the long poll: an idle poll is answered "no updates", not cut off.
+                updates: list[Update] = await self.api.call(
+                    "getUpdates", offset=held if held is not None else offset, timeout=timeout,
+                    allowed_updates=ALLOWED_UPDATES, request_timeout=timeout + 15)
+                fresh = [u for u in updates if u["update_id"] not in seen]
                 if held is not None and not fresh:
                     for parts in albums.take():
-                        await handle(to_inbound(parts, self._me(), self.rules, self._download))
+                        await handle(to_inbound(parts, self._me(), self.rules, self.api.download))
                 for update in fresh:
-                    message = update.message
-                    if message is not None and message.media_group_id:
-                        albums.add(update.update_id, message)
+                    message = update.get("message")
+                    if message is not None and message.get("media_group_id"):
+                        albums.add(update["update_id"], message)
                     else:
                         await self._feed(update, handle)
-                    seen.add(update.update_id)
+                    seen.add(update["update_id"])
                 if albums.first_update_id() is None and seen:
                     offset = max(seen) + 1
                     seen.clear()
                 backoff = 1.0
-            except TelegramConflictError as exc:
-                log.warning("Telegram says another process is receiving this bot's updates (%s); "
-                            "run only one Chorus per bot token (`chorus doctor` explains)", exc.message)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
-            except (TelegramAPIError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("receiving from Telegram failed (%s); retrying in %.0f s", exc, backoff)
+            except TelegramError as exc:
+                if exc.conflict:
+                    log.warning("Telegram says another process is receiving this bot's updates (%s); "
+                                "run only one Chorus per bot token (`chorus doctor` explains)", exc.description)
+                else:
+                    log.warning("receiving from Telegram failed (%s); retrying in %.0f s", exc, backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30)
             except Exception:  # not accepted (e.g. the database failed): unconfirmed, so Telegram sends it again
@@ -196,16 +180,18 @@ class TelegramChannel:
             pass
 
     async def _drop_stale_webhook(self) -> None:
-        info = await self.bot.get_webhook_info()
-        if info.url:
+        info = await self.api.call("getWebhookInfo")
+        if info.get("url"):
             log.warning("a webhook is set for this bot; removing it so that polling works "
                         "(set channels.telegram.webhookUrl to use webhook mode)")
-            await self.bot.delete_webhook(drop_pending_updates=False)
+            await self.api.call("deleteWebhook", drop_pending_updates=False)
 
     async def _serve_webhook(self, handle: InboundHandler) -> None:
         """The listener Telegram posts to; ``/healthz`` beside it. 200 only after ``handle`` returned."""
+        from aiohttp import web  # the server side of aiohttp, only in webhook mode
+
         settings = self.settings
-        albums = AlbumWaiter(0.5, lambda parts: handle(to_inbound(parts, self._me(), self.rules, self._download)))
+        albums = AlbumWaiter(0.5, lambda parts: handle(to_inbound(parts, self._me(), self.rules, self.api.download)))
 
         async def receive(request: web.Request) -> web.Response:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
@@ -213,9 +199,10 @@ class TelegramChannel:
                 log.warning("webhook request with a wrong secret token from %s refused", request.remote)
                 return web.Response(status=401, text="wrong secret token")
             try:
-                update = Update.model_validate(await request.json(), context={"bot": self.bot})
-                if update.message is not None and update.message.media_group_id:
-                    await albums.add(update.message)
+                update: Update = await request.json()
+                message = update.get("message")
+                if message is not None and message.get("media_group_id"):
+                    await albums.add(message)
                 else:
                     await self._feed(update, handle)
             except Exception:  # Telegram delivers the update again after a non-200
@@ -224,7 +211,7 @@ class TelegramChannel:
             return web.Response(text="ok")
 
         async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"ok": True, "bot": self._me().username})
+            return web.json_response({"ok": True, "bot": self._me().get("username")})
 
         app = web.Application()
         app.add_routes([web.post(settings.webhook_path, receive), web.get("/healthz", healthz)])
@@ -233,8 +220,8 @@ class TelegramChannel:
         try:
             await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
             assert settings.webhook_url is not None
-            await self.bot.set_webhook(url=settings.webhook_url, secret_token=settings.webhook_secret,
-                                       allowed_updates=ALLOWED_UPDATES)
+            await self.api.call("setWebhook", url=settings.webhook_url, secret_token=settings.webhook_secret,
+                                allowed_updates=ALLOWED_UPDATES)
             log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, settings.webhook_path)
             await self._stopped.wait()
         finally:
@@ -246,11 +233,7 @@ class TelegramChannel:
         assert self.me is not None, "getMe runs before anything is received"
         return self.me
 
-    async def _download(self, file_id: str) -> bytes:
-        out = io.BytesIO()
-        await self.bot.download(file_id, destination=out)
-        return out.getvalue()
-
     async def _set_commands(self) -> None:
         if self.settings.commands:
-            await self.bot.set_my_commands([BotCommand(command=c, description=d) for c, d in self.settings.commands])
+            commands = [{"command": c, "description": d} for c, d in self.settings.commands]
+            await self.api.call("setMyCommands", commands=commands)

@@ -10,9 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from aiogram.types import Message, User
-
 from .base import Attachment, AttachmentKind, ChatRef, Inbound
+from .telegram_api import File, Message, MessageEntity, User
 
 Download = Callable[[str], Awaitable[bytes]]
 CHANNEL = "telegram"
@@ -48,57 +47,81 @@ def parse_ref(ref: str | None) -> int | None:
 
 def chat_ref(message: Message) -> ChatRef:
     """Where a message lives: private chat, group, or a forum topic of a supergroup (its own session)."""
-    chat = message.chat
-    thread = message.message_thread_id if chat.is_forum and message.is_topic_message else None
-    return ChatRef(CHANNEL, str(chat.id), str(thread) if thread else None,
-                   "direct" if chat.type == "private" else "group")
+    chat = message["chat"]
+    thread = message.get("message_thread_id") if chat.get("is_forum") and message.get("is_topic_message") else None
+    return ChatRef(CHANNEL, str(chat["id"]), str(thread) if thread else None,
+                   "direct" if chat["type"] == "private" else "group")
+
+
+def full_name(user: User) -> str:
+    """First and last name, as Telegram shows a user."""
+    return f"{user['first_name']} {user['last_name']}" if user.get("last_name") else user["first_name"]
+
+
+def entity_text(text: str, entity: MessageEntity) -> str:
+    """The part of ``text`` an entity covers (its offsets count UTF-16 units)."""
+    units = text.encode("utf-16-le")
+    return units[entity["offset"] * 2:(entity["offset"] + entity["length"]) * 2].decode("utf-16-le", "replace")
 
 
 def addressed(message: Message, me: User) -> bool:
     """Whether a message names the bot: @username, a text mention, /cmd@username, or a reply to the bot."""
-    if message.chat.type == "private":
+    if message["chat"]["type"] == "private":
         return True
-    reply = message.reply_to_message
-    if reply is not None and reply.from_user is not None and reply.from_user.id == me.id:
+    reply = message.get("reply_to_message")
+    if reply is not None and reply.get("from", {}).get("id") == me["id"]:
         return True
-    text = message.text or message.caption or ""
-    username = (me.username or "").lower()
-    for entity in message.entities or message.caption_entities or []:
-        if entity.type == "text_mention" and entity.user is not None and entity.user.id == me.id:
+    text = message.get("text") or message.get("caption") or ""
+    username = me.get("username", "").lower()
+    for entity in message.get("entities") or message.get("caption_entities") or []:
+        if entity["type"] == "text_mention" and entity.get("user", {}).get("id") == me["id"]:
             return True
-        if entity.type in ("mention", "bot_command") and username:
-            value = entity.extract_from(text).lower()
+        if entity["type"] in ("mention", "bot_command") and username:
+            value = entity_text(text, entity).lower()
             if value == f"@{username}" or value.endswith(f"@{username}"):
                 return True
     return False
 
 
+def _command(message: Message) -> tuple[str, str]:
+    """A text's leading command and the bot it names: ``/start@chorus_bot hi`` -> (``start``, ``chorus_bot``)."""
+    text = message.get("text") or ""
+    first = text.split(maxsplit=1)[0] if text.startswith("/") else ""
+    name, _, bot = first[1:].partition("@")
+    return name, bot.lower()
+
+
+def command(message: Message, me: User) -> str | None:
+    """The command a text starts with when it is for us (``/start``, ``/start@ourbot``), else ``None``."""
+    name, bot = _command(message)
+    return name if name and bot in ("", me.get("username", "").lower()) else None
+
+
 def for_another_bot(message: Message, me: User) -> bool:
     """``/cmd@otherbot`` in a group: a command for another bot, not for us."""
-    first = (message.text or "").split(maxsplit=1)[0] if message.text else ""
-    if not first.startswith("/") or "@" not in first:
-        return False
-    return first.split("@", 1)[1].lower() != (me.username or "").lower()
+    _, bot = _command(message)
+    return bool(bot) and bot != me.get("username", "").lower()
 
 
 def to_inbound(messages: list[Message], me: User, rules: MentionRules, download: Download) -> Inbound:
     """One ``Inbound`` for a message, or for all photos of an album (``messages`` in order)."""
     first = messages[0]
-    sender = first.from_user
+    sender = first.get("from")
     chat = chat_ref(first)
-    text = next((m.text or m.caption for m in messages if m.text or m.caption), "") or ""
-    mentioned = any(addressed(m, me) for m in messages) or (chat.kind == "group" and not rules.required(first.chat.id))
-    reply = first.reply_to_message
+    chat_id = first["chat"]["id"]
+    text = next((m.get("text") or m.get("caption") for m in messages if m.get("text") or m.get("caption")), "") or ""
+    mentioned = any(addressed(m, me) for m in messages) or (chat.kind == "group" and not rules.required(chat_id))
+    reply = first.get("reply_to_message")
     return Inbound(
         chat=chat,
-        sender_id=str(sender.id) if sender else str(first.chat.id),
-        sender_name=(sender.full_name if sender else first.chat.title) or "someone",
+        sender_id=str(sender["id"]) if sender else str(chat_id),
+        sender_name=(full_name(sender) if sender else first["chat"].get("title")) or "someone",
         text=text,
-        message_id=message_ref(first.chat.id, first.message_id),
+        message_id=message_ref(chat_id, first["message_id"]),
         mentioned=mentioned,
-        reply_to=message_ref(first.chat.id, reply.message_id) if reply else None,
+        reply_to=message_ref(chat_id, reply["message_id"]) if reply else None,
         attachments=[a for m in messages for a in attachments(m, download)],
-        sender_username=sender.username if sender else None,
+        sender_username=sender.get("username") if sender else None,
     )
 
 
@@ -106,33 +129,26 @@ def attachments(message: Message, download: Download) -> list[Attachment]:
     """The files of one message, fetched lazily by file_id."""
     found: list[Attachment] = []
 
-    def add(kind: AttachmentKind, file_id: str, **kw: object) -> None:
-        found.append(lazy(kind, file_id, download, **kw))
+    def add(kind: AttachmentKind, file: File, **kw: object) -> None:
+        duration = file.get("duration")
+        found.append(lazy(kind, file["file_id"], download, size=file.get("file_size"),
+                          duration=float(duration) if duration is not None else None, **kw))
 
-    if message.photo:
-        biggest = message.photo[-1]  # sizes come smallest first
-        add(AttachmentKind.IMAGE, biggest.file_id, mime="image/jpeg", filename="photo.jpg", size=biggest.file_size)
-    if message.voice:
-        v = message.voice
-        add(AttachmentKind.VOICE, v.file_id, mime=v.mime_type or "audio/ogg", filename="voice.ogg", size=v.file_size,
-            duration=float(v.duration))
-    if message.audio:
-        a = message.audio
-        add(AttachmentKind.AUDIO, a.file_id, mime=a.mime_type, filename=a.file_name, size=a.file_size,
-            duration=float(a.duration))
-    if message.video_note:
-        n = message.video_note  # a round video: its sound is heard like a voice note
-        add(AttachmentKind.VOICE, n.file_id, mime="video/mp4", filename="video_note.mp4", size=n.file_size,
-            duration=float(n.duration))
-    if message.video:
-        v = message.video
-        add(AttachmentKind.VIDEO, v.file_id, mime=v.mime_type, filename=v.file_name, size=v.file_size,
-            duration=float(v.duration))
-    if message.document:
-        d = message.document
-        major = (d.mime_type or "").split("/", 1)[0]  # a photo or a recording sent "as a file" is still one
+    if photos := message.get("photo"):
+        add(AttachmentKind.IMAGE, photos[-1], mime="image/jpeg", filename="photo.jpg")  # sizes come smallest first
+    if voice := message.get("voice"):
+        add(AttachmentKind.VOICE, voice, mime=voice.get("mime_type") or "audio/ogg", filename="voice.ogg")
+    if audio := message.get("audio"):
+        add(AttachmentKind.AUDIO, audio, mime=audio.get("mime_type"), filename=audio.get("file_name"))
+    if note := message.get("video_note"):  # a round video: its sound is heard like a voice note
+        add(AttachmentKind.VOICE, note, mime="video/mp4", filename="video_note.mp4")
+    if video := message.get("video"):
+        add(AttachmentKind.VIDEO, video, mime=video.get("mime_type"), filename=video.get("file_name"))
+    if document := message.get("document"):
+        mime = document.get("mime_type")
+        major = (mime or "").split("/", 1)[0]  # a photo or a recording sent "as a file" is still one
         kind = {"image": AttachmentKind.IMAGE, "audio": AttachmentKind.AUDIO}.get(major, AttachmentKind.DOCUMENT)
-        add(kind, d.file_id, mime=d.mime_type, filename=d.file_name, size=d.file_size)
+        add(kind, document, mime=mime, filename=document.get("file_name"))
     return found
 
 
@@ -164,7 +180,7 @@ class Albums:
         self._parts: dict[str, list[tuple[int, Message]]] = {}
 
     def add(self, update_id: int, message: Message) -> None:
-        self._parts.setdefault(str(message.media_group_id), []).append((update_id, message))
+        self._parts.setdefault(str(message.get("media_group_id")), []).append((update_id, message))
 
     def first_update_id(self) -> int | None:
         """The oldest update still held: polling must not confirm past it."""
@@ -173,7 +189,7 @@ class Albums:
 
     def take(self) -> list[list[Message]]:
         """Every held album, each in message order; the holder is empty afterwards."""
-        albums = [[m for _, m in sorted(parts, key=lambda p: p[1].message_id)] for parts in self._parts.values()]
+        albums = [[m for _, m in sorted(parts, key=lambda p: p[1]["message_id"])] for parts in self._parts.values()]
         self._parts.clear()
         return albums
 
@@ -188,7 +204,7 @@ class AlbumWaiter:
 
     async def add(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
-        key = str(message.media_group_id)
+        key = str(message.get("media_group_id"))
         parts, done, timer = self._groups.get(key) or ([], loop.create_future(), None)
         if timer:
             timer.cancel()
@@ -201,7 +217,7 @@ class AlbumWaiter:
 
         async def run() -> None:
             try:
-                await self.accept(sorted(parts, key=lambda m: m.message_id))
+                await self.accept(sorted(parts, key=lambda m: m["message_id"]))
                 done.set_result(None)
             except Exception as exc:  # the webhook answers 500 and Telegram delivers again
                 done.set_exception(exc)

@@ -8,16 +8,13 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
-from aiogram.types import BufferedInputFile, MessageEntity, ReplyParameters
-from aiogram.utils.chat_action import ChatActionSender
-
 from . import telegram_format as fmt
 from .base import AttachmentKind, ChatRef, Media, Reply
+from .telegram_api import InputFile, TelegramAPI, TelegramError
 from .telegram_inbound import parse_ref
 
 log = logging.getLogger("chorus.telegram")
@@ -26,6 +23,7 @@ PHOTO_LIMIT = 10 * MB  # sendPhoto refuses larger photos: they go as documents
 UPLOAD_LIMIT = 50 * MB  # the Bot API's upload limit; a self-hosted Bot API server takes up to 2000 MB
 LOCAL_UPLOAD_LIMIT = 2000 * MB
 Streaming = Literal["off", "partial", "block", "progress"]
+ACTION_EVERY = 4.5  # Telegram shows a chat action for 5 s: repeated a little sooner, it never flickers off
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +37,8 @@ class OutboundSettings:
 class Sender:
     """Sends whole replies; shared by streams and by late deliveries (finished videos)."""
 
-    def __init__(self, bot: Bot, settings: OutboundSettings) -> None:
-        self.bot = bot
+    def __init__(self, api: TelegramAPI, settings: OutboundSettings) -> None:
+        self.api = api
         self.settings = settings
 
     async def reply(self, chat: ChatRef, reply: Reply, *, first_message: int | None = None) -> None:
@@ -53,8 +51,9 @@ class Sender:
                 await self.media(target, media)
             if reply.voice is not None:
                 await self.media(target, reply.voice)
-        except TelegramForbiddenError:
-            pass  # the user blocked the bot: logged once by FloodControl, nothing more to do
+        except TelegramError as exc:
+            if not exc.forbidden:  # forbidden: the user blocked the bot, logged once by FloodControl
+                raise
 
     async def text(self, target: _Target, markdown: str, first_message: int | None = None) -> None:
         for i, part in enumerate(fmt.render(markdown)):
@@ -66,20 +65,22 @@ class Sender:
     async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool) -> None:
         kw = target.kwargs(quote=quote)
         try:
-            await self.bot.send_message(text=part.text, entities=_entities(part), **kw)
-        except TelegramBadRequest as exc:
-            if "parse" not in exc.message and "entit" not in exc.message:
+            await self.api.call("sendMessage", text=part.text, entities=part.entities or None, **kw)
+        except TelegramError as exc:
+            if not exc.bad_request or ("parse" not in exc.description and "entit" not in exc.description):
                 raise
-            log.warning("Telegram refused the formatting (%s); sending plain text", exc.message)
-            await self.bot.send_message(text=part.text, **kw)
+            log.warning("Telegram refused the formatting (%s); sending plain text", exc.description)
+            await self.api.call("sendMessage", text=part.text, **kw)
 
     async def _edit(self, target: _Target, message_id: int, part: fmt.Part) -> None:
         try:
-            await self.bot.edit_message_text(chat_id=target.chat_id, message_id=message_id, text=part.text,
-                                             entities=_entities(part))
-        except TelegramBadRequest as exc:
-            if "not modified" not in exc.message:
-                log.warning("could not edit the preview into the answer (%s); sending it anew", exc.message)
+            await self.api.call("editMessageText", chat_id=target.chat_id, message_id=message_id, text=part.text,
+                                entities=part.entities or None)
+        except TelegramError as exc:
+            if not exc.bad_request:
+                raise
+            if "not modified" not in exc.description:
+                log.warning("could not edit the preview into the answer (%s); sending it anew", exc.description)
                 await self._send_part(target, part, quote=False)
 
     async def media(self, target: _Target, media: Media) -> None:
@@ -87,40 +88,67 @@ class Sender:
         kind as a document; over the upload limit, a sentence saying so."""
         size = len(media.data)
         if size > self.settings.upload_limit:
-            await self.bot.send_message(text=(
+            await self.api.call("sendMessage", text=(
                 f"The {media.kind.value} is too large to send here ({size / MB:.1f} MB; Telegram bots can send "
                 f"at most {self.settings.upload_limit / MB:g} MB)."), **target.kwargs(quote=False))
             return
-        file = BufferedInputFile(media.data, filename=media.filename)
         caption = fmt.caption(media.caption) if media.caption else None
         kw: dict[str, Any] = target.kwargs(quote=False)
         if caption is not None:
-            kw.update(caption=caption.text, caption_entities=_entities(caption))
-        action, send = self._method(media)
-        # Shown before the upload starts (a quick upload would end ChatActionSender before its first tick),
-        # then repeated while a long one runs.
-        with contextlib.suppress(TelegramAPIError):
-            await self.bot.send_chat_action(chat_id=target.chat_id, action=action, message_thread_id=target.thread_id)
-        async with ChatActionSender(bot=self.bot, chat_id=target.chat_id, action=action,
-                                    message_thread_id=target.thread_id, initial_sleep=4.5):
-            await send(file, kw)
+            kw.update(caption=caption.text, caption_entities=caption.entities or None)
+        action, method, params = self._method(media)
+        async with chat_action(self.api, target, action):  # shown before the upload starts, repeated during it
+            await self.api.call(method, **params, **kw)
         if media.caption and caption is None:  # too long for a caption: sent as its own text
             await self.text(target, media.caption)
 
-    def _method(self, media: Media) -> tuple[str, Any]:
-        bot, kind = self.bot, media.kind
+    def _method(self, media: Media) -> tuple[str, str, dict[str, Any]]:
+        """The chat action, the Bot API method and its parameters (the file among them) for one file."""
+        kind, file = media.kind, InputFile(media.data, media.filename, media.mime)
         duration = round(media.duration) if media.duration else None
         if kind is AttachmentKind.VOICE:
-            return "upload_voice", lambda f, kw: bot.send_voice(voice=f, duration=duration, **kw)
+            return "upload_voice", "sendVoice", {"voice": file, "duration": duration}
         if kind is AttachmentKind.IMAGE and len(media.data) <= PHOTO_LIMIT:
-            return "upload_photo", lambda f, kw: bot.send_photo(photo=f, **kw)
+            return "upload_photo", "sendPhoto", {"photo": file}
         if kind is AttachmentKind.VIDEO:
-            return "upload_video", lambda f, kw: bot.send_video(video=f, duration=duration, supports_streaming=True, **kw)
+            return "upload_video", "sendVideo", {"video": file, "duration": duration, "supports_streaming": True}
         if kind is AttachmentKind.AUDIO:
             title = media.title or media.filename.rsplit(".", 1)[0]
-            return "upload_document", lambda f, kw: bot.send_audio(
-                audio=f, duration=duration, title=title, performer=self.settings.performer, **kw)
-        return "upload_document", lambda f, kw: bot.send_document(document=f, **kw)
+            return "upload_document", "sendAudio", {"audio": file, "duration": duration, "title": title,
+                                                    "performer": self.settings.performer}
+        return "upload_document", "sendDocument", {"document": file}
+
+
+@contextlib.asynccontextmanager
+async def chat_action(api: TelegramAPI, target: _Target, action: str) -> AsyncIterator[None]:
+    """Show ``action`` ("typing", "upload_photo", ...) in the chat now and every 4.5 s until the block ends.
+
+    The first one is sent before the block starts, so even a quick upload is announced; the repeats run beside
+    the block and are never cut off mid-request (a cancelled request would lose its pooled connection).
+    """
+    done = asyncio.Event()
+    await _show(api, target, action)
+    repeat = asyncio.create_task(_repeat(api, target, action, done))
+    try:
+        yield
+    finally:
+        done.set()
+        await repeat
+
+
+async def _repeat(api: TelegramAPI, target: _Target, action: str, done: asyncio.Event) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), ACTION_EVERY)
+            return
+        await _show(api, target, action)
+
+
+async def _show(api: TelegramAPI, target: _Target, action: str) -> None:
+    try:
+        await api.call("sendChatAction", chat_id=target.chat_id, action=action, message_thread_id=target.thread_id)
+    except TelegramError as exc:  # a missed indicator is harmless: the reply itself follows
+        log.debug("chat action %s not shown: %s", action, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +168,7 @@ class _Target:
         if self.thread_id is not None:
             kw["message_thread_id"] = self.thread_id
         if quote and self.reply_to is not None:
-            kw["reply_parameters"] = ReplyParameters(message_id=self.reply_to, allow_sending_without_reply=True)
+            kw["reply_parameters"] = {"message_id": self.reply_to, "allow_sending_without_reply": True}
         return kw
 
 
@@ -164,10 +192,8 @@ class TelegramStream:
         self._typing = asyncio.create_task(self._keep_showing("typing"))
 
     async def _keep_showing(self, action: str) -> None:
-        with contextlib.suppress(TelegramAPIError):
-            async with ChatActionSender(bot=self.sender.bot, chat_id=self.target.chat_id, action=action,
-                                        message_thread_id=self.target.thread_id):
-                await self._typing_done.wait()
+        async with chat_action(self.sender.api, self.target, action):
+            await self._typing_done.wait()
 
     async def speaking(self) -> None:
         """The answer is being spoken: "recording voice" replaces "typing" until the reply is out."""
@@ -188,29 +214,29 @@ class TelegramStream:
         if not part.text.strip() or part.text == self.shown:
             return
         self._last = time.monotonic()
+        api, entities = self.sender.api, part.entities or None
         try:
             if self.live == "draft":
-                await self.sender.bot.send_message_draft(chat_id=self.target.chat_id, draft_id=self.draft_id,
-                                                         text=part.text, entities=_entities(part),
-                                                         message_thread_id=self.target.thread_id)
+                await api.call("sendMessageDraft", chat_id=self.target.chat_id, draft_id=self.draft_id,
+                               text=part.text, entities=entities, message_thread_id=self.target.thread_id)
             elif self.preview_id is None:
-                sent = await self.sender.bot.send_message(text=part.text, entities=_entities(part),
-                                                          **self.target.kwargs(quote=False))
-                self.preview_id = sent.message_id
+                kw = self.target.kwargs(quote=False)
+                sent = await api.call("sendMessage", text=part.text, entities=entities, **kw)
+                self.preview_id = sent["message_id"]
             else:
-                await self.sender.bot.edit_message_text(chat_id=self.target.chat_id, message_id=self.preview_id,
-                                                        text=part.text, entities=_entities(part))
+                await api.call("editMessageText", chat_id=self.target.chat_id, message_id=self.preview_id,
+                               text=part.text, entities=entities)
             self.shown = part.text
-        except TelegramAPIError as exc:  # a lost preview is harmless: the final message follows
-            log.info("live preview update skipped: %s", exc.message)
+        except TelegramError as exc:  # a lost preview is harmless: the final message follows
+            log.info("live preview update skipped: %s", exc.description)
 
     async def notice(self, text: str) -> None:
         """A passing status ("the model is busy, trying again…"): shown as the draft in private chats, where it
         is replaced by the answer; elsewhere the typing indicator already says that work goes on."""
         if self.live == "draft" and not self.text:
-            with contextlib.suppress(TelegramAPIError):
-                await self.sender.bot.send_message_draft(chat_id=self.target.chat_id, draft_id=self.draft_id,
-                                                         text=text, message_thread_id=self.target.thread_id)
+            with contextlib.suppress(TelegramError):
+                await self.sender.api.call("sendMessageDraft", chat_id=self.target.chat_id, draft_id=self.draft_id,
+                                           text=text, message_thread_id=self.target.thread_id)
 
     async def close(self, reply: Reply) -> None:
         if self._flush is not None:
@@ -222,7 +248,3 @@ class TelegramStream:
         finally:
             self._typing_done.set()
             await self._typing
-
-
-def _entities(part: fmt.Part) -> list[MessageEntity] | None:
-    return [MessageEntity(**e) for e in part.entities] or None

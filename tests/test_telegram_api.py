@@ -1,0 +1,155 @@
+"""Chorus's own Bot API client over the wire to the fake: multipart uploads, downloads, errors and their
+parameters, flood control, the chat action keep-alive, and the bot token kept out of every error."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import traceback
+
+import pytest
+
+from channels import telegram_outbound
+from channels.base import ChatRef
+from channels.telegram_api import InputFile, TelegramAPI, TelegramError
+from channels.telegram_outbound import _Target, chat_action
+from channels.telegram_session import FloodControl
+from tests.fakes.telegram import FakeTelegram
+
+
+@pytest.fixture
+async def tg():
+    async with FakeTelegram() as fake:
+        yield fake
+        fake.assert_clean()
+
+
+@pytest.fixture
+async def api(tg):
+    client = TelegramAPI(tg.token, tg.api_root)
+    yield client
+    await client.aclose()
+
+
+def shows_token(exc: BaseException, token: str) -> bool:
+    """Whether the token (or its secret half) is anywhere in the error as it would be logged."""
+    text = "".join(traceback.format_exception(exc)) + repr(exc)
+    return token in text or token.split(":")[1] in text
+
+
+async def test_a_file_goes_as_multipart_with_its_other_parameters_typed(tg, api):
+    """Files are parts referenced as attach://NAME; numbers, booleans and objects beside them are JSON."""
+    tg.chat(5)
+    asked = tg.message(5, "say it")
+    note = b"OggS\x00fake opus bytes"
+    await api.call("sendVoice", chat_id=5, voice=InputFile(note, "voice.ogg", "audio/ogg"), duration=3,
+                   caption="said **here**", caption_entities=[{"type": "bold", "offset": 5, "length": 4}],
+                   reply_parameters={"message_id": asked["message_id"], "allow_sending_without_reply": True},
+                   disable_notification=False, message_thread_id=None)
+    assert tg.violations == []
+    (voice,) = tg.messages_in(5)
+    assert voice.files["voice"] == note and voice.reply_to == asked["message_id"]
+    (call,) = tg.calls_to("sendVoice")
+    assert {k: v for k, v in call.params.items() if k != "voice"} == {
+        "chat_id": 5, "duration": 3, "caption": "said **here**", "disable_notification": False,
+        "caption_entities": [{"type": "bold", "offset": 5, "length": 4}],
+        "reply_parameters": {"message_id": asked["message_id"], "allow_sending_without_reply": True}}
+
+
+async def test_a_file_a_user_sent_is_downloaded_by_its_id(tg, api):
+    file_id = tg.upload(b"\x89PNG a photo", "photos/file_9.jpg")
+    assert await api.download(file_id) == b"\x89PNG a photo"
+    with pytest.raises(TelegramError) as unknown:
+        await api.download("Fnope")
+    assert unknown.value.bad_request and "invalid file_id" in unknown.value.description
+
+
+async def test_errors_carry_the_bot_api_parameters(tg, api):
+    tg.chat(5)
+    tg.fail("sendMessage", 429, "Too Many Requests: retry after 7", retry_after=7)
+    with pytest.raises(TelegramError) as flood:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    assert (flood.value.flood, flood.value.code, flood.value.retry_after) == (True, 429, 7)
+    tg.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    with pytest.raises(TelegramError) as blocked:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    assert blocked.value.forbidden and not blocked.value.flood
+    wrong_token = "123456789:AAWrongTokenWrongTokenWrongToken_xx"
+    wrong = TelegramAPI(wrong_token, tg.api_root)
+    with pytest.raises(TelegramError) as refused:
+        await wrong.call("getMe")
+    await wrong.aclose()
+    assert refused.value.unauthorized and not shows_token(refused.value, wrong_token)
+
+
+async def test_the_token_never_appears_in_an_error(tg, api):
+    """The token is in every URL: a server or proxy that quotes the URL, a timeout, a refused connection, an
+    answer that is not the Bot API's; none of their errors, as logged, shows it."""
+    tg.chat(5)
+    tg.fail("sendMessage", 400, f"Bad Request: no route for /bot{tg.token}/sendMessage")
+    with pytest.raises(TelegramError) as echoed:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    assert "no route for /bot***/sendMessage" in str(echoed.value)
+
+    impatient = TelegramAPI(tg.token, tg.api_root, timeout=0.3)
+    assert await impatient.call("getUpdates", timeout=1, request_timeout=3) == []  # the poll outlasts the default
+    with pytest.raises(TelegramError) as timed_out:
+        await impatient.call("getUpdates", timeout=1)
+    await impatient.aclose()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    nowhere = TelegramAPI(tg.token, f"http://127.0.0.1:{closed_port}")
+    with pytest.raises(TelegramError) as refused:
+        await nowhere.call("getMe")
+    await nowhere.aclose()
+
+    not_the_api = TelegramAPI(tg.token, f"{tg.api_root}/elsewhere")
+    with pytest.raises(TelegramError) as stray:
+        await not_the_api.call("getMe")
+    await not_the_api.aclose()
+
+    assert (timed_out.value.code, refused.value.code, stray.value.code) == (0, 0, 404)
+    for exc in (echoed.value, timed_out.value, refused.value, stray.value):
+        assert not shows_token(exc, tg.token), exc
+
+
+async def test_flood_control_resends_after_retry_after_but_drops_what_is_worthless_late(tg, caplog):
+    tg.chat(5)
+    api = TelegramAPI(tg.token, tg.api_root, middlewares=[FloodControl()])
+    try:
+        tg.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+        started = time.monotonic()
+        sent = await api.call("sendMessage", chat_id=5, text="hi")
+        assert time.monotonic() - started >= 1.0 and sent["text"] == "hi"
+        assert [c.status for c in tg.calls if c.method == "sendMessage"] == [429, 200]
+        ephemeral = {"sendChatAction": {"action": "typing"}, "sendMessageDraft": {"draft_id": 7, "text": "h"}}
+        for method, params in ephemeral.items():
+            tg.fail(method, 429, "Too Many Requests: retry after 5", retry_after=5)
+            started = time.monotonic()
+            with pytest.raises(TelegramError) as dropped:
+                await api.call(method, chat_id=5, **params)
+            assert dropped.value.flood and time.monotonic() - started < 1  # a late indicator is worthless
+        tg.fail("sendMessage", 403, "Forbidden: bot was blocked by the user", times=2)
+        for _ in range(2):
+            with pytest.raises(TelegramError) as blocked:
+                await api.call("sendMessage", chat_id=5, text="anyone there?")
+            assert blocked.value.forbidden
+        assert caplog.text.count("Telegram refuses messages to chat 5") == 1
+        assert len([c for c in tg.calls if c.method == "sendMessage"]) == 4  # never retried
+    finally:
+        await api.aclose()
+
+
+async def test_a_chat_action_is_shown_before_the_block_and_repeated_until_it_ends(tg, api, monkeypatch):
+    monkeypatch.setattr(telegram_outbound, "ACTION_EVERY", 0.2)  # Telegram shows one for 5 s: 4.5 s in service
+    tg.chat(5)
+    shown = lambda: [c.params for c in tg.calls_to("sendChatAction")]  # noqa: E731
+    async with chat_action(api, _Target.of(ChatRef("telegram", "5"), None), "upload_voice"):
+        assert shown() == [{"chat_id": 5, "action": "upload_voice"}]  # before the work starts
+        await asyncio.sleep(0.75)
+    repeated = len(shown())
+    await asyncio.sleep(0.5)
+    assert repeated >= 3 and len(shown()) == repeated  # repeated while the block ran, never after
