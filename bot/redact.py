@@ -36,6 +36,5 @@ def setup_logging(level: int, secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     # A poll tick skipped because the previous one still runs is expected, not worth a warning.
     logging.getLogger("apscheduler").setLevel(max(level, logging.ERROR))

@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
+import certifi
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
@@ -147,7 +149,7 @@ class OpenRouterClient:
                 # One answer holds one connection for its whole length, so chats answered at once need as many
                 # connections: no limit (aiohttp's default of 100 would make the 101st chat wait), and idle ones
                 # are kept for the next turn rather than paying a new handshake.
-                connector=self._connector or aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
+                connector=self._connector or aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ssl=tls_context()),
                 headers=self.headers,
                 timeout=_timeout(self.timeout),
                 json_serialize=_dumps,
@@ -293,7 +295,7 @@ class OpenRouterClient:
         if self.same_origin(url):
             return (await self.request("GET", url, timeout=timeout)).content
         # A session of its own, without the client's headers; aiohttp follows redirects.
-        async with aiohttp.ClientSession(timeout=_timeout(timeout or self.timeout), proxy=env_proxy(url)) as plain:
+        async with one_off_session(url, _timeout(timeout or self.timeout)) as plain:
             try:
                 resp = await _whole(await plain.get(url))
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -416,6 +418,18 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     """Each read may take ``seconds`` (as httpx's read timeout), with no limit on the whole: a long answer
     that keeps sending is not cut off."""
     return aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=seconds)
+
+
+def tls_context() -> ssl.SSLContext:
+    """certifi's CA bundle, as httpx used: a slim container without system CAs still reaches OpenRouter."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def one_off_session(url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    """A session for a call or two to ``url``'s host (onboarding, doctor, a download elsewhere): none of the
+    client's headers, the same CA bundle and proxy as its own session."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls_context()), timeout=timeout,
+                                 proxy=env_proxy(url))
 
 
 def env_proxy(url: str) -> str | None:

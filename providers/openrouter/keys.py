@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from .client import Response, env_proxy
+from .client import Response, one_off_session
 
 Verdict = Literal["ok", "refused", "unreachable", "unexpected"]
 
@@ -31,7 +31,7 @@ async def _get(base_url: str, path: str, key: str | None, timeout: float) -> tup
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     url = base_url.rstrip("/") + path
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), proxy=env_proxy(url)) as http:
+        async with one_off_session(url, aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(url, headers=headers) as resp:
                 return Response(resp.status, resp.headers, await resp.read()), ""
     except (TimeoutError, aiohttp.ClientError) as exc:

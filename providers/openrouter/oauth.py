@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 
-from .client import env_proxy
+from .client import one_off_session
 
 SITE = "https://openrouter.ai"
 CALLBACK_PATH = "/openrouter-oauth/callback"
@@ -193,7 +193,7 @@ async def exchange_code(
     body = {"code": code, "code_verifier": verifier, "code_challenge_method": "S256"}
     url = base_url.rstrip("/") + "/auth/keys"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), proxy=env_proxy(url)) as http:
+        async with one_off_session(url, aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.post(url, json=body) as resp:
                 status, answer = resp.status, await resp.read()
     except (TimeoutError, aiohttp.ClientError) as exc:
