@@ -139,6 +139,8 @@ class OpenRouterClient:
         # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
         self.headers = {**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._connector = connector
+        # Made here, not with the session: loading the CA bundle takes ~16 ms, which the first turn would pay.
+        self._tls = tls_context()
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -149,7 +151,7 @@ class OpenRouterClient:
                 # One answer holds one connection for its whole length, so chats answered at once need as many
                 # connections: no limit (aiohttp's default of 100 would make the 101st chat wait), and idle ones
                 # are kept for the next turn rather than paying a new handshake.
-                connector=self._connector or aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ssl=tls_context()),
+                connector=self._connector or aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ssl=self._tls),
                 headers=self.headers,
                 timeout=_timeout(self.timeout),
                 json_serialize=_dumps,
