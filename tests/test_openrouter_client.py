@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -262,3 +263,24 @@ async def test_an_unreachable_or_silent_server_becomes_a_typed_retryable_error(f
         with pytest.raises(RequestTimeoutError, match="took too long"):
             await c.chat(spec(), timeout=0.3)
         assert time.monotonic() - started < 3
+
+
+async def test_an_idle_connection_the_server_closed_is_never_reused():
+    """A request right after the server dropped a kept-alive connection goes out on a new one (ported from
+    corecpu's test of httpcore's pool: aiohttp's connector must not hand out the dead connection either)."""
+    opened: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client keeps the connection, which is now dead
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+    async with server, OpenRouterClient("sk-or-test", ProviderSettings(base_url=base), retry=RetryPolicy(attempts=1)) as c:
+        for _ in range(3):
+            assert (await c.request("GET", "models")).json() == {}
+            await asyncio.sleep(0.05)  # the server's close reaches the client's socket
+    assert len(opened) == 3
