@@ -108,9 +108,8 @@ class Agent:
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
                     group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
         chat = inbound.chat
-        session_id = await self.store.active_session(chat)
-        history = await self.store.history(session_id)
-        settings = await self.store.chat_settings(chat)
+        state = await self.store.turn_state(chat)
+        session_id, history, settings = state.session_id, state.history, state.settings
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         try:
