@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -252,3 +253,24 @@ async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, f
         "openrouter/openrouter/hunter-alpha                      1,048,576  text",
     ]
     assert bundled.err == "10 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
+
+
+async def test_an_idle_connection_the_server_closed_is_never_reused():
+    """The pool checks liveness of every connection only once a second, but always that of the idle one it
+    is about to reuse: a request right after the server dropped a kept-alive connection goes out on a new one."""
+    opened: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client keeps the connection, which is now dead
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+    async with server, OpenRouterClient("sk-or-test", ProviderSettings(base_url=base), retry=RetryPolicy(attempts=1)) as c:
+        for _ in range(3):
+            assert (await c.http.get("models")).json() == {}
+            await asyncio.sleep(0.05)  # the server's close reaches the client's socket
+    assert len(opened) == 3

@@ -9,23 +9,31 @@ from bot.redact import RedactingFilter, redact
 from providers.openrouter.sse import sse_data
 
 
-async def lines(*items: str):
+async def chunks(*items: bytes):
     for item in items:
         yield item
 
 
-async def collect(*items: str) -> list[str]:
-    return [d async for d in sse_data(lines(*items))]
+async def collect(*items: bytes) -> list[bytes]:
+    return [d async for d in sse_data(chunks(*items))]
 
 
 async def test_sse_skips_keepalive_comments_and_stops_at_done():
-    got = await collect(": OPENROUTER PROCESSING", "", "data: {\"a\":1}", "", ": OPENROUTER PROCESSING", "",
-                        "data: {\"b\":2}", "", "data: [DONE]", "", "data: {\"late\":1}", "")
-    assert got == ['{"a":1}', '{"b":2}', "[DONE]"]
+    got = await collect(b": OPENROUTER PROCESSING\n\n", b'data: {"a":1}\n\n: OPENROUTER PROCESSING\n\n',
+                        b'data: {"b":2}\n\ndata: [DONE]\n\ndata: {"late":1}\n\n')
+    assert got == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
 
 
 async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():
-    assert await collect("data: {\"a\":", "data: 1}", "", "data:{\"b\":2}") == ['{"a":\n1}', '{"b":2}']
+    assert await collect(b'data: {"a":\ndata: 1}\n\ndata:{"b":2}') == [b'{"a":\n1}', b'{"b":2}']
+
+
+async def test_sse_lines_split_anywhere_across_chunks_in_any_line_ending():
+    """The network cuts the body where it likes: inside a field name, between CR and LF, inside UTF-8."""
+    body = 'data: {"a":"é"}\r\n\r\n: keep-alive\r\rdata: {"b":2}\n\ndata: [DONE]\n\n'.encode()
+    whole = [b'{"a":"\xc3\xa9"}', b'{"b":2}', b"[DONE]"]
+    for size in (1, 2, 3, 7, len(body)):
+        assert await collect(*(body[i:i + size] for i in range(0, len(body), size))) == whole, size
 
 
 def test_redact_masks_keys_tokens_and_bearer_headers():

@@ -206,7 +206,7 @@ class OpenRouterClient:
                 resp = await self._open_stream(req)
         except TimeoutError:
             raise nothing_yet from None
-        payloads = aiter(sse_data(resp.aiter_lines()))
+        payloads = aiter(sse_data(resp.aiter_bytes()))
         done = False
         try:
             while True:
@@ -223,8 +223,8 @@ class OpenRouterClient:
                 if payload == DONE:
                     done = True
                     continue
-                try:
-                    chunk = json.loads(payload)
+                try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
+                    chunk = json.loads(payload.decode("utf-8", "replace"))
                 except ValueError:
                     raise IncompleteStreamError("the provider sent malformed data") from None
                 if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
