@@ -115,6 +115,10 @@ class OpenRouterClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def warm_up(self) -> None:
+        """Load now, inside the running loop, what the first request would load lazily."""
+        pool.load_backend()
+
     async def __aenter__(self) -> OpenRouterClient:
         return self
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import httpcore
 import httpx
 from httpcore._async.interfaces import AsyncConnectionInterface
@@ -100,3 +101,9 @@ def linearize(client: httpx.AsyncClient) -> httpx.AsyncClient:
         if type(pool) is httpcore.AsyncConnectionPool:
             pool.__class__ = LinearPool
     return client
+
+
+def load_backend() -> None:
+    """Import what the pool's first request would import (anyio's asyncio backend: ~20 ms with the loop
+    stopped, paid by the first answer after a start). Call it from inside the running loop."""
+    anyio.get_cancelled_exc_class()
