@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import aiosqlite
@@ -149,4 +150,35 @@ async def test_writes_that_queue_up_share_a_commit_and_one_failure_spares_the_re
     assert results[:40] == [True] * 40 and isinstance(results[40], sqlite3.IntegrityError)
     assert len(trips) <= 2  # forty accepts and a failed write: one trip with its commit (two at worst)
     assert [i.message_id for i in await inbox.pending()] == [f"m{i}" for i in range(40)]
+    await store.close()
+
+
+def message(i: int) -> Inbound:
+    return Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{i}", message_id=f"m{i}")
+
+
+async def test_an_accept_never_waits_behind_the_database_thread(tmp_path):
+    """A turn's writes may keep the database thread busy; accepting a message (which the channel waits for
+    before it takes the next one) does not queue behind them."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    busy = asyncio.create_task(store._run(lambda conn: time.sleep(0.5)))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert await Inbox(store).accept(message(1))
+    assert time.monotonic() - started < 0.25
+    await busy
+    await store.close()
+
+
+async def test_an_accept_while_another_write_holds_the_database_is_committed_after_it(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite")
+    inbox = Inbox(store)
+    async with store.transaction() as db:  # a write in progress elsewhere holds the database's write lock
+        await db.execute("INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', 'a', 'b')")
+        accepting = asyncio.create_task(inbox.accept(message(1)))
+        await asyncio.sleep(0.1)
+        assert not accepting.done()
+    assert await accepting
+    assert not await inbox.accept(message(1))  # and once only
+    assert [i.message_id for i in await inbox.pending()] == ["m1"]
     await store.close()
