@@ -87,34 +87,38 @@ class Agent:
         """Load history, call the model (running tools it asks for), stream the answer, store the turn.
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
+        The reply stream opens first, so the user sees "typing" before history, settings or a voice note's
+        transcription are ready; every way out of the turn closes it (its typing stops with the last word).
         """
+        stream = _VisibleStream(channel.open_stream(inbound.chat, inbound.message_id))
         try:
-            return await self._turn(inbound, channel, group_context)
+            return await self._turn(inbound, channel, stream, group_context)
         except asyncio.CancelledError as exc:
             if exc.args != (STOP,):
                 raise
+        except Exception as exc:  # a bug before the answer began: say so on the open stream, once
+            log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
+            return await self._end_early(inbound, stream, CRASHED)
         # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
         if inbound.text:
             user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
             await self.store.append(await self.store.active_session(inbound.chat), [user])
-        reply = Reply(text="⏹ Stopped.", reply_to=inbound.message_id)
-        await channel.send(inbound.chat, reply)
-        return TurnOutcome(reply)
+        return await self._end_early(inbound, stream, "⏹ Stopped.")
 
-    async def _turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
+    async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
+                    group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
         chat = inbound.chat
-        session_id = await self.store.active_session(chat)
-        history = await self.store.history(session_id)
-        settings = await self.store.chat_settings(chat)
+        state = await self.store.turn_state(chat)
+        session_id, history, settings = state.session_id, state.history, state.settings
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         try:
             images = await self.images.accept(inbound)
         except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
-            return await self._refuse(inbound, channel, str(exc), ref)
+            return await self._end_early(inbound, stream, str(exc), ref)
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
-            return await self._refuse(inbound, channel, heard.error, ref)
+            return await self._end_early(inbound, stream, heard.error, ref)
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
         user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
@@ -128,7 +132,7 @@ class Agent:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
         messages = await self.images.inline(messages)  # only the images still in the fitted context are read
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
-        stream = _VisibleStream(channel.open_stream(chat, inbound.message_id), live=not self._voice_only(tts_mode, heard.spoken))
+        stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
         media: list[Media] = []
         total = Usage(cost=0.0)
@@ -191,11 +195,13 @@ class Agent:
         log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
         return TurnOutcome(reply, total, str(ref))
 
-    async def _refuse(self, inbound: Inbound, channel: Channel, text: str, ref: ModelRef) -> TurnOutcome:
-        """End the turn before the model is asked: tell the user why; nothing is stored."""
+    async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str,
+                         ref: ModelRef | None = None) -> TurnOutcome:
+        """End the turn before the model is asked (a refusal, /stop, a crash): the reason closes the open
+        stream, so its typing stops with it; nothing of the answer is stored."""
         reply = Reply(text=text, reply_to=inbound.message_id)
-        await channel.send(inbound.chat, reply)
-        return TurnOutcome(reply, Usage(), str(ref))
+        await stream.close(reply)
+        return TurnOutcome(reply, Usage(), str(ref) if ref else "")
 
     def _voice_only(self, mode: str, spoken: bool) -> bool:
         """Whether the text will surely be replaced by a voice note, so it must not be streamed first."""
@@ -248,9 +254,9 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
 class _VisibleStream:
     """The channel's stream minus TTS tags; with ``live`` off, nothing is shown until the reply is whole."""
 
-    def __init__(self, inner: Any, *, live: bool) -> None:
+    def __init__(self, inner: Any, *, live: bool = True) -> None:
         self.inner = inner
-        self.live = live
+        self.live = live  # set once the turn knows whether its answer will only be spoken
         self.tags = TagFilter()
 
     async def delta(self, text: str) -> None:

@@ -243,7 +243,7 @@ class Dispatcher:
             lane.turn.cancel()
             raise
         if not lane.turn.cancelled() and (exc := lane.turn.exception()) is not None:
-            # A bug before the answer began, or while ending it (the agent ends its own crashed streams).
+            # The turn could not even end its own stream (the agent closes it on every other way out).
             log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
             await self._tell(channel, inbound.chat, Reply(
                 text=CRASHED,

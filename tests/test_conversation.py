@@ -382,3 +382,25 @@ async def test_a_crash_mid_answer_ends_the_stream_with_a_sentence_and_keeps_the_
     assert closed == ["echo\n\n" + CRASHED, "echo: again"]  # what had come, then the sentence
     assert rig.channel.texts("c1") == []  # no second, separate error message
     assert user_contents(rig.fake.chat_requests()[1]) == ["hello", "again"]
+
+
+async def test_a_crash_before_the_model_is_asked_ends_the_open_stream_once(rig, monkeypatch):
+    """The stream (and its typing) opens when the turn starts; a bug before the answer closes it with the
+    sentence, so typing stops and the user gets one message, not typing forever plus a separate notice."""
+    closed: list[str] = []
+
+    class Stream:
+        async def delta(self, text: str) -> None:
+            raise AssertionError("nothing was answered")
+
+        async def close(self, reply: Reply) -> None:
+            closed.append(reply.text)
+
+    def broken(chat: ChatRef) -> str:
+        raise RuntimeError("a bug while preparing the request")
+
+    rig.channel.open_stream = lambda chat, reply_to=None: Stream()
+    monkeypatch.setattr(rig.dispatcher.agent, "system_prompt", broken)
+    await rig.say("hello")
+    assert closed == [CRASHED] and rig.channel.texts("c1") == []
+    assert rig.fake.chat_requests() == []

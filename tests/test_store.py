@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
 import aiosqlite
 import pytest
 
 from bot.migrate import Migration, MigrationError, discover, migrate
-from bot.store import Store, StoredMessage
-from channels.base import ChatRef
+from bot.store import Inbox, Store, StoredMessage
+from channels.base import ChatRef, Inbound
 
 CHAT = ChatRef("console", "local")
 
@@ -76,4 +84,101 @@ async def test_history_and_settings_survive_reopening(tmp_path):
     new = await store.new_session(CHAT)
     assert new != sid and await store.history(new) == []
     assert len(await store.history(sid)) == 4  # the old session is kept
+    await store.close()
+
+
+ACCEPT_AND_REPORT = """
+import asyncio, sys
+from pathlib import Path
+from bot.store import Inbox, Store
+from channels.base import ChatRef, Inbound
+
+async def main():
+    inbox = Inbox(await Store.open(Path(sys.argv[1])))
+
+    async def one(i):
+        chat = ChatRef("test", f"c{i % 7}")
+        if await inbox.accept(Inbound(chat=chat, sender_id="u", sender_name="u", text=f"t{i}", message_id=f"m{i}")):
+            print(f"m{i}", flush=True)  # acknowledged: from here on the platform forgets the message
+
+    await asyncio.gather(*(one(i) for i in range(60)))
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_every_acknowledged_accept_survives_kill_9_with_group_commit(tmp_path):
+    """Accepts arriving together share commits; each one returns only once its row is committed, so a
+    process killed right after acknowledging loses none of them."""
+    path = tmp_path / "chorus.db"
+    root = Path(__file__).resolve().parent.parent
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", ACCEPT_AND_REPORT, str(path), cwd=root,
+                                                stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.stdout is not None
+    acked: list[str] = []
+    while len(acked) < 60:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, "the accepting process died"
+        acked.append(line.decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    with sqlite3.connect(path) as db:
+        stored = {r[0] for r in db.execute("SELECT message_id FROM inbox")}
+    assert set(acked) <= stored and len(acked) == 60
+
+
+async def test_writes_that_queue_up_share_a_commit_and_one_failure_spares_the_rest(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite")
+    inbox = Inbox(store)
+    trips: list[int] = []
+    run = store._run
+
+    async def counted(fn):
+        trips.append(1)
+        return await run(fn)
+
+    store._run = counted  # type: ignore[method-assign]
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO inbox (channel) VALUES ('half a row')")  # violates NOT NULL: rolled back alone
+
+    results = await asyncio.gather(
+        *(inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{i}", message_id=f"m{i}"))
+          for i in range(40)),
+        store.write(broken), return_exceptions=True)
+    assert results[:40] == [True] * 40 and isinstance(results[40], sqlite3.IntegrityError)
+    assert len(trips) <= 2  # forty accepts and a failed write: one trip with its commit (two at worst)
+    assert [i.message_id for i in await inbox.pending()] == [f"m{i}" for i in range(40)]
+    await store.close()
+
+
+def message(i: int) -> Inbound:
+    return Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{i}", message_id=f"m{i}")
+
+
+async def test_an_accept_never_waits_behind_the_database_thread(tmp_path):
+    """A turn's writes may keep the database thread busy; accepting a message (which the channel waits for
+    before it takes the next one) does not queue behind them."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    busy = asyncio.create_task(store._run(lambda conn: time.sleep(0.5)))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert await Inbox(store).accept(message(1))
+    assert time.monotonic() - started < 0.25
+    await busy
+    await store.close()
+
+
+async def test_an_accept_while_another_write_holds_the_database_is_committed_after_it(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite")
+    inbox = Inbox(store)
+    async with store.transaction() as db:  # a write in progress elsewhere holds the database's write lock
+        await db.execute("INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', 'a', 'b')")
+        accepting = asyncio.create_task(inbox.accept(message(1)))
+        await asyncio.sleep(0.1)
+        assert not accepting.done()
+    assert await accepting
+    assert not await inbox.accept(message(1))  # and once only
+    assert [i.message_id for i in await inbox.pending()] == ["m1"]
     await store.close()

@@ -163,6 +163,9 @@ async def test_a_voice_note_is_heard_and_answered_with_a_voice_note(bot):
     tg.voice(chat, note, duration=2)
     text, voice = await tg.wait_sent(chat, 2)
     stt = ai.requests_to("/audio/transcriptions")[stt_before]
+    # "typing" shows as soon as the turn starts, not after the note was fetched and heard.
+    typing = [c for c in tg.calls_to("sendChatAction") if c.params == {"chat_id": chat, "action": "typing"}]
+    assert typing and typing[0].at < stt.at
     assert base64.b64decode(stt.json["input_audio"]["data"]) == note and stt.json["input_audio"]["format"] == "ogg"
     assert bot.model_calls()[0].json["messages"][-1]["content"] == "[voice note] what is the capital of France"
     assert (text.method, text.text) == ("sendMessage", "Paris is the capital of France.")

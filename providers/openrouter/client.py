@@ -165,6 +165,10 @@ class OpenRouterClient:
         if self._session is not None:
             await self._session.close()
 
+    def warm_up(self) -> None:
+        """Make the session now, inside the running loop, rather than in the first turn."""
+        _ = self.http
+
     async def __aenter__(self) -> OpenRouterClient:
         return self
 
