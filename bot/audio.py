@@ -9,8 +9,10 @@ import io
 import wave
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
-import av
+if TYPE_CHECKING:
+    import av
 
 STT_FORMATS = ("wav", "mp3", "flac", "m4a", "ogg", "webm", "aac")
 _MIME_TO_STT = {
@@ -47,6 +49,8 @@ class EncodedAudio:
 
 def probe(data: bytes) -> AudioInfo:
     """Container, codec and duration (measured by decoding: Ogg/Opus often has no header duration)."""
+    import av  # here, not at the top: FFmpeg's libraries cost ~17 MB of memory that a text-only bot never needs
+
     with _open(data) as container:
         stream = container.streams.audio[0]
         samples = 0
@@ -113,6 +117,8 @@ def prepare_for_stt(data: bytes, mime: str | None, filename: str | None) -> tupl
 
 
 def _open(data: bytes) -> av.container.InputContainer:
+    import av
+
     if not data:
         raise AudioError("the audio file is empty")
     try:
@@ -127,6 +133,8 @@ def _open(data: bytes) -> av.container.InputContainer:
 
 def _transcode(data: bytes, fmt: str, codec: str, rate: int, bitrate: int | None) -> tuple[bytes, float]:
     """Decode anything PyAV reads, resample to mono ``rate``, encode with ``codec``; returns (bytes, seconds)."""
+    import av
+
     out = io.BytesIO()
     samples = 0
     with _open(data) as source, av.open(out, "w", format=fmt) as sink:

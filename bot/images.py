@@ -17,14 +17,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING, Any
 
 from channels.base import Attachment, AttachmentKind, Inbound
 from providers.openrouter.media import data_url
 
 from .config import ImageTools
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger("chorus.images")
 
@@ -38,10 +39,6 @@ _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}  # Pillow's f
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _REF = re.compile(rf"{SCHEME}in/([0-9a-f]{{64}})\.(jpg|png|webp|gif)")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what Pillow raises on bad data (UnidentifiedImageError is an OSError)
-
-# Pillow's own bomb guard judges the header's size, before a JPEG could be decoded at a reduced scale;
-# MAX_PIXELS is checked instead, on the pixels that will really be decoded, before any is.
-Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(ValueError):
@@ -97,6 +94,11 @@ def prepare(data: bytes, name: str | None = None) -> Encoded:
 
     CPU-bound and synchronous: call it with ``asyncio.to_thread``.
     """
+    from PIL import Image, ImageOps  # on the first image: a bot that never sees one never loads Pillow
+
+    # Pillow's own bomb guard judges the header's size, before a JPEG could be decoded at a reduced scale;
+    # MAX_PIXELS is checked instead, on the pixels that will really be decoded, before any is.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
     except _DECODE_ERRORS as exc:

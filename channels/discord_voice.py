@@ -10,8 +10,6 @@ import io
 from array import array
 from dataclasses import dataclass
 
-import av
-
 MAX_SAMPLES = 256  # Discord's waveform: at most 256 one-byte amplitudes
 STEP_SECONDS = 0.1  # one amplitude per 100 ms, as Discord's own clients record
 
@@ -24,6 +22,8 @@ class VoiceShape:
 
 def voice_shape(data: bytes) -> VoiceShape:
     """Decode the audio; the duration is what was decoded, the waveform the peak of each slice scaled to 0..255."""
+    import av  # on first use, as in bot.audio: a bot that never sends voice never loads FFmpeg
+
     pcm = array("h")
     rate = 8_000  # plenty for a drawing of loudness
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
