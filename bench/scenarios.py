@@ -20,7 +20,7 @@ from tests.fakes.telegram import FakeTelegram
 from .products import Product
 from .service import Service, settle
 from .stats import pct
-from .users import Observer, Turn, converse
+from .users import THINK, Observer, Turn, converse
 
 LATENCY_PACE = BenchPace(first_token=0.3, tokens_per_second=50, tokens=40)
 LOAD_PACE = BenchPace(first_token=2.0, tokens_per_second=50, tokens=40)  # the slow model: 2 s to answer
@@ -96,9 +96,13 @@ async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[i
     turns: list[Turn] = []
     lags: list[float] = []
     probe = asyncio.ensure_future(_loop_lag(lags))
+    # Users write at their own moments, not all in one millisecond: their first messages are spread evenly
+    # over one turn's length (model time and a pause), as independent people's would be.
+    period = pace.first_token + pace.tokens / pace.tokens_per_second + THINK
     cpu0, driver0, start = svc.cpu(), time.process_time(), time.monotonic()
     try:
-        await asyncio.gather(*(converse(observer, c, start + seconds, patience, turns) for c in chats))
+        await asyncio.gather(*(converse(observer, c, start + seconds, patience, turns, i * period / len(chats))
+                               for i, c in enumerate(chats)))
     finally:
         observer.close()
         probe.cancel()

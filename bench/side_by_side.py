@@ -65,7 +65,18 @@ def machine() -> str:
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal")) / 2**20
     return (f"machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}; "
-            f"load average at start {load}; python {sys.version.split()[0]}")
+            f"load average at start {load}; python {sys.version.split()[0]}; "
+            f"one sleep and wake-up costs {wake_cost() * 1e6:.0f} us of CPU")
+
+
+def wake_cost(rounds: int = 200) -> float:
+    """CPU seconds a process is charged for one 5 ms sleep and its wake-up. A few microseconds on bare metal;
+    inside some virtual machines a hundred or more, and an event loop wakes dozens of times per turn, so this
+    sets a floor under every product's CPU per turn here."""
+    start = time.process_time()
+    for _ in range(rounds):
+        time.sleep(0.005)
+    return (time.process_time() - start) / rounds
 
 
 def render(products: list[Product], figures: dict[str, Figures]) -> str:
@@ -166,6 +177,9 @@ SHIM_NOTE = (
     "forwards to the fake: its code is not patched, and it pays for TLS as against the real host (two loopback "
     "hops more per Bot API call)")
 NOTES = [
+    "chats: each simulated user writes, waits for the whole answer, pauses 0.5 s and writes again; their first "
+    "messages are spread evenly over one turn's length, so N chats arrive as N independent people would, not all "
+    "in one millisecond (a burst of 1,000 at once would mostly measure the queue it makes)",
     "service CPU: the product's process tree in % of one core during that row (100%: one core busy, which is all "
     "a single event loop can use). bench driver + fakes CPU: the bench process (simulated users, both fakes, the shim) in % of one core during "
     "that row; with 2 cores, what it takes the product cannot have. bench event loop late: how much later than "

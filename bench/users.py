@@ -133,9 +133,11 @@ class Observer:
 THINK = 0.5  # seconds a user takes before writing again; a bot's late typing or draft then is not credited
 
 
-async def converse(observer: Observer, chat_id: int, until: float, patience: float, out: list[Turn]) -> None:
-    """One user: write, wait for the whole answer, write again after ``THINK`` seconds, until ``until``; a turn
-    not answered within ``patience`` seconds ends the conversation (counted as unanswered)."""
+async def converse(observer: Observer, chat_id: int, until: float, patience: float, out: list[Turn],
+                   first_after: float = 0.0) -> None:
+    """One user: ``first_after`` seconds in, write, wait for the whole answer, write again after ``THINK`` seconds,
+    until ``until``; a turn not answered within ``patience`` seconds ends the conversation (counted as unanswered)."""
+    await asyncio.sleep(first_after)
     while time.monotonic() < until:
         turn = observer.send(chat_id)
         out.append(turn)
