@@ -17,7 +17,7 @@ from tests.fakes.telegram import FakeTelegram
 from tests.telegram_service import running
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
-HEAVY = {"FFmpeg": "libavcodec", "Pillow": "PIL/_imaging", "discord.py": "discord/"}
+HEAVY = {"FFmpeg": "libavcodec", "Pillow": "PIL/_imaging"}  # their compiled parts, as the memory map names them
 
 
 def mapped(pid: int) -> set[str]:
