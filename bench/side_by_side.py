@@ -15,6 +15,7 @@ import asyncio
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -69,14 +70,17 @@ def machine() -> str:
             f"one sleep and wake-up costs {wake_cost() * 1e6:.0f} us of CPU")
 
 
-def wake_cost(rounds: int = 200) -> float:
-    """CPU seconds a process is charged for one 5 ms sleep and its wake-up. A few microseconds on bare metal;
-    inside some virtual machines a hundred or more, and an event loop wakes dozens of times per turn, so this
-    sets a floor under every product's CPU per turn here."""
-    start = time.process_time()
-    for _ in range(rounds):
-        time.sleep(0.005)
-    return (time.process_time() - start) / rounds
+def wake_cost(batches: int = 10, rounds: int = 20) -> float:
+    """CPU seconds a process is charged for one 5 ms sleep and its wake-up (the median of ``batches``). A few
+    microseconds on bare metal; inside some virtual machines a hundred or more, and an event loop wakes dozens
+    of times per turn, so this sets a floor under every product's CPU per turn here."""
+    costs = []
+    for _ in range(batches):
+        start = time.process_time()
+        for _ in range(rounds):
+            time.sleep(0.005)
+        costs.append((time.process_time() - start) / rounds)
+    return statistics.median(costs)
 
 
 def render(products: list[Product], figures: dict[str, Figures]) -> str:
