@@ -114,10 +114,11 @@ class TelegramChannel:
             inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)
         elif any(key in message for key in CONTENT) and not for_another_bot(message, self._me()):
-            await self._accept(message, handle)
+            await self._accept([message], handle)
 
-    async def _accept(self, message: Message, handle: InboundHandler) -> None:
-        inbound = to_inbound([message], self._me(), self.rules, self.api.download)
+    async def _accept(self, parts: list[Message], handle: InboundHandler) -> None:
+        """A message, or an album's parts as one: files the model cannot take get a sentence at once."""
+        inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
         note = unreadable_note(inbound) if inbound.mentioned else None
         if note:  # said at once, by the channel: no model turn can do anything with these files
             await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
@@ -146,7 +147,7 @@ class TelegramChannel:
                 fresh = [u for u in updates if u["update_id"] not in seen]
                 if held is not None and not fresh:
                     for parts in albums.take():
-                        await handle(to_inbound(parts, self._me(), self.rules, self.api.download))
+                        await self._accept(parts, handle)
                 for update in fresh:
                     message = update.get("message")
                     if message is not None and message.get("media_group_id"):
@@ -191,7 +192,7 @@ class TelegramChannel:
         from aiohttp import web  # the server side of aiohttp, only in webhook mode
 
         settings = self.settings
-        albums = AlbumWaiter(0.5, lambda parts: handle(to_inbound(parts, self._me(), self.rules, self.api.download)))
+        albums = AlbumWaiter(0.5, lambda parts: self._accept(parts, handle))
 
         async def receive(request: web.Request) -> web.Response:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")

@@ -211,6 +211,28 @@ async def test_a_photo_and_an_album_reach_the_model_as_images(bot):
     assert tg.texts_in(chat) == ["A gradient.", "Three gradients."]  # the album is one message, one answer
 
 
+async def test_an_album_with_a_video_gets_the_sentence_and_its_photo_reaches_the_model(bot):
+    tg, ai, chat = bot.tg, bot.ai, 5015
+    cat = make_png(40, 30)
+    clip = tg.upload(b"\x00\x00\x00\x18ftypmp42", "videos/clip.mp4")
+    video = {"file_id": clip, "file_unique_id": "U" + clip, "width": 64, "height": 36, "duration": 3,
+             "file_name": "clip.mp4", "mime_type": "video/mp4"}
+    ai.queue(Text("A gradient."))
+    tg.photo(chat, cat, media_group_id="album-2", caption="what are these?")
+    tg.message(chat, None, video=video, media_group_id="album-2")
+    await tg.wait_sent(chat, 2)
+    assert tg.texts_in(chat) == [
+        "I can't read clip.mp4: I understand text, photos, voice notes and audio files. I'll answer the rest of "
+        "your message.",
+        "A gradient.",
+    ]
+    (call,) = bot.model_calls()
+    text, image = call.json["messages"][-1]["content"]
+    assert text == {"type": "text", "text": "what are these?"}
+    assert base64.b64decode(image["image_url"]["url"].split(",", 1)[1]) == cat
+    assert [c for c in tg.calls_to("getFile") if c.params["file_id"] == clip] == []
+
+
 async def test_images_and_music_arrive_as_photo_and_audio(bot):
     tg, ai, chat = bot.tg, bot.ai, 5006
     ai.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"})]), Images(width=96, height=54),
