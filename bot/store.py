@@ -19,7 +19,7 @@ from .lock import migration_lock
 from .migrate import migrate
 
 T = TypeVar("T")
-Write = Callable[[sqlite3.Connection], Any]  # statements of one write, run in the database thread
+Write = Callable[[sqlite3.Connection], Any]  # the statements of one write
 
 
 @dataclass(slots=True)
@@ -83,20 +83,26 @@ _ACCEPT = ("INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id
 
 
 class Store:
-    """One aiosqlite connection; writes are serialised so concurrent turns never share a transaction.
+    """SQLite through two connections: the loop's own for the hot paths, aiosqlite's thread for the rest.
 
-    The hot paths (accepting a message, storing a turn, marking it answered) go through ``write``: each is one
-    trip to the database thread, and writes that queue up while a commit is in flight share the next trip and
-    its commit (group commit), so under load a commit serves many chats and an accept never waits behind
-    the several trips of another write.
+    A write with nothing ahead of it runs and commits right on the loop (``write``): tens of microseconds,
+    never a wait, since that connection takes no lock it cannot have at once, never syncs to disk (WAL with
+    ``synchronous=NORMAL``) and never checkpoints. When another write holds the database, writes queue up
+    and go together in one trip to the thread and one commit (group commit). A turn's own reads are on the
+    loop too (``turn_state``): a trip to the thread costs two wake-ups and a hand-over of the GIL, which
+    was more than the read.
     """
+
+    CHECKPOINT_EVERY = 500  # commits on the loop between two checkpoints in the thread (WAL ~4 MB at most)
 
     def __init__(self, db: aiosqlite.Connection, direct: sqlite3.Connection) -> None:
         self.db = db
-        self._direct = direct  # used on the loop's own thread only: see ``write_now``
+        self._direct = direct  # used on the loop's own thread only
         self._write = asyncio.Lock()
         self._queued: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._unchecked = 0  # commits on the loop since the last checkpoint
+        self._checkpoint: asyncio.Task[Any] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -121,26 +127,11 @@ class Store:
         return cls(db, direct)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        for task in (self._flusher, self._checkpoint):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         self._direct.close()
         await self.db.close()
-
-    def write_now(self, sql: str, params: tuple[Any, ...]) -> int | None:
-        """Run one statement as a transaction of its own, committed before this returns, right here on the
-        loop: its row count, or ``None`` when another write holds the database (then use ``write``).
-
-        A small insert costs tens of microseconds here and never waits: the connection takes no lock it
-        cannot have at once, never syncs to disk (WAL with ``synchronous=NORMAL``) and never checkpoints.
-        Through the database thread, the same insert waited for the trips queued before it and for the
-        loop to come round several times: about half of a burst's time to first sign.
-        """
-        try:
-            return self._direct.execute(sql, params).rowcount
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return None
-            raise
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` on the connection in the database thread: one trip, however many statements it runs.
@@ -153,14 +144,39 @@ class Store:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction that is committed when this returns (or raise what it raised).
 
-        Writes queued while a commit is in flight go together in the next trip; each runs in a savepoint of
-        its own, so one that fails leaves the others' work in place.
+        Alone, it commits at once on the loop. Writes queued while the database is held go together in
+        the next trip to the thread; each runs in a savepoint of its own, so one that fails leaves the
+        others' work in place.
         """
+        if not self._queued and not self._write.locked():
+            try:
+                (ok, value), = _commit_together(self._direct, [fn])
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+            else:
+                self._committed_on_loop()
+                if not ok:
+                    raise value
+                return value
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((fn, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
+
+    def _committed_on_loop(self) -> None:
+        """Every ``CHECKPOINT_EVERY`` commits, copy the WAL back into the database in the thread (it syncs
+        to disk there), as SQLite's automatic checkpoint would after a commit on that connection."""
+        self._unchecked += 1
+        if self._unchecked >= self.CHECKPOINT_EVERY and (self._checkpoint is None or self._checkpoint.done()):
+            self._unchecked = 0
+            self._checkpoint = asyncio.create_task(self._checkpoint_wal())
+
+    async def _checkpoint_wal(self) -> None:
+        # Writes meanwhile queue for one group commit: the WAL can start over only if it was copied whole.
+        async with self._write:
+            await self._run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
 
     async def _flush(self) -> None:
         while self._queued:
@@ -209,7 +225,12 @@ class Store:
 
     async def turn_state(self, chat: ChatRef) -> TurnState:
         """The chat's session (opened if there is none), its history and the chat's settings, in one trip."""
-        session_id, history, settings = await self._run(lambda conn: _read_turn_state(conn, chat))
+        try:
+            session_id, history, settings = _read_turn_state(self._direct, chat)
+        except sqlite3.OperationalError as exc:  # rare in WAL (another connection is recovering it)
+            if not _busy(exc):
+                raise
+            session_id, history, settings = await self._run(lambda conn: _read_turn_state(conn, chat))
         if session_id is None:  # the chat's first turn: open its session, which has no history yet
             session_id = await self.write(lambda conn: _open_session(conn, chat))
         return TurnState(session_id, history, settings)
@@ -275,7 +296,7 @@ def _attachment_meta(a: Attachment) -> dict[str, Any]:
     return {"kind": a.kind.value, "mime": a.mime, "filename": a.filename, "size": a.size, "source": a.source}
 
 
-def _from_row(r: aiosqlite.Row) -> StoredMessage:
+def _from_row(r: sqlite3.Row) -> StoredMessage:
     content = json.loads(r["content"]) if r["content_json"] else r["content"]
     return StoredMessage(
         role=r["role"], content=content, name=r["name"],
@@ -287,10 +308,10 @@ def _from_row(r: aiosqlite.Row) -> StoredMessage:
 
 
 def _direct_connection(path: Path) -> sqlite3.Connection:
-    """A second connection for ``Store.write_now``: each statement commits on its own, a busy database is
-    reported at once (never waited for on the loop), and checkpoints, which sync the file to disk, are left
-    to the database thread's connection."""
+    """The loop's connection: a busy database is reported at once (never waited for on the loop), and
+    checkpoints, which sync the file to disk, are left to the database thread's connection."""
     direct = sqlite3.connect(path, isolation_level=None)
+    direct.row_factory = sqlite3.Row
     try:
         for pragma in ("busy_timeout=0", "synchronous=NORMAL", "wal_autocheckpoint=0", "foreign_keys=ON"):
             direct.execute(f"PRAGMA {pragma}")
@@ -319,6 +340,10 @@ def _commit_together(conn: sqlite3.Connection, writes: list[Write]) -> list[tupl
         conn.rollback()
         raise
     return outcomes
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _read_turn_state(conn: sqlite3.Connection, chat: ChatRef) -> tuple[int | None, list[StoredMessage], ChatSettings]:
@@ -365,18 +390,14 @@ class Inbox:
         """Record a message before it is acknowledged; ``False`` when it was seen already (a redelivery).
 
         Committed before it returns: on the loop at once, or, when another write holds the database, in the
-        next group commit."""
+        next group commit. It never waits behind the database thread's queue: the channel waits for it
+        before it takes the next message."""
         chat = inbound.chat
         row = (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
                inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
                json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None,
                inbound.sender_username)
-        added = self.store.write_now(_ACCEPT, row)
-        if added is None:
-            added = await self.store.write(lambda conn: conn.execute(_ACCEPT, row).rowcount)
-        else:
-            await asyncio.sleep(0)  # a burst of messages still lets the turns they started begin in between
-        return added == 1
+        return await self.store.write(lambda conn: conn.execute(_ACCEPT, row).rowcount) == 1
 
     async def done(self, inbounds: list[Inbound]) -> None:
         """Mark messages answered."""

@@ -182,3 +182,21 @@ async def test_an_accept_while_another_write_holds_the_database_is_committed_aft
     assert not await inbox.accept(message(1))  # and once only
     assert [i.message_id for i in await inbox.pending()] == ["m1"]
     await store.close()
+
+
+async def test_writes_on_the_loop_are_checkpointed_so_the_wal_stays_small(tmp_path):
+    """Writes commit on the loop's connection, which never checkpoints; the thread does, every so many
+    commits, or the WAL would grow with every message ever stored."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    store.CHECKPOINT_EVERY = 20
+    blob = "x" * 20_000  # five pages a write: 2,000 writes would make a 40 MB WAL
+    for i in range(2000):
+        await store.write(lambda conn, i=i: conn.execute(
+            "INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', ?, ?)", (str(i), blob)))
+        if i % 20 == 0:
+            await asyncio.sleep(0.001)  # the checkpoint's trip to the thread
+    wal = (tmp_path / "db.sqlite-wal").stat().st_size
+    assert wal < 4_000_000, f"the WAL grew to {wal} bytes"
+    async with store.db.execute("SELECT COUNT(*) FROM group_history") as cur:
+        assert (await cur.fetchone())[0] == 2000
+    await store.close()
