@@ -36,6 +36,7 @@ class _Lane:
     items: list[list[Inbound]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[object] | None = None
+    stop: bool = False  # /stop came while the next turn was still waiting: it stops as soon as it has begun
 
 
 @dataclass(slots=True)
@@ -135,16 +136,21 @@ class Dispatcher:
         await channel.send(chat, reply)
 
     def stop(self, chat: ChatRef) -> bool:
-        """Cancel the chat's turn in progress; ``False`` when there is none."""
+        """Cancel the chat's turn in progress, or the one about to begin; ``False`` when there is none."""
         lane = self._lanes.get(chat.session_key)
-        if lane and lane.turn and not lane.turn.done():
-            lane.turn.cancel(STOP)
-            return True
-        return False
+        if lane is None or not self.busy(chat):
+            return False
+        if lane.turn and not lane.turn.done():
+            _stop_once_begun(lane.turn)
+        else:
+            lane.stop = True
+        return True
 
     def busy(self, chat: ChatRef) -> bool:
+        """Whether the chat has a turn running, or messages waiting in its lane for one."""
         lane = self._lanes.get(chat.session_key)
-        return bool(lane and lane.turn and not lane.turn.done())
+        return bool(lane and ((lane.turn and not lane.turn.done())
+                              or any(command_name(item[0].text) is None for item in lane.items)))
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
         """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
@@ -237,6 +243,9 @@ class Dispatcher:
     async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> None:
         context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
         lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
+        if lane.stop:
+            lane.stop = False
+            _stop_once_begun(lane.turn)
         try:
             await asyncio.wait({lane.turn})
         except asyncio.CancelledError:
@@ -249,6 +258,13 @@ class Dispatcher:
                 text=CRASHED,
                 reply_to=inbound.message_id,
             ))
+
+
+def _stop_once_begun(turn: asyncio.Task[object]) -> None:
+    """Cancel ``turn`` with STOP after its first step: a task cancelled before it begins ends without running
+    a line, so the user would get no "Stopped" and lose their words. Callbacks run in the order they were
+    scheduled, and a task's first step was scheduled when it was created."""
+    asyncio.get_running_loop().call_soon(turn.cancel, STOP)
 
 
 def fold(inbounds: list[Inbound]) -> Inbound:

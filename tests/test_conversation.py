@@ -188,6 +188,19 @@ async def test_stop_cancels_the_turn_and_keeps_what_the_user_said(rig):
     assert rig.channel.texts("c1")[-1] == "Nothing to stop."
 
 
+async def test_stop_right_behind_its_message_stops_that_turn(rig):
+    """Messages that come together (one getUpdates batch) are accepted back to back: a /stop right behind a
+    message stops that message's turn, even while the lane is still busy with a command before it."""
+    rig.fake.queue(Hang(30), Text("after stop"))
+    for text in ("/new", "write an essay", "/stop"):
+        await rig.dispatcher.accept(rig.inbound(text), rig.channel)
+    await asyncio.wait_for(rig.dispatcher.drain(), 10)
+    texts = rig.channel.texts("c1")
+    assert "Stopping the answer in progress." in texts and texts[-1].endswith("⏹ Stopped."), texts
+    await rig.say("never mind")
+    assert user_contents(rig.fake.chat_requests()[-1]) == ["write an essay", "never mind"]
+
+
 async def test_tool_calls_run_concurrently_and_errors_go_back_to_the_model(make):
     tool = EchoTool(barrier=asyncio.Barrier(2))
     rig = await make(tools=[tool])
