@@ -39,6 +39,8 @@ from .store import Inbox, Store
 if TYPE_CHECKING:
     from channels.telegram import TelegramSettings
 
+GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
+
 log = logging.getLogger("chorus")
 
 
@@ -152,6 +154,12 @@ class Runtime:
         # the process; a full collection still scanned it all, stopping the loop 60-200 ms: the p99 of a turn.
         # Frozen, the collector only ever looks at what was made since.
         gc.freeze()
+        # Turns in flight hold ~100 live containers each, freed by reference counting when the turn ends,
+        # almost never in cycles. At the default threshold (700) every young collection found them alive
+        # and moved them on, so the older ones kept rescanning them: at 1,000 chats 2,100 collections in
+        # 20 s, 3.8 s of the loop's time, pauses to 220 ms. Collecting young objects every 100,000 net
+        # allocations instead costs two collections of 20-70 ms, and the same peak memory.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
 
