@@ -174,9 +174,14 @@ class Store:
             self._checkpoint = asyncio.create_task(self._checkpoint_wal())
 
     async def _checkpoint_wal(self) -> None:
-        # Writes meanwhile queue for one group commit: the WAL can start over only if it was copied whole.
+        def copy(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # fetched: an open statement pins the WAL
+
+        await self._run(copy)  # the bulk (1,500 pages at 1,000 chats: 6-36 ms), while writes go on
+        # The WAL starts over only once it is copied whole; the frames written meanwhile are few, and writes
+        # queue for one group commit while they are copied.
         async with self._write:
-            await self._run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            await self._run(copy)
 
     async def _flush(self) -> None:
         while self._queued:
