@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models
@@ -16,7 +13,6 @@ from providers.openrouter.keys import probe_key, probe_models
 from .config import ChorusConfig, ConfigError, load_config
 from .discord_config import discord_settings
 from .lock import lock_holder
-from .redact import redact
 from .runtime import Env, telegram_token
 from .store import Store
 
@@ -123,43 +119,39 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         return [Check("telegram", False, f"tokenFile {settings.token_file}: {exc.strerror}")]
     if not token or not settings.enabled:
         return []
-    root = (settings.api_root or "https://api.telegram.org").rstrip("/")
+    from channels.telegram_api import TelegramAPI, TelegramError  # the channel's own client, its TLS and masking
+
+    api = TelegramAPI(token, settings.api_root, timeout=15)
+    checks: list[Check] = []
     try:
-        # No proxy from the environment, as the Telegram channel's own client (channels/telegram_api.py) uses none.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-
-            async def call(method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-                """A Bot API method's status and JSON answer (``ValueError`` when it is not JSON)."""
-                async with http.request("GET" if body is None else "POST", f"{root}/bot{token}/{method}", json=body) as resp:
-                    return resp.status, json.loads(await resp.read())
-
-            _, me = await call("getMe")
-            if not me.get("ok"):
-                return [Check("telegram", False, f"the bot token was refused: {me.get('description')}; "
-                                                 "get a new one from @BotFather (/token)")]
-            checks = [Check("telegram", True, f"bot @{me['result'].get('username')} (token accepted)")]
-            hook = (await call("getWebhookInfo"))[1].get("result") or {}
-            if settings.webhook_url:
-                same = hook.get("url") == settings.webhook_url
-                checks.append(Check("telegram webhook", True, f"set to {hook['url']}" if same else
-                                    "not set yet; `chorus run` sets it to webhookUrl at start"))
-                return checks
-            if hook.get("url"):
-                checks.append(Check("telegram updates", False, (
-                    f"a webhook ({hook['url']}) takes this bot's updates, so polling gets none; `chorus run` "
-                    "removes it at start, or set channels.telegram.webhookUrl to use webhook mode")))
-                return checks
-            # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
-            # confirmed (no offset), so no update is lost to the service.
-            polled, answer = await call("getUpdates", {"timeout": 2, "limit": 1})
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return [Check("telegram", False, f"{root} unreachable ({type(exc).__name__})")]
-    except ValueError:
-        return [Check("telegram", False, f"{root} did not answer like the Bot API")]
-    if polled == 409:
-        checks.append(Check("telegram updates", False, (
-            f"Telegram answered 409 ({redact(answer.get('description', 'Conflict'))}): another process is "
-            "polling this bot. If it is not this machine's `chorus run`, stop it: only one may receive updates")))
-    else:
-        checks.append(Check("telegram updates", True, "long polling works (no webhook, no other poller)"))
-    return checks
+        me = await api.call("getMe")
+        checks.append(Check("telegram", True, f"bot @{me.get('username')} (token accepted)"))
+        hook = await api.call("getWebhookInfo") or {}
+        if settings.webhook_url:
+            same = hook.get("url") == settings.webhook_url
+            return [*checks, Check("telegram webhook", True, f"set to {hook['url']}" if same else
+                                   "not set yet; `chorus run` sets it to webhookUrl at start")]
+        if hook.get("url"):
+            return [*checks, Check("telegram updates", False, (
+                f"a webhook ({hook['url']}) takes this bot's updates, so polling gets none; `chorus run` "
+                "removes it at start, or set channels.telegram.webhookUrl to use webhook mode"))]
+        # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
+        # confirmed (no offset), so no update is lost to the service.
+        await api.call("getUpdates", timeout=2, limit=1, request_timeout=15)
+    except TelegramError as exc:
+        if exc.conflict:
+            return [*checks, Check("telegram updates", False, (
+                f"Telegram answered 409 ({exc.description}): another process is polling this bot. If it is "
+                "not this machine's `chorus run`, stop it: only one may receive updates"))]
+        if exc.code == 0:
+            problem = exc.description  # "<root> unreachable: <why>"
+        elif not exc.answered:
+            problem = f"{api.root} did not answer like the Bot API ({exc.description})"
+        elif not checks:
+            problem = f"the bot token was refused: {exc.description}; get a new one from @BotFather (/token)"
+        else:
+            problem = str(exc)
+        return [*checks, Check("telegram", False, problem)]
+    finally:
+        await api.aclose()
+    return [*checks, Check("telegram updates", True, "long polling works (no webhook, no other poller)")]

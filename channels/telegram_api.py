@@ -91,16 +91,18 @@ class Update(TypedDict):
 
 
 class TelegramError(Exception):
-    """The Bot API refused a call (``code`` is its ``error_code``), or it could not be reached (``code`` 0)."""
+    """The Bot API refused a call (``code`` is its ``error_code``), or it could not be reached (``code`` 0);
+    ``answered`` is false when something else answered (an HTTP status, but no Bot API JSON)."""
 
     def __init__(self, method: str, code: int, description: str, *, retry_after: float | None = None,
-                 migrate_to_chat_id: int | None = None) -> None:
+                 migrate_to_chat_id: int | None = None, answered: bool = True) -> None:
         super().__init__(f"{method}: {description} ({code})" if code else f"{method}: {description}")
         self.method = method
         self.code = code
         self.description = description
         self.retry_after = retry_after
         self.migrate_to_chat_id = migrate_to_chat_id
+        self.answered = answered and code != 0
 
     @property
     def bad_request(self) -> bool:
@@ -219,7 +221,7 @@ class TelegramAPI:
             body = json.loads(raw)
             ok = body["ok"]
         except (ValueError, KeyError, TypeError):
-            raise TelegramError(request.method, status, f"HTTP {status}, not a Bot API answer") from None
+            raise TelegramError(request.method, status, f"HTTP {status}, not a Bot API answer", answered=False) from None
         if ok:
             return body.get("result")
         parameters = body.get("parameters") or {}

@@ -106,6 +106,21 @@ async def test_doctor_checks_the_token_and_what_blocks_polling(home, fake_telegr
     assert "AAWrongToken" not in refused.out + refused.err
 
 
+async def test_doctor_tells_an_unreachable_api_root_from_one_that_is_not_the_bot_api(home, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    nothing = f"http://127.0.0.1:{free_port()}"
+    home.write_config(ai, **telegram_config(tg, apiRoot=nothing))
+    down = await chorus(home, "doctor")
+    assert down.code == 1
+    assert f"FAIL  telegram: {nothing} unreachable: ClientConnectorError" in down.out
+    home.write_config(ai, **telegram_config(tg, apiRoot=ai.base_url))  # an HTTP server, but not the Bot API
+    other = await chorus(home, "doctor")
+    assert f"FAIL  telegram: {ai.base_url} did not answer like the Bot API (HTTP 401, not a Bot API answer)" \
+        in other.out.splitlines(), other.out
+    assert tg.token not in down.out + down.err + other.out + other.err
+
+
 async def test_pairing_from_code_to_approval_while_running(home, fake_telegram, fake_openrouter):
     tg, ai = fake_telegram, fake_openrouter
     async with running(home, tg, ai, dmPolicy="pairing", streaming="off"):
