@@ -182,6 +182,7 @@ class AudioTools(Section):
 
 class ImageTools(Section):
     max_bytes: int = Field(20_000_000, gt=0)  # checked before an image is read; larger ones are refused
+    keep_days: int = Field(30, ge=0)  # a stored image no request has used for this long is deleted; 0: kept
 
 
 class MediaTools(Section):

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -154,10 +155,33 @@ class Images:
             raise ImageError(too_large(len(data), limit))
         return await asyncio.to_thread(prepare, data, attachment.filename)
 
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the images no request has used for ``keepDays`` (each use touches its file) and what
+        interrupted writes left; returns how many files went. History keeps its references, which are then
+        sent as "[image no longer available]"."""
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return 0
+        keep = self.settings.keep_days * 86400
+        for entry in entries:
+            try:
+                age = now - entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if entry.is_file() and (age > 3600 if entry.name.endswith(".part") else bool(keep) and age > keep):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def _store(self, image: Encoded) -> StoredImage:
         name = f"{hashlib.sha256(image.data).hexdigest()}.{image.ext}"
         path = self.dir / name
-        if not path.exists():
+        if path.exists():
+            _touch(path)  # sent again: in use again
+        else:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".part")
             try:
@@ -194,13 +218,22 @@ class Images:
             try:
                 if match is None:
                     raise FileNotFoundError(ref)
-                data = (self.dir / f"{match[1]}.{match[2]}").read_bytes()
+                path = self.dir / f"{match[1]}.{match[2]}"
+                data = path.read_bytes()
+                _touch(path)  # still in a conversation's context: kept
             except OSError:
                 log.warning("an image in history is no longer in %s: %s", self.dir, ref)
                 resolved[ref] = {"type": "text", "text": GONE}
             else:
                 resolved[ref] = {**part, "image_url": {**part["image_url"], "url": data_url(data, _MIME[match[2]])}}
         return resolved[ref]
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError as exc:  # read-only media: the image may go sooner, which only costs a resend
+        log.debug("could not mark %s as used: %s", path.name, exc)
 
 
 def _has_reference(message: dict[str, Any]) -> bool:

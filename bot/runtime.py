@@ -162,6 +162,7 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
+        sweeping = asyncio.create_task(self._sweep_images())
 
         serving = asyncio.current_task()
 
@@ -186,7 +187,18 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.dispatcher.shutdown()
         finally:
+            sweeping.cancel()
             await self.jobs.stop()
+
+    async def _sweep_images(self) -> None:
+        """Delete stored images unused for ``tools.media.image.keepDays``: at start, then daily."""
+        while True:
+            try:
+                if removed := await asyncio.to_thread(self.agent.images.sweep):
+                    log.info("deleted %d stored image(s) unused for %d days", removed, self.agent.images.settings.keep_days)
+            except OSError as exc:
+                log.warning("could not clean up stored images: %s", exc)
+            await asyncio.sleep(86400)
 
 
 def telegram_token(config: ChorusConfig, env: Env) -> str | None:

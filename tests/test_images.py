@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 
 from PIL import Image
 
+from bot.config import ImageTools
 from bot.context import IMAGE_TOKENS, estimate_tokens
-from bot.images import prepare, too_large
+from bot.images import Images, prepare, too_large
 from tests.fakes.media import make_png
 
 
@@ -52,3 +55,18 @@ def test_an_image_costs_the_context_budget_the_same_as_a_reference_or_as_an_old_
     old = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + "A" * 4_000_000}}
     cost = estimate_tokens({"role": "user", "content": [text, ref]})
     assert cost == estimate_tokens({"role": "user", "content": [text, old]}) == IMAGE_TOKENS + 12
+
+
+def test_sweep_deletes_images_unused_for_keep_days_and_leftovers_of_interrupted_writes(tmp_path):
+    now = time.time()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ages = {"old.jpg": 31 * 86400, "recent.jpg": 29 * 86400, "crashed.part": 7200, "writing.part": 60}
+    for name, age in ages.items():
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (now - age, now - age))
+    assert Images(tmp_path, ImageTools(keep_days=0)).sweep(now) == 1  # 0 keeps images; a dead write still goes
+    assert sorted(p.name for p in folder.iterdir()) == ["old.jpg", "recent.jpg", "writing.part"]
+    assert Images(tmp_path, ImageTools(keep_days=30)).sweep(now) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["recent.jpg", "writing.part"]
+    assert Images(tmp_path / "nothing-yet", ImageTools()).sweep(now) == 0

@@ -9,7 +9,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import time
 
 from PIL import Image
 
@@ -136,3 +138,25 @@ async def test_a_50_mb_image_costs_a_fraction_of_its_size_in_memory(home, fake_o
     # Before: the bytes, their base64, the JSON row and the request body, all at once (~480 MB here).
     print(f"peak RSS, 50 MB image: {peak_mb:.0f} MB")
     assert peak_mb < 260, f"peak RSS {peak_mb:.0f} MB"
+
+
+async def test_an_image_unused_for_keep_days_is_deleted_at_start_and_one_in_use_is_kept(home, fake_openrouter, tmp_path):
+    setup(home, fake_openrouter, tools={"media": {"image": {"keepDays": 30}}})
+    (tmp_path / "old.png").write_bytes(make_png(40, 30))
+    (tmp_path / "kept.png").write_bytes(make_png(50, 30))
+    fake_openrouter.queue(Text("An old one."), Text("A kept one."), Text("Still the kept one."))
+    first = await chorus(home, "run", stdin=f"/image {tmp_path / 'old.png'}\n/new\n/image {tmp_path / 'kept.png'}\n")
+    assert first.code == 0, first.err
+    folder = home.path / "media" / "in"
+    by_size = {f.stat().st_size: f for f in folder.iterdir()}
+    old, kept = by_size[len(make_png(40, 30))], by_size[len(make_png(50, 30))]
+    long_ago, a_while_ago = time.time() - 40 * 86400, time.time() - 20 * 86400
+    os.utime(old, (long_ago, long_ago))
+    os.utime(kept, (a_while_ago, a_while_ago))
+    second = await chorus(home, "run", stdin="and that one?\n")
+    assert second.code == 0, second.err
+    assert sorted(folder.iterdir()) == [kept]  # the old one went at start; the kept one is in the conversation
+    assert kept.stat().st_mtime > time.time() - 60  # used by the turn just now: its 30 days start again
+    history = fake_openrouter.chat_requests()[-1].json["messages"]  # the new turn's request carries it from history
+    assert history[1]["content"][1]["image_url"]["url"] == data_url(kept.read_bytes(), "image/png")
+    assert history[-1]["content"] == "and that one?"
