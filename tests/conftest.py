@@ -50,8 +50,10 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
 def new_home(tmp_path: Path) -> Home:
     """A state dir under ``tmp_path`` and a child-process environment with no key or config from this machine."""
     state = tmp_path / "chorus-home"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN")}
+    leave_out = {"OPENROUTER_API_KEY", "CHORUS_CONFIG", "CHORUS_HOME", "TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"}
+    # A proxy of the machine running the tests would carry the fakes' loopback traffic off somewhere else.
+    leave_out |= {f"{name}_proxy" for name in ("http", "https", "all", "no")}
+    env = {k: v for k, v in os.environ.items() if k not in leave_out and k.lower() not in leave_out}
     env.update(CHORUS_HOME=str(state), HOME=str(tmp_path), CI="true", PYTHONUNBUFFERED="1")
     return Home(state, env)
 

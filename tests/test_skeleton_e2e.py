@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import json5
 
@@ -212,3 +215,50 @@ async def test_commands_cap_and_trimming_through_the_console(home, fake_openrout
 
 def tool_messages(request) -> list[str]:
     return [m["content"] for m in request.json["messages"] if m["role"] == "tool"]
+
+
+@asynccontextmanager
+async def forward_proxy(seen: list[str]):
+    """An HTTP forward proxy on loopback: it notes each connection's first request line (absolute-form, as a
+    client speaks to a proxy) and pipes the bytes both ways to the host that line names."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0].decode()
+        seen.append(line)
+        target = urlsplit(line.split()[1])
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        up_writer.write(head)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_the_model_is_reached_through_the_proxy_the_environment_names(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    seen: list[str] = []
+    async with forward_proxy(seen) as proxy:
+        fake_openrouter.queue(Text("through the proxy"))
+        home.env.update(HTTP_PROXY=proxy)
+        result = await chorus(home, "run", stdin="hello\n")
+        assert result.code == 0, result.err
+        assert result.out.strip() == "through the proxy"
+        # Each connection's first request: the catalog's, then the chat's on the same kept-alive connection.
+        assert seen and all(line.split()[1].startswith(fake_openrouter.base_url + "/") for line in seen), seen
+        seen.clear()
+        fake_openrouter.queue(Text("straight there"))
+        home.env.update(NO_PROXY="127.0.0.1")  # exempted: the proxy sees nothing
+        result = await chorus(home, "run", stdin="hello again\n")
+        assert result.out.strip() == "straight there" and seen == []
