@@ -8,7 +8,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from tests.fakes.openrouter import FakeOpenRouter, Recorded, last_user_text
+from tests.fakes.openrouter import Recorded, last_user_text
 from tests.fakes.telegram import Call, FakeTelegram
 
 SIGNS = {"sendChatAction", "setMessageReaction", "sendMessageDraft", "sendMessage", "editMessageText", "sendVoice"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from channels import discord_setup
 from providers.openrouter.keys import probe_key, probe_models

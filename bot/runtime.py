@@ -188,6 +188,7 @@ class Runtime:
             await self.dispatcher.shutdown()
         finally:
             sweeping.cancel()
+            await asyncio.gather(sweeping, return_exceptions=True)
             await self.jobs.stop()
 
     async def _sweep_images(self) -> None:

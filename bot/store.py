@@ -93,7 +93,7 @@ class Store:
     was more than the read.
     """
 
-    CHECKPOINT_EVERY = 500  # commits on the loop between two checkpoints in the thread (WAL ~4 MB at most)
+    CHECKPOINT_EVERY = 500  # commits on the loop between two checkpoints in the thread (~1,500 pages of WAL)
 
     def __init__(self, db: aiosqlite.Connection, direct: sqlite3.Connection) -> None:
         self.db = db
@@ -229,7 +229,7 @@ class Store:
         return int(row[0]) if row else await self.write(lambda conn: _open_session(conn, chat))
 
     async def turn_state(self, chat: ChatRef) -> TurnState:
-        """The chat's session (opened if there is none), its history and the chat's settings, in one trip."""
+        """The chat's session (opened if there is none), its history and the chat's settings, read on the loop."""
         try:
             session_id, history, settings = _read_turn_state(self._direct, chat)
         except sqlite3.OperationalError as exc:  # rare in WAL (another connection is recovering it)
@@ -395,8 +395,8 @@ class Inbox:
         """Record a message before it is acknowledged; ``False`` when it was seen already (a redelivery).
 
         Committed before it returns: on the loop at once, or, when another write holds the database, in the
-        next group commit. It never waits behind the database thread's queue: the channel waits for it
-        before it takes the next message."""
+        next group commit. The channel waits for it before it takes the next message, so the first way
+        matters: no wait at all."""
         chat = inbound.chat
         row = (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
                inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
