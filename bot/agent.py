@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from channels.base import AttachmentKind, Channel, ChatRef, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -19,7 +19,7 @@ from providers.openrouter.request import ChatSpec
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
 from .context import fit_context
-from .images import ImageError, Images, user_content, with_images
+from .images import ImageError, Images, cannot_see, carries_images, user_content, with_images, without_images
 from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
 from .voice import Preflight, TagFilter, Voice, split_tags
@@ -112,6 +112,9 @@ class Agent:
         session_id, history, settings = state.session_id, state.history, state.settings
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
+        blind = info is not None and not info.sees_images  # OpenRouter would refuse any request with an image
+        if blind and any(a.kind is AttachmentKind.IMAGE for a in inbound.attachments):
+            return await self._end_early(inbound, stream, cannot_see(ref), ref)
         try:
             images = await self.images.accept(inbound)
         except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
@@ -130,7 +133,8 @@ class Agent:
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
-        messages = await self.images.inline(messages)  # only the images still in the fitted context are read
+        # Only the images still in the fitted context are read; a model that takes none gets a note for each.
+        messages = without_images(messages) if blind else await self.images.inline(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
@@ -227,6 +231,18 @@ class Agent:
         raise AssertionError("unreachable: the chain returns or raises")
 
     async def _stream_once(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
+        try:
+            return await self._stream(spec, stream, shown)
+        except OpenRouterError as exc:
+            if not (exc.refuses_images and carries_images(spec.messages)):
+                raise
+            # A model the catalog does not describe, and it takes no images: a note stands for each, in this
+            # call and the turn's later ones (they share the list); history keeps them for a model that sees.
+            log.warning("model %s takes no images; sent again with a note for each", spec.ref)
+            spec.messages[:] = without_images(spec.messages)
+            return await self._stream(spec, stream, shown)
+
+    async def _stream(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
         result: ChatResult | None = None
         async for event in self.llm.stream(spec, on_wait=stream.notice):
             if isinstance(event, TextDelta):

@@ -30,6 +30,7 @@ class ModelInfo:
     id: str
     name: str
     context_length: int | None
+    input_modalities: tuple[str, ...]  # empty when the catalog does not say
     output_modalities: tuple[str, ...]
     supported_parameters: tuple[str, ...]
     prompt_price: str | None
@@ -41,10 +42,16 @@ class ModelInfo:
         pricing = raw.get("pricing") or {}
         return cls(
             id=raw["id"], name=raw.get("name") or raw["id"], context_length=raw.get("context_length"),
+            input_modalities=tuple(arch.get("input_modalities") or ()),
             output_modalities=tuple(arch.get("output_modalities") or ("text",)),
             supported_parameters=tuple(raw.get("supported_parameters") or ()),
             prompt_price=pricing.get("prompt"), completion_price=pricing.get("completion"),
         )
+
+    @property
+    def sees_images(self) -> bool:
+        """Whether the model takes images (assumed when the catalog does not list its inputs)."""
+        return not self.input_modalities or "image" in self.input_modalities
 
     @property
     def supports_reasoning(self) -> bool:

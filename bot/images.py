@@ -36,6 +36,7 @@ MAX_PIXELS = 40_000_000  # pixels decoded at most (after JPEG's scaled decoding)
 JPEG_QUALITY = 85
 SCHEME = "chorus-media:"
 GONE = "[image no longer available]"
+UNSEEN = "[an image, which this model cannot see]"
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}  # Pillow's format name: our extension
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _REF = re.compile(rf"{SCHEME}in/([0-9a-f]{{64}})\.(jpg|png|webp|gif)")
@@ -229,6 +230,27 @@ class Images:
         return resolved[ref]
 
 
+def without_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with each image (a reference or a data URL) replaced by a short note, for a model that
+    takes no images: OpenRouter refuses any request that carries one."""
+    unseen = {"type": "text", "text": UNSEEN}
+    return [{**m, "content": [unseen if _is_image(p) else p for p in m["content"]]} if carries_images([m]) else m
+            for m in messages]
+
+
+def carries_images(messages: Sequence[dict[str, Any]]) -> bool:
+    return any(isinstance(m.get("content"), list) and any(map(_is_image, m["content"])) for m in messages)
+
+
+def cannot_see(model: object) -> str:
+    """What the user is told when they send an image to a model that takes none."""
+    return f"⚠️ {model} cannot see images. Choose a model that can with /model, or say in words what the image shows."
+
+
+def _is_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "image_url"
+
+
 def _touch(path: Path) -> None:
     try:
         os.utime(path)
@@ -243,7 +265,7 @@ def _has_reference(message: dict[str, Any]) -> bool:
 
 def _reference(part: Any) -> str | None:
     """The ``chorus-media:`` url of an image part, else ``None``."""
-    if isinstance(part, dict) and part.get("type") == "image_url":
+    if _is_image(part):
         url = (part.get("image_url") or {}).get("url")
         if isinstance(url, str) and url.startswith(SCHEME):
             return url

@@ -160,3 +160,50 @@ async def test_an_image_unused_for_keep_days_is_deleted_at_start_and_one_in_use_
     history = fake_openrouter.chat_requests()[-1].json["messages"]  # the new turn's request carries it from history
     assert history[1]["content"][1]["image_url"]["url"] == data_url(kept.read_bytes(), "image/png")
     assert history[-1]["content"] == "and that one?"
+
+
+async def test_a_model_that_cannot_see_images_gets_a_note_for_them_and_a_new_image_gets_a_sentence(
+        home, fake_openrouter, tmp_path):
+    """After a photo, the chat switches to a text-only model: OpenRouter would answer every later request
+    that still carries the photo with 404 ("No endpoints found that support image input"), for good."""
+    setup(home, fake_openrouter)
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(make_png(40, 30))
+    fake_openrouter.queue(Text("A grey cat."), Text("Cats sleep a lot."))
+    result = await chorus(home, "run", stdin=(
+        f"/image {photo}\n/model openrouter/deepseek/deepseek-v4-flash\ndo they sleep much?\n/image {photo}\n"))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert "A grey cat." in lines and "Cats sleep a lot." in lines, result.out
+    assert lines[-1] == ("⚠️ openrouter/deepseek/deepseek-v4-flash cannot see images. Choose a model that can "
+                         "with /model, or say in words what the image shows.")
+    seen, text_only = fake_openrouter.chat_requests()  # the refused image never reached the model
+    assert seen.json["messages"][1]["content"][1]["type"] == "image_url"
+    assert text_only.json["model"] == "deepseek/deepseek-v4-flash"
+    assert text_only.json["messages"][1]["content"] == [
+        {"type": "text", "text": "(image)"}, {"type": "text", "text": "[an image, which this model cannot see]"}]
+    assert text_only.json["messages"][-1]["content"] == "do they sleep much?"
+    assert len(rows(home)) == 4  # the photo's turn and the text turn; nothing of the refused one
+
+
+async def test_a_model_the_catalog_does_not_describe_that_refuses_images_is_asked_again_without_them(
+        home, fake_openrouter, tmp_path):
+    """A model whose inputs the catalog does not list (as behind a proxy) answers an image with 404: the same
+    call goes again with a note for each image, so neither this turn nor the next is lost."""
+    for model in fake_openrouter.models:
+        if model["id"] == "deepseek/deepseek-v4-flash":
+            model["architecture"]["input_modalities"] = []  # the catalog says nothing; the model takes no images
+    setup(home, fake_openrouter, agents={"defaults": {"model": {"primary": "openrouter/deepseek/deepseek-v4-flash"}}})
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(make_png(40, 30))
+    fake_openrouter.queue(Text("I cannot see it, but tell me about it."), Text("Cats sleep a lot."))
+    result = await chorus(home, "run", stdin=f"/image {photo}\ndo they sleep much?\n")
+    assert result.code == 0, result.err
+    assert "I cannot see it, but tell me about it." in result.out and "Cats sleep a lot." in result.out, result.out
+    refused, first, _, second = fake_openrouter.chat_requests()
+    assert refused.json["messages"][1]["content"][1]["type"] == "image_url"
+    note = {"type": "text", "text": "[an image, which this model cannot see]"}
+    assert first.json["messages"][1]["content"] == [{"type": "text", "text": "(image)"}, note]
+    assert second.json["messages"][1]["content"] == [{"type": "text", "text": "(image)"}, note]
+    assert second.json["messages"][-1]["content"] == "do they sleep much?"
+    assert "chorus-media:in/" in rows(home)[0]  # history keeps the image for a model that can see it

@@ -40,6 +40,12 @@ class OpenRouterError(Exception):
     def headline(self) -> str:
         return f"OpenRouter request failed with HTTP {self.status}" if self.status else "OpenRouter request failed"
 
+    @property
+    def refuses_images(self) -> bool:
+        """The model (no provider of it) takes image input: OpenRouter says 404 "No endpoints found that
+        support image input"; some providers say 400 "... does not support image input"."""
+        return self.status in (400, 404) and "image input" in self.detail.lower()
+
 
 class BadRequestError(OpenRouterError):
     status = 400

@@ -195,14 +195,15 @@ def default_models() -> list[dict[str, Any]]:
             "supported_parameters": list(params),
         }
 
+    seeing = ("text", "image")
     return [
-        model("openrouter/auto", ctx=2_000_000, params=("tools", "reasoning")),
-        model("openai/gpt-4o-mini"),
-        model("anthropic/claude-sonnet-4.6", ctx=1_000_000, params=("tools", "reasoning"), inp=("text", "image")),
+        model("openrouter/auto", ctx=2_000_000, params=("tools", "reasoning"), inp=seeing),
+        model("openai/gpt-4o-mini", inp=seeing),
+        model("anthropic/claude-sonnet-4.6", ctx=1_000_000, params=("tools", "reasoning"), inp=seeing),
         model("deepseek/deepseek-v4-flash", params=("tools", "reasoning")),
-        model("moonshotai/kimi-k2.6", ctx=256_000),
+        model("moonshotai/kimi-k2.6", ctx=256_000, inp=seeing),
         model("openrouter/fusion", params=("tools",)),
-        model("google/gemini-3.1-flash-image-preview", out=("image", "text"), inp=("text", "image")),
+        model("google/gemini-3.1-flash-image-preview", out=("image", "text"), inp=seeing),
         model("google/veo-3.1-fast", out=("video",), params=()),
         model("google/lyria-3-pro-preview", out=("audio", "text"), params=()),
         model("hexgrad/kokoro-82m", out=("speech",), params=()),
@@ -344,6 +345,9 @@ class FakeOpenRouter:
             self.tolerated.append(problem)
         elif problem:
             return self._violation(problem)
+        if _sends_image(body["messages"]) and not self._sees_images(body["model"]):
+            # What OpenRouter answers when no provider of the model takes image input.
+            return _error(404, "No endpoints found that support image input")
         modalities = body.get("modalities") or []
         if self.answers:
             answer = self.answers.pop(0)
@@ -372,6 +376,11 @@ class FakeOpenRouter:
         if body.get("stream"):
             return await self._sse(request, chunks, pause, pace=getattr(answer, "pace", 0.0))
         return web.json_response(_merge_chunks(chunks, body["model"]))
+
+    def _sees_images(self, model_id: str) -> bool:
+        """Whether the catalog lists ``model_id`` as taking images (a model it does not list: yes, as a proxy's)."""
+        found = next((m for m in self.models if m["id"] == model_id), None)
+        return found is None or "image" in found["architecture"]["input_modalities"]
 
     def bench(self, pace: BenchPace) -> None:
         """Answer every unscripted chat request at ``pace`` (see ``BenchPace``)."""
@@ -639,6 +648,11 @@ class FakeOpenRouter:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+def _sends_image(messages: list[Any]) -> bool:
+    return any(isinstance(part, dict) and part.get("type") == "image_url"
+               for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list) for part in m["content"])
 
 
 def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None) -> web.Response:
