@@ -39,7 +39,7 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("sign p99", "update -> first visible sign, p99", "ms", False),
     ("token p50", "first model token -> visible, p50", "ms", False),
     ("token p99", "first model token -> visible, p99", "ms", False),
-    ("cpu/turn", "CPU per text turn (10 chats)", "ms", False),
+    ("cpu/turn", "CPU per text turn ({latency_chats} chats)", "ms", False),
     *[row for n in CONCURRENCY for row in (
         (f"tps {n}", f"turns/s, {n} chats (model 2 s)", "/s", True),
         (f"p99 over {n}", f"  p99 service overhead, {n} chats", "ms", False),
@@ -83,8 +83,9 @@ def wake_cost(batches: int = 10, rounds: int = 20) -> float:
     return statistics.median(costs)
 
 
-def render(products: list[Product], figures: dict[str, Figures]) -> str:
+def render(products: list[Product], figures: dict[str, Figures], plan: Plan | None = None) -> str:
     """The table: one column per product, then Chorus against each peer (``vs hermes``, ``vs nanobot``)."""
+    plan = plan or Plan()
     names = [p.name for p in products]
     peers = names[1:] if names[0] == Chorus.name else []
     head = (f"{'figure':<44} {'unit':>4} " + " ".join(f"{n:>10}" for n in names)
@@ -97,6 +98,7 @@ def render(products: list[Product], figures: dict[str, Figures]) -> str:
         cells = " ".join(f"{_fmt(v):>10}" for v in vals)
         ratios = "".join(f" {'' if higher is None else ratio(vals[0], figures[p].values.get(key), higher_is_better=higher):>11}"
                          for p in peers)
+        label = label.format(latency_chats=plan.latency_chats)
         lines.append(f"{label:<44} {unit:>4} {cells}{ratios}")
     if peers:
         lines.append("vs PEER: how many times better Chorus is than that peer (above 1.0x: Chorus ahead)")
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir}")
-    print(render(products, figures))
+    print(render(products, figures, plan))
     return 0
 
 

@@ -82,7 +82,7 @@ def test_most_streams_open_at_once_counts_overlapping_streamed_calls():
 
 def test_the_table_prints_chorus_against_each_peer():
     from bench.products import Chorus, Hermes, Nanobot
-    from bench.scenarios import Figures
+    from bench.scenarios import Figures, Plan
     from bench.side_by_side import render
 
     figures = {"Chorus": Figures({"cpu/turn": 10.0}), "hermes": Figures({"cpu/turn": 200.0}),
@@ -92,6 +92,8 @@ def test_the_table_prints_chorus_against_each_peer():
     assert head.split()[-4:] == ["vs", "hermes", "vs", "nanobot"]
     assert row.split()[-2:] == ["20.0x", "5.0x"]
     assert "nanobot: a note" in table
+    assert row.startswith("CPU per text turn (10 chats) ")
+    assert render([Chorus()], figures, Plan.quick()).splitlines()[2].startswith("CPU per text turn (2 chats) ")
 
 
 async def test_the_telegram_shim_answers_tls_for_telegram_only(tmp_path):
