@@ -239,6 +239,7 @@ def without_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def carries_images(messages: Sequence[dict[str, Any]]) -> bool:
+    """Whether any of ``messages`` has an image part."""
     return any(isinstance(m.get("content"), list) and any(map(_is_image, m["content"])) for m in messages)
 
 
