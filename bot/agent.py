@@ -112,7 +112,9 @@ class Agent:
         session_id, history, settings = state.session_id, state.history, state.settings
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
-        blind = info is not None and not info.sees_images  # OpenRouter would refuse any request with an image
+        # What the model cannot take, OpenRouter refuses the whole request for (404, "No endpoints found...").
+        blind = info is not None and not info.sees_images
+        usable = info is None or info.supports_tools  # the tools
         if blind and any(a.kind is AttachmentKind.IMAGE for a in inbound.attachments):
             return await self._end_early(inbound, stream, cannot_see(ref), ref)
         try:
@@ -144,7 +146,7 @@ class Agent:
         try:
             for _ in range(self.config.agents.defaults.max_tool_iterations):
                 result = await self._complete(ChatSpec(
-                    ref=ref, messages=messages, tools=self.tools.definitions() or None,
+                    ref=ref, messages=messages, tools=(self.tools.definitions() or None) if usable else None,
                     thinking=settings.thinking or self.config.agents.defaults.thinking_default,
                     supports_reasoning=info.supports_reasoning if info else None,
                 ), stream, shown)
@@ -231,15 +233,20 @@ class Agent:
         raise AssertionError("unreachable: the chain returns or raises")
 
     async def _stream_once(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
+        """One call; a model the catalog does not describe that refuses images or tools is asked again without."""
         try:
             return await self._stream(spec, stream, shown)
         except OpenRouterError as exc:
-            if not (exc.refuses_images and carries_images(spec.messages)):
+            if exc.refuses_images and carries_images(spec.messages):
+                # A note stands for each image, in this call and the turn's later ones (they share the list);
+                # history keeps the images for a model that can see them.
+                log.warning("model %s takes no images; asked again with a note for each", spec.ref)
+                spec.messages[:] = without_images(spec.messages)
+            elif exc.refuses_tools and spec.tools:
+                log.warning("model %s takes no tools; asked again without them", spec.ref)
+                spec = dataclasses.replace(spec, tools=None)
+            else:
                 raise
-            # A model the catalog does not describe, and it takes no images: a note stands for each, in this
-            # call and the turn's later ones (they share the list); history keeps them for a model that sees.
-            log.warning("model %s takes no images; sent again with a note for each", spec.ref)
-            spec.messages[:] = without_images(spec.messages)
             return await self._stream(spec, stream, shown)
 
     async def _stream(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:

@@ -54,6 +54,11 @@ class ModelInfo:
         return not self.input_modalities or "image" in self.input_modalities
 
     @property
+    def supports_tools(self) -> bool:
+        """Whether the model takes tools (assumed when the catalog does not list its parameters)."""
+        return not self.supported_parameters or "tools" in self.supported_parameters
+
+    @property
     def supports_reasoning(self) -> bool:
         return "reasoning" in self.supported_parameters
 

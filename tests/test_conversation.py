@@ -417,3 +417,28 @@ async def test_a_crash_before_the_model_is_asked_ends_the_open_stream_once(rig, 
     await rig.say("hello")
     assert closed == [CRASHED] and rig.channel.texts("c1") == []
     assert rig.fake.chat_requests() == []
+
+
+async def test_a_model_without_tool_use_is_asked_without_tools(make):
+    """OpenRouter answers tools sent to a model none of whose providers take them with 404 ("No endpoints
+    found that support tool use"), every turn, until the chat changes model."""
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(Text("a plain answer"))
+    await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    (request,) = rig.fake.chat_requests()
+    assert request.json["model"] == "mistralai/mistral-7b-instruct" and "tools" not in request.json
+
+
+async def test_a_model_the_catalog_does_not_describe_that_refuses_tools_is_asked_again_without(make):
+    rig = await make(tools=[EchoTool()])
+    for model in rig.fake.models:
+        if model["id"] == "mistralai/mistral-7b-instruct":
+            model["supported_parameters"] = []  # the catalog says nothing; the model takes no tools
+    rig.fake.queue(Text("a plain answer"))
+    await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    refused, answered = rig.fake.chat_requests()
+    assert refused.json["tools"][0]["function"]["name"] == "echo" and "tools" not in answered.json

@@ -46,6 +46,11 @@ class OpenRouterError(Exception):
         support image input"; some providers say 400 "... does not support image input"."""
         return self.status in (400, 404) and "image input" in self.detail.lower()
 
+    @property
+    def refuses_tools(self) -> bool:
+        """The model takes no tools: OpenRouter says 404 "No endpoints found that support tool use"."""
+        return self.status in (400, 404) and "tool use" in self.detail.lower()
+
 
 class BadRequestError(OpenRouterError):
     status = 400

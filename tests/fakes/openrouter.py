@@ -203,6 +203,7 @@ def default_models() -> list[dict[str, Any]]:
         model("deepseek/deepseek-v4-flash", params=("tools", "reasoning")),
         model("moonshotai/kimi-k2.6", ctx=256_000, inp=seeing),
         model("openrouter/fusion", params=("tools",)),
+        model("mistralai/mistral-7b-instruct", ctx=32_768, params=("temperature", "max_tokens")),  # no tool use
         model("google/gemini-3.1-flash-image-preview", out=("image", "text"), inp=seeing),
         model("google/veo-3.1-fast", out=("video",), params=()),
         model("google/lyria-3-pro-preview", out=("audio", "text"), params=()),
@@ -345,9 +346,12 @@ class FakeOpenRouter:
             self.tolerated.append(problem)
         elif problem:
             return self._violation(problem)
-        if _sends_image(body["messages"]) and not self._sees_images(body["model"]):
-            # What OpenRouter answers when no provider of the model takes image input.
+        if _sends_image(body["messages"]) and not self._takes(body["model"], image=True):
+            # What OpenRouter answers when no provider of the model takes image input (or tools, below).
             return _error(404, "No endpoints found that support image input")
+        if body.get("tools") and not self._takes(body["model"], tools=True):
+            return _error(404, "No endpoints found that support tool use. Try disabling tools. To learn more "
+                               "about provider routing, visit: https://openrouter.ai/docs/guides/routing/provider-selection")
         modalities = body.get("modalities") or []
         if self.answers:
             answer = self.answers.pop(0)
@@ -377,10 +381,14 @@ class FakeOpenRouter:
             return await self._sse(request, chunks, pause, pace=getattr(answer, "pace", 0.0))
         return web.json_response(_merge_chunks(chunks, body["model"]))
 
-    def _sees_images(self, model_id: str) -> bool:
-        """Whether the catalog lists ``model_id`` as taking images (a model it does not list: yes, as a proxy's)."""
+    def _takes(self, model_id: str, *, image: bool = False, tools: bool = False) -> bool:
+        """Whether the model takes images or tools, as its catalog entry says (an empty list of inputs: it takes
+        none; a model the catalog does not list, as behind a proxy: yes)."""
         found = next((m for m in self.models if m["id"] == model_id), None)
-        return found is None or "image" in found["architecture"]["input_modalities"]
+        if found is None:
+            return True
+        return ((not image or "image" in found["architecture"]["input_modalities"])
+                and (not tools or "tools" in found["supported_parameters"]))
 
     def bench(self, pace: BenchPace) -> None:
         """Answer every unscripted chat request at ``pace`` (see ``BenchPace``)."""
