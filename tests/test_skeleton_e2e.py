@@ -262,3 +262,14 @@ async def test_the_model_is_reached_through_the_proxy_the_environment_names(home
         home.env.update(NO_PROXY="127.0.0.1")  # exempted: the proxy sees nothing
         result = await chorus(home, "run", stdin="hello again\n")
         assert result.out.strip() == "straight there" and seen == []
+
+
+async def test_a_model_no_provider_serves_is_told_as_such_not_as_a_moment_to_wait(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Error(404, "No endpoints found for acme/retired-model."))
+    result = await chorus(home, "run", stdin="hi\n")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == (
+        "⚠️ OpenRouter has no provider that serves this request (No endpoints found for acme/retired-model.). "
+        "The model may be retired, or none of its providers meets the account's settings (privacy, provider "
+        "order); pick another model with /model (`chorus models list` shows them).")

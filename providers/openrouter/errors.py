@@ -84,6 +84,15 @@ class ModerationError(OpenRouterError):
         return "OpenRouter's moderation flagged the input"
 
 
+class NoProviderError(OpenRouterError):
+    status = 404
+    advice = ("The model may be retired, or none of its providers meets the account's settings (privacy, "
+              "provider order); pick another model with /model (`chorus models list` shows them).")
+
+    def headline(self) -> str:
+        return "OpenRouter has no provider that serves this request"
+
+
 class RequestTimeoutError(OpenRouterError):
     repeats = False
     status = 408
@@ -161,6 +170,7 @@ _BY_STATUS: dict[int, type[OpenRouterError]] = {
     401: AuthError,
     402: CreditsError,
     403: ModerationError,
+    404: NoProviderError,
     408: RequestTimeoutError,
     429: RateLimitError,
 }
