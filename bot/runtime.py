@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from channels.telegram import TelegramSettings
 
 GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
+QUIET_COLLECT_EVERY = 300.0  # seconds: how often a quiet service checks whether the collector ran at all
 
 log = logging.getLogger("chorus")
 
@@ -162,7 +163,7 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
-        sweeping = asyncio.create_task(self._sweep_images())
+        background = [asyncio.create_task(self._sweep_images()), asyncio.create_task(_collect_when_quiet())]
 
         serving = asyncio.current_task()
 
@@ -187,8 +188,9 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.dispatcher.shutdown()
         finally:
-            sweeping.cancel()
-            await asyncio.gather(sweeping, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self.jobs.stop()
 
     async def _sweep_images(self) -> None:
@@ -200,6 +202,23 @@ class Runtime:
             except OSError as exc:
                 log.warning("could not clean up stored images: %s", exc)
             await asyncio.sleep(86400)
+
+
+async def _collect_when_quiet() -> None:
+    seen = gc.get_stats()[0]["collections"]
+    while True:
+        await asyncio.sleep(QUIET_COLLECT_EVERY)
+        seen = collect_if_quiet(seen)
+
+
+def collect_if_quiet(seen: int) -> int:
+    """Collect the young and middle generations if no young collection ran since the count was ``seen``;
+    returns the count now. A quiet bot allocates too slowly to reach ``GC_YOUNG_THRESHOLD`` for days, and
+    garbage in cycles (an error's traceback holding a download) would wait that long; a busy one collects
+    by itself, and is not paused here."""
+    if gc.get_stats()[0]["collections"] == seen:
+        gc.collect(1)
+    return gc.get_stats()[0]["collections"]
 
 
 def telegram_token(config: ChorusConfig, env: Env) -> str | None:

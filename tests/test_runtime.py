@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import io
+import weakref
 
 from bot.auth import Credential
 from bot.config import LoadedConfig, parse_config
-from bot.runtime import Env, Runtime
+from bot.runtime import Env, Runtime, collect_if_quiet
 
 
 async def test_serving_freezes_what_start_up_built(tmp_path, fake_openrouter):
@@ -24,3 +25,27 @@ async def test_serving_freezes_what_start_up_built(tmp_path, fake_openrouter):
     finally:
         gc.unfreeze()  # the rest of the test process collects as usual
         await runtime.close()
+
+
+class _Cycle:
+    """An object in a reference cycle, holding a buffer as an error's traceback might hold a download."""
+
+    def __init__(self) -> None:
+        self.me = self
+        self.data = bytearray(1_000_000)
+
+
+def test_a_quiet_service_collects_its_cycles_and_a_busy_one_is_left_to_its_collector():
+    gc.collect()
+    gc.disable()  # no automatic collection in between: the counts below move only when told to
+    try:
+        quiet = weakref.ref(_Cycle())
+        seen = collect_if_quiet(gc.get_stats()[0]["collections"])  # none ran since: collected now
+        assert quiet() is None
+        busy = weakref.ref(_Cycle())
+        assert collect_if_quiet(seen - 1) == seen  # one ran since (as under load): no pause added here
+        assert busy() is not None
+    finally:
+        gc.enable()
+    gc.collect()
+    assert busy() is None
