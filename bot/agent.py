@@ -113,9 +113,9 @@ class Agent:
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         # What the model cannot take, OpenRouter refuses the whole request for (404, "No endpoints found...").
-        blind = info is not None and not info.sees_images
-        usable = info is None or info.supports_tools  # the tools
-        if blind and any(a.kind is AttachmentKind.IMAGE for a in inbound.attachments):
+        sees_images = info.sees_images if info else True
+        takes_tools = info.supports_tools if info else True
+        if not sees_images and any(a.kind is AttachmentKind.IMAGE for a in inbound.attachments):
             return await self._end_early(inbound, stream, cannot_see(ref), ref)
         try:
             images = await self.images.accept(inbound)
@@ -136,7 +136,7 @@ class Agent:
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
         # Only the images still in the fitted context are read; a model that takes none gets a note for each.
-        messages = without_images(messages) if blind else await self.images.inline(messages)
+        messages = await self.images.inline(messages) if sees_images else without_images(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
@@ -146,7 +146,7 @@ class Agent:
         try:
             for _ in range(self.config.agents.defaults.max_tool_iterations):
                 result = await self._complete(ChatSpec(
-                    ref=ref, messages=messages, tools=(self.tools.definitions() or None) if usable else None,
+                    ref=ref, messages=messages, tools=(self.tools.definitions() or None) if takes_tools else None,
                     thinking=settings.thinking or self.config.agents.defaults.thinking_default,
                     supports_reasoning=info.supports_reasoning if info else None,
                 ), stream, shown)

@@ -234,18 +234,23 @@ def without_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``messages`` with each image (a reference or a data URL) replaced by a short note, for a model that
     takes no images: OpenRouter refuses any request that carries one."""
     unseen = {"type": "text", "text": UNSEEN}
-    return [{**m, "content": [unseen if _is_image(p) else p for p in m["content"]]} if carries_images([m]) else m
+    return [{**m, "content": [unseen if _is_image(p) else p for p in m["content"]]} if _has_image(m) else m
             for m in messages]
 
 
 def carries_images(messages: Sequence[dict[str, Any]]) -> bool:
     """Whether any of ``messages`` has an image part."""
-    return any(isinstance(m.get("content"), list) and any(map(_is_image, m["content"])) for m in messages)
+    return any(map(_has_image, messages))
 
 
 def cannot_see(model: object) -> str:
     """What the user is told when they send an image to a model that takes none."""
     return f"⚠️ {model} cannot see images. Choose a model that can with /model, or say in words what the image shows."
+
+
+def _has_image(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(map(_is_image, content))
 
 
 def _is_image(part: Any) -> bool:
