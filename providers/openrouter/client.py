@@ -28,7 +28,7 @@ import certifi
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
-    error_for_status,
+    error_for_status, error_message,
 )
 from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
 from .retry import OnWait, RetryPolicy, announce, with_retries
@@ -204,7 +204,7 @@ class OpenRouterClient:
         resp = await self.request("POST", req.path, json=req.body, headers=req.headers, timeout=timeout)
         data = _json(resp)
         if isinstance(data.get("error"), dict):
-            raise StreamError(str(data["error"].get("message", "")))
+            raise StreamError(error_message(data["error"]))
         choice = (data.get("choices") or [{}])[0]
         msg = choice.get("message") or {}
         return ChatResult(
@@ -352,7 +352,7 @@ class _StreamAccumulator:
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""
         if isinstance(chunk.get("error"), dict):
-            raise StreamError(str(chunk["error"].get("message") or "unknown error"), code=chunk["error"].get("code"))
+            raise StreamError(error_message(chunk["error"]) or "unknown error", code=chunk["error"].get("code"))
         if chunk.get("model"):
             self.result.model = chunk["model"]
         if chunk.get("usage"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -176,11 +177,31 @@ _BY_STATUS: dict[int, type[OpenRouterError]] = {
 }
 
 
+def error_message(error: dict[str, Any]) -> str:
+    """The sentence of an OpenRouter ``error`` object, with the upstream provider's own words when it passed
+    them on (``metadata.provider_name`` and ``metadata.raw``): "Provider returned error" alone says nothing."""
+    message = str(error.get("message") or "")
+    meta = error.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("raw"):
+        return message
+    raw = meta["raw"]
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            pass
+    while isinstance(raw, dict):  # {"error": {"message": ...}}, {"message": ...}, {"detail": ...}
+        raw = raw.get("error") or raw.get("message") or raw.get("detail") or ""
+    said = " ".join(str(raw).split())
+    provider = meta.get("provider_name")
+    return f"{message}: {provider + ' said ' if provider else ''}{said}" if said else message
+
+
 def error_for_status(status: int, body: Any, retry_after: str | None = None) -> OpenRouterError:
     """Map an HTTP error response to its typed exception, taking the message from ``{error: {code, message}}``."""
     detail, code = "", None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = str(body["error"].get("message") or "")
+        detail = error_message(body["error"])
         code = body["error"].get("code")
     elif isinstance(body, str):
         detail = body.strip()
