@@ -18,7 +18,7 @@ from providers.openrouter.request import ChatSpec
 
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
-from .context import fit_context
+from .context import fit_context, plain_turns
 from .images import ImageError, Images, cannot_see, carries_images, user_content, with_images, without_images
 from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
@@ -137,6 +137,8 @@ class Agent:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
         # Only the images still in the fitted context are read; a model that takes none gets a note for each.
         messages = await self.images.inline(messages) if sees_images else without_images(messages)
+        if not takes_tools:
+            messages = plain_turns(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
@@ -244,6 +246,7 @@ class Agent:
                 spec.messages[:] = without_images(spec.messages)
             elif exc.refuses_tools and spec.tools:
                 log.warning("model %s takes no tools; asked again without them", spec.ref)
+                spec.messages[:] = plain_turns(spec.messages)
                 spec = dataclasses.replace(spec, tools=None)
             else:
                 raise

@@ -1,4 +1,4 @@
-"""Keeping a long conversation inside the model's context window."""
+"""The conversation as a model is sent it: inside its context window, and in a shape it takes."""
 
 from __future__ import annotations
 
@@ -56,3 +56,42 @@ def fit_context(
         kept.append(turn)
     dropped = len(turns) - len(kept)
     return system + [m for turn in reversed(kept) for m in turn] + current, dropped
+
+
+def plain_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` for a model without tool use: each tool round told in words inside the assistant's turn,
+    and user and assistant strictly taking turns (two user messages in a row, as after a failed turn, become one).
+
+    Such models run on chat templates that refuse a ``tool`` role, tool calls, or two turns of one role in a
+    row ("Conversation roles must alternate user/assistant/..."); a chat that used a tool with one model must
+    go on when it moves to such a model. History itself is left as it is.
+    """
+    calls = {c["id"]: f'{c["function"]["name"]} {c["function"].get("arguments") or "{}"}'
+             for m in messages for c in m.get("tool_calls") or ()}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role, content = m["role"], m.get("content")
+        if role == "tool":
+            m = {"role": "assistant", "content": f"[{calls.get(m.get('tool_call_id'), 'a tool')} → {content}]"}
+        elif m.get("tool_calls"):
+            m = {key: value for key, value in m.items() if key != "tool_calls"}
+            if not content:
+                continue  # the call itself is told with its result
+        elif role == "assistant" and not content:
+            continue
+        if out and out[-1]["role"] == m["role"] != "system":
+            out[-1] = {**out[-1], "content": _joined(out[-1].get("content"), m.get("content"))}
+        else:
+            out.append(m)
+    return out
+
+
+def _joined(first: Any, second: Any) -> Any:
+    """Two turns' contents as one: text joined by a blank line, or parts one after the other."""
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+    return _parts(first) + _parts(second)
+
+
+def _parts(content: Any) -> list[Any]:
+    return content if isinstance(content, list) else [{"type": "text", "text": content or ""}]

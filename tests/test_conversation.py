@@ -431,14 +431,52 @@ async def test_a_model_without_tool_use_is_asked_without_tools(make):
     assert request.json["model"] == "mistralai/mistral-7b-instruct" and "tools" not in request.json
 
 
+async def test_a_chat_that_used_tools_and_failed_goes_on_with_a_model_without_tool_use(make):
+    """Such a model's chat template takes only user and assistant in turn: the tool round goes to it in words,
+    and the words of a failed turn join the next ones, instead of every later turn failing with a 400."""
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."), Error(429, "rate limited"),
+                   Text("a plain answer"))
+    await rig.say("use the tool")
+    await rig.say("are you there?")  # fails; the words are kept
+    await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    request = rig.fake.chat_requests()[-1]
+    assert "tools" not in request.json
+    assert [(m["role"], m["content"]) for m in request.json["messages"][1:]] == [
+        ("user", "use the tool"),
+        ("assistant", '[echo {"text": "hi"} → echoed: hi]\n\nIt said hi.'),
+        ("user", "are you there?\n\nhello"),
+    ]
+    rig.fake.queue(Text("a second answer"))
+    await rig.say("/model openrouter/openai/gpt-4o-mini")
+    await rig.say("and now?")  # a model with tool use gets the history as it was stored
+    roles = [m["role"] for m in rig.fake.chat_requests()[-1].json["messages"][1:]]
+    assert roles == ["user", "assistant", "tool", "assistant", "user", "user", "assistant", "user"]
+
+
+async def test_an_upstream_providers_own_words_reach_the_user(rig):
+    """OpenRouter wraps a provider's refusal as "Provider returned error"; what the provider said is in
+    ``metadata.raw``, and that is what tells the user what to change."""
+    rig.fake.queue(Error(400, "Provider returned error", metadata={
+        "provider_name": "Acme", "raw": '{"error":{"message":"prompt is too long: 210000 tokens > 200000 maximum"}}'}))
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1].startswith(
+        "⚠️ OpenRouter refused the request as malformed (Provider returned error: Acme said prompt is too long: 210000 tokens"
+        " > 200000 maximum).")
+
+
 async def test_a_model_the_catalog_does_not_describe_that_refuses_tools_is_asked_again_without(make):
     rig = await make(tools=[EchoTool()])
     for model in rig.fake.models:
         if model["id"] == "mistralai/mistral-7b-instruct":
             model["supported_parameters"] = []  # the catalog says nothing; the model takes no tools
-    rig.fake.queue(Text("a plain answer"))
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."), Text("a plain answer"))
+    await rig.say("use the tool")
     await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
     await rig.say("hello")
     assert rig.channel.texts("c1")[-1] == "a plain answer"
-    refused, answered = rig.fake.chat_requests()
+    refused, answered = rig.fake.chat_requests()[2:]
     assert refused.json["tools"][0]["function"]["name"] == "echo" and "tools" not in answered.json
+    assert [m["role"] for m in answered.json["messages"]] == ["system", "user", "assistant", "user"]  # told in words

@@ -61,6 +61,7 @@ class Error:
     message: str
     code: Any = None
     retry_after: float | None = None
+    metadata: dict[str, Any] | None = None  # as OpenRouter passes a provider's own error on: provider_name, raw
 
 
 @dataclass
@@ -352,6 +353,11 @@ class FakeOpenRouter:
         if body.get("tools") and not self._takes(body["model"], tools=True):
             return _error(404, "No endpoints found that support tool use. Try disabling tools. To learn more "
                                "about provider routing, visit: https://openrouter.ai/docs/guides/routing/provider-selection")
+        if not self._takes(body["model"], tools=True) and not _takes_turns(body["messages"]):
+            # A model without tool use runs on a chat template that takes only user and assistant in turn; the
+            # provider's template error comes back through OpenRouter as "Provider returned error".
+            raw = json.dumps({"error": {"message": "Conversation roles must alternate user/assistant/user/assistant/..."}})
+            return _error(400, "Provider returned error", metadata={"provider_name": "Fake Provider", "raw": raw})
         modalities = body.get("modalities") or []
         if self.answers:
             answer = self.answers.pop(0)
@@ -365,7 +371,8 @@ class FakeOpenRouter:
             await asyncio.sleep(answer.seconds)
             answer = self.answers.pop(0) if self.answers else self._default_text(body)
         if isinstance(answer, Error):
-            return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after)
+            return _error(answer.status, answer.message, code=answer.code, retry_after=answer.retry_after,
+                          metadata=answer.metadata)
         if isinstance(answer, EchoAuth):
             auth = request.headers.get("Authorization", "")
             return _error(answer.status, f"Authorization header {auth!r} was refused for key {auth.removeprefix('Bearer ')}")
@@ -663,9 +670,18 @@ def _sends_image(messages: list[Any]) -> bool:
                for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list) for part in m["content"])
 
 
-def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None) -> web.Response:
+def _takes_turns(messages: list[Any]) -> bool:
+    """Whether, after the system prompt, user and assistant strictly take turns, with no tool calls or results."""
+    roles = [m.get("role") for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    return (all(role == ("user", "assistant")[i % 2] for i, role in enumerate(roles)) and roles[-1:] == ["user"]
+            and not any(isinstance(m, dict) and m.get("tool_calls") for m in messages))
+
+
+def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None,
+           metadata: dict[str, Any] | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.json_response({"error": {"code": code or status, "message": message}}, status=status, headers=headers)
+    error = {"code": code or status, "message": message} | ({"metadata": metadata} if metadata else {})
+    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 def _check_message(m: Any, call_ids: set[str]) -> str | None:
