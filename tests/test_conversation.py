@@ -463,8 +463,8 @@ async def test_an_upstream_providers_own_words_reach_the_user(rig):
         "provider_name": "Acme", "raw": '{"error":{"message":"prompt is too long: 210000 tokens > 200000 maximum"}}'}))
     await rig.say("hello")
     assert rig.channel.texts("c1")[-1].startswith(
-        "⚠️ OpenRouter refused the request as malformed (Provider returned error: Acme said prompt is too long: 210000 tokens"
-        " > 200000 maximum).")
+        "⚠️ The model's provider refused the request (Provider returned error: Acme said prompt is too long: 210000"
+        " tokens > 200000 maximum). Start over with /new, or switch models with /model.")
 
 
 async def test_a_model_the_catalog_does_not_describe_that_refuses_tools_is_asked_again_without(make):

@@ -55,10 +55,20 @@ class OpenRouterError(Exception):
 
 class BadRequestError(OpenRouterError):
     status = 400
-    advice = "Check the model name and the request settings in the config."
+
+    @property
+    def by_provider(self) -> bool:
+        """The model's provider refused what OpenRouter passed on (a prompt too long, a template's rule)."""
+        return self.detail.startswith("Provider returned error")
+
+    @property
+    def advice(self) -> str:  # type: ignore[override]
+        if self.by_provider:
+            return "Start over with /new, or switch models with /model."
+        return "Check the model name and the request settings in the config."
 
     def headline(self) -> str:
-        return "OpenRouter refused the request as malformed"
+        return "The model's provider refused the request" if self.by_provider else "OpenRouter refused the request as malformed"
 
 
 class AuthError(OpenRouterError):
