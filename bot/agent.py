@@ -27,6 +27,11 @@ from .voice import Preflight, TagFilter, Voice, split_tags
 log = logging.getLogger("chorus.agent")
 STOP = "stop"  # the cancel message of /stop, told apart from a shutdown
 CRASHED = "⚠️ Something went wrong on my side while answering; the error is in the service log."
+# Said after an answer the model did not finish on its own; the user would otherwise take it as complete.
+CUT_SHORT = {
+    "length": "\n\n(The answer reached the model's length limit here. Say \"continue\" for the rest.)",
+    "content_filter": "\n\n(The model's provider stopped the answer here with its content filter.)",
+}
 LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
 
 
@@ -162,6 +167,9 @@ class Agent:
                 pending.append(answer)
                 messages.append(answer.to_api())
                 if not result.tool_calls:
+                    if cut := CUT_SHORT.get(result.finish_reason or ""):
+                        await stream.delta(cut)
+                        shown.append(cut)
                     break
                 outputs = await asyncio.gather(*(self.tools.call(c.name, c.arguments, ctx) for c in result.tool_calls))
                 for call, out in zip(result.tool_calls, outputs, strict=True):

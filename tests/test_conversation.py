@@ -456,6 +456,21 @@ async def test_a_chat_that_used_tools_and_failed_goes_on_with_a_model_without_to
     assert roles == ["user", "assistant", "tool", "assistant", "user", "user", "assistant", "user"]
 
 
+async def test_an_answer_cut_short_says_so_and_history_keeps_only_the_answer(rig):
+    """A reply stopped by the output limit (or a content filter) reads like a finished one unless it says why."""
+    rig.fake.queue(Text("Step 1: open the", finish="length"), Text("No.", finish="content_filter"), Text("ok"))
+    await rig.say("explain")
+    await rig.say("and?")
+    await rig.say("continue")
+    assert rig.channel.texts("c1") == [
+        "Step 1: open the\n\n(The answer reached the model's length limit here. Say \"continue\" for the rest.)",
+        "No.\n\n(The model's provider stopped the answer here with its content filter.)",
+        "ok",
+    ]
+    sent = [m["content"] for m in rig.fake.chat_requests()[-1].json["messages"] if m["role"] == "assistant"]
+    assert sent == ["Step 1: open the", "No."]
+
+
 async def test_an_upstream_providers_own_words_reach_the_user(rig):
     """OpenRouter wraps a provider's refusal as "Provider returned error"; what the provider said is in
     ``metadata.raw``, and that is what tells the user what to change."""

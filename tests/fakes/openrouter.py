@@ -45,6 +45,7 @@ class Text:
     delay: float = 0.0
     reasoning_details: list[dict[str, Any]] | None = None
     pace: float = 0.0  # seconds between stream chunks, for tests that watch an answer grow
+    finish: str = "stop"  # "length": the output limit cut it; "content_filter": the provider's filter did
 
 
 @dataclass
@@ -462,7 +463,8 @@ class FakeOpenRouter:
             out += [chunk({}, "stop"), usage(len(answer.partial_text + answer.rest) // 4 + 1)]
         elif isinstance(answer, Text):
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
-            out += [chunk({}, "stop"), {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
+            out += [chunk({}, answer.finish),
+                    {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, ToolCalls):
             if answer.content:
                 out.append(chunk({"content": answer.content}))
