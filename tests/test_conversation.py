@@ -471,6 +471,14 @@ async def test_an_answer_cut_short_says_so_and_history_keeps_only_the_answer(rig
     assert sent == ["Step 1: open the", "No."]
 
 
+async def test_a_model_that_thought_until_its_limit_says_what_to_change(rig):
+    rig.fake.queue(Text("", reasoning="Let me consider every case in turn. " * 50, finish="length"))
+    await rig.say("prove it")
+    assert rig.channel.texts("c1")[-1] == (
+        "⚠️ The model sent back an empty answer (its output limit ran out while it was thinking; /think low leaves"
+        " more for the answer). Try again, or rephrase, or switch models with /model.")
+
+
 async def test_an_upstream_providers_own_words_reach_the_user(rig):
     """OpenRouter wraps a provider's refusal as "Provider returned error"; what the provider said is in
     ``metadata.raw``, and that is what tells the user what to change."""

@@ -293,8 +293,9 @@ class OpenRouterClient:
             resp.release()  # back to the pool when the body was read to its end, else closed
         if not (done or acc.result.finish_reason):
             raise IncompleteStreamError("the stream ended without a finish reason")
-        if acc.empty:
-            raise EmptyAnswerError()
+        if acc.empty:  # a thinking model can spend its whole output limit before the first word of the answer
+            raise EmptyAnswerError("its output limit ran out while it was thinking; /think low leaves more for the answer"
+                                   if acc.result.finish_reason == "length" else "")
 
     async def download(self, url: str, *, timeout: float | None = None) -> bytes:
         """A file a response pointed at; the key goes along only to the base URL's own origin."""
