@@ -118,6 +118,7 @@ async def test_dm_text_chat(bot):
     assert bot.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
     assert bot.calls("POST", f"/channels/{dm['id']}/typing")
     assert bot.discord.token not in bot.service.output
+    assert bot.discord.compressed_frames > 3  # the gateway spoke zlib-stream, as discord.py asks and Discord does
 
 
 def long_answer() -> str:

@@ -16,6 +16,7 @@ import itertools
 import json
 import secrets
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ class FakeDiscord:
         self._seq = 0
         self._log: list[dict[str, Any]] = []  # dispatched events of this session, for RESUME
         self._ws: web.WebSocketResponse | None = None
+        # zlib-stream, as the client asked in the gateway URL: one deflate stream per connection, every frame
+        # binary and ending in a sync flush (00 00 ff ff), as Discord sends them
+        self._deflate: dict[int, Any] = {}
+        self.compressed_frames = 0
         self._open = asyncio.Event()
         self._open.set()
         self.ready = asyncio.Event()
@@ -279,7 +284,7 @@ class FakeDiscord:
         frame = {"op": 0, "t": event, "s": self._seq, "d": data}
         self._log.append(frame)
         if self._ws is not None and not self._ws.closed and self._open.is_set():
-            await self._ws.send_json(frame)
+            await self._send(self._ws, frame)
 
     async def drop(self, *, hold: bool = False) -> None:
         """Close the gateway connection as a network fault would (4000: resumable); ``hold`` keeps it down
@@ -320,22 +325,35 @@ class FakeDiscord:
         await ws.prepare(request)
         if request.query.get("v") != "10" or request.query.get("encoding") != "json":
             self.violations.append(f"gateway connected with {dict(request.query)}; expected v=10 and encoding=json")
+        if request.query.get("compress") == "zlib-stream":
+            self._deflate[id(ws)] = zlib.compressobj()
+        elif "compress" in request.query:
+            self.violations.append(f"gateway compression {request.query['compress']!r}; this fake speaks zlib-stream")
         self._ws = ws
-        await ws.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
+        await self._send(ws, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 break
             frame = json.loads(msg.data)
             op, data = frame.get("op"), frame.get("d")
             if op == 1:
-                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+                await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
             elif op == 2:
                 await self._identify(ws, data)
             elif op == 6:
                 await self._resume(ws, data)
         if self._ws is ws:
             self._ws = None
+        self._deflate.pop(id(ws), None)
         return ws
+
+    async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        deflate = self._deflate.get(id(ws))
+        if deflate is None:
+            await ws.send_str(json.dumps(frame))
+            return
+        await ws.send_bytes(deflate.compress(json.dumps(frame).encode()) + deflate.flush(zlib.Z_SYNC_FLUSH))
+        self.compressed_frames += 1
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         if data.get("token") != self.token:
@@ -357,13 +375,13 @@ class FakeDiscord:
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         self.resumes.append(data)
         if data.get("token") != self.token or data.get("session_id") != self._session:
-            await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+            await self._send(ws, {"op": 9, "d": False, "s": None, "t": None})
             return
         for frame in self._log:
             if frame["s"] > (data.get("seq") or 0):
-                await ws.send_json(frame)
+                await self._send(ws, frame)
         self._seq += 1
-        await ws.send_json({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}})
+        await self._send(ws, {"op": 0, "t": "RESUMED", "s": self._seq, "d": {}})
 
     # ---- CDN ---------------------------------------------------------------------------------
 
