@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import AttachmentKind, Channel, ChatRef, Inbound, Media, Reply
+from channels.base import Channel, ChatRef, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -19,7 +19,9 @@ from providers.openrouter.request import ChatSpec
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
 from .context import fit_context, plain_turns
-from .images import ImageError, Images, cannot_see, carries_images, user_content, with_images, without_images
+from .images import (
+    ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
+)
 from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
 from .voice import Preflight, TagFilter, Voice, split_tags
@@ -120,7 +122,7 @@ class Agent:
         # What the model cannot take, OpenRouter refuses the whole request for (404, "No endpoints found...").
         sees_images = info.sees_images if info else True
         takes_tools = info.supports_tools if info else True
-        if not sees_images and any(a.kind is AttachmentKind.IMAGE for a in inbound.attachments):
+        if not sees_images and image_attachments(inbound):
             return await self._end_early(inbound, stream, cannot_see(ref), ref)
         try:
             images = await self.images.accept(inbound)

@@ -143,7 +143,7 @@ class Images:
     async def accept(self, inbound: Inbound) -> list[StoredImage]:
         """The message's images, each checked, fitted and stored. Raises ``ImageError`` (a sentence for
         the user) and stores none when any of them cannot be used."""
-        encoded = [await self._prepare(a) for a in inbound.attachments if a.kind is AttachmentKind.IMAGE]
+        encoded = [await self._prepare(a) for a in image_attachments(inbound)]
         return [await asyncio.to_thread(self._store, e) for e in encoded]
 
     async def _prepare(self, attachment: Attachment) -> Encoded:
@@ -276,6 +276,11 @@ def _reference(part: Any) -> str | None:
         if isinstance(url, str) and url.startswith(SCHEME):
             return url
     return None
+
+
+def image_attachments(inbound: Inbound) -> list[Attachment]:
+    """The images the user sent with ``inbound``."""
+    return [a for a in inbound.attachments if a.kind is AttachmentKind.IMAGE]
 
 
 def with_images(inbound: Inbound, images: Sequence[StoredImage]) -> Inbound:

@@ -17,6 +17,7 @@ from providers.openrouter.video import IMAGE_ROLES, check_video_args, submit_vid
 
 from . import audio
 from .config import ChorusConfig, MediaModel
+from .images import image_attachments
 from .media_jobs import MediaJobs
 from .tools import ToolContext, ToolError, ToolResult
 
@@ -44,7 +45,7 @@ def _arg(args: dict[str, Any], name: str, kind: type, *, required: bool = False,
 
 async def _reference_images(ctx: ToolContext) -> list[str]:
     """Images the user sent with this message, as data URLs the model providers accept."""
-    images = [a for a in (ctx.inbound.attachments if ctx.inbound else []) if a.kind is AttachmentKind.IMAGE]
+    images = image_attachments(ctx.inbound) if ctx.inbound else []
     return [data_url(await a.read(), a.mime or "image/png") for a in images]
 
 
