@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -65,22 +66,38 @@ def machine() -> str:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal")) / 2**20
+    hot, cold = wake_cost()
     return (f"machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}; "
             f"load average at start {load}; python {sys.version.split()[0]}; "
-            f"one sleep and wake-up costs {wake_cost() * 1e6:.0f} us of CPU")
+            f"a slice of work that takes {hot * 1e6:.0f} us of CPU back to back takes {cold * 1e6:.0f} us right "
+            f"after 20 ms asleep")
 
 
-def wake_cost(batches: int = 10, rounds: int = 20) -> float:
-    """CPU seconds a process is charged for one 5 ms sleep and its wake-up (the median of ``batches``). A few
-    microseconds on bare metal; inside some virtual machines a hundred or more, and an event loop wakes dozens
-    of times per turn, so this sets a floor under every product's CPU per turn here."""
-    costs = []
-    for _ in range(batches):
-        start = time.process_time()
-        for _ in range(rounds):
-            time.sleep(0.005)
-        costs.append((time.process_time() - start) / rounds)
-    return statistics.median(costs)
+def _slice() -> None:
+    """A fixed slice of the kind of work an event loop does on a wake-up: encode and decode a small JSON body."""
+    body = {"ok": True, "result": [{"update_id": n, "message": {"chat": {"id": n}, "text": "hello " * 8}} for n in range(8)]}
+    for _ in range(4):
+        json.loads(json.dumps(body))
+
+
+def wake_cost(slices: int = 40, asleep: float = 0.02) -> tuple[float, float]:
+    """CPU seconds for one slice of work (``_slice``) run back to back, and run right after ``asleep`` seconds
+    of sleep (its wake-up included); medians of ``slices``. On bare metal the two are close; inside some
+    virtual machines the second is several times the first (the caches are cold when the vCPU comes back),
+    and an event loop at light load wakes about twenty times per turn, so this sets a floor under every
+    product's CPU per turn at 1 to 100 chats here."""
+    def median_cpu(gap: float) -> float:
+        costs = []
+        for _ in range(slices):
+            start = time.thread_time()
+            if gap:
+                time.sleep(gap)
+            _slice()
+            costs.append(time.thread_time() - start)
+        return statistics.median(costs)
+
+    median_cpu(0)  # warm up
+    return median_cpu(0), median_cpu(asleep)
 
 
 def render(products: list[Product], figures: dict[str, Figures], plan: Plan | None = None) -> str:
