@@ -18,7 +18,7 @@ from providers.openrouter.request import ChatSpec
 
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
-from .context import fit_context, plain_turns
+from .context import fit_context, plain_turns, short_tool_ids, wants_short_tool_ids
 from .images import (
     ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
 )
@@ -245,7 +245,10 @@ class Agent:
         raise AssertionError("unreachable: the chain returns or raises")
 
     async def _stream_once(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
-        """One call; a model the catalog does not describe that refuses images or tools is asked again without."""
+        """One call; a model the catalog does not describe that refuses images or tools is asked again without,
+        and one that refuses another family's tool-call ids is asked again with short ones."""
+        if wants_short_tool_ids(spec.ref.model_id):
+            spec.messages[:] = short_tool_ids(spec.messages)
         try:
             return await self._stream(spec, stream, shown)
         except OpenRouterError as exc:
@@ -258,6 +261,9 @@ class Agent:
                 log.warning("model %s takes no tools; asked again without them", spec.ref)
                 spec.messages[:] = plain_turns(spec.messages)
                 spec = dataclasses.replace(spec, tools=None)
+            elif exc.refuses_tool_ids:  # a host of Mistral's weights under a name that does not say so
+                log.warning("model %s takes only short tool-call ids; asked again with them", spec.ref)
+                spec.messages[:] = short_tool_ids(spec.messages)
             else:
                 raise
             return await self._stream(spec, stream, shown)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 # A rough count is enough: the budget keeps a margin, and a real tokenizer per model is not worth its weight.
@@ -83,6 +85,39 @@ def plain_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out[-1] = {**out[-1], "content": _joined(out[-1].get("content"), m.get("content"))}
         else:
             out.append(m)
+    return out
+
+
+# Mistral's chat templates (its own API, and the hosts that serve its weights) refuse a tool-call id that is
+# not exactly 9 letters or digits; other families' ids (``call_…``, ``toolu_…``) are longer.
+_SHORT_ID = re.compile(r"[A-Za-z0-9]{9}")
+_MISTRAL = re.compile(r"mistral|mixtral|codestral|devstral|pixtral|ministral|magistral|voxtral", re.IGNORECASE)
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def wants_short_tool_ids(model: str) -> bool:
+    """Whether ``model`` (an OpenRouter model id) is of Mistral's family, whose templates take only 9-character
+    tool-call ids. OpenRouter passes ids through as they are."""
+    return bool(_MISTRAL.search(model))
+
+
+def short_tool_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with every tool-call id made 9 letters or digits, for a Mistral model that follows one of
+    another family (a chat that used a tool, then ``/model``). The same id always becomes the same short one, so
+    a call and its result still pair; ids that already fit are kept. History itself is left as it is."""
+    def short(call_id: Any) -> Any:
+        if not isinstance(call_id, str) or _SHORT_ID.fullmatch(call_id):
+            return call_id
+        n = int.from_bytes(hashlib.sha256(call_id.encode()).digest()[:8], "big")
+        return "".join(_BASE62[(n // 62**i) % 62] for i in range(9))
+
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "id": short(c.get("id"))} for c in m["tool_calls"]]}
+        elif "tool_call_id" in m:
+            m = {**m, "tool_call_id": short(m["tool_call_id"])}
+        out.append(m)
     return out
 
 

@@ -6,6 +6,7 @@ The agent and dispatcher run in-process, unpatched, between a recording channel 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -454,6 +455,49 @@ async def test_a_chat_that_used_tools_and_failed_goes_on_with_a_model_without_to
     await rig.say("and now?")  # a model with tool use gets the history as it was stored
     roles = [m["role"] for m in rig.fake.chat_requests()[-1].json["messages"][1:]]
     assert roles == ["user", "assistant", "tool", "assistant", "user", "user", "assistant", "user"]
+
+
+def tool_ids(request) -> list[str]:
+    """Every tool-call id a request carries, of the calls and of their results, in order."""
+    return [i for m in request.json["messages"]
+            for i in [c["id"] for c in m.get("tool_calls") or []] + ([m["tool_call_id"]] if "tool_call_id" in m else [])]
+
+
+async def test_a_mistral_model_gets_short_tool_ids_after_another_familys_tool_round(make):
+    """Mistral's templates refuse any tool-call id that is not 9 letters or digits ("Tool call id was call_2_0
+    but must be..."), and OpenRouter passes other families' ids on as they are: without short ids, every turn
+    after /model to Mistral in a chat that used a tool failed with a 400."""
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."),
+                   ToolCalls([("echo", {"text": "again"})]), Text("It said again."), Text("a third answer"))
+    await rig.say("use the tool")
+    await rig.say("/model openrouter/mistralai/mistral-small-3.2-24b-instruct")
+    await rig.say("use it again")  # Mistral's own tool round, after the other family's
+    assert rig.channel.texts("c1")[-1] == "It said again."
+    first, answer, mistral, mistral_answer = rig.fake.chat_requests()
+    assert tool_ids(answer) == ["call_2_0", "call_2_0"]
+    short = tool_ids(mistral)
+    assert len(short) == 2 and short[0] == short[1] and re.fullmatch(r"[A-Za-z0-9]{9}", short[0])
+    assert tool_ids(mistral_answer) == short + ["T00004c00", "T00004c00"]  # Mistral's own id, as it made it
+    await rig.say("/model openrouter/openai/gpt-4o-mini")
+    await rig.say("and now?")  # history keeps the ids each model made
+    assert tool_ids(rig.fake.chat_requests()[-1]) == ["call_2_0", "call_2_0", "T00004c00", "T00004c00"]
+
+
+async def test_a_model_on_mistrals_templates_under_another_name_is_asked_again_with_short_ids(make):
+    """A host of Mistral's weights under a name that does not say so: its refusal is the cue."""
+    rig = await make(tools=[EchoTool()])
+    gpt = next(m for m in rig.fake.models if m["id"] == "openai/gpt-4o-mini")
+    rig.fake.models.append({**gpt, "id": "acme/tekken-chat", "name": "Acme Tekken Chat"})
+    rig.fake.mistral_templates.add("acme/tekken-chat")
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."), Text("a plain answer"))
+    await rig.say("use the tool")
+    await rig.say("/model openrouter/acme/tekken-chat")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    refused, answered = rig.fake.chat_requests()[2:]
+    assert tool_ids(refused) == ["call_2_0", "call_2_0"]
+    assert [re.fullmatch(r"[A-Za-z0-9]{9}", i) is not None for i in tool_ids(answered)] == [True, True]
 
 
 async def test_an_answer_cut_short_says_so_and_history_keeps_only_the_answer(rig):

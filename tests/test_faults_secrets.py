@@ -93,7 +93,7 @@ async def test_doctor_checks_that_openrouter_accepts_the_key(home, fake_openrout
     await onboarded(home, fake_openrouter)
     good = await chorus(home, "doctor")
     assert good.code == 0, good.out
-    assert doctor_line(good.out, "base URL") == f"ok   base URL: {fake_openrouter.base_url} lists 9 models"
+    assert doctor_line(good.out, "base URL") == f"ok   base URL: {fake_openrouter.base_url} lists 10 models"
     assert doctor_line(good.out, "key") == "ok   key: accepted by OpenRouter ($74.50 of its $100.00 limit left)"
     assert [r.headers["Authorization"] for r in fake_openrouter.requests_to("/key")] == [f"Bearer {fake_openrouter.api_key}"] * 2
 

@@ -52,6 +52,13 @@ class OpenRouterError(Exception):
         """The model takes no tools: OpenRouter says 404 "No endpoints found that support tool use"."""
         return self.status in (400, 404) and "tool use" in self.detail.lower()
 
+    @property
+    def refuses_tool_ids(self) -> bool:
+        """The model's template takes only Mistral's tool-call ids: "Tool call id was call_… but must be a-z,
+        A-Z, 0-9, with a length of 9", passed on by OpenRouter as a provider's 400."""
+        detail = self.detail.lower()
+        return self.status == 400 and "tool call id" in detail and "length of 9" in detail
+
 
 class BadRequestError(OpenRouterError):
     status = 400

@@ -206,6 +206,7 @@ def default_models() -> list[dict[str, Any]]:
         model("moonshotai/kimi-k2.6", ctx=256_000, inp=seeing),
         model("openrouter/fusion", params=("tools",)),
         model("mistralai/mistral-7b-instruct", ctx=32_768, params=("temperature", "max_tokens")),  # no tool use
+        model("mistralai/mistral-small-3.2-24b-instruct", ctx=131_072),
         model("google/gemini-3.1-flash-image-preview", out=("image", "text"), inp=seeing),
         model("google/veo-3.1-fast", out=("video",), params=()),
         model("google/lyria-3-pro-preview", out=("audio", "text"), params=()),
@@ -235,6 +236,9 @@ class FakeOpenRouter:
         self.lenient = False  # benchmarks of other clients: record contract problems instead of refusing
         self.tolerated: list[str] = []
         self.chunk_pause = 0.0  # seconds between streamed chunks: a model that writes slowly
+        # Models served on Mistral's templates, which take only 9-character tool-call ids (and make such ids):
+        # Mistral's own, and any a test adds (a host of its weights under another name).
+        self.mistral_templates: set[str] = {m["id"] for m in self.models if m["id"].startswith("mistralai/")}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -359,6 +363,10 @@ class FakeOpenRouter:
             # provider's template error comes back through OpenRouter as "Provider returned error".
             raw = json.dumps({"error": {"message": "Conversation roles must alternate user/assistant/user/assistant/..."}})
             return _error(400, "Provider returned error", metadata={"provider_name": "Fake Provider", "raw": raw})
+        if body["model"] in self.mistral_templates and (bad := _long_tool_id(body["messages"])):
+            raw = json.dumps({"object": "error", "message": f"Tool call id was {bad} but must be a-z, A-Z, 0-9, with a "
+                              "length of 9.", "type": "invalid_function_call", "param": None, "code": "3280"})
+            return _error(400, "Provider returned error", metadata={"provider_name": "Mistral", "raw": raw})
         modalities = body.get("modalities") or []
         if self.answers:
             answer = self.answers.pop(0)
@@ -472,7 +480,9 @@ class FakeOpenRouter:
                 text = json.dumps(args)
                 cuts = _awkward_cuts(text)
                 first, rest = cuts[0], cuts[1:]
-                out.append(chunk({"tool_calls": [{"index": index, "id": f"call_{len(self.requests)}_{index}",
+                call_id = (f"T{len(self.requests):05d}c{index:02d}" if body["model"] in self.mistral_templates
+                           else f"call_{len(self.requests)}_{index}")
+                out.append(chunk({"tool_calls": [{"index": index, "id": call_id,
                                                   "type": "function", "function": {"name": name, "arguments": first}}]}))
                 out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in rest]
             out += [chunk({}, "tool_calls"), usage(20)]
@@ -677,6 +687,17 @@ def _takes_turns(messages: list[Any]) -> bool:
     roles = [m.get("role") for m in messages if isinstance(m, dict) and m.get("role") != "system"]
     return (all(role == ("user", "assistant")[i % 2] for i, role in enumerate(roles)) and roles[-1:] == ["user"]
             and not any(isinstance(m, dict) and m.get("tool_calls") for m in messages))
+
+
+def _long_tool_id(messages: list[Any]) -> str | None:
+    """The first tool-call id (of a call or of a result) that is not 9 letters or digits, as Mistral's templates demand."""
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        for call_id in [c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)] + [m.get("tool_call_id")]:
+            if call_id is not None and not re.fullmatch(r"[A-Za-z0-9]{9}", str(call_id)):
+                return str(call_id)
+    return None
 
 
 def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None,
