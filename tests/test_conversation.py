@@ -21,7 +21,9 @@ from bot.dispatch import Dispatcher
 from bot.runtime import make_client
 from bot.store import Inbox, Store
 from bot.tools import ToolContext, ToolError, ToolRegistry, ToolResult
-from channels.base import Capabilities, ChatRef, Inbound, Reply
+from bot.images import UNSEEN
+from channels.base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, Reply
+from tests.fakes.media import make_png
 from tests.fakes.openrouter import Error, FakeOpenRouter, Hang, Text, ToolCalls
 
 
@@ -455,6 +457,20 @@ async def test_a_chat_that_used_tools_and_failed_goes_on_with_a_model_without_to
     await rig.say("and now?")  # a model with tool use gets the history as it was stored
     roles = [m["role"] for m in rig.fake.chat_requests()[-1].json["messages"][1:]]
     assert roles == ["user", "assistant", "tool", "assistant", "user", "user", "assistant", "user"]
+
+
+async def test_a_failed_turn_with_an_image_joins_the_next_for_a_model_without_tool_use(rig):
+    """Two user turns in a row where the first is parts (an image and its caption): joined part by part,
+    the image told as a note to a model that sees none."""
+    rig.fake.queue(Error(429, "rate limited"), Text("a plain answer"))
+    photo = Attachment.from_bytes(AttachmentKind.IMAGE, make_png(), mime="image/png")
+    await rig.say("what is this?", attachments=[photo])
+    await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    assert rig.fake.chat_requests()[-1].json["messages"][1:] == [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, {"type": "text", "text": UNSEEN}, {"type": "text", "text": "hello"},
+    ]}]
 
 
 def tool_ids(request) -> list[str]:

@@ -107,6 +107,18 @@ def test_context_charges_system_and_current_and_keeps_an_output_reserve():
     assert fit_context(system, history, current, window=1000 + 258)[1] == 7  # 594 + 206 = 800 after reserve: one more
 
 
+def test_context_charges_a_tool_calls_arguments():
+    """Mutation: tool calls not charged. A call's arguments (a long image prompt) cost as much as text: a turn
+    that carries one must not squeeze in as if it were only its few words."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "image_generate", "arguments": "x" * 3960}}
+    tool_turn = [msg("user", "q0"), {"role": "assistant", "content": None, "tool_calls": [call]},
+                 {"role": "tool", "tool_call_id": "call_1", "content": "done"}, msg("assistant", "a0")]
+    system, current = [msg("system", "sys")], [msg("user", "now")]
+    # 594 tokens left for history (see above); the tool turn costs 206 + ~1,030 for the call, so it is left out.
+    assert fit_context(system, tool_turn, current, window=1000) == (system + current, 1)
+    assert fit_context(system, tool_turn, current, window=2600)[1] == 0
+
+
 # ---- refs and request shaping -----------------------------------------------------------------
 
 
