@@ -128,6 +128,7 @@ def test_emoji_count_in_utf16_units_when_asked_and_are_never_torn():
     family = "👨\u200d👩\u200d👧"  # one picture, five code points
     assert split_text(family * 2, 6) == [family, family]
     assert split_text("🇫🇷🇩🇪🇮🇹", 3) == ["🇫🇷", "🇩🇪", "🇮🇹"]
+    assert split_text("🇦🇺🇿🇦🇺🇦", 3) == ["🇦🇺", "🇿🇦", "🇺🇦"]  # letters A and Z: the ends of the range
     assert split_text("e\u0301" * 4, 3) == ["e\u0301", "e\u0301", "e\u0301", "e\u0301"]
     assert utf16_length("a👍") == 3
 

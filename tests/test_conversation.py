@@ -473,6 +473,19 @@ async def test_a_failed_turn_with_an_image_joins_the_next_for_a_model_without_to
     ]}]
 
 
+async def test_an_upstream_status_is_named_in_the_sentence(rig):
+    """The status picks the sentence: 503 says no provider is free now, and a status OpenRouter documents no
+    meaning for is given by number."""
+    rig.fake.queue(Error(503, "no provider"), Error(413, "request too large"))
+    await rig.say("hello")
+    await rig.say("again")
+    assert [t.split("\n\n")[0] for t in rig.channel.texts("c1")] == [
+        "⚠️ No provider is available for this model right now (no provider). The model's provider is having"
+        " trouble; try again shortly or switch models with /model.",
+        "⚠️ OpenRouter request failed with HTTP 413 (request too large). Try again in a moment.",
+    ]
+
+
 def tool_ids(request) -> list[str]:
     """Every tool-call id a request carries, of the calls and of their results, in order."""
     return [i for m in request.json["messages"]

@@ -22,6 +22,8 @@ async def test_sse_skips_keepalive_comments_and_stops_at_done():
     got = await collect(b": OPENROUTER PROCESSING\n\n", b'data: {"a":1}\n\n: OPENROUTER PROCESSING\n\n',
                         b'data: {"b":2}\n\ndata: [DONE]\n\ndata: {"late":1}\n\n')
     assert got == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+    # An unended line after [DONE] in the same chunk is not an event of this answer either.
+    assert await collect(b'data: {"a":1}\n\ndata: [DONE]\n\ndata: late') == [b'{"a":1}', b"[DONE]"]
 
 
 async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():
