@@ -82,10 +82,10 @@ def _slice() -> None:
 
 def wake_cost(slices: int = 40, asleep: float = 0.02) -> tuple[float, float]:
     """CPU seconds for one slice of work (``_slice``) run back to back, and run right after ``asleep`` seconds
-    of sleep (its wake-up included); medians of ``slices``. On bare metal the two are close; inside some
-    virtual machines the second is several times the first (the caches are cold when the vCPU comes back),
-    and an event loop at light load wakes about twenty times per turn, so this sets a floor under every
-    product's CPU per turn at 1 to 100 chats here."""
+    of sleep (its wake-up included); medians of ``slices``. Where caches outlast a short sleep the two are
+    close; in the VM the README's table ran on the second was 3.7 times the first. An event loop at light load
+    wakes about twenty times per turn, each after such a sleep, so this sets a floor under every product's CPU
+    per turn at 1 to 100 chats."""
     def median_cpu(gap: float) -> float:
         costs = []
         for _ in range(slices):
