@@ -194,13 +194,15 @@ async def test_stop_cancels_the_turn_and_keeps_what_the_user_said(rig):
 async def test_stop_right_behind_its_message_stops_that_turn(rig):
     """Messages that come together (one getUpdates batch) are accepted back to back: a /stop right behind a
     message stops that message's turn, even while the lane is still busy with a command before it."""
-    rig.fake.queue(Hang(30), Text("after stop"))
     for text in ("/new", "write an essay", "/stop"):
         await rig.dispatcher.accept(rig.inbound(text), rig.channel)
     await asyncio.wait_for(rig.dispatcher.drain(), 10)
-    texts = rig.channel.texts("c1")
-    assert "Stopping the answer in progress." in texts and texts[-1].endswith("⏹ Stopped."), texts
+    assert rig.channel.texts("c1") == [
+        "Stopping the answer in progress.", "Started a new conversation. The previous one is kept.", "⏹ Stopped."]
+    assert rig.fake.chat_requests() == []  # stopped before the model was asked
+    rig.fake.queue(Text("after stop"))
     await rig.say("never mind")
+    assert rig.channel.texts("c1")[-1] == "after stop"
     assert user_contents(rig.fake.chat_requests()[-1]) == ["write an essay", "never mind"]
 
 
@@ -484,6 +486,29 @@ async def test_an_upstream_status_is_named_in_the_sentence(rig):
         " trouble; try again shortly or switch models with /model.",
         "⚠️ OpenRouter request failed with HTTP 413 (request too large). Try again in a moment.",
     ]
+
+
+async def test_group_context_is_given_to_the_model_once(make):
+    """What the group said before a mention goes with that mention only, not again with every later one."""
+    rig = await make({"channels": {"telegram": {"requireMention": True, "groupPolicy": "open"}}})
+    group = {"chat": "g1", "kind": "group", "channel": "telegram"}
+    await rig.say("lunch at noon?", name="Bob", sender="u2", **group)
+    await rig.say("what did we decide?", name="Ada", mentioned=True, **group)
+    await rig.say("and dessert?", name="Ada", mentioned=True, **group)
+    assert [user_contents(r) for r in rig.fake.chat_requests()] == [
+        ["[Chat messages since your last reply - for context]\n[Bob]: lunch at noon?\n\n"
+         "[Current message - respond to this]\n[Ada]: what did we decide?"],
+        ["[Chat messages since your last reply - for context]\n[Bob]: lunch at noon?\n\n"
+         "[Current message - respond to this]\n[Ada]: what did we decide?", "[Ada]: and dessert?"],
+    ]
+
+
+async def test_text_before_a_tool_call_and_the_answer_after_it_are_apart(make):
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"})], content="Let me check."), Text("Done."))
+    await rig.say("check it")
+    assert rig.channel.texts("c1") == ["Let me check.\n\nDone."]
+    assert "".join(rig.channel.streamed["c1"]) == "Let me check.\n\nDone."
 
 
 def tool_ids(request) -> list[str]:

@@ -284,3 +284,11 @@ async def test_an_idle_connection_the_server_closed_is_never_reused():
             assert (await c.request("GET", "models")).json() == {}
             await asyncio.sleep(0.05)  # the server's close reaches the client's socket
     assert len(opened) == 3
+
+
+async def test_the_result_names_the_model_that_answered(client, fake_openrouter):
+    """With openrouter/auto or provider routing the model that answered is not the one asked for; the
+    stream's ``model`` says which, and that is what is stored."""
+    fake_openrouter.queue(RawSSE([RawSSE.content("hi", finish="stop")]))
+    deltas, result = await stream_all(client, spec())
+    assert (result.text, result.model) == ("hi", "m")

@@ -200,3 +200,38 @@ async def test_writes_on_the_loop_are_checkpointed_so_the_wal_stays_small(tmp_pa
     async with store.db.execute("SELECT COUNT(*) FROM group_history") as cur:
         assert (await cur.fetchone())[0] == 2000
     await store.close()
+
+
+async def test_a_moved_chat_takes_its_topics_settings_and_group_buffer_and_replaces_what_the_new_id_had(tmp_path):
+    """A group that becomes a supergroup gets a new id: its session, each topic's settings and the messages
+    buffered for the next mention move with it; a session the new id had already opened gives way."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    inbox = Inbox(store)
+    old, new = ChatRef("telegram", "-100", kind="group"), ChatRef("telegram", "-200", kind="group")
+    old_topic, new_topic = ChatRef("telegram", "-100", "7", kind="group"), ChatRef("telegram", "-200", "7", kind="group")
+    try:
+        stale = await store.active_session(new)  # the new id spoke first: its session gives way
+        await store.append(stale, [StoredMessage("user", "in the new id")])
+        kept = await store.active_session(old)
+        await store.append(kept, [StoredMessage("user", "in the old id")])
+        await store.set_chat_setting(old_topic, "model", "openrouter/x/y")
+        await inbox.remember_group(Inbound(chat=old, sender_id="u2", sender_name="Bob", text="lunch?"), 5)
+        await store.move_chat("telegram", "-100", "-200")
+        assert await store.active_session(new) == kept
+        assert [m.content for m in await store.history(kept)] == ["in the old id"]
+        assert (await store.chat_settings(new_topic)).model == "openrouter/x/y"
+        assert await inbox.take_group(new) == [("Bob", "lunch?")]
+    finally:
+        await store.close()
+
+
+async def test_a_write_that_fails_alone_on_the_loop_raises_and_keeps_nothing(tmp_path):
+    """The write that commits right on the loop must raise what failed (a full disk, a broken constraint): a
+    caller that got the exception back as a value took a lost message for a stored one."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY constraint failed"):
+            await store.append(999, [StoredMessage("user", "to no session")])
+        assert await store.history(999) == []
+    finally:
+        await store.close()

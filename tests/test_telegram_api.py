@@ -153,3 +153,43 @@ async def test_a_chat_action_is_shown_before_the_block_and_repeated_until_it_end
     repeated = len(shown())
     await asyncio.sleep(0.5)
     assert repeated >= 3 and len(shown()) == repeated  # repeated while the block ran, never after
+
+
+async def test_a_retry_notice_is_shown_as_the_draft_only_until_the_answer_begins(tg, api):
+    """"⏳ … trying again" fills the wait in a private chat; once the answer's text has started, a later
+    notice must not replace it."""
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
+    tg.chat(5)
+    stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial")), ChatRef("telegram", "5", kind="direct"))
+    await stream.notice("⏳ busy; trying again in 2 s…")
+    await stream.delta("Hello")
+    await stream._flush
+    await stream.notice("⏳ too late to show")
+    await stream.close(Reply(text="Hello"))
+    assert [c.params["text"] for c in tg.calls_to("sendMessageDraft")] == ["⏳ busy; trying again in 2 s…", "Hello"]
+    assert tg.texts_in(5) == ["Hello"]
+
+
+async def test_a_draft_is_not_sent_again_when_its_text_did_not_change(tg, api):
+    """Pieces that change nothing the user would see (trailing spaces, a newline) cost no Bot API call."""
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
+    tg.chat(5)
+    stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial", throttle=0.0)),
+                            ChatRef("telegram", "5", kind="direct"))
+    for piece in ("Hello", " ", "\n", " world"):
+        await stream.delta(piece)
+        await stream._flush
+    await stream.close(Reply(text="Hello\nworld"))
+    assert [c.params["text"] for c in tg.calls_to("sendMessageDraft")] == ["Hello", "Hello\nworld"]
+
+
+async def test_a_photo_up_to_ten_mb_goes_as_a_photo_one_byte_more_as_a_document(tg, api):
+    from channels.base import AttachmentKind, Media
+    from channels.telegram_outbound import PHOTO_LIMIT, OutboundSettings, Sender
+    tg.chat(5)
+    sender, target = Sender(api, OutboundSettings()), _Target.of(ChatRef("telegram", "5"), None)
+    await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 4), "image/png", "a.png"))
+    await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 3), "image/png", "b.png"))
+    assert [m.method for m in tg.messages_in(5)] == ["sendPhoto", "sendDocument"]
