@@ -511,6 +511,17 @@ async def test_text_before_a_tool_call_and_the_answer_after_it_are_apart(make):
     assert "".join(rig.channel.streamed["c1"]) == "Let me check.\n\nDone."
 
 
+async def refused_then_answered(rig: Rig, model: str) -> tuple[Any, Any]:
+    """A tool round with the default model, then ``/model``, then "hello": the new model refuses the first
+    request and answers the second ("a plain answer"); returns both requests."""
+    await rig.say("use the tool")
+    await rig.say(f"/model openrouter/{model}")
+    await rig.say("hello")
+    assert rig.channel.texts("c1")[-1] == "a plain answer"
+    refused, answered = rig.fake.chat_requests()[2:]
+    return refused, answered
+
+
 def tool_ids(request) -> list[str]:
     """Every tool-call id a request carries, of the calls and of their results, in order."""
     return [i for m in request.json["messages"]
@@ -545,11 +556,7 @@ async def test_a_model_on_mistrals_templates_under_another_name_is_asked_again_w
     rig.fake.models.append({**gpt, "id": "acme/tekken-chat", "name": "Acme Tekken Chat"})
     rig.fake.mistral_templates.add("acme/tekken-chat")
     rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."), Text("a plain answer"))
-    await rig.say("use the tool")
-    await rig.say("/model openrouter/acme/tekken-chat")
-    await rig.say("hello")
-    assert rig.channel.texts("c1")[-1] == "a plain answer"
-    refused, answered = rig.fake.chat_requests()[2:]
+    refused, answered = await refused_then_answered(rig, "acme/tekken-chat")
     assert tool_ids(refused) == ["call_2_0", "call_2_0"]
     assert [re.fullmatch(r"[A-Za-z0-9]{9}", i) is not None for i in tool_ids(answered)] == [True, True]
 
@@ -594,10 +601,6 @@ async def test_a_model_the_catalog_does_not_describe_that_refuses_tools_is_asked
         if model["id"] == "mistralai/mistral-7b-instruct":
             model["supported_parameters"] = []  # the catalog says nothing; the model takes no tools
     rig.fake.queue(ToolCalls([("echo", {"text": "hi"})]), Text("It said hi."), Text("a plain answer"))
-    await rig.say("use the tool")
-    await rig.say("/model openrouter/mistralai/mistral-7b-instruct")
-    await rig.say("hello")
-    assert rig.channel.texts("c1")[-1] == "a plain answer"
-    refused, answered = rig.fake.chat_requests()[2:]
+    refused, answered = await refused_then_answered(rig, "mistralai/mistral-7b-instruct")
     assert refused.json["tools"][0]["function"]["name"] == "echo" and "tools" not in answered.json
     assert [m["role"] for m in answered.json["messages"]] == ["system", "user", "assistant", "user"]  # told in words
