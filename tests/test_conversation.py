@@ -522,6 +522,22 @@ async def refused_then_answered(rig: Rig, model: str) -> tuple[Any, Any]:
     return refused, answered
 
 
+async def test_status_while_an_answer_is_being_written_says_so(rig):
+    rig.fake.queue(Hang(30))
+    turn = rig.later("write an essay")
+    await rig.requests_reach(1)
+    await rig.dispatcher.accept(rig.inbound("/status"), rig.channel)
+    while not rig.channel.texts("c1"):  # answered at once, even while the turn runs
+        await asyncio.sleep(0.01)
+    await rig.say("/stop")
+    await turn
+    assert rig.channel.texts("c1")[:2] == [
+        "Model: openrouter/auto\nThinking: off\nSpoken replies: off\n"
+        "Session: 0 messages, 0 prompt + 0 completion tokens, $0.0000 so far\nAnswering now (/stop to cancel).",
+        "Stopping the answer in progress.",
+    ]
+
+
 def tool_ids(request) -> list[str]:
     """Every tool-call id a request carries, of the calls and of their results, in order."""
     return [i for m in request.json["messages"]

@@ -497,3 +497,18 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fa
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["Made it."]
     (warning,) = [line for line in service.output.splitlines() if "unreachable" in line]
     assert warning.endswith("WARNING chorus.discord: Discord is unreachable (ClientConnectorError); trying again in 1 s")
+
+
+@shared
+async def test_a_spoken_reply_quotes_the_question_once(bot):
+    """The text quotes the question; the voice message after it does not quote it again."""
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("Spoken answer."))
+    await bot.discord.say(dm, ann, "/tts always")
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    question = await bot.discord.say(dm, ann, "talk to me")
+    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 3)
+    _, text, voice = bot.discord.bot_messages(dm)
+    assert (text.content, text.data["message_reference"]["message_id"]) == ("Spoken answer.", question["id"])
+    assert (voice.data["flags"], voice.data.get("message_reference")) == (VOICE_FLAG, None)

@@ -335,3 +335,17 @@ async def test_a_429_in_the_middle_of_a_reply_delays_it_and_loses_nothing(bot):
     assert [c.status for c in sends] == [200, 429, 200, 200, 200]
     assert sends[2].at - sends[1].at >= 1.0  # resent only after retry_after
     assert "Telegram flood control on sendMessage: waiting 1 s, then sending again" in bot.service.log
+
+
+async def test_a_reply_in_a_forums_general_topic_is_answered_in_general(bot):
+    """In a forum, a reply in General carries ``message_thread_id`` (the message replied to) without being a
+    topic message: it belongs to General's session, and the answer goes to General, not to a thread."""
+    tg, chat = bot.tg, FORUM
+    tg.chat(chat, "supergroup", title="Forum", is_forum=True)
+    first = tg.message(chat, "first in general", chat_type="supergroup")
+    await tg.wait_sent(chat, len(tg.messages_in(chat)) + 1)
+    before = len(tg.messages_in(chat))
+    tg.message(chat, "a reply in general", chat_type="supergroup", message_thread_id=first["message_id"],
+               reply_to_message=first)
+    sent = (await tg.wait_sent(chat, before + 1))[-1]
+    assert (sent.thread_id, sent.text) == (None, "echo: a reply in general")
