@@ -8,7 +8,7 @@ from typing import Any
 
 from channels.base import AttachmentKind, Media
 from providers.openrouter.client import OpenRouterClient
-from providers.openrouter.errors import OpenRouterError
+from providers.openrouter.errors import OpenRouterError, RequestTimeoutError
 from providers.openrouter.image import ASPECT_RATIOS, RESOLUTIONS, generate_image
 from providers.openrouter.media import data_url
 from providers.openrouter.music import LYRIA_MODELS, generate_music
@@ -226,7 +226,7 @@ def _image_roles(args: dict[str, Any], count: int) -> list[str]:
 
 
 def _failure(what: str, exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, (asyncio.TimeoutError, RequestTimeoutError)):  # our own wait, or the request's
         return f"the {what} was not ready within {timeout:g} s; try again, perhaps with a larger timeoutMs"
     return f"the {what} could not be made: {exc}"
 

@@ -17,6 +17,7 @@ from bot.tools import ToolContext, ToolRegistry
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
 from providers.openrouter.media import data_url
 from tests.fakes.media import make_png
+from tests.fakes.openrouter import Hang
 
 CHAT = ChatRef("test", "c1")
 
@@ -100,3 +101,20 @@ async def test_video_takes_several_images_with_the_pages_roles(tools, fake_openr
     twice = await call(tools, "video_generate", photos[:2], prompt="x", imageRoles=["first_frame", "first_frame"])
     assert twice == "error: a video has one first_frame; 2 images were given that role"
     assert len(fake_openrouter.videos) == 4
+
+
+async def test_an_image_that_takes_longer_than_timeout_ms_says_which_setting_to_raise(fake_openrouter, tmp_path):
+    """The request's own timeout is what runs out for an image: the model is told to raise timeoutMs, not just
+    that the request took too long."""
+    image_model = {"primary": "openrouter/google/gemini-3.1-flash-image-preview", "timeoutMs": 1000}
+    cfg, _ = parse_config({"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url, "maxRetries": 0}}},
+                           "agents": {"defaults": {"imageGenerationModel": image_model}}}, env={})
+    store = await Store.open(tmp_path / "chorus.db")
+    llm = make_client(cfg, Credential(fake_openrouter.api_key, "test"))
+    try:
+        fake_openrouter.queue(Hang(30))
+        out = await call(ToolRegistry(media_tools(cfg, llm, MediaJobs(store, llm, None))), "image_generate", prompt="a cat")
+        assert out == "error: the image was not ready within 1 s; try again, perhaps with a larger timeoutMs"
+    finally:
+        await llm.aclose()
+        await store.close()
