@@ -361,12 +361,12 @@ class FakeOpenRouter:
         if not self._takes(body["model"], tools=True) and not _takes_turns(body["messages"]):
             # A model without tool use runs on a chat template that takes only user and assistant in turn; the
             # provider's template error comes back through OpenRouter as "Provider returned error".
-            raw = json.dumps({"error": {"message": "Conversation roles must alternate user/assistant/user/assistant/..."}})
-            return _error(400, "Provider returned error", metadata={"provider_name": "Fake Provider", "raw": raw})
+            return _provider_error("Fake Provider", {"error": {"message": "Conversation roles must alternate "
+                                                                         "user/assistant/user/assistant/..."}})
         if body["model"] in self.mistral_templates and (bad := _long_tool_id(body["messages"])):
-            raw = json.dumps({"object": "error", "message": f"Tool call id was {bad} but must be a-z, A-Z, 0-9, with a "
-                              "length of 9.", "type": "invalid_function_call", "param": None, "code": "3280"})
-            return _error(400, "Provider returned error", metadata={"provider_name": "Mistral", "raw": raw})
+            return _provider_error("Mistral", {"object": "error", "message": f"Tool call id was {bad} but must be a-z, "
+                                               "A-Z, 0-9, with a length of 9.", "type": "invalid_function_call",
+                                               "param": None, "code": "3280"})
         modalities = body.get("modalities") or []
         if self.answers:
             answer = self.answers.pop(0)
@@ -698,6 +698,12 @@ def _long_tool_id(messages: list[Any]) -> str | None:
             if call_id is not None and not re.fullmatch(r"[A-Za-z0-9]{9}", str(call_id)):
                 return str(call_id)
     return None
+
+
+def _provider_error(provider: str, raw: dict[str, Any]) -> web.Response:
+    """A provider's refusal as OpenRouter passes it on: 400 "Provider returned error", the provider's own body
+    as a JSON string in ``metadata.raw``."""
+    return _error(400, "Provider returned error", metadata={"provider_name": provider, "raw": json.dumps(raw)})
 
 
 def _error(status: int, message: str, *, code: Any = None, retry_after: float | None = None,
