@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 
 import aiohttp
@@ -113,3 +114,49 @@ async def test_the_telegram_shim_answers_tls_for_telegram_only(tmp_path):
                 pass
         assert shim.refused == ["CONNECT example.org:443"]
         assert [c.method for c in tg.calls] == ["getMe"]
+
+
+_BENCH_THAT_DIES = """
+import asyncio, sys
+from pathlib import Path
+from bench.products import Launch
+from bench.service import Service
+
+async def main():
+    sleeper = Launch([sys.executable, "-c", "import time; time.sleep(60)"], {}, Path.cwd())
+    svc = await Service.start(sleeper, Path(sys.argv[1]))
+    print(svc.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes in a container)."""
+    try:
+        return procstat._stat_fields(pid)[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_service_does_not_outlive_a_bench_that_was_killed(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    bench = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _BENCH_THAT_DIES, str(tmp_path / "service.log"), cwd=root,
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        service = int(await asyncio.wait_for(bench.stdout.readline(), 30))  # type: ignore[union-attr]
+        assert _running(service)
+        bench.kill()  # no finally runs: only the kernel can end the service now
+        await bench.wait()
+        deadline = time.monotonic() + 5
+        while _running(service) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not _running(service), "the service outlived the bench that started it"
+    finally:
+        if bench.returncode is None:
+            bench.kill()
+            await bench.wait()
