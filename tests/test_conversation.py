@@ -565,6 +565,21 @@ async def test_a_mistral_model_gets_short_tool_ids_after_another_familys_tool_ro
     assert tool_ids(rig.fake.chat_requests()[-1]) == ["call_2_0", "call_2_0", "T00004c00", "T00004c00"]
 
 
+async def test_tool_calls_streamed_without_ids_get_ids_unique_in_the_conversation(make):
+    """Some hosts stream a tool call with no id. The id made up for it pairs the call with its result, and
+    differs from every other in the conversation: one model's ``call_0`` in every round makes a history that
+    Anthropic's models refuse after a /model switch."""
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi"}), ("echo", {"text": "ho"})], ids=False), Text("Both said."),
+                   ToolCalls([("echo", {"text": "again"})], ids=False), Text("Again."))
+    await rig.say("use the tool twice")
+    await rig.say("and once more")
+    assert rig.channel.texts("c1") == ["Both said.", "Again."]
+    ids = tool_ids(rig.fake.chat_requests()[-1])
+    assert ids == [ids[0], ids[1], ids[0], ids[1], ids[4], ids[4]]  # each result right after its own call
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids)
+
+
 async def test_a_model_on_mistrals_templates_under_another_name_is_asked_again_with_short_ids(make):
     """A host of Mistral's weights under a name that does not say so: its refusal is the cue."""
     rig = await make(tools=[EchoTool()])

@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -211,8 +212,8 @@ class OpenRouterClient:
             model=data.get("model") or spec.ref.slug,
             text=msg.get("content") or "",
             tool_calls=[
-                ToolCall(c.get("id") or f"call_{i}", c["function"]["name"], c["function"].get("arguments") or "{}")
-                for i, c in enumerate(msg.get("tool_calls") or [])
+                ToolCall(c.get("id") or new_call_id(), c["function"]["name"], c["function"].get("arguments") or "{}")
+                for c in msg.get("tool_calls") or []
             ],
             usage=Usage.parse(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
@@ -398,13 +399,19 @@ class _StreamAccumulator:
         self.result.reasoning = "".join(self.reasoning) or None
         self.result.reasoning_details = list(self.details.values()) or None
         self.result.tool_calls = [
-            ToolCall(c["id"] or f"call_{i}", c["name"], "".join(c["arguments"]) or "{}")
-            for i, c in sorted(self.calls.items())
+            ToolCall(c["id"] or new_call_id(), c["name"], "".join(c["arguments"]) or "{}")
+            for _, c in sorted(self.calls.items())
         ]
         return self.result
 
 
 _JOINED_FIELDS = ("text", "summary", "data", "signature")
+
+
+def new_call_id() -> str:
+    """An id for a tool call that came without one (Gemini has sent "", some hosts send none). Unique in the
+    whole conversation, as Anthropic's models require of every tool_use id in it; ``call_0`` each round was not."""
+    return f"call_{secrets.token_hex(12)}"
 
 
 def _join_details(joined: dict[int, dict[str, Any]], fragments: object) -> None:

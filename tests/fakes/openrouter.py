@@ -54,6 +54,7 @@ class ToolCalls:
     content: str = ""
     reasoning: str | None = None
     reasoning_details: list[dict[str, Any]] | None = None  # streamed in pieces, joined by index
+    ids: bool = True  # False: the calls come with no id, as some hosts stream them (Gemini, StepFun, vLLM)
 
 
 @dataclass
@@ -482,7 +483,7 @@ class FakeOpenRouter:
                 first, rest = cuts[0], cuts[1:]
                 call_id = (f"T{len(self.requests):05d}c{index:02d}" if body["model"] in self.mistral_templates
                            else f"call_{len(self.requests)}_{index}")
-                out.append(chunk({"tool_calls": [{"index": index, "id": call_id,
+                out.append(chunk({"tool_calls": [{"index": index, **({"id": call_id} if answer.ids else {}),
                                                   "type": "function", "function": {"name": name, "arguments": first}}]}))
                 out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in rest]
             out += [chunk({}, "tool_calls"), usage(20)]
