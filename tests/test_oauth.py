@@ -90,24 +90,29 @@ async def test_listener_times_out_and_a_busy_port_is_explained():
             await oauth.wait_for_callback("s", port=port, timeout=1)
 
 
+def sign_in(fake: FakeOpenRouter, url: str) -> asyncio.Task:
+    """Play the user at the sign-in URL: sign in at OpenRouter (the fake issues a code), follow the redirect."""
+    query = parse_qs(urlsplit(url).query)
+    code = fake.issue_oauth_code(query["code_challenge"][0])
+
+    async def follow() -> None:
+        async with httpx.AsyncClient() as http:
+            await http.get(f"{query['callback_url'][0]}&code={code}")
+
+    return asyncio.get_running_loop().create_task(follow())
+
+
+async def never(prompt: str) -> str:
+    raise AssertionError("not headless: nothing should be read")
+
+
 async def test_browser_login_end_to_end(fake_openrouter: FakeOpenRouter):
     port = free_port()
     visits: list[asyncio.Task] = []
 
     def browser(url: str) -> bool:
-        """Play the user: sign in at OpenRouter (the fake issues a code), follow the redirect."""
-        query = parse_qs(urlsplit(url).query)
-        code = fake_openrouter.issue_oauth_code(query["code_challenge"][0])
-
-        async def follow() -> None:
-            async with httpx.AsyncClient() as http:
-                await http.get(f"{query['callback_url'][0]}&code={code}")
-
-        visits.append(asyncio.get_running_loop().create_task(follow()))
+        visits.append(sign_in(fake_openrouter, url))
         return True
-
-    async def never(prompt: str) -> str:
-        raise AssertionError("not headless: nothing should be read")
 
     said: list[str] = []
     result = await oauth.login(base_url=fake_openrouter.base_url, open_browser=browser, read_line=never,
@@ -168,18 +173,7 @@ async def test_the_sign_in_url_is_shown_even_when_the_opener_claims_success(fake
         """Play the user: copy the printed URL into a browser by hand, sign in, follow the redirect."""
         said.append(line)
         printed = [word for word in line.split() if word.startswith("https://openrouter.ai/auth?")]
-        for url in printed:
-            query = parse_qs(urlsplit(url).query)
-            code = fake_openrouter.issue_oauth_code(query["code_challenge"][0])
-
-            async def follow() -> None:
-                async with httpx.AsyncClient() as http:
-                    await http.get(f"{query['callback_url'][0]}&code={code}")
-
-            visits.append(asyncio.get_running_loop().create_task(follow()))
-
-    async def never(prompt: str) -> str:
-        raise AssertionError("not headless: nothing should be read")
+        visits.extend(sign_in(fake_openrouter, url) for url in printed)
 
     result = await oauth.login(base_url=fake_openrouter.base_url, open_browser=silent_opener, read_line=never,
                                say=user_reads, headless=False, port=port, timeout=5)
