@@ -17,6 +17,7 @@ import av
 import pytest
 import pytest_asyncio
 
+from bot.commands import HELP
 from tests.conftest import Home, new_home, onboarded
 from tests.fakes.media import decode_info, make_audio, make_png
 from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Recorded, Text, ToolCalls
@@ -349,3 +350,42 @@ async def test_a_reply_in_a_forums_general_topic_is_answered_in_general(bot):
                reply_to_message=first)
     sent = (await tg.wait_sent(chat, before + 1))[-1]
     assert (sent.thread_id, sent.text) == (None, "echo: a reply in general")
+
+
+async def test_start_in_a_group_lists_the_commands_and_does_not_greet(bot):
+    """The greeting is for a private chat that just opened the bot; in a group ``/start@bot`` is ``/help``."""
+    tg, group = bot.tg, -1002468
+    tg.chat(group, "supergroup", title="Starters")
+    tg.message(group, "/start@chorus_test_bot", sender=user(42, "Ada"), chat_type="supergroup",
+               entities=[{"type": "bot_command", "offset": 0, "length": 22}])
+    (sent,) = await tg.wait_sent(group)
+    assert sent.text == HELP
+    assert bot.model_calls() == []
+
+
+async def test_a_document_in_a_group_nobody_addressed_the_bot_in_gets_no_sentence(bot):
+    """In a group that wants a mention, a file not meant for the bot is not the bot's business to refuse."""
+    tg, group = bot.tg, -1002469
+    tg.chat(group, "supergroup", title="Reports")
+    pdf = tg.upload(b"%PDF-1.4 ...", "documents/minutes.pdf")
+    doc = {"file_id": pdf, "file_unique_id": "U" + pdf, "file_name": "minutes.pdf", "mime_type": "application/pdf"}
+    bob = user(43, "Bob", None)
+    tg.message(group, None, document=doc, sender=bob, chat_type="supergroup")
+    tg.message(group, "@chorus_test_bot hi", sender=bob, chat_type="supergroup",
+               entities=[{"type": "mention", "offset": 0, "length": 16}])
+    await tg.wait_sent(group)
+    await asyncio.sleep(0.5)
+    assert tg.texts_in(group) == ["echo: @chorus_test_bot hi"]
+
+
+async def test_a_video_alone_is_taken_up_and_gets_its_sentence(bot):
+    """A video without a caption is still a message for the bot: it is told why it goes unanswered, not ignored."""
+    tg, chat = bot.tg, 5016
+    clip = tg.upload(b"\x00\x00\x00\x18ftypmp42", "videos/holiday.mp4")
+    video = {"file_id": clip, "file_unique_id": "U" + clip, "width": 64, "height": 36, "duration": 3,
+             "file_name": "holiday.mp4", "mime_type": "video/mp4"}
+    tg.message(chat, None, video=video)
+    await tg.wait_sent(chat)
+    await asyncio.sleep(0.3)
+    assert tg.texts_in(chat) == ["I can't read holiday.mp4: I understand text, photos, voice notes and audio files."]
+    assert bot.model_calls() == []
