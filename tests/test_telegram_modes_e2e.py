@@ -14,6 +14,7 @@ import aiohttp
 from tests.conftest import chorus, onboarded
 from tests.fakes.openrouter import Hang, Text
 from tests.fakes.telegram import user
+from tests.service import start_chorus
 from tests.telegram_service import free_port, running, start, telegram_config
 
 USER = 5001
@@ -195,3 +196,56 @@ async def test_a_group_rule_can_require_a_mention_and_a_group_turned_supergroup_
         "[Current message - respond to this]\n[Ada]: @chorus_test_bot hi")
     assert [(m["role"], m["content"]) for m in ai.chat_requests()[2].json["messages"][1:]] == [
         ("user", "[Ada]: hello all"), ("assistant", "echo: hello all"), ("user", "[Ada]: what did I say first?")]
+
+
+async def test_polling_removes_a_stale_webhook_and_answers_what_waited_behind_it(home, fake_telegram, fake_openrouter):
+    """The webhook goes, the updates it held stay: a message sent while it was set is answered."""
+    tg, ai = fake_telegram, fake_openrouter
+    tg.webhook = {"url": "https://old.example/hook"}
+    tg.message(USER, "sent while the webhook was set")
+    async with running(home, tg, ai, streaming="off"):
+        await tg.wait_sent(USER)
+    assert tg.texts_in(USER) == ["echo: sent while the webhook was set"]
+    (delete,) = tg.calls_to("deleteWebhook")
+    assert delete.params == {"drop_pending_updates": False}
+
+
+async def test_a_webhook_update_the_inbox_could_not_store_is_refused_and_answered_once_redelivered(
+        home, fake_telegram, fake_openrouter):
+    """A 500 makes Telegram deliver the update again; a 200 would have lost it. The listener is where
+    webhookHost says (a second loopback address here), and /healthz names the bot."""
+    tg, ai = fake_telegram, fake_openrouter
+    port = free_port()
+    url = f"http://127.0.0.2:{port}/telegram-webhook"
+    async with running(home, tg, ai, ready="setWebhook", streaming="off", webhookUrl=url, webhookSecret="s3cret",
+                       webhookHost="127.0.0.2", webhookPort=port) as service:
+        tg.message(USER, "before")
+        await tg.wait_sent(USER)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.2:{port}/healthz") as resp:
+                assert await resp.json() == {"ok": True, "bot": "chorus_test_bot"}
+        # The kernel's file-size limit stands in for a full disk: the inbox cannot store the next message.
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        tg.message(USER, "during")
+        update_id = tg.last_update_id
+        await tg.wait_sent(USER, 2)  # told at once that it could not be saved
+        await tg.wait_for(lambda: (update_id, 500) in tg.webhook_results)
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await tg.wait_for(lambda: "echo: during" in tg.texts_in(USER))
+        await asyncio.sleep(1.0)  # a second answer, if any, would come within this
+    assert tg.texts_in(USER)[0] == "echo: before" and tg.texts_in(USER).count("echo: during") == 1
+    assert tg.texts_in(USER)[1].startswith("⚠️ I could not save your message")
+    assert [s for u, s in tg.webhook_results if u == update_id][-1] == 200
+    assert tg.updates == []
+
+
+async def test_run_with_a_refused_token_says_so_and_stops(home, fake_telegram, fake_openrouter):
+    """A 401 at start is a config mistake: one line naming the setting to fix, not a traceback."""
+    tg, ai = fake_telegram, fake_openrouter
+    await onboarded(home, ai)
+    home.write_config(ai, **telegram_config(tg, botToken="123456789:AAWrongTokenWrongTokenWrongToken_xx"))
+    service = await start_chorus(home, "run", stdin=False)
+    await asyncio.wait_for(service.proc.wait(), 30)  # the service ends by itself: nothing can work
+    result = await service.stop()
+    assert "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken" in result.err
+    assert "Traceback" not in result.err, result.err
