@@ -7,12 +7,14 @@ import asyncio
 import socket
 import time
 import traceback
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from channels import telegram_outbound
+from channels import telegram_outbound, telegram_session
 from channels.base import ChatRef
-from channels.telegram_api import InputFile, TelegramAPI, TelegramError
+from channels.telegram_api import InputFile, Request, Send, TelegramAPI, TelegramError
 from channels.telegram_outbound import _Target, chat_action
 from channels.telegram_session import FloodControl
 from tests.fakes.telegram import FakeTelegram
@@ -193,3 +195,77 @@ async def test_a_photo_up_to_ten_mb_goes_as_a_photo_one_byte_more_as_a_document(
     await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 4), "image/png", "a.png"))
     await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 3), "image/png", "b.png"))
     assert [m.method for m in tg.messages_in(5)] == ["sendPhoto", "sendDocument"]
+
+
+async def test_a_file_telegram_cannot_hand_out_is_an_error_not_its_error_page(tg, api):
+    """getFile names a path the file server answers 404 for, or no path at all (a file over 20 MB): an error
+    each, never the bytes of an error page passed on as the user's file."""
+    answers = iter([{"file_id": "F1", "file_unique_id": "UF1", "file_path": "photos/gone.jpg"},
+                    {"file_id": "F2", "file_unique_id": "UF2", "file_size": 30 * 2**20}])
+
+    async def get_file(params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        return web.json_response({"ok": True, "result": next(answers)})
+
+    tg._m_getFile = get_file  # type: ignore[method-assign]
+    with pytest.raises(TelegramError) as gone:
+        await api.download("F1")
+    assert (gone.value.method, gone.value.code, gone.value.description) == ("download", 404, "HTTP 404 for the file")
+    with pytest.raises(TelegramError) as pathless:
+        await api.download("F2")
+    assert (pathless.value.method, pathless.value.code) == ("getFile", 400)
+    assert pathless.value.description == "the file has no file_path (too big for the Bot API to hand out?)"
+
+
+async def test_the_token_is_masked_in_an_error_that_quotes_it_encoded_or_in_a_mistyped_api_root(tg, api):
+    """A server that quotes the URL percent-encoded shows the secret half without the ``id:`` before it; an
+    apiRoot with a typo (port 99999) makes aiohttp name the whole URL. Neither shows the token."""
+    bot_id, secret = tg.token.split(":")
+    tg.chat(5)
+    tg.fail("sendMessage", 400, f"Bad Request: no route for /bot{bot_id}%3A{secret}/sendMessage")
+    with pytest.raises(TelegramError) as encoded:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    assert encoded.value.description == f"Bad Request: no route for /bot{bot_id}%3A***/sendMessage"
+    typo = TelegramAPI(tg.token, "http://127.0.0.1:99999")
+    with pytest.raises(TelegramError) as invalid:
+        await typo.call("getMe")
+    await typo.aclose()
+    assert str(invalid.value) == ("getMe: http://127.0.0.1:99999 unreachable: InvalidUrlClientError: "
+                                  "http://127.0.0.1:99999/bot***/getMe")
+
+
+async def test_a_call_after_the_channel_stopped_fails_as_a_telegram_error(tg, api):
+    """A late reply after shutdown is an unsendable reply like any other, not a crash in the sender."""
+    assert (await api.call("getMe"))["username"] == "chorus_test_bot"
+    await api.aclose()
+    with pytest.raises(TelegramError) as stopped:
+        await api.call("getMe")
+    assert (stopped.value.code, stopped.value.description) == (0, "the Telegram channel is stopped")
+
+
+
+async def test_flood_control_waits_out_up_to_five_minutes_in_all_and_no_longer(monkeypatch):
+    """Telegram may ask for minutes of quiet (a bot that sent too much to a group): a reply is held that long,
+    not lost; only a wait that would take the total past 300 s gives up."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(telegram_session.asyncio, "sleep", sleep)
+
+    def flooded(*retry_after: float) -> Send:
+        pending = list(retry_after)
+
+        async def send(request: Request) -> Any:
+            if pending:
+                raise TelegramError(request.method, 429, "Too Many Requests", retry_after=pending.pop(0))
+            return "sent"
+        return send
+
+    flood = FloodControl()
+    request = Request("sendMessage", {"chat_id": 5, "text": "hi"})
+    assert await flood(request, flooded(120, 180)) == "sent" and waits == [120, 180]  # 300 s in all: waited
+    waits.clear()
+    with pytest.raises(TelegramError) as given_up:
+        await flood(request, flooded(120, 181))
+    assert given_up.value.retry_after == 181 and waits == [120]
