@@ -221,3 +221,24 @@ async def test_the_inbox_keeps_the_senders_handle_so_a_restart_checks_it_the_sam
     assert await inbox.accept(dm("222", "Grace", username="grace"))
     (again,) = await inbox.pending()
     assert (again.sender_id, again.sender_name, again.sender_username) == ("222", "Grace", "grace")
+
+
+async def test_the_channel_prefix_of_an_allow_from_entry_is_read_in_any_case(store, clock):
+    access = policy(store, clock, dmPolicy="allowlist", allowFrom=["TG:333", "Telegram: 444"])
+    assert await access.check(dm("333")) == Decision(True, "allow-from")
+    assert await access.check(dm("444")) == Decision(True, "allow-from")
+
+
+async def test_approved_senders_do_not_count_against_the_three_pending_requests(store, clock):
+    """Only requests still waiting fill the channel: an owner who approved three people can pair a fourth."""
+    access = policy(store, clock)
+    for sender in ("1", "2", "3"):
+        await access.check(dm(sender))
+        await access.pairing.approve("telegram", await only_code(store, clock, sender))
+    assert (await access.check(dm("4", "Dan"))).reason == "pairing-new"
+
+
+async def test_a_server_the_discord_config_lists_is_let_in_whatever_the_allowlists_say(store, clock):
+    config, _ = parse_config({"channels": {"discord": {"guilds": {"900": {}}, "allowFrom": ["1"]}}}, env={})
+    message = Inbound(chat=ChatRef("discord", "c-55", kind="group"), sender_id="77", sender_name="Ada", text="hi")
+    assert await AccessPolicy(store, config, clock).check(message) == Decision(True, "group-listed")
