@@ -67,3 +67,35 @@ async def test_jitter_stays_within_the_backoff_window():
 
         await with_retries(Flaky(UpstreamError()), policy, sleep=sleep, rng=lambda: r)
         assert 0.0 <= delays[0] <= 1.0 and delays[0] == pytest.approx(r)
+
+
+def test_a_wait_that_ends_exactly_at_the_budget_is_still_waited():
+    policy = RetryPolicy(attempts=3, budget=10.0)
+    assert policy.wait_before_retry(0, RateLimitError(retry_after=2), elapsed=8.0) == 2.0
+    assert policy.wait_before_retry(0, RateLimitError(retry_after=2), elapsed=8.5) is None  # past it: say so now
+
+
+async def test_backoff_stops_growing_at_max_delay():
+    _, delays = await run(Flaky(*[UpstreamError(status=502)] * 5), RetryPolicy(attempts=6, base_delay=8.0, max_delay=20.0))
+    assert delays == [8.0, 16.0, 20.0, 20.0, 20.0]
+
+
+async def test_the_budget_counts_the_time_already_spent_trying():
+    """Each try takes 4 s on this clock: after two tries and a 1 s wait, a 1 s wait would end past the 10 s budget."""
+    now = 0.0
+    delays: list[float] = []
+
+    async def call() -> str:
+        nonlocal now
+        now += 4.0
+        raise UpstreamError(status=502)
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        delays.append(seconds)
+        now += seconds
+
+    with pytest.raises(UpstreamError):
+        await with_retries(call, RetryPolicy(attempts=5, base_delay=1.0, budget=10.0), sleep=sleep,
+                           rng=lambda: 1.0, clock=lambda: now)
+    assert delays == [1.0]  # 4 s + 1 s + 4 s = 9 s spent; 9 + 2 > 10
