@@ -363,19 +363,25 @@ async def test_start_in_a_group_lists_the_commands_and_does_not_greet(bot):
     assert bot.model_calls() == []
 
 
-async def test_a_document_in_a_group_nobody_addressed_the_bot_in_gets_no_sentence(bot):
-    """In a group that wants a mention, a file not meant for the bot is not the bot's business to refuse."""
+async def test_a_document_in_a_group_gets_its_sentence_only_when_the_bot_is_addressed(bot):
+    """In a group that wants a mention, a file not meant for the bot is not the bot's business to refuse; one
+    that is gets the sentence quoting it, as every answer in a group does."""
     tg, group = bot.tg, -1002469
     tg.chat(group, "supergroup", title="Reports")
     pdf = tg.upload(b"%PDF-1.4 ...", "documents/minutes.pdf")
     doc = {"file_id": pdf, "file_unique_id": "U" + pdf, "file_name": "minutes.pdf", "mime_type": "application/pdf"}
     bob = user(43, "Bob", None)
     tg.message(group, None, document=doc, sender=bob, chat_type="supergroup")
-    tg.message(group, "@chorus_test_bot hi", sender=bob, chat_type="supergroup",
-               entities=[{"type": "mention", "offset": 0, "length": 16}])
-    await tg.wait_sent(group)
+    asked = tg.message(group, None, document=doc, caption="@chorus_test_bot summarise", sender=bob,
+                       chat_type="supergroup", caption_entities=[{"type": "mention", "offset": 0, "length": 16}])
+    note, answer = await tg.wait_sent(group, 2)
     await asyncio.sleep(0.5)
-    assert tg.texts_in(group) == ["echo: @chorus_test_bot hi"]
+    assert tg.texts_in(group) == [
+        "I can't read minutes.pdf: I understand text, photos, voice notes and audio files. I'll answer the rest of "
+        "your message.",
+        "echo: @chorus_test_bot summarise",
+    ]
+    assert note.reply_to == answer.reply_to == asked["message_id"]
 
 
 async def test_a_video_alone_is_taken_up_and_gets_its_sentence(bot):
