@@ -6,12 +6,14 @@ The chat behaviour itself is tested against one shared service in ``test_telegra
 from __future__ import annotations
 
 import asyncio
+import base64
 import resource
 import re
 
 import aiohttp
 
 from tests.conftest import chorus, onboarded
+from tests.fakes.media import make_png
 from tests.fakes.openrouter import Hang, Text
 from tests.fakes.telegram import user
 from tests.service import start_chorus
@@ -249,3 +251,27 @@ async def test_run_with_a_refused_token_says_so_and_stops(home, fake_telegram, f
     result = await service.stop()
     assert "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken" in result.err
     assert "Traceback" not in result.err, result.err
+
+
+async def test_an_album_the_inbox_could_not_store_is_received_again_and_answered_once(home, fake_telegram, fake_openrouter):
+    """A message that fails to store between the parts of an album: the album is neither lost (its parts held
+    back as fed) nor doubled (its parts held twice) when it all comes again."""
+    tg, ai = fake_telegram, fake_openrouter
+    dog, bird = make_png(50, 30), make_png(60, 30)
+    async with running(home, tg, ai, streaming="off") as service:
+        tg.message(USER, "before")
+        await tg.wait_sent(USER)
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        tg.photo(USER, dog, media_group_id="album-9", caption="and these?")
+        tg.message(USER, "in between")
+        tg.photo(USER, bird, media_group_id="album-9")
+        await tg.wait_sent(USER, 2)  # told at once that it could not be saved
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await tg.wait_for(lambda: {"echo: in between", "echo: and these?"} <= set(tg.texts_in(USER)))
+        await asyncio.sleep(1.5)  # a second answer, if any, would come within this
+    answers = tg.texts_in(USER)
+    assert answers.count("echo: in between") == answers.count("echo: and these?") == 1 and tg.updates == []
+    (call,) = [r for r in ai.chat_requests() if isinstance(r.json["messages"][-1]["content"], list)]
+    text, *images = call.json["messages"][-1]["content"]
+    assert text == {"type": "text", "text": "and these?"}
+    assert [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in images] == [dog, bird]
