@@ -23,8 +23,8 @@ from tests.conftest import Home, chorus
 from channels.discord_outbound import VOICE_FALLBACK
 from tests.fakes.discord import VOICE_FLAG, Call, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
-from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Recorded, Text, ToolCalls, VideoPlan
-from tests.service import Service, running
+from tests.fakes.openrouter import FakeOpenRouter, Hang, Images, Music, Recorded, Text, ToolCalls, VideoPlan
+from tests.service import Service, running, start_chorus
 
 
 @pytest.fixture
@@ -119,6 +119,9 @@ async def test_dm_text_chat(bot):
     assert bot.calls("POST", f"/channels/{dm['id']}/typing")
     assert bot.discord.token not in bot.service.output
     assert bot.discord.compressed_frames > 3  # the gateway spoke zlib-stream, as discord.py asks and Discord does
+    # Servers, server messages, DMs and Message Content: the fake delivers text whatever was asked; Discord
+    # sends server messages empty to a bot that did not ask for the privileged intent.
+    assert bot.discord.identifies[0]["intents"] == 1 | 1 << 9 | 1 << 12 | 1 << 15
 
 
 def long_answer() -> str:
@@ -487,7 +490,7 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fa
     await fake_discord.go_down()
     async with running(home) as service:
         try:
-            await fake_discord.wait_for(lambda: "Discord is unreachable" in service.output)
+            await fake_discord.wait_for(lambda: "trying again in 2 s" in service.output)  # the pause grows
             await fake_discord.come_back()
             await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
             await fake_discord.say(dm, ann, "hello")
@@ -495,8 +498,8 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fa
         except AssertionError:
             raise AssertionError(service.output) from None
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["Made it."]
-    (warning,) = [line for line in service.output.splitlines() if "unreachable" in line]
-    assert warning.endswith("WARNING chorus.discord: Discord is unreachable (ClientConnectorError); trying again in 1 s")
+    warnings = [line.partition("WARNING chorus.discord: ")[2] for line in service.output.splitlines() if "unreachable" in line]
+    assert warnings == [f"Discord is unreachable (ClientConnectorError); trying again in {n} s" for n in (1, 2)]
 
 
 @shared
@@ -512,3 +515,123 @@ async def test_a_spoken_reply_quotes_the_question_once(bot):
     _, text, voice = bot.discord.bot_messages(dm)
     assert (text.content, text.data["message_reference"]["message_id"]) == ("Spoken answer.", question["id"])
     assert (voice.data["flags"], voice.data.get("message_reference")) == (VOICE_FLAG, None)
+
+
+@shared
+async def test_a_server_message_the_bot_only_listens_to_shows_no_typing(bot):
+    """"Typing" promises an answer: none for a server message that does not mention the bot."""
+    ann = bot.discord.user("ann")
+    general = bot.discord.text_channel(bot.discord.guild())
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("Hi."))
+    await bot.discord.say(general, ann, "just chatting")
+    await bot.discord.say(dm, ann, "hello")  # events arrive in order: once this is answered, the first was handled
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await asyncio.sleep(0.3)
+    assert bot.calls("POST", f"/channels/{general['id']}/typing") == []
+    assert bot.discord.bot_messages(general) == []
+
+
+@shared
+async def test_an_audio_file_is_transcribed_like_a_voice_message(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    memo = bot.discord.attachment("memo.mp3", make_audio("mp3", 1.0), "audio/mpeg")
+    bot.openrouter.transcripts.append("remind me to call Bob")
+    bot.openrouter.queue(Text("I will."))
+    await bot.discord.say(dm, ann, "", attachments=[memo])
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    (stt,) = bot.requests_to("/audio/transcriptions")
+    assert stt.json["input_audio"]["format"] == "mp3"
+    assert bot.chat_requests()[0].json["messages"][-1]["content"] == "[voice note] remind me to call Bob"
+
+
+async def test_a_refused_token_is_said_once_and_not_tried_again(home, fake_openrouter, fake_discord):
+    configure(home, fake_openrouter, fake_discord, token="not-the-token")
+    async with running(home) as service:
+        await fake_discord.wait_for(lambda: "Discord refused the bot token" in service.output)
+        await asyncio.sleep(2.5)  # time for a retry after 1 s and another after 2 s, were there any
+    assert len(fake_discord.calls_to("GET", "/users/@me")) == 1
+    assert service.output.count("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)") == 1
+    assert "not-the-token" not in service.output
+
+
+async def test_without_a_gateway_url_the_rest_base_is_asked_where_the_gateway_is(home, fake_openrouter, fake_discord):
+    """A REST proxy in front of Discord: the gateway is the one ``GET /gateway/bot`` names, not Discord's own."""
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.queue(Text("Found you."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, gatewayUrl=None):
+        await fake_discord.say(dm, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["Found you."]
+    assert len(fake_discord.calls_to("GET", "/gateway/bot")) == 1
+
+
+async def test_server_users_channel_users_and_unlisted_servers(home, fake_openrouter, fake_discord):
+    """``guilds``: a server not listed is not heard; the server's ``users`` may talk in it, except in a channel
+    with ``users`` of its own; a slash command from anyone else is refused to them alone."""
+    ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
+    guild, elsewhere = fake_discord.guild(), fake_discord.guild("Another server")
+    general, ops, other = fake_discord.text_channel(guild), fake_discord.text_channel(guild, "ops"), fake_discord.text_channel(elsewhere)
+    guilds = {guild["id"]: {"requireMention": False, "users": [ann["id"]], "channels": {"ops": {"users": [bob["id"]]}}}}
+    fake_openrouter.queue(Text("Hi Ann."), Text("Hi Bob."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds):
+        me = fake_discord.bot
+        await fake_discord.say(other, ann, f"<@{me['id']}> anyone here?", mentions=[me])
+        await fake_discord.say(general, bob, "me too")
+        await fake_discord.say(ops, ann, "and me")
+        refused = await fake_discord.slash(general, bob, "status")
+        await fake_discord.say(general, ann, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        await fake_discord.say(ops, bob, "hello")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(ops))
+    assert [m.content for m in fake_discord.bot_messages(general)] == ["Hi Ann."]
+    assert [m.content for m in fake_discord.bot_messages(ops)] == ["Hi Bob."]
+    assert fake_discord.bot_messages(other) == []
+    assert [r.json["messages"][-1]["content"] for r in fake_openrouter.chat_requests()] == ["[Ann]: hello", "[Bob]: hello"]
+    (callback,) = fake_discord.calls_to("POST", "/interactions/{interaction_id}/{interaction_token}/callback")
+    assert callback.path == f"/interactions/{refused['id']}/{refused['token']}/callback"
+    assert (callback.json["type"], callback.json["data"]["content"], callback.json["data"]["flags"]) == (
+        4, "I'm not enabled here.", 64)  # a message only Bob sees (ephemeral)
+
+
+async def test_a_reply_to_the_bot_addresses_it_and_mentions_read_as_names(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    guild = fake_discord.guild()
+    role = str(next(fake_discord.ids))
+    guild["roles"].append({**guild["roles"][0], "id": role, "name": "moderators", "position": 1, "mentionable": True})
+    general, releases = fake_discord.text_channel(guild), fake_discord.text_channel(guild, "releases")
+    fake_openrouter.queue(Text("Ask them."), Text("Tomorrow."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord):  # a mention is needed in servers
+        me = fake_discord.bot
+        question = fake_discord.message(general, ann, f"hey <@{me['id']}> who  are <@&{role}> in <#{releases['id']}>?",
+                                        mentions=[me])
+        question["mention_roles"] = [role]
+        await fake_discord.dispatch("MESSAGE_CREATE", question)
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        (answer,) = fake_discord.bot_messages(general)
+        await fake_discord.say(general, ann, "and when?", reply_to=answer.data)  # no mention: the reply addresses it
+        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(general)) == 2)
+    assert [m.content for m in fake_discord.bot_messages(general)] == ["Ask them.", "Tomorrow."]
+    first, second = fake_openrouter.chat_requests()
+    assert first.json["messages"][-1]["content"] == "[Ann]: hey who are @moderators in #releases?"
+    assert second.json["messages"][-1]["content"] == "[Ann]: and when?"
+
+
+@pytest.mark.parametrize("allow_bots", [False, True])
+async def test_other_bots_are_heard_only_with_allow_bots(home, fake_openrouter, fake_discord, allow_bots):
+    helper, ann = fake_discord.user("helper", bot=True), fake_discord.user("ann")
+    helper_dm, ann_dm = fake_discord.dm(helper), fake_discord.dm(ann)
+    fake_openrouter.queue(*([Text("Hello, fellow bot.")] if allow_bots else []), Text("Hi Ann."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, allowBots=allow_bots):
+        await fake_discord.say(helper_dm, helper, "beep")
+        if allow_bots:
+            await fake_discord.wait_for(lambda: fake_discord.bot_messages(helper_dm))
+        await fake_discord.say(ann_dm, ann, "hi")
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(ann_dm))
+        await asyncio.sleep(0.3)
+    assert [m.content for m in fake_discord.bot_messages(helper_dm)] == (["Hello, fellow bot."] if allow_bots else [])
+    assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
+    assert len(fake_openrouter.chat_requests()) == (2 if allow_bots else 1)
+
