@@ -112,9 +112,14 @@ class DiscordChannel:
         await self.outbox.send(chat, reply)
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
-        assert self.outbox is not None
-        return DiscordStream(self.outbox, chat, reply_to,
+        """A stream that writes once connected: a turn recovered at start may open it before that."""
+        return DiscordStream(self._connected_outbox, chat, reply_to,
                              live=self.settings.stream, throttle=self.settings.throttle)
+
+    async def _connected_outbox(self) -> Outbox:
+        await self._ready.wait()
+        assert self.outbox is not None
+        return self.outbox
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment of a message accepted before a restart, fetched again from its URL."""

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -132,8 +133,9 @@ class DiscordStream:
     """An answer as it is written: shown after ``throttle`` seconds and then edited in place at most that often,
     with the typing indicator on until the answer is out."""
 
-    def __init__(self, outbox: Outbox, chat: ChatRef, reply_to: str | None, *, live: bool, throttle: float) -> None:
-        self.outbox = outbox
+    def __init__(self, outbox: Callable[[], Awaitable[Outbox]], chat: ChatRef, reply_to: str | None, *, live: bool,
+                 throttle: float) -> None:
+        self.outbox = outbox  # the channel's current one, once connected
         self.chat = chat
         self.reply_to = reply_to
         self.live = live
@@ -148,11 +150,11 @@ class DiscordStream:
         self.text += text
         if self.live and time.monotonic() - self.last >= self.throttle:
             self.last = time.monotonic()
-            await self.outbox.text(self.chat, self.text, self.reply_to, self.posted)
+            await (await self.outbox()).text(self.chat, self.text, self.reply_to, self.posted)
 
     async def close(self, reply: Reply) -> None:
         try:
-            await self.outbox.send(self.chat, reply, self.posted)
+            await (await self.outbox()).send(self.chat, reply, self.posted)
         finally:
             self.typing.cancel()
 
@@ -160,7 +162,7 @@ class DiscordStream:
         """Discord shows "typing" for 10 s per request: renew it until the answer is out (at most 10 minutes,
         should a turn end without closing its stream)."""
         for _ in range(75):
-            await self.outbox.type_once(self.chat)
+            await (await self.outbox()).type_once(self.chat)
             await asyncio.sleep(8)
 
 

@@ -635,3 +635,29 @@ async def test_other_bots_are_heard_only_with_allow_bots(home, fake_openrouter, 
     assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
     assert len(fake_openrouter.chat_requests()) == (2 if allow_bots else 1)
 
+
+
+async def test_an_image_sent_before_a_crash_is_fetched_again_after_the_restart(home, fake_openrouter, fake_discord):
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    png = make_png(32, 18)
+    fake_openrouter.queue(Hang(60))
+    configure(home, fake_openrouter, fake_discord)
+    crashed = await start_chorus(home, "run", stdin=False)
+    try:
+        await fake_discord.wait_for(lambda: fake_discord.ready.is_set(), timeout=30)
+        await fake_discord.say(dm, ann, "what is this?", attachments=[fake_discord.attachment("pic.png", png, "image/png")])
+        await fake_discord.wait_for(fake_openrouter.chat_requests, timeout=30)
+    finally:
+        await crashed.kill()  # before any answer: the message is still in the inbox, its image only a CDN URL
+    fake_discord.ready.clear()
+    fake_openrouter.queue(Text("A gradient."))
+    async with running(home) as service:
+        try:
+            await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm), timeout=30)
+        except AssertionError:
+            raise AssertionError(service.output) from None
+    assert [m.content for m in fake_discord.bot_messages(dm)] == ["A gradient."], service.output
+    assert fake_openrouter.chat_requests()[-1].json["messages"][-1]["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
