@@ -6,12 +6,14 @@ import io
 import os
 import time
 
+import pytest
 from PIL import Image
 
 from bot.config import ImageTools
 from bot.context import IMAGE_TOKENS, estimate_tokens
-from bot.images import Images, prepare, too_large
-from tests.fakes.media import make_png
+from bot.images import ImageError, Images, prepare, too_large
+from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
+from tests.fakes.media import make_png, make_png_header
 
 
 def encoded(image: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -61,7 +63,7 @@ def test_sweep_deletes_images_unused_for_keep_days_and_leftovers_of_interrupted_
     now = time.time()
     folder = tmp_path / "in"
     folder.mkdir()
-    ages = {"old.jpg": 31 * 86400, "recent.jpg": 29 * 86400, "crashed.part": 7200, "writing.part": 60}
+    ages = {"old.jpg": 31 * 86400, "recent.jpg": 29 * 86400, "crashed.part": 7200, "writing.part": 1800}
     for name, age in ages.items():
         (folder / name).write_bytes(b"x")
         os.utime(folder / name, (now - age, now - age))
@@ -70,3 +72,48 @@ def test_sweep_deletes_images_unused_for_keep_days_and_leftovers_of_interrupted_
     assert Images(tmp_path, ImageTools(keep_days=30)).sweep(now) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["recent.jpg", "writing.part"]
     assert Images(tmp_path / "nothing-yet", ImageTools()).sweep(now) == 0
+
+
+@pytest.mark.parametrize("fmt, ext", [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("GIF", "gif")])
+def test_every_format_models_read_goes_as_it_came_up_to_2048_pixels(fmt, ext):
+    """Re-encoding would cost quality (and a GIF its frames) for nothing: all four go to every model as they are."""
+    wide = encoded(Image.new("RGB", (2048, 8), (200, 30, 30)), fmt)
+    assert (prepare(wide).data, prepare(wide).ext) == (wide, ext)
+    wider = encoded(Image.new("RGB", (2049, 8), (200, 30, 30)), fmt)
+    assert opened(prepare(wider).data)[1] == (2048, 8)
+
+
+def test_a_file_over_5_mb_is_re_encoded_even_when_small_enough():
+    noise = encoded(Image.frombytes("RGB", (2048, 1024), os.urandom(2048 * 1024 * 3)), "PNG")
+    assert len(noise) > 5_000_000
+    fitted = prepare(noise)
+    assert (fitted.ext, opened(fitted.data)) == ("jpg", ("JPEG", (2048, 1024), "RGB"))
+    assert len(fitted.data) < 5_000_000  # what Anthropic's models take per image
+
+
+def test_exactly_40_megapixels_is_decoded_and_one_pixel_row_more_is_refused():
+    with pytest.raises(ImageError) as at_limit:
+        prepare(make_png_header(8000, 5000))  # 40,000,000 pixels: allowed, so it is decoded (and is a bare header)
+    assert str(at_limit.value) == "That image could not be decoded: it looks corrupt or truncated."
+    with pytest.raises(ImageError) as over:
+        prepare(make_png_header(8000, 5001))
+    assert str(over.value) == "That image is 8000×5001 pixels; the limit is 40 megapixels."
+
+
+def test_a_palette_image_with_a_transparent_colour_stays_transparent():
+    palette = Image.new("P", (3000, 100), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    fitted = prepare(encoded(palette, "PNG", transparency=1))  # colour 1 is see-through: an all-clear picture
+    assert (fitted.ext, opened(fitted.data)) == ("png", ("PNG", (2048, 68), "RGBA"))
+
+
+async def test_an_image_of_exactly_max_bytes_is_accepted(tmp_path):
+    data = make_png(40, 30)
+    images = Images(tmp_path, ImageTools(max_bytes=len(data)))
+    photo = Attachment.from_bytes(AttachmentKind.IMAGE, data, mime="image/png", filename="cat.png")
+    (stored,) = await images.accept(Inbound(chat=ChatRef("t", "c"), sender_id="u", sender_name="U", attachments=[photo]))
+    assert stored.path.read_bytes() == data
+    over = Images(tmp_path, ImageTools(max_bytes=len(data) - 1))
+    with pytest.raises(ImageError) as refused:
+        await over.accept(Inbound(chat=ChatRef("t", "c"), sender_id="u", sender_name="U", attachments=[photo]))
+    assert str(refused.value) == f"That image is 0.1 MB; the limit is {(len(data) - 1) / 1_000_000:g} MB."
