@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import wave
+
 import pytest
+
+from bot import audio
 
 from bot.config import parse_config
 from bot.media_jobs import MediaJobs
@@ -172,3 +178,54 @@ async def test_downloads_follow_redirects_and_the_key_never_leaves_the_base_orig
     assert [(r.path, "Authorization" in r.headers) for r in elsewhere.requests] == [
         ("/redirect", False), ("/files/a.mp4", False), ("/files/b.mp4", False)]
     assert [(r.path, "Authorization" in r.headers) for r in fake_openrouter.requests] == [("/redirect", True)]
+
+
+def silent_wav() -> bytes:
+    """A WAV file with its header and not one sample."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("data, mime, name, sent_as", [
+    (make_audio("flac", 1.0), "audio/ogg", "note.ogg", "wav"),  # the name says Ogg, the bytes are FLAC: converted
+    (make_audio("ogg_opus", 1.0), "audio/OGG; codecs=opus", "voice.bin", "ogg"),  # the MIME type's parameters
+    (make_audio("mp3", 1.0), None, "memo.MP3", "mp3"),  # no MIME type: the file name's extension
+])
+async def test_audio_goes_to_speech_to_text_as_it_came_only_when_it_is_what_it_says(
+        make_voice, fake_openrouter, data, mime, name, sent_as):
+    voice = await make_voice()
+    heard = await voice.preflight(voice_inbound(data, mime=mime, name=name))
+    assert heard.spoken and heard.error is None
+    sent = fake_openrouter.requests_to("/audio/transcriptions")[0].json["input_audio"]
+    assert sent["format"] == sent_as
+    payload = base64.b64decode(sent["data"])
+    if sent_as == "wav":
+        assert decode_info(payload)[:2] + decode_info(payload)[3:] == ("wav", "pcm_s16le", 16000, 1)
+    else:
+        assert payload == data
+
+
+@pytest.mark.parametrize("data, why", [(b"", "the audio file is empty"),
+                                       (silent_wav(), "the audio holds no sound that could be decoded")])
+async def test_audio_with_nothing_in_it_is_explained_and_never_transcribed(make_voice, fake_openrouter, data, why):
+    voice = await make_voice()
+    heard = await voice.preflight(voice_inbound(data, mime="audio/wav", name="note.wav"))
+    assert heard.error == f"I couldn't use that voice message: {why}. Could you send it again?"
+    assert fake_openrouter.requests_to("/audio/transcriptions") == []
+
+
+def test_a_voice_note_keeps_its_whole_length_at_32_kbit_s():
+    ten = make_audio("wav", 10.0)
+    note = audio.to_ogg_opus(ten)
+    assert note.duration == pytest.approx(10.0, abs=0.001)
+    assert decode_info(note.data)[2] == pytest.approx(10.0, abs=0.03)  # the resampler's tail is flushed, not lost
+    assert len(note.data) < 80_000  # 32 kbit/s: about 60 KB; libopus's own default (64 kbit/s) makes 106 KB
+
+
+def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
+    with wave.open(io.BytesIO(audio.pcm_to_wav(b"\x01\x00" * 24000 + b"\x07"))) as w:
+        assert (w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()) == (24000, 24000, 1, 2)
