@@ -229,3 +229,22 @@ def test_a_voice_note_keeps_its_whole_length_at_32_kbit_s():
 def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
     with wave.open(io.BytesIO(audio.pcm_to_wav(b"\x01\x00" * 24000 + b"\x07"))) as w:
         assert (w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()) == (24000, 24000, 1, 2)
+
+
+async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, tmp_path):
+    """``timeoutMs`` is how long the video may take: a poll that finds it done at that very moment delivers it."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    sent: list[Reply] = []
+
+    async def deliver(chat: ChatRef, reply: Reply) -> None:
+        sent.append(reply)
+
+    clock = [1000.0]
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+        jobs = MediaJobs(store, llm, deliver, poll_interval=100, clock=lambda: clock[0])
+        job = await fake_openrouter_submit(llm)
+        await jobs.submit(ChatRef("t", "c"), "m1", job, "openrouter/google/veo-3.1-fast", "waves", timeout=100)
+        clock[0] = 1100.0  # the first poll is due, and the deadline is now
+        await jobs.tick()
+    assert [(r.text, [m.filename for m in r.media]) for r in sent] == [("", [f"video-{job.id}.mp4"])]
+    await store.close()
