@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 
-from bot.config import load_config
+import pytest
+
+from bot.config import ConfigError, config_path, load_config, load_dotenv, parse_config, set_in, state_dir, update_config
 from bot.json5_text import strip_digit_separators
 from tests.conftest import ROOT, chorus, onboarded
 from tests.fakes.openrouter import Text
@@ -65,3 +69,49 @@ def test_the_readme_provider_page_snippet_loads_as_pasted(tmp_path):
     assert (defaults.model.primary, defaults.image_generation_model.timeout_ms, defaults.music_generation_model.timeout_ms,
             defaults.video_generation_model.primary) == ("openrouter/auto", 180000, 180000, "openrouter/google/veo-3.1-fast")
     assert loaded.config.env == {"OPENROUTER_API_KEY": "sk-or-..."}
+
+
+def test_a_config_rewritten_by_chorus_and_its_backup_are_readable_by_the_owner_only(tmp_path):
+    """The file holds keys and tokens: a rewrite must not leave it (or the copy of the old one) world-readable."""
+    path = tmp_path / "chorus.json5"
+    path.write_text('{ models: { providers: { openrouter: { apiKey: "sk-or-v1-secret" } } } }')
+    path.chmod(0o644)
+    update_config(path, lambda raw: set_in(raw, "agents.defaults.model.primary", "openrouter/openai/gpt-4o-mini"), env={})
+    assert load_config(path, env={}).config.agents.defaults.model.primary == "openrouter/openai/gpt-4o-mini"
+    backup = tmp_path / "chorus.json5.bak"
+    assert (stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(backup.stat().st_mode)) == (0o600, 0o600)
+
+
+def test_where_the_state_and_the_config_are():
+    assert state_dir({"HOME": "/home/ann"}) == Path("/home/ann/.chorus")
+    assert state_dir({"HOME": "/home/ann", "CHORUS_HOME": "/srv/chorus"}) == Path("/srv/chorus")
+    env = {"HOME": "/home/ann", "CHORUS_CONFIG": "/etc/chorus.json5"}
+    assert config_path("./mine.json5", env) == Path("./mine.json5")  # --config wins over CHORUS_CONFIG
+    assert config_path(None, env) == Path("/etc/chorus.json5")
+    assert config_path(None, {"HOME": "/home/ann"}) == Path("/home/ann/.chorus/chorus.json5")
+
+
+def test_variables_resolve_from_the_environment_then_the_configs_env_block():
+    raw = {"env": {"TEAM": "blue"}, "agents": {"defaults": {"systemPrompt": "${GREETING}, team ${TEAM}; $${LITERAL}"}}}
+    config, _ = parse_config(raw, env={"GREETING": "Hello"})
+    assert config.agents.defaults.system_prompt == "Hello, team blue; ${LITERAL}"
+    with pytest.raises(ConfigError) as missing:
+        parse_config({"agents": {"defaults": {"systemPrompt": "${NOWHERE}"}}}, env={})
+    assert str(missing.value) == ("agents.defaults.systemPrompt: refers to ${NOWHERE}, which is not set in the "
+                                  "environment or the config's env block")
+
+
+def test_dotenv_lines_as_shells_write_them(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("# a comment\nexport OPENROUTER_API_KEY=sk-or-v1-abc\nQUOTED=\"two words\"\nSINGLE='x # y'\n"
+                    "TRAILING=value # why\nEMPTY=\nnot a line\n")
+    assert load_dotenv(path) == {"OPENROUTER_API_KEY": "sk-or-v1-abc", "QUOTED": "two words", "SINGLE": "x # y",
+                                 "TRAILING": "value", "EMPTY": ""}
+
+
+def test_a_base_url_loses_its_trailing_slash_and_discord_edits_are_at_most_four_a_second():
+    config, _ = parse_config({"models": {"providers": {"openrouter": {"baseUrl": "http://proxy.local/api/v1/"}}}}, env={})
+    assert config.models.providers.openrouter.base_url == "http://proxy.local/api/v1"
+    with pytest.raises(ConfigError) as fast:
+        parse_config({"channels": {"discord": {"streaming": {"throttleMs": 249}}}}, env={})
+    assert str(fast.value).startswith("channels.discord.streaming.throttleMs: found 249 (integer); ")
