@@ -248,3 +248,31 @@ async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter
         await jobs.tick()
     assert [(r.text, [m.filename for m in r.media]) for r in sent] == [("", [f"video-{job.id}.mp4"])]
     await store.close()
+
+
+async def test_videos_done_together_arrive_in_the_order_asked_and_a_late_one_is_given_up_on_time(fake_openrouter, tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite")
+    sent: list[Reply] = []
+
+    async def deliver(chat: ChatRef, reply: Reply) -> None:
+        sent.append(reply)
+
+    clock = [1000.0]
+    model = "openrouter/google/veo-3.1-fast"
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+        jobs = MediaJobs(store, llm, deliver, poll_interval=100, clock=lambda: clock[0])
+        for reply_to, prompt in (("m1", "waves"), ("m2", "clouds")):
+            await jobs.submit(ChatRef("t", "c"), reply_to, await fake_openrouter_submit(llm), model, prompt, timeout=1000)
+        clock[0] = 1100.0
+        await jobs.tick()  # both are done at their first poll
+        assert [(r.reply_to, r.media[0].caption) for r in sent] == [("m1", "waves"), ("m2", "clouds")]
+        fake_openrouter.video_plan.append(VideoPlan(polls_until_done=10**6))
+        await jobs.submit(ChatRef("t", "c"), "m3", await fake_openrouter_submit(llm), model, "slow", timeout=150)
+        clock[0] = 1200.0
+        await jobs.tick()  # polled once, not done; next poll at 1300, past the deadline (1250)
+        assert len(sent) == 2
+        clock[0] = 1300.0
+        await jobs.tick()
+        assert (sent[-1].text, sent[-1].reply_to) == ("⚠️ The video “slow” took too long and was given up.", "m3")
+        assert await jobs.pending() == 0
+    await store.close()
