@@ -661,3 +661,12 @@ async def test_an_image_sent_before_a_crash_is_fetched_again_after_the_restart(h
     assert fake_openrouter.chat_requests()[-1].json["messages"][-1]["content"] == [
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
+
+
+@shared
+async def test_a_slash_command_without_its_optional_argument_shows_the_setting(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    await bot.discord.slash(dm, ann, "model")  # the argument left empty, as Discord allows
+    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    assert [m.content for m in bot.discord.bot_messages(dm)] == ["Model: openrouter/auto"]
