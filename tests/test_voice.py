@@ -231,9 +231,17 @@ def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
         assert (w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()) == (24000, 24000, 1, 2)
 
 
-async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, tmp_path):
-    """``timeoutMs`` is how long the video may take: a poll that finds it done at that very moment delivers it."""
+@pytest.fixture
+async def job_store(tmp_path):
+    """The jobs' store, closed however the test ends (its open connection's thread would keep pytest from exiting)."""
     store = await Store.open(tmp_path / "db.sqlite")
+    yield store
+    await store.close()
+
+
+async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, job_store):
+    """``timeoutMs`` is how long the video may take: a poll that finds it done at that very moment delivers it."""
+    store = job_store
     sent: list[Reply] = []
 
     async def deliver(chat: ChatRef, reply: Reply) -> None:
@@ -247,11 +255,10 @@ async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter
         clock[0] = 1100.0  # the first poll is due, and the deadline is now
         await jobs.tick()
     assert [(r.text, [m.filename for m in r.media]) for r in sent] == [("", [f"video-{job.id}.mp4"])]
-    await store.close()
 
 
-async def test_videos_done_together_arrive_in_the_order_asked_and_a_late_one_is_given_up_on_time(fake_openrouter, tmp_path):
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_videos_done_together_arrive_in_the_order_asked_and_a_late_one_is_given_up_on_time(fake_openrouter, job_store):
+    store = job_store
     sent: list[Reply] = []
 
     async def deliver(chat: ChatRef, reply: Reply) -> None:
@@ -275,4 +282,3 @@ async def test_videos_done_together_arrive_in_the_order_asked_and_a_late_one_is_
         await jobs.tick()
         assert (sent[-1].text, sent[-1].reply_to) == ("⚠️ The video “slow” took too long and was given up.", "m3")
         assert await jobs.pending() == 0
-    await store.close()
