@@ -186,14 +186,19 @@ async def test_a_channel_without_mention_rule_and_a_disabled_one(home, fake_open
     quiet = fake_discord.text_channel(guild, "quiet")
     guilds = {guild["id"]: {"requireMention": True, "channels": {"lounge": {"requireMention": False},
                                                                    quiet["id"]: {"enabled": False}}}}
-    fake_openrouter.queue(Text("Hi from the lounge."))
+    plans, secrets = fake_discord.thread(lounge, "plans"), fake_discord.thread(quiet, "secrets")
+    fake_openrouter.queue(Text("Hi from the lounge."), Text("Hi from the thread."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds):
         await fake_discord.say(quiet, ann, f"<@{fake_discord.bot['id']}> anyone?", mentions=[fake_discord.bot])
+        await fake_discord.say(secrets, ann, f"<@{fake_discord.bot['id']}> here?", mentions=[fake_discord.bot])
         await fake_discord.say(lounge, ann, "hello")
         await fake_discord.wait_for(lambda: fake_discord.bot_messages(lounge))
+        await fake_discord.say(plans, ann, "and here")  # a thread follows the rule of its channel
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(plans))
     assert [m.content for m in fake_discord.bot_messages(lounge)] == ["Hi from the lounge."]
-    assert fake_discord.bot_messages(quiet) == []
-    assert len(fake_openrouter.chat_requests()) == 1
+    assert [m.content for m in fake_discord.bot_messages(plans)] == ["Hi from the thread."]
+    assert fake_discord.bot_messages(quiet) == fake_discord.bot_messages(secrets) == []
+    assert len(fake_openrouter.chat_requests()) == 2
     assert set(fake_discord.commands) == {guild["id"]}  # slash commands registered in the listed server only
 
 
