@@ -141,7 +141,8 @@ async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadlin
         submitted = (await fake_openrouter_submit(llm))
         await jobs.submit(chat, "m1", submitted, "openrouter/google/veo-3.1-fast", "waves", timeout=10_000)
         await poll_all(jobs, clock)
-        assert [r.text for _, r in sent] == [f"⚠️ The video “waves” could not be made: {outcome} (it was {outcome})."]
+        assert [(r.text, r.reply_to) for _, r in sent] == [  # answering the message that asked for it
+            (f"⚠️ The video “waves” could not be made: {outcome} (it was {outcome}).", "m1")]
         # A job that never finishes is given up after its deadline, once.
         fake_openrouter.video_plan.append(VideoPlan(polls_until_done=10**6))
         await jobs.submit(chat, "m2", await fake_openrouter_submit(llm), "openrouter/google/veo-3.1-fast", "slow", timeout=150)
