@@ -119,6 +119,14 @@ def test_tags_and_speakable_text():
     assert "".join(tags.feed(p) for p in pieces) == "Hello  world  end [[not a tag]]"
 
 
+@pytest.fixture
+async def job_store(tmp_path):
+    """The jobs' store, closed however the test ends (its open connection's thread would keep pytest from exiting)."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    yield store
+    await store.close()
+
+
 async def poll_all(jobs: MediaJobs, clock: list[float], steps: int = 5) -> None:
     for _ in range(steps):
         clock[0] += 100
@@ -126,8 +134,8 @@ async def poll_all(jobs: MediaJobs, clock: list[float], steps: int = 5) -> None:
 
 
 @pytest.mark.parametrize("outcome", ["cancelled", "expired"])
-async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadline(fake_openrouter, tmp_path, outcome):
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadline(fake_openrouter, job_store, outcome):
+    store = job_store
     sent: list[tuple[ChatRef, Reply]] = []
 
     async def deliver(chat: ChatRef, reply: Reply) -> None:
@@ -149,7 +157,6 @@ async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadlin
         await poll_all(jobs, clock)
         assert sent[-1][1].text == "⚠️ The video “slow” took too long and was given up." and len(sent) == 2
         assert await jobs.pending() == 0
-    await store.close()
 
 
 async def fake_openrouter_submit(llm: OpenRouterClient) -> VideoJob:
@@ -230,14 +237,6 @@ def test_a_voice_note_keeps_its_whole_length_at_32_kbit_s():
 def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
     with wave.open(io.BytesIO(audio.pcm_to_wav(b"\x01\x00" * 24000 + b"\x07"))) as w:
         assert (w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()) == (24000, 24000, 1, 2)
-
-
-@pytest.fixture
-async def job_store(tmp_path):
-    """The jobs' store, closed however the test ends (its open connection's thread would keep pytest from exiting)."""
-    store = await Store.open(tmp_path / "db.sqlite")
-    yield store
-    await store.close()
 
 
 async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, job_store):
