@@ -115,3 +115,10 @@ def test_a_base_url_loses_its_trailing_slash_and_discord_edits_are_at_most_four_
     with pytest.raises(ConfigError) as fast:
         parse_config({"channels": {"discord": {"streaming": {"throttleMs": 249}}}}, env={})
     assert str(fast.value).startswith("channels.discord.streaming.throttleMs: found 249 (integer); ")
+
+
+def test_a_secret_of_the_wrong_type_is_not_shown_in_the_error():
+    with pytest.raises(ConfigError) as wrong:
+        parse_config({"channels": {"discord": {"token": 987654321012345678}}}, env={})
+    assert str(wrong.value).startswith("channels.discord.token: found a value (hidden: it is a secret); ")
+    assert "987654321012345678" not in str(wrong.value)

@@ -575,13 +575,14 @@ async def test_without_a_gateway_url_the_rest_base_is_asked_where_the_gateway_is
 
 async def test_server_users_channel_users_and_unlisted_servers(home, fake_openrouter, fake_discord):
     """``guilds``: a server not listed is not heard; the server's ``users`` may talk in it, except in a channel
-    with ``users`` of its own; a slash command from anyone else is refused to them alone."""
+    with ``users`` of its own; a slash command from anyone else is refused to them alone. Under the default
+    ``groupPolicy`` (allowlist), listing a server is what lets it in."""
     ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
     guild, elsewhere = fake_discord.guild(), fake_discord.guild("Another server")
     general, ops, other = fake_discord.text_channel(guild), fake_discord.text_channel(guild, "ops"), fake_discord.text_channel(elsewhere)
     guilds = {guild["id"]: {"requireMention": False, "users": [ann["id"]], "channels": {"ops": {"users": [bob["id"]]}}}}
     fake_openrouter.queue(Text("Hi Ann."), Text("Hi Bob."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds):
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, guilds=guilds, groupPolicy="allowlist"):
         me = fake_discord.bot
         await fake_discord.say(other, ann, f"<@{me['id']}> anyone here?", mentions=[me])
         await fake_discord.say(general, bob, "me too")
