@@ -107,9 +107,7 @@ class DiscordChannel:
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         """A whole reply; waits for the connection (a finished video may be delivered before it is up)."""
-        await self._ready.wait()
-        assert self.outbox is not None
-        await self.outbox.send(chat, reply)
+        await (await self._connected_outbox()).send(chat, reply)
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
         """A stream that writes once connected: a turn recovered at start may open it before that."""
@@ -117,6 +115,7 @@ class DiscordChannel:
                              live=self.settings.stream, throttle=self.settings.throttle)
 
     async def _connected_outbox(self) -> Outbox:
+        """The outbox, once the gateway is up (it is made on connecting)."""
         await self._ready.wait()
         assert self.outbox is not None
         return self.outbox
