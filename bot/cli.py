@@ -288,12 +288,12 @@ async def run_service(cli: Cli) -> int:
     try:
         runtime = await Runtime.open(loaded, cli.env, cred)
         try:
-            await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
+            refusals = await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
         finally:
             await runtime.close()
     finally:
         lock.release()
-    return 0
+    return 1 if refusals else 0  # a supervisor must not take a refused token for a clean stop
 
 
 # ---- plumbing ---------------------------------------------------------------------------------

@@ -145,9 +145,10 @@ class Runtime:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found
 
-    async def serve(self, channels: list[Channel]) -> None:
+    async def serve(self, channels: list[Channel]) -> list[str]:
         """Answer what the last run left pending, then run every channel until all end
-        (console: /quit or end of input) or a signal stops them; queued turns finish first."""
+        (console: /quit or end of input) or a signal stops them; queued turns finish first.
+        Returns why channels gave up for good (a refused token), each also logged when it happens."""
         loop = asyncio.get_running_loop()
         self.dispatcher.channels.update({ch.name: ch for ch in channels})
         self.llm.warm_up()
@@ -175,9 +176,13 @@ class Runtime:
 
         tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.accept, channel=ch)), name=f"channel:{ch.name}")
                  for ch in channels]
+        refusals: list[str] = []
         try:
             with _on_signals(loop, stop):
-                await asyncio.gather(*tasks)
+                for task in asyncio.as_completed(tasks):
+                    if reason := await task:
+                        log.error("%s", reason)  # the others go on: one platform's bad token stops only its channel
+                        refusals.append(reason)
                 await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
                 log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
@@ -192,6 +197,7 @@ class Runtime:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.jobs.stop()
+        return refusals
 
     async def _sweep_images(self) -> None:
         """Delete stored images unused for ``tools.media.image.keepDays``: at start, then daily."""

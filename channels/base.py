@@ -161,8 +161,9 @@ class Channel(Protocol):
     name: str
     capabilities: Capabilities
 
-    async def run(self, on_message: InboundHandler) -> None:
-        """Receive until stopped or the source ends, handing each message to ``on_message``."""
+    async def run(self, on_message: InboundHandler) -> str | None:
+        """Receive until stopped or the source ends, handing each message to ``on_message``; returns why it
+        gave up for good (the platform refused its configuration, e.g. the token), else ``None``."""
         ...
 
     async def stop(self) -> None: ...

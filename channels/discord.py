@@ -49,7 +49,7 @@ class DiscordChannel:
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
 
-    async def run(self, on_message: InboundHandler) -> None:
+    async def run(self, on_message: InboundHandler) -> str | None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
         an unreachable Discord is tried again with a growing pause. A refused token or intent ends the channel."""
         handler = self._handler(on_message)
@@ -62,12 +62,10 @@ class DiscordChannel:
             except UNREACHABLE as exc:
                 log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
             except discord.PrivilegedIntentsRequired:
-                log.error("Discord refused the connection: enable the Message Content intent for this bot in the "
-                          "Developer Portal (Bot > Privileged Gateway Intents)")
-                return
+                return ("Discord refused the connection: enable the Message Content intent for this bot "
+                                "in the Developer Portal (Bot > Privileged Gateway Intents)")
             except discord.LoginFailure:
-                log.error("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)")
-                return
+                return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
             finally:
                 if not client.is_closed():
                     await client.close()

@@ -65,7 +65,7 @@ class TelegramChannel:
 
     # ---- the Channel protocol ----------------------------------------------------------------
 
-    async def run(self, on_message: InboundHandler) -> None:
+    async def run(self, on_message: InboundHandler) -> str | None:
         """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
         try:
             self.me = await self.api.call("getMe")
@@ -79,7 +79,7 @@ class TelegramChannel:
         except TelegramError as exc:
             if not exc.unauthorized:
                 raise
-            log.error("Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken")
+            return "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken"
         finally:
             await self.api.aclose()
 

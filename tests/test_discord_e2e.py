@@ -556,6 +556,7 @@ async def test_a_refused_token_is_said_once_and_not_tried_again(home, fake_openr
     async with running(home) as service:
         await fake_discord.wait_for(lambda: "Discord refused the bot token" in service.output)
         await asyncio.sleep(2.5)  # time for a retry after 1 s and another after 2 s, were there any
+        assert service.proc.returncode == 1  # its only channel gave up: not a clean stop to a supervisor
     assert len(fake_discord.calls_to("GET", "/users/@me")) == 1
     assert service.output.count("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)") == 1
     assert "not-the-token" not in service.output
