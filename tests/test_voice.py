@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -127,36 +130,54 @@ async def job_store(tmp_path):
     await store.close()
 
 
-async def poll_all(jobs: MediaJobs, clock: list[float], steps: int = 5) -> None:
-    for _ in range(steps):
-        clock[0] += 100
-        await jobs.tick()
+@dataclass
+class VideoJobs:
+    """MediaJobs on a clock the test moves, delivering into ``sent``."""
+
+    jobs: MediaJobs
+    llm: OpenRouterClient
+    sent: list[Reply]
+    clock: list[float]
+
+    async def at(self, now: float) -> None:
+        self.clock[0] = now
+        await self.jobs.tick()
+
+    async def poll_all(self, steps: int = 5) -> None:
+        for _ in range(steps):
+            await self.at(self.clock[0] + 100)
+
+
+@asynccontextmanager
+async def video_jobs(fake: FakeOpenRouter, store: Store, poll_interval: float) -> AsyncIterator[VideoJobs]:
+    sent: list[Reply] = []
+
+    async def deliver(chat: ChatRef, reply: Reply) -> None:
+        sent.append(reply)
+
+    clock = [1000.0]
+    async with OpenRouterClient(fake.api_key, ProviderSettings(base_url=fake.base_url)) as llm:
+        yield VideoJobs(MediaJobs(store, llm, deliver, poll_interval=poll_interval, clock=lambda: clock[0]), llm,
+                        sent, clock)
 
 
 @pytest.mark.parametrize("outcome", ["cancelled", "expired"])
 async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadline(fake_openrouter, job_store, outcome):
-    store = job_store
-    sent: list[tuple[ChatRef, Reply]] = []
-
-    async def deliver(chat: ChatRef, reply: Reply) -> None:
-        sent.append((chat, reply))
-
-    clock = [1000.0]
-    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
-        jobs = MediaJobs(store, llm, deliver, poll_interval=1, clock=lambda: clock[0])
+    async with video_jobs(fake_openrouter, job_store, poll_interval=1) as v:
         chat = ChatRef("t", "c")
         fake_openrouter.video_plan.append(VideoPlan(polls_until_done=1, outcome=outcome, error=f"it was {outcome}"))
-        submitted = (await fake_openrouter_submit(llm))
-        await jobs.submit(chat, "m1", submitted, "openrouter/google/veo-3.1-fast", "waves", timeout=10_000)
-        await poll_all(jobs, clock)
-        assert [(r.text, r.reply_to) for _, r in sent] == [  # answering the message that asked for it
+        submitted = (await fake_openrouter_submit(v.llm))
+        await v.jobs.submit(chat, "m1", submitted, "openrouter/google/veo-3.1-fast", "waves", timeout=10_000)
+        await v.poll_all()
+        assert [(r.text, r.reply_to) for r in v.sent] == [  # answering the message that asked for it
             (f"⚠️ The video “waves” could not be made: {outcome} (it was {outcome}).", "m1")]
         # A job that never finishes is given up after its deadline, once.
         fake_openrouter.video_plan.append(VideoPlan(polls_until_done=10**6))
-        await jobs.submit(chat, "m2", await fake_openrouter_submit(llm), "openrouter/google/veo-3.1-fast", "slow", timeout=150)
-        await poll_all(jobs, clock)
-        assert sent[-1][1].text == "⚠️ The video “slow” took too long and was given up." and len(sent) == 2
-        assert await jobs.pending() == 0
+        await v.jobs.submit(chat, "m2", await fake_openrouter_submit(v.llm), "openrouter/google/veo-3.1-fast", "slow",
+                            timeout=150)
+        await v.poll_all()
+        assert v.sent[-1].text == "⚠️ The video “slow” took too long and was given up." and len(v.sent) == 2
+        assert await v.jobs.pending() == 0
 
 
 async def fake_openrouter_submit(llm: OpenRouterClient) -> VideoJob:
@@ -241,44 +262,25 @@ def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
 
 async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, job_store):
     """``timeoutMs`` is how long the video may take: a poll that finds it done at that very moment delivers it."""
-    store = job_store
-    sent: list[Reply] = []
-
-    async def deliver(chat: ChatRef, reply: Reply) -> None:
-        sent.append(reply)
-
-    clock = [1000.0]
-    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
-        jobs = MediaJobs(store, llm, deliver, poll_interval=100, clock=lambda: clock[0])
-        job = await fake_openrouter_submit(llm)
-        await jobs.submit(ChatRef("t", "c"), "m1", job, "openrouter/google/veo-3.1-fast", "waves", timeout=100)
-        clock[0] = 1100.0  # the first poll is due, and the deadline is now
-        await jobs.tick()
-    assert [(r.text, [m.filename for m in r.media]) for r in sent] == [("", [f"video-{job.id}.mp4"])]
+    async with video_jobs(fake_openrouter, job_store, poll_interval=100) as v:
+        job = await fake_openrouter_submit(v.llm)
+        await v.jobs.submit(ChatRef("t", "c"), "m1", job, "openrouter/google/veo-3.1-fast", "waves", timeout=100)
+        await v.at(1100.0)  # the first poll is due, and the deadline is now
+    assert [(r.text, [m.filename for m in r.media]) for r in v.sent] == [("", [f"video-{job.id}.mp4"])]
 
 
 async def test_videos_done_together_arrive_in_the_order_asked_and_a_late_one_is_given_up_on_time(fake_openrouter, job_store):
-    store = job_store
-    sent: list[Reply] = []
-
-    async def deliver(chat: ChatRef, reply: Reply) -> None:
-        sent.append(reply)
-
-    clock = [1000.0]
     model = "openrouter/google/veo-3.1-fast"
-    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
-        jobs = MediaJobs(store, llm, deliver, poll_interval=100, clock=lambda: clock[0])
+    async with video_jobs(fake_openrouter, job_store, poll_interval=100) as v:
         for reply_to, prompt in (("m1", "waves"), ("m2", "clouds")):
-            await jobs.submit(ChatRef("t", "c"), reply_to, await fake_openrouter_submit(llm), model, prompt, timeout=1000)
-        clock[0] = 1100.0
-        await jobs.tick()  # both are done at their first poll
-        assert [(r.reply_to, r.media[0].caption) for r in sent] == [("m1", "waves"), ("m2", "clouds")]
+            await v.jobs.submit(ChatRef("t", "c"), reply_to, await fake_openrouter_submit(v.llm), model, prompt,
+                                timeout=1000)
+        await v.at(1100.0)  # both are done at their first poll
+        assert [(r.reply_to, r.media[0].caption) for r in v.sent] == [("m1", "waves"), ("m2", "clouds")]
         fake_openrouter.video_plan.append(VideoPlan(polls_until_done=10**6))
-        await jobs.submit(ChatRef("t", "c"), "m3", await fake_openrouter_submit(llm), model, "slow", timeout=150)
-        clock[0] = 1200.0
-        await jobs.tick()  # polled once, not done; next poll at 1300, past the deadline (1250)
-        assert len(sent) == 2
-        clock[0] = 1300.0
-        await jobs.tick()
-        assert (sent[-1].text, sent[-1].reply_to) == ("⚠️ The video “slow” took too long and was given up.", "m3")
-        assert await jobs.pending() == 0
+        await v.jobs.submit(ChatRef("t", "c"), "m3", await fake_openrouter_submit(v.llm), model, "slow", timeout=150)
+        await v.at(1200.0)  # polled once, not done; next poll at 1300, past the deadline (1250)
+        assert len(v.sent) == 2
+        await v.at(1300.0)
+        assert (v.sent[-1].text, v.sent[-1].reply_to) == ("⚠️ The video “slow” took too long and was given up.", "m3")
+        assert await v.jobs.pending() == 0
