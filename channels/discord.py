@@ -63,7 +63,7 @@ class DiscordChannel:
                 log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
             except discord.PrivilegedIntentsRequired:
                 return ("Discord refused the connection: enable the Message Content intent for this bot "
-                                "in the Developer Portal (Bot > Privileged Gateway Intents)")
+                        "in the Developer Portal (Bot > Privileged Gateway Intents)")
             except discord.LoginFailure:
                 return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
             finally:

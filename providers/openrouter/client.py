@@ -212,7 +212,7 @@ class OpenRouterClient:
             model=data.get("model") or spec.ref.slug,
             text=msg.get("content") or "",
             tool_calls=[
-                ToolCall(c.get("id") or new_call_id(), c["function"]["name"], c["function"].get("arguments") or "{}")
+                ToolCall(c.get("id") or _new_call_id(), c["function"]["name"], c["function"].get("arguments") or "{}")
                 for c in msg.get("tool_calls") or []
             ],
             usage=Usage.parse(data.get("usage")),
@@ -399,7 +399,7 @@ class _StreamAccumulator:
         self.result.reasoning = "".join(self.reasoning) or None
         self.result.reasoning_details = list(self.details.values()) or None
         self.result.tool_calls = [
-            ToolCall(c["id"] or new_call_id(), c["name"], "".join(c["arguments"]) or "{}")
+            ToolCall(c["id"] or _new_call_id(), c["name"], "".join(c["arguments"]) or "{}")
             for _, c in sorted(self.calls.items())
         ]
         return self.result
@@ -408,7 +408,7 @@ class _StreamAccumulator:
 _JOINED_FIELDS = ("text", "summary", "data", "signature")
 
 
-def new_call_id() -> str:
+def _new_call_id() -> str:
     """An id for a tool call that came without one (Gemini has sent "", some hosts send none). Unique in the
     whole conversation, as Anthropic's models require of every tool_use id in it; ``call_0`` each round was not."""
     return f"call_{secrets.token_hex(12)}"
