@@ -9,6 +9,7 @@ import asyncio
 import base64
 import resource
 import re
+import statistics
 
 import aiohttp
 
@@ -47,8 +48,8 @@ async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answ
         tg.message(group, "@chorus_test_bot go", chat_type="supergroup",
                    entities=[{"type": "mention", "offset": 0, "length": 16}])
         (grown,) = await tg.wait_sent(group)
-        await tg.wait_for(lambda: grown.text.startswith("A growing answer that arrives in small pieces, and is edited"))
-        await asyncio.sleep(0.5)
+        await tg.wait_for(lambda: grown.text.endswith("as it grows."))
+        await asyncio.sleep(0.5)  # an edit after the final one, if any, would come within this
     assert sent.text == "echo: through the webhook"
     # In a group with streaming "block": one preview message, edited (throttled) as the answer grows, then into it.
     assert tg.messages_in(group) == [grown]
@@ -56,9 +57,10 @@ async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answ
     assert grown.entities == [{"type": "bold", "offset": 2, "length": 7}]
     (preview,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == group]
     *growing, final = [c for c in tg.calls_to("editMessageText") if c.params["chat_id"] == group]
-    # Throttled to one edit per 0.2 s (unthrottled, one would follow each 0.08 s piece); measured where the calls
-    # arrive, so a few ms of jitter between two requests is allowed for.
-    assert growing and min(b.at - a.at for a, b in zip([preview, *growing], growing)) >= 0.15
+    # Throttled to one edit per 0.2 s (unthrottled, one would follow each 0.08 s piece). Measured where the calls
+    # arrive, where one request held up on a loaded machine makes the gap after it short: the median gap says it.
+    gaps = [b.at - a.at for a, b in zip([preview, *growing], growing)]
+    assert len(growing) >= 3 and statistics.median(gaps) >= 0.18, gaps
     assert final.params["text"] == grown.text  # the final answer is not held back by the throttle
     assert tg.webhook["secret"] == "s3cret-Token_1" and tg.webhook["url"] == url
     assert tg.webhook_results[-1][1] == 200
