@@ -551,15 +551,28 @@ async def test_an_audio_file_is_transcribed_like_a_voice_message(bot):
     assert bot.chat_requests()[0].json["messages"][-1]["content"] == "[voice note] remind me to call Bob"
 
 
-async def test_a_refused_token_is_said_once_and_not_tried_again(home, fake_openrouter, fake_discord):
-    configure(home, fake_openrouter, fake_discord, token="not-the-token")
+REFUSALS = {
+    "token": "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)",
+    "intents": "Discord refused the connection: enable the Message Content intent for this bot in the Developer "
+               "Portal (Bot > Privileged Gateway Intents)",
+}
+
+
+@pytest.mark.parametrize("refused", REFUSALS)
+async def test_a_refused_token_or_intent_is_said_once_and_not_tried_again(home, fake_openrouter, fake_discord, refused):
+    """A wrong token fails the login; an intent the application lacks closes the gateway with 4014."""
+    if refused == "intents":
+        fake_discord.application_flags = 0  # the Message Content intent is off in the Developer Portal
+    configure(home, fake_openrouter, fake_discord, token="not-the-token" if refused == "token" else fake_discord.token)
     async with running(home) as service:
-        await fake_discord.wait_for(lambda: "Discord refused the bot token" in service.output)
+        await fake_discord.wait_for(lambda: "Discord refused" in service.output)
         await asyncio.sleep(2.5)  # time for a retry after 1 s and another after 2 s, were there any
         assert service.proc.returncode == 1  # its only channel gave up: not a clean stop to a supervisor
     assert len(fake_discord.calls_to("GET", "/users/@me")) == 1
-    assert service.output.count("Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)") == 1
-    assert "not-the-token" not in service.output
+    assert service.output.count(REFUSALS[refused]) == 1
+    assert "Discord refused" not in service.output.replace(REFUSALS[refused], "", 1)
+    assert "not-the-token" not in service.output and fake_discord.token not in service.output
+    assert not fake_discord.identifies  # no session was opened
 
 
 async def test_without_a_gateway_url_the_rest_base_is_asked_where_the_gateway_is(home, fake_openrouter, fake_discord):

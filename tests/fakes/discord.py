@@ -32,6 +32,9 @@ CONTENT_LIMIT = 2000
 VOICE_FLAG = 1 << 13
 MESSAGE_CONTENT_FLAG = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED: the intent is enabled for an unverified bot
 MESSAGE_CONTENT_INTENT = 1 << 15
+# Each privileged intent and the application flags that allow it (in full, or limited for an unverified bot);
+# the gateway closes with 4014 when an identify asks for one its application is not allowed.
+PRIVILEGED_INTENTS = {1 << 1: (1 << 14, 1 << 15), 1 << 8: (1 << 12, 1 << 13), MESSAGE_CONTENT_INTENT: (1 << 18, 1 << 19)}
 UPLOAD_LIMIT = 10 * 1024 * 1024
 NO_AUTH = ("/interactions/", "/webhooks/")  # authorised by the token in the path
 
@@ -358,6 +361,11 @@ class FakeDiscord:
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
+            return
+        asked = int(data.get("intents", 0))
+        if any(asked & intent and not self.application_flags & (full | limited)
+               for intent, (full, limited) in PRIVILEGED_INTENTS.items()):
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         self.identifies.append(data)
         self._session, self._seq, self._log = secrets.token_hex(16), 0, []
