@@ -68,9 +68,9 @@ class Service:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
-    def cpu(self) -> float:
-        """CPU seconds used so far by the process tree."""
-        return procstat.cpu_seconds(self.pid) if self.alive else float("nan")
+    def cpu(self) -> procstat.CpuReading:
+        """CPU used so far by the process tree (subtract an earlier reading for the seconds in between)."""
+        return procstat.CpuReading.of(self.pid)
 
     def peak_mib(self) -> float:
         """Peak resident memory (VmHWM) of the process tree so far, in MiB."""

@@ -4,8 +4,11 @@ and the observer that times a turn from the fake Telegram's calls."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import subprocess
 import sys
+import threading
 import time
 
 import aiohttp
@@ -28,8 +31,35 @@ def test_quantiles_and_ratios():
 
 
 def test_process_figures_come_from_proc():
-    assert procstat.cpu_seconds(os.getpid()) > 0
     assert procstat.memory_kib(os.getpid(), "VmHWM") > 1000
+
+
+def _burn(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_readings_are_exact_and_count_a_thread_that_ended():
+    """Clock ticks read CPU in 10 ms steps: two bursts 3 ms apart cannot both come within 1 ms of what the
+    process's own clock says. A thread that has ended shows only in the ticks."""
+    for burst in (0.002, 0.005):
+        before, process_before = procstat.CpuReading.of(os.getpid()), time.process_time()
+        _burn(burst)
+        spent, process_spent = procstat.CpuReading.of(os.getpid()) - before, time.process_time() - process_before
+        assert abs(spent - process_spent) < 0.001, (burst, spent, process_spent)
+    before = procstat.CpuReading.of(os.getpid())
+    worker = threading.Thread(target=_burn, args=(0.2,))
+    worker.start()
+    worker.join()
+    assert procstat.CpuReading.of(os.getpid()) - before > 0.1  # at most 4 ticks of rounding are given up
+
+
+def test_a_process_that_has_ended_has_no_cpu_figure():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    before = procstat.CpuReading.of(proc.pid)
+    proc.wait()
+    assert math.isnan(procstat.CpuReading.of(proc.pid) - before)
 
 
 async def test_the_fake_model_paces_its_stream_and_clocks_the_first_token():
