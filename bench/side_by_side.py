@@ -200,8 +200,7 @@ SHIM_NOTE = (
     "forwards to the fake: its code is not patched, and it pays for TLS as against the real host (two loopback "
     "hops more per Bot API call)")
 NOTES = [
-    "chats: each simulated user writes, waits for the whole answer, pauses 0.25-0.75 s (0.5 s on average, the "
-    "same pauses in every run) and writes again; their first "
+    "chats: each simulated user writes, waits for the whole answer, pauses 0.5 s and writes again; their first "
     "messages are spread evenly over one turn's length, so N chats arrive as N independent people would, not all "
     "in one millisecond (a burst of 1,000 at once would mostly measure the queue it makes)",
     "service CPU: the product's process tree in % of one core during that row (100%: one core busy, which is all "

@@ -4,10 +4,8 @@ clocks (when the update became available, when each bot call arrived, when the m
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tests.fakes.openrouter import Recorded, last_user_text
@@ -132,25 +130,13 @@ class Observer:
             turn.model_seconds = sum((r.done_at or r.at) - r.at for r in recs)
 
 
-THINK = 0.5  # seconds a user takes, on average, before writing again
-
-
-def pauses(chat_id: int, spread: float = 0.25) -> Iterator[float]:
-    """One user's pauses before writing again: ``THINK`` give or take up to ``spread`` seconds, the same for a
-    chat id in every run. Never so short that a late typing or draft for the last answer is credited to the
-    next message. They vary as people's do: with one fixed pause, the turns a single stall of the service
-    delayed stayed in step and came back as one burst every turn's length for the rest of the row, each burst
-    delaying the next, and one 50 ms stall set the row's p99."""
-    draw = random.Random(chat_id)
-    while True:
-        yield THINK + draw.uniform(-spread, spread)
+THINK = 0.5  # seconds a user takes before writing again; a bot's late typing or draft then is not credited
 
 
 async def converse(observer: Observer, chat_id: int, until: float, patience: float, out: list[Turn],
                    first_after: float = 0.0) -> None:
-    """One user: ``first_after`` seconds in, write, wait for the whole answer, write again after a pause, until
-    ``until``; a turn not answered within ``patience`` seconds ends the conversation (counted as unanswered)."""
-    pause = pauses(chat_id)
+    """One user: ``first_after`` seconds in, write, wait for the whole answer, write again after ``THINK`` seconds,
+    until ``until``; a turn not answered within ``patience`` seconds ends the conversation (counted as unanswered)."""
     await asyncio.sleep(first_after)
     while time.monotonic() < until:
         turn = observer.send(chat_id)
@@ -159,4 +145,4 @@ async def converse(observer: Observer, chat_id: int, until: float, patience: flo
             await asyncio.wait_for(turn.done.wait(), patience)
         except TimeoutError:
             return
-        await asyncio.sleep(next(pause))
+        await asyncio.sleep(THINK)

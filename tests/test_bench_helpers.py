@@ -4,10 +4,8 @@ and the observer that times a turn from the fake Telegram's calls."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -18,7 +16,7 @@ import httpx
 
 from bench import procstat
 from bench.stats import pct, ratio
-from bench.users import THINK, Observer, pauses
+from bench.users import Observer
 from tests.fakes.openrouter import BenchPace, FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
@@ -30,14 +28,6 @@ def test_quantiles_and_ratios():
     assert ratio(10, 30) == "3.0x"  # lower is better: Chorus 3x ahead
     assert ratio(30, 10, higher_is_better=True) == "3.0x"
     assert ratio(None, 5) == "-"
-
-
-def test_users_pause_for_varied_times_the_same_in_every_run():
-    first = list(itertools.islice(pauses(5001), 2000))
-    assert first == list(itertools.islice(pauses(5001), 2000))  # runs compare
-    assert first[:20] != list(itertools.islice(pauses(5002), 20))  # users are not in step
-    assert min(first) >= THINK - 0.25 and max(first) <= THINK + 0.25 and max(first) - min(first) > 0.4
-    assert abs(statistics.mean(first) - THINK) < 0.02  # the same load as a fixed pause
 
 
 def test_process_figures_come_from_proc():
