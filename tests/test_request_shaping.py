@@ -109,6 +109,30 @@ def test_deepseek_v4_replay_and_effort():
     assert "reasoning_content" not in history[1]  # the caller's messages are untouched
 
 
+@pytest.mark.parametrize("ref, settings, thinking", [
+    ("openrouter/deepseek/deepseek-v4-flash", REAL, "high"),
+    ("openrouter/anthropic/claude-sonnet-4.6", REAL, "high"),
+    ("openrouter/google/gemini-3.1-pro", REAL, None),
+    ("openrouter/openrouter/fusion", ProviderSettings(model_params={"openrouter/openrouter/fusion": FUSION}), None),
+])
+def test_no_shaping_step_changes_the_callers_history(ref, settings, thinking):
+    """The stored history is shaped anew for each model: whatever one request added, took or replaced must not
+    reach the next one, nor another model after ``/model``."""
+    history = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "u"}}]},
+        {"role": "assistant", "content": None, "reasoning": "thought", "reasoning_details": [
+            {"type": "reasoning.encrypted", "data": "sig", "format": "google-gemini-v1"}],
+         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"},
+        {"role": "assistant", "content": "Sure,", "junk": 1},
+    ]
+    before = copy.deepcopy(history)
+    shaped = build(ref, settings, messages=history, thinking=thinking).body["messages"]
+    assert shaped != before  # this model's rules did change the request
+    assert history == before
+
+
 def test_anthropic_cache_markers_and_prefill_drop():
     messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}]
     req = build("openrouter/anthropic/claude-sonnet-4.6", messages=copy.deepcopy(messages), thinking="high")
