@@ -123,25 +123,39 @@ class Sender:
 async def chat_action(api: TelegramAPI, target: _Target, action: str) -> AsyncIterator[None]:
     """Show ``action`` ("typing", "upload_photo", ...) in the chat now and every 4.5 s until the block ends.
 
-    The first one is sent before the block starts, so even a quick upload is announced; the repeats run beside
-    the block and are never cut off mid-request (a cancelled request would lose its pooled connection).
+    The first one is sent before the block starts, so even a quick upload is announced.
     """
-    done = asyncio.Event()
     await _show(api, target, action)
-    repeat = asyncio.create_task(_repeat(api, target, action, done))
+    showing = Showing(api, target, action, now=False)
     try:
         yield
     finally:
-        done.set()
-        await repeat
+        await showing.stop()
 
 
-async def _repeat(api: TelegramAPI, target: _Target, action: str, done: asyncio.Event) -> None:
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), ACTION_EVERY)
-            return
-        await _show(api, target, action)
+class Showing:
+    """Renews a chat action every ``ACTION_EVERY`` seconds from a timer until ``stop``.
+
+    A timer, not a task that sleeps: a turn in flight then holds one handle instead of three tasks with their
+    coroutines and contexts, which at 1,000 open chats the collector had to scan. A renewal still in flight is
+    awaited by ``stop``, never cut off (a cancelled request would lose its pooled connection).
+    """
+
+    def __init__(self, api: TelegramAPI, target: _Target, action: str, *, now: bool) -> None:
+        """``now``: the first one goes out beside the caller, which never waits for Telegram."""
+        self.api, self.target, self.action = api, target, action
+        self._sending = asyncio.create_task(_show(api, target, action)) if now else None
+        self._timer = asyncio.get_running_loop().call_later(ACTION_EVERY, self._renew)
+
+    def _renew(self) -> None:
+        if self._sending is None or self._sending.done():  # one still on its way is not doubled
+            self._sending = asyncio.create_task(_show(self.api, self.target, self.action))
+        self._timer = asyncio.get_running_loop().call_later(ACTION_EVERY, self._renew)
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if self._sending is not None:
+            await self._sending
 
 
 async def _show(api: TelegramAPI, target: _Target, action: str) -> None:
@@ -188,19 +202,12 @@ class TelegramStream:
         self.shown = ""
         self._last = 0.0
         self._flush: asyncio.Task[None] | None = None
-        self._typing_done = asyncio.Event()
-        self._typing = asyncio.create_task(self._keep_showing("typing"))
-
-    async def _keep_showing(self, action: str) -> None:
-        async with chat_action(self.sender.api, self.target, action):
-            await self._typing_done.wait()
+        self._typing = Showing(sender.api, self.target, "typing", now=True)
 
     async def speaking(self) -> None:
         """The answer is being spoken: "recording voice" replaces "typing" until the reply is out."""
-        self._typing_done.set()
-        await self._typing
-        self._typing_done = asyncio.Event()
-        self._typing = asyncio.create_task(self._keep_showing("record_voice"))
+        await self._typing.stop()
+        self._typing = Showing(self.sender.api, self.target, "record_voice", now=True)
 
     async def delta(self, text: str) -> None:
         self.text += text
@@ -246,5 +253,4 @@ class TelegramStream:
         try:
             await self.sender.reply(self.chat, reply, first_message=self.preview_id)
         finally:
-            self._typing_done.set()
-            await self._typing
+            await self._typing.stop()

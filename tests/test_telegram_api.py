@@ -158,6 +158,28 @@ async def test_a_chat_action_is_shown_before_the_block_and_repeated_until_it_end
     assert repeated >= 3 and len(shown()) == repeated  # repeated while the block ran, never after
 
 
+async def test_typing_renewed_while_the_last_one_is_slow_is_awaited_at_the_end_neither_doubled_nor_cut_off(
+        tg, api, monkeypatch):
+    """A chat action request cut off mid-way would lose its pooled connection; one sent beside another that
+    Telegram has not answered yet only adds load."""
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
+    monkeypatch.setattr(telegram_outbound, "ACTION_EVERY", 0.1)
+    tg.chat(5)
+    slow = tg.hold("sendChatAction")
+    stream = TelegramStream(Sender(api, OutboundSettings(streaming="off")), ChatRef("telegram", "5", kind="direct"))
+    await asyncio.sleep(0.45)  # four renewals fall due while the first is still unanswered
+    assert [c.params for c in tg.calls if c.method == "sendChatAction"] == [{"chat_id": 5, "action": "typing"}]
+    closing = asyncio.create_task(stream.close(Reply(text="Done.")))
+    await tg.wait_sent(5)
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # the answer is out; the stream still waits for Telegram's answer to the action
+    slow.set()
+    await asyncio.wait_for(closing, 5)
+    await asyncio.sleep(0.3)
+    assert len([c for c in tg.calls if c.method == "sendChatAction"]) == 1  # none after the reply
+
+
 async def test_a_retry_notice_is_shown_as_the_draft_only_until_the_answer_begins(tg, api):
     """"⏳ … trying again" fills the wait in a private chat; once the answer's text has started, a later
     notice must not replace it."""

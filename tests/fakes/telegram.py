@@ -110,6 +110,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.failures: list[Failure] = []
+        self.held: dict[str, asyncio.Event] = {}  # method -> answered once the event is set
         self.sent: list[Sent] = []
         self._sent_by_id: dict[tuple[int, int], Sent] = {}  # (chat_id, message_id): edits find theirs at once
         self.chats: dict[int, Chat] = {}
@@ -230,6 +231,11 @@ class FakeTelegram:
         """Answer ``times`` calls of ``method`` (to ``chat_id``), after letting ``after`` through, with this error."""
         self.failures.append(Failure(method, status, description, retry_after, chat_id, times, after))
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Keep every answer to ``method`` waiting until the returned event is set: a slow Telegram."""
+        gate = self.held[method] = asyncio.Event()
+        return gate
+
     # ---- inspection --------------------------------------------------------------------------
 
     def calls_to(self, *methods: str) -> list[Call]:
@@ -282,6 +288,8 @@ class FakeTelegram:
             call.status = failure.status
             extra = {"parameters": {"retry_after": failure.retry_after}} if failure.retry_after else {}
             return _error(failure.status, failure.description, **extra)
+        if (gate := self.held.get(method)) is not None:
+            await gate.wait()
         handler = getattr(self, "_m_" + method, None)
         if handler is None:
             return _ok(True)
