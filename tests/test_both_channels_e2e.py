@@ -32,7 +32,7 @@ async def test_telegram_and_discord_run_together_and_a_discord_drop_leaves_teleg
             ann = dc.user("ann")
             dm = dc.dm(ann)
             await dc.say(dm, ann, "hi on discord")
-            await dc.wait_for(lambda: dc.bot_messages(dm))
+            await dc.wait_sent(dm)
 
             await dc.drop(hold=True)  # Discord is down; Telegram goes on answering meanwhile
             ai.queue(Text("Still here on Telegram."))
@@ -42,7 +42,7 @@ async def test_telegram_and_discord_run_together_and_a_discord_drop_leaves_teleg
             await dc.wait_for(lambda: dc.ready.is_set(), timeout=30)
             ai.queue(Text("Back on Discord."))
             await dc.say(dm, ann, "and now?")
-            await dc.wait_for(lambda: len(dc.bot_messages(dm)) == 2)
+            await dc.wait_sent(dm, 2)
 
         assert tg.texts_in(USER) == ["Hello from Telegram.", "Still here on Telegram."]
         assert [m.content for m in dc.bot_messages(dm)] == ["Hello from Discord.", "Back on Discord."]

@@ -111,8 +111,7 @@ async def test_dm_text_chat(bot):
     dm = bot.discord.dm(ann)
     bot.openrouter.queue(Text("Hello Ann! How can I help?"))
     question = await bot.discord.say(dm, ann, "hi there")
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
-    (answer,) = bot.discord.bot_messages(dm)
+    (answer,) = await bot.discord.wait_sent(dm)
     assert answer.content == "Hello Ann! How can I help?"
     assert answer.data["message_reference"]["message_id"] == question["id"]
     assert bot.chat_requests()[0].json["messages"][-1] == {"role": "user", "content": "hi there"}
@@ -156,8 +155,7 @@ async def test_everyone_in_the_answer_pings_nobody(bot):
     answer = "@everyone and @here, look! <@&123456789012345678>"
     bot.openrouter.queue(Text(answer))
     await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> shout", mentions=[bot.discord.bot])
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
-    (sent,) = bot.discord.bot_messages(general)
+    (sent,) = await bot.discord.wait_sent(general)
     assert sent.content == answer  # shown as written, but:
     (post,) = bot.calls("POST", f"/channels/{general['id']}/messages")
     assert post.json["allowed_mentions"] == {"parse": [], "replied_user": True}
@@ -171,7 +169,7 @@ async def test_guild_channel_answers_only_when_mentioned_and_sees_what_was_said(
     await bot.discord.say(general, bob, "the build is green")
     await bot.discord.say(general, ann, f"<@{bot.discord.bot['id']}> what did <@{bob['id']}> say?",
                           mentions=[bot.discord.bot, bob])
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(general))
+    await bot.discord.wait_sent(general)
     assert [m.content for m in bot.discord.bot_messages(general)] == ["Bob said the build is green."]
     (request,) = bot.chat_requests()
     assert request.json["messages"][-1]["content"] == (
@@ -192,9 +190,9 @@ async def test_a_channel_without_mention_rule_and_a_disabled_one(home, fake_open
         await fake_discord.say(quiet, ann, f"<@{fake_discord.bot['id']}> anyone?", mentions=[fake_discord.bot])
         await fake_discord.say(secrets, ann, f"<@{fake_discord.bot['id']}> here?", mentions=[fake_discord.bot])
         await fake_discord.say(lounge, ann, "hello")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(lounge))
+        await fake_discord.wait_sent(lounge)
         await fake_discord.say(plans, ann, "and here")  # a thread follows the rule of its channel
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(plans))
+        await fake_discord.wait_sent(plans)
     assert [m.content for m in fake_discord.bot_messages(lounge)] == ["Hi from the lounge."]
     assert [m.content for m in fake_discord.bot_messages(plans)] == ["Hi from the thread."]
     assert fake_discord.bot_messages(quiet) == fake_discord.bot_messages(secrets) == []
@@ -212,9 +210,9 @@ async def test_threads_and_forum_posts_are_sessions_of_their_own(home, fake_open
     fake_openrouter.queue(Text("In the thread."), Text("In the forum post."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
         await fake_discord.say(thread, ann, "first")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+        await fake_discord.wait_sent(thread)
         await fake_discord.say(post, ann, "second")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(post))
+        await fake_discord.wait_sent(post)
     assert [m.content for m in fake_discord.bot_messages(thread)] == ["In the thread."]
     assert [m.content for m in fake_discord.bot_messages(post)] == ["In the forum post."]
     assert fake_discord.bot_messages(general) == []
@@ -228,9 +226,9 @@ async def test_slash_command_and_typed_command(bot):
     dm = bot.discord.dm(ann)
     assert [c["name"] for c in bot.discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "help"]
     interaction = await bot.discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     await bot.discord.say(dm, ann, "/new")
-    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 2)
+    await bot.discord.wait_sent(dm, 2)
     (callback,) = bot.calls("POST", f"/interactions/{interaction['id']}/{interaction['token']}/callback")
     assert callback.json["type"] == 5  # deferred: "Chorus is thinking…" until the follow-up
     assert len(bot.calls("POST", f"/webhooks/{bot.discord.application_id}/{interaction['token']}")) == 1
@@ -255,7 +253,7 @@ async def test_voice_message_in_voice_message_out(bot):
     bot.openrouter.transcripts.append("what is the capital of France")
     bot.openrouter.queue(Text("Paris is the capital of France."))
     await bot.discord.say(dm, ann, "/tts inbound")  # as a user would turn spoken replies on
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     await bot.discord.say(dm, ann, "", attachments=[note], flags=VOICE_FLAG)
     await bot.discord.wait_for(lambda: any(m.data["flags"] & VOICE_FLAG for m in bot.discord.bot_messages(dm)))
     (stt,) = bot.requests_to("/audio/transcriptions")
@@ -282,9 +280,9 @@ async def test_voice_falls_back_to_an_audio_file_where_voice_messages_are_not_al
     fake_openrouter.queue(Text("Spoken answer."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
         await fake_discord.say(general, ann, "/tts always")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        await fake_discord.wait_sent(general)
         await fake_discord.say(general, ann, "talk to me")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(general)) == 3)
+        await fake_discord.wait_sent(general, 3)
     _, text, audio = fake_discord.bot_messages(general)
     assert text.content == "Spoken answer."
     assert audio.content == VOICE_FALLBACK and audio.data["flags"] == 0
@@ -298,7 +296,7 @@ async def test_an_image_reaches_the_model(bot):
     png = make_png(32, 18)
     bot.openrouter.queue(Text("A gradient."))
     await bot.discord.say(dm, ann, "what is this?", attachments=[bot.discord.attachment("pic.png", png, "image/png")])
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     user = bot.chat_requests()[0].json["messages"][-1]["content"]
     assert user == [{"type": "text", "text": "what is this?"},
                     {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}]
@@ -312,7 +310,7 @@ async def test_generated_image_and_music_arrive_as_attachments(bot):
         ToolCalls([("image_generate", {"prompt": "a lighthouse"}), ("music_generate", {"prompt": "lo-fi"})]),
         Images(count=1, width=96, height=54), Music(seconds=2.0, fmt="mp3", lyrics="rain"), Text("Both done."))
     await bot.discord.say(dm, ann, "draw a lighthouse and compose lo-fi")
-    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 3)
+    await bot.discord.wait_sent(dm, 3)
     text, image, music = bot.discord.bot_messages(dm)
     assert text.content == "Both done."
     assert image.files[0].data.startswith(b"\x89PNG") and int.from_bytes(image.files[0].data[16:20], "big") == 96
@@ -326,7 +324,7 @@ async def test_media_over_the_upload_limit_gets_a_clear_message(home, fake_openr
     fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"})]), Images(count=1), Text("Here."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, mediaMaxMb=0.001):
         await fake_discord.say(dm, ann, "draw a lighthouse")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await fake_discord.wait_sent(dm, 2)
     size = len(make_png(64, 36))
     assert [m.content for m in fake_discord.bot_messages(dm)] == [
         "Here.", f"The image I made is {size / 1024:.0f} KB, over the 1 KB that can be uploaded here, so I can't send it."]
@@ -362,9 +360,9 @@ async def test_a_streamed_answer_references_the_message_it_answers_not_the_lates
     fake_openrouter.queue(Text("The first answer, written slowly."), Text("The second answer."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, streaming={"throttleMs": 250}):
         first = await fake_discord.say(dm, ann, "first question")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))  # the first answer is streaming
+        await fake_discord.wait_sent(dm)  # the first answer is streaming
         second = await fake_discord.say(dm, ann, "second question")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await fake_discord.wait_sent(dm, 2)
     answers = fake_discord.bot_messages(dm)
     assert [a.data["message_reference"]["message_id"] for a in answers] == [first["id"], second["id"]]
 
@@ -376,7 +374,7 @@ async def test_a_429_is_waited_out_and_the_message_sent_once(home, fake_openrout
     async with chorus_on_discord(home, fake_openrouter, fake_discord):
         fake_discord.rate_limit("POST", "/channels/{channel_id}/messages", retry_after=0.6)
         await fake_discord.say(dm, ann, "hello")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        await fake_discord.wait_sent(dm)
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["Sent after the wait."]
     limited, sent = fake_discord.calls_to("POST", "/channels/{channel_id}/messages")
     assert (limited.status, sent.status) == (429, 200)
@@ -397,7 +395,7 @@ async def test_a_gateway_drop_mid_turn_resumes_and_doubles_nothing(home, fake_op
         await fake_discord.say(dm, ann, "second")  # while the gateway is down: Discord keeps it for the resume
         await asyncio.sleep(0.5)
         fake_discord.release()
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await fake_discord.wait_sent(dm, 2)
         await asyncio.sleep(1.0)  # time for a duplicate to show, if any
     assert [m.content for m in fake_discord.bot_messages(dm)] == [first_answer.strip(), "The second answer."]
     assert len(fake_discord.identifies) == 1
@@ -418,14 +416,14 @@ async def test_a_video_is_delivered_into_the_thread_that_asked_after_a_restart(h
     async with running(home) as service:
         await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
         await fake_discord.say(thread, ann, "make a video of waves")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread))
+        await fake_discord.wait_sent(thread)
     assert [m.content for m in fake_discord.bot_messages(thread)] == ["Your video is on its way."]
     fake_discord.ready.clear()
     fast = {"videoGenerationModel": {"primary": "openrouter/google/veo-3.1-fast", "pollIntervalMs": 50}}
     configure(home, fake_openrouter, fake_discord, agents={"defaults": fast}, requireMention=False)
     async with running(home) as service:
         try:
-            await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(thread)) == 2)
+            await fake_discord.wait_sent(thread, 2)
         except AssertionError:
             raise AssertionError(service.output) from None
     video = fake_discord.bot_messages(thread)[1]
@@ -440,14 +438,13 @@ async def test_a_stranger_gets_a_pairing_code_and_the_owner_lets_them_in(home, f
     fake_openrouter.queue(Text("Welcome in, Ann."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, dmPolicy="pairing"):
         await fake_discord.say(dm, ann, "hi")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
-        (pairing,) = fake_discord.bot_messages(dm)
+        (pairing,) = await fake_discord.wait_sent(dm)
         code = re.search(r"Your pairing code: (\S+)", pairing.content)[1]  # type: ignore[index]
         assert pairing.content == PAIRING_TEXT.format(name="Ann", code=code, channel="discord", minutes="60 minutes")
         approved = await chorus(home, "pairing", "approve", "discord", code)
         assert approved.out == f"Approved Ann (@ann), discord id {ann['id']}: they can chat with the bot now.\n"
         await fake_discord.say(dm, ann, "hello again")
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(dm)) == 2)
+        await fake_discord.wait_sent(dm, 2)
     assert fake_discord.bot_messages(dm)[1].content == "Welcome in, Ann."
     assert len(fake_openrouter.chat_requests()) == 1  # the first message never reached the model
 
@@ -499,7 +496,7 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(home, fa
             await fake_discord.come_back()
             await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
             await fake_discord.say(dm, ann, "hello")
-            await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+            await fake_discord.wait_sent(dm)
         except AssertionError:
             raise AssertionError(service.output) from None
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["Made it."]
@@ -514,9 +511,9 @@ async def test_a_spoken_reply_quotes_the_question_once(bot):
     dm = bot.discord.dm(ann)
     bot.openrouter.queue(Text("Spoken answer."))
     await bot.discord.say(dm, ann, "/tts always")
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     question = await bot.discord.say(dm, ann, "talk to me")
-    await bot.discord.wait_for(lambda: len(bot.discord.bot_messages(dm)) == 3)
+    await bot.discord.wait_sent(dm, 3)
     _, text, voice = bot.discord.bot_messages(dm)
     assert (text.content, text.data["message_reference"]["message_id"]) == ("Spoken answer.", question["id"])
     assert (voice.data["flags"], voice.data.get("message_reference")) == (VOICE_FLAG, None)
@@ -531,7 +528,7 @@ async def test_a_server_message_the_bot_only_listens_to_shows_no_typing(bot):
     bot.openrouter.queue(Text("Hi."))
     await bot.discord.say(general, ann, "just chatting")
     await bot.discord.say(dm, ann, "hello")  # events arrive in order: once this is answered, the first was handled
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     await asyncio.sleep(0.3)
     assert bot.calls("POST", f"/channels/{general['id']}/typing") == []
     assert bot.discord.bot_messages(general) == []
@@ -545,7 +542,7 @@ async def test_an_audio_file_is_transcribed_like_a_voice_message(bot):
     bot.openrouter.transcripts.append("remind me to call Bob")
     bot.openrouter.queue(Text("I will."))
     await bot.discord.say(dm, ann, "", attachments=[memo])
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     (stt,) = bot.requests_to("/audio/transcriptions")
     assert stt.json["input_audio"]["format"] == "mp3"
     assert bot.chat_requests()[0].json["messages"][-1]["content"] == "[voice note] remind me to call Bob"
@@ -582,7 +579,7 @@ async def test_without_a_gateway_url_the_rest_base_is_asked_where_the_gateway_is
     fake_openrouter.queue(Text("Found you."))
     async with chorus_on_discord(home, fake_openrouter, fake_discord, gatewayUrl=None):
         await fake_discord.say(dm, ann, "hello")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm))
+        await fake_discord.wait_sent(dm)
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["Found you."]
     assert len(fake_discord.calls_to("GET", "/gateway/bot")) == 1
 
@@ -603,9 +600,9 @@ async def test_server_users_channel_users_and_unlisted_servers(home, fake_openro
         await fake_discord.say(ops, ann, "and me")
         refused = await fake_discord.slash(general, bob, "status")
         await fake_discord.say(general, ann, "hello")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
+        await fake_discord.wait_sent(general)
         await fake_discord.say(ops, bob, "hello")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(ops))
+        await fake_discord.wait_sent(ops)
     assert [m.content for m in fake_discord.bot_messages(general)] == ["Hi Ann."]
     assert [m.content for m in fake_discord.bot_messages(ops)] == ["Hi Bob."]
     assert fake_discord.bot_messages(other) == []
@@ -629,10 +626,9 @@ async def test_a_reply_to_the_bot_addresses_it_and_mentions_read_as_names(home, 
                                         mentions=[me])
         question["mention_roles"] = [role]
         await fake_discord.dispatch("MESSAGE_CREATE", question)
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(general))
-        (answer,) = fake_discord.bot_messages(general)
+        (answer,) = await fake_discord.wait_sent(general)
         await fake_discord.say(general, ann, "and when?", reply_to=answer.data)  # no mention: the reply addresses it
-        await fake_discord.wait_for(lambda: len(fake_discord.bot_messages(general)) == 2)
+        await fake_discord.wait_sent(general, 2)
     assert [m.content for m in fake_discord.bot_messages(general)] == ["Ask them.", "Tomorrow."]
     first, second = fake_openrouter.chat_requests()
     assert first.json["messages"][-1]["content"] == "[Ann]: hey who are @moderators in #releases?"
@@ -647,9 +643,9 @@ async def test_other_bots_are_heard_only_with_allow_bots(home, fake_openrouter, 
     async with chorus_on_discord(home, fake_openrouter, fake_discord, allowBots=allow_bots):
         await fake_discord.say(helper_dm, helper, "beep")
         if allow_bots:
-            await fake_discord.wait_for(lambda: fake_discord.bot_messages(helper_dm))
+            await fake_discord.wait_sent(helper_dm)
         await fake_discord.say(ann_dm, ann, "hi")
-        await fake_discord.wait_for(lambda: fake_discord.bot_messages(ann_dm))
+        await fake_discord.wait_sent(ann_dm)
         await asyncio.sleep(0.3)
     assert [m.content for m in fake_discord.bot_messages(helper_dm)] == (["Hello, fellow bot."] if allow_bots else [])
     assert [m.content for m in fake_discord.bot_messages(ann_dm)] == ["Hi Ann."]
@@ -674,7 +670,7 @@ async def test_an_image_sent_before_a_crash_is_fetched_again_after_the_restart(h
     fake_openrouter.queue(Text("A gradient."))
     async with running(home) as service:
         try:
-            await fake_discord.wait_for(lambda: fake_discord.bot_messages(dm), timeout=30)
+            await fake_discord.wait_sent(dm, timeout=30)
         except AssertionError:
             raise AssertionError(service.output) from None
     assert [m.content for m in fake_discord.bot_messages(dm)] == ["A gradient."], service.output
@@ -688,5 +684,5 @@ async def test_a_slash_command_without_its_optional_argument_shows_the_setting(b
     ann = bot.discord.user("ann")
     dm = bot.discord.dm(ann)
     await bot.discord.slash(dm, ann, "model")  # the argument left empty, as Discord allows
-    await bot.discord.wait_for(lambda: bot.discord.bot_messages(dm))
+    await bot.discord.wait_sent(dm)
     assert [m.content for m in bot.discord.bot_messages(dm)] == ["Model: openrouter/auto"]

@@ -320,6 +320,15 @@ class FakeDiscord:
                 raise AssertionError("timed out waiting for the bot")
             await asyncio.sleep(0.05)
 
+    async def wait_sent(self, channel: dict[str, Any], count: int = 1, timeout: float = 20.0) -> list[Sent]:
+        """Wait until the bot has posted ``count`` messages in ``channel``; returns what it posted there."""
+        try:
+            await self.wait_for(lambda: len(self.bot_messages(channel)) >= count, timeout)
+        except AssertionError:
+            raise AssertionError(f"expected {count} bot message(s) in channel {channel['id']}, got "
+                                 f"{[m.content for m in self.bot_messages(channel)]}") from None
+        return self.bot_messages(channel)
+
     # ---- gateway -----------------------------------------------------------------------------
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
