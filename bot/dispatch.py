@@ -168,14 +168,14 @@ class Dispatcher:
         if command in IMMEDIATE and self.busy(inbound.chat):
             self._spawn(self._command(inbound, channel))  # while a turn runs; otherwise in order
         elif command is not None:
-            self._enqueue([inbound], channel)  # in order with the messages around it
+            self._enqueue_after_held(inbound, channel)  # in order with the messages around it
         elif inbound.chat.kind == "group" and not inbound.mentioned:
             await self.inbox.remember_group(inbound, self.messages.group_chat.history_limit)
             await self.inbox.done([inbound])
         elif self.messages.inbound.debounce_ms > 0 and not inbound.attachments:
             self._debounce(inbound, channel)
         else:
-            self._enqueue([inbound], channel)
+            self._enqueue_after_held(inbound, channel)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -205,6 +205,15 @@ class Dispatcher:
         held.timer = asyncio.get_running_loop().call_later(
             self.messages.inbound.debounce_ms / 1000, self._release, key, channel
         )
+
+    def _enqueue_after_held(self, inbound: Inbound, channel: Channel) -> None:
+        """A message that is not debounced (a command, a file) goes after what its sender wrote just before and
+        the debouncer still holds: that goes first, as a turn of its own (so "thanks" is answered before /new)."""
+        if (held := self._held.pop((inbound.chat.session_key, inbound.sender_id), None)) is not None:
+            if held.timer:
+                held.timer.cancel()
+            self._enqueue(held.inbounds, channel)
+        self._enqueue([inbound], channel)
 
     def _release(self, key: tuple[str, str], channel: Channel) -> None:
         self._enqueue(self._held.pop(key).inbounds, channel)

@@ -296,6 +296,59 @@ async def test_quick_messages_from_one_sender_are_debounced_into_one_turn(make):
     assert user_contents(request) == ["one\ntwo\nthree"]
 
 
+async def test_each_quick_message_restarts_the_debounce_wait(make):
+    """A user typing in bursts: every new message waits the whole debounce again, so none is cut off."""
+    rig = await make({"messages": {"inbound": {"debounceMs": 300}}})
+    said = []
+    for text in ("one", "two", "three"):
+        said.append(rig.later(text))
+        await asyncio.sleep(0.2)  # each comes before the last one's wait is over, but after the first one's
+    await asyncio.gather(*said)
+    (request,) = rig.fake.chat_requests()
+    assert user_contents(request) == ["one\ntwo\nthree"]
+
+
+@pytest.mark.parametrize("then", ["photo", "command"])
+async def test_a_message_that_skips_the_debounce_comes_after_what_was_held(make, then):
+    """A photo, or a command, is not held back; what the sender wrote just before it still goes first, as
+    OpenClaw's debouncer does, so "look at this" is answered before the photo and "thanks" before /new."""
+    rig = await make({"messages": {"inbound": {"debounceMs": 2000}}})
+    rig.fake.queue(Text("Before it."), Text("About the photo."))
+    first = rig.later("first words")
+    await asyncio.sleep(0.1)
+    if then == "photo":
+        photo = Attachment.from_bytes(AttachmentKind.IMAGE, make_png(), mime="image/png")
+        await rig.say("", attachments=[photo])
+        assert [user_contents(r)[-1] for r in rig.fake.chat_requests()][0] == "first words"
+        assert rig.channel.texts("c1") == ["Before it.", "About the photo."]
+    else:
+        await rig.say("/status")
+        assert [user_contents(r)[-1] for r in rig.fake.chat_requests()] == ["first words"]
+        assert rig.channel.texts("c1")[0] == "Before it." and "Model" in rig.channel.texts("c1")[1]
+    await first
+
+
+async def test_collect_mode_stops_at_a_command_so_it_applies_between_the_messages(make):
+    rig = await make({"messages": {"queue": {"mode": "collect"}}})
+    rig.fake.queue(Text("one", delay=0.5), Text("before"), Text("after"))
+    first = rig.later("a")
+    await rig.requests_reach(1)
+    rest = [rig.later("b"), rig.later("/new"), rig.later("c")]
+    await asyncio.gather(first, *rest)
+    assert [user_contents(r) for r in rig.fake.chat_requests()[1:]] == [["a", "b"], ["c"]]  # c in the new session
+    assert rig.channel.texts("c1") == ["one", "before", "Started a new conversation. The previous one is kept.", "after"]
+
+
+async def test_commands_are_read_in_any_case_and_a_lone_slash_is_just_text(rig):
+    await rig.say("/STATUS@ChorusBot")
+    assert rig.channel.texts("c1")[0].startswith("Model: ")
+    rig.fake.queue(Text("A slash."), Text("Spaced."))
+    await rig.say("/")
+    await rig.say("/ status")
+    assert [user_contents(r)[-1] for r in rig.fake.chat_requests()] == ["/", "/ status"]
+    assert rig.channel.texts("c1")[1:] == ["A slash.", "Spaced."]
+
+
 async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     rig = await make({
         "channels": {"telegram": {"requireMention": True, "groupPolicy": "open"}},
