@@ -28,12 +28,14 @@ async def test_sse_skips_keepalive_comments_and_stops_at_done():
 
 async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():
     assert await collect(b'data: {"a":\ndata: 1}\n\ndata:{"b":2}') == [b'{"a":\n1}', b'{"b":2}']
+    # One space after the colon is the separator, and only one: the spec keeps the rest as data.
+    assert await collect(b'data:  two\n\n') == [b" two"]
 
 
 async def test_sse_lines_split_anywhere_across_chunks_in_any_line_ending():
     """The network cuts the body where it likes: inside a field name, between CR and LF, inside UTF-8."""
-    body = 'data: {"a":"é"}\r\n\r\n: keep-alive\r\rdata: {"b":2}\n\ndata: [DONE]\n\n'.encode()
-    whole = [b'{"a":"\xc3\xa9"}', b'{"b":2}', b"[DONE]"]
+    body = 'data: {"a":"é"}\r\n\r\n: keep-alive\r\rdata: {"b":\r\ndata: 2}\n\ndata: [DONE]\n\n'.encode()
+    whole = [b'{"a":"\xc3\xa9"}', b'{"b":\n2}', b"[DONE]"]  # a CR LF split across two chunks ends one line
     for size in (1, 2, 3, 7, len(body)):
         assert await collect(*(body[i:i + size] for i in range(0, len(body), size))) == whole, size
 

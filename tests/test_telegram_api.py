@@ -210,6 +210,90 @@ async def test_a_draft_is_not_sent_again_when_its_text_did_not_change(tg, api):
     assert [c.params["text"] for c in tg.calls_to("sendMessageDraft")] == ["Hello", "Hello\nworld"]
 
 
+@pytest.mark.parametrize("description", [
+    "Bad Request: can't parse entities: Can't find end of Bold entity at byte offset 4",
+    "Bad Request: entity beginning at UTF-16 offset 2 ends after the end of the text at UTF-16 offset 3",
+])
+async def test_an_answer_whose_formatting_telegram_refuses_is_sent_again_as_plain_text(tg, api, description):
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender
+    tg.chat(5)
+    tg.fail("sendMessage", 400, description)
+    await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(text="**Hi** there"))
+    refused, plain = [c for c in tg.calls if c.method == "sendMessage"]
+    assert (refused.status, refused.params["entities"][0]["type"]) == (400, "bold")
+    assert (plain.status, "entities" in plain.params) == (200, False)
+    assert tg.texts_in(5) == ["Hi there"]
+
+
+async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, api):
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender
+    tg.chat(5)
+    tg.fail("sendMessage", 400, "Bad Request: message is too long")
+    with pytest.raises(TelegramError, match="too long"):
+        await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(text="**Hi** there"))
+    assert len([c for c in tg.calls if c.method == "sendMessage"]) == 1
+
+
+async def test_a_file_of_exactly_the_upload_limit_is_sent_one_byte_more_is_explained(tg, api):
+    from channels.base import AttachmentKind, Media
+    from channels.telegram_outbound import OutboundSettings, Sender
+    tg.chat(5)
+    sender, target = Sender(api, OutboundSettings(upload_limit=4000)), _Target.of(ChatRef("telegram", "5"), None)
+    await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4000), "application/pdf", "fits.pdf"))
+    await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4001), "application/pdf", "over.pdf"))
+    sent, explained = tg.messages_in(5)
+    assert (sent.method, sent.files and len(next(iter(sent.files.values())))) == ("sendDocument", 4000)
+    assert explained.method == "sendMessage"
+    assert explained.text == ("The document is too large to send here (0.0 MB; Telegram bots can send at most "
+                              "0.004 MB).")
+
+
+async def test_a_caption_over_1024_utf16_units_follows_the_photo_as_its_own_message(tg, api):
+    """Telegram counts a caption in UTF-16 units: 600 emoji are 1,200 of them, over the limit of 1,024."""
+    from channels.base import AttachmentKind, Media
+    from channels.telegram_outbound import OutboundSettings, Sender
+    from tests.fakes.media import make_png
+    tg.chat(5)
+    caption = "😀" * 600
+    await Sender(api, OutboundSettings()).media(_Target.of(ChatRef("telegram", "5"), None),
+                                                Media(AttachmentKind.IMAGE, make_png(), "image/png", "a.png", caption))
+    photo, text = tg.messages_in(5)
+    assert (photo.method, photo.caption, text.method, text.text) == ("sendPhoto", None, "sendMessage", caption)
+
+
+async def test_the_final_answer_does_not_wait_for_a_draft_that_is_not_due_yet(tg, api):
+    """With the next draft 5 s away, the answer ends now: the pending draft is dropped, not sent before it."""
+    from channels.base import Reply
+    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
+    tg.chat(5)
+    stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial", throttle=5.0)),
+                            ChatRef("telegram", "5", kind="direct"))
+    await stream.delta("Hello")
+    await stream._flush  # the first draft goes at once
+    await stream.delta(" world")
+    await stream.close(Reply(text="Hello world"))
+    assert [c.params["text"] for c in tg.calls_to("sendMessageDraft")] == ["Hello"]
+    assert tg.texts_in(5) == ["Hello world"]
+
+
+async def test_an_answer_quotes_the_question_in_a_group_only_and_arrives_when_the_question_was_deleted(tg, api):
+    from channels.base import Reply
+    from channels.telegram_inbound import message_ref
+    from channels.telegram_outbound import OutboundSettings, Sender
+    sender = Sender(api, OutboundSettings())
+    asked, gone = tg.message(-100, "who?", chat_type="supergroup"), tg.message(-100, "what?", chat_type="supergroup")
+    tg.delete(-100, gone["message_id"])  # the user took the question back while the bot was answering
+    group = ChatRef("telegram", "-100", kind="group")
+    await sender.reply(group, Reply(text="Ann.", reply_to=message_ref(-100, asked["message_id"])))
+    await sender.reply(group, Reply(text="A cat.", reply_to=message_ref(-100, gone["message_id"])))
+    private = tg.message(5, "hi")
+    await sender.reply(ChatRef("telegram", "5"), Reply(text="Hello.", reply_to=message_ref(5, private["message_id"])))
+    assert [(m.text, m.reply_to) for m in tg.messages_in(-100)] == [("Ann.", asked["message_id"]), ("A cat.", None)]
+    assert [(m.text, m.reply_to) for m in tg.messages_in(5)] == [("Hello.", None)]
+
+
 async def test_a_photo_up_to_ten_mb_goes_as_a_photo_one_byte_more_as_a_document(tg, api):
     from channels.base import AttachmentKind, Media
     from channels.telegram_outbound import PHOTO_LIMIT, OutboundSettings, Sender

@@ -65,6 +65,10 @@ class Chat:
     title: str | None = None
     is_forum: bool = False
     next_message_id: int = 1
+    deleted: set[int] = field(default_factory=set)
+
+    def has(self, message_id: int) -> bool:
+        return 0 < message_id < self.next_message_id and message_id not in self.deleted
 
     def as_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -190,6 +194,10 @@ class FakeTelegram:
         msg.update(extra)
         self.push({"message": msg})
         return msg
+
+    def delete(self, chat_id: int, message_id: int) -> None:
+        """A user deletes a message of theirs."""
+        self.chats[chat_id].deleted.add(message_id)
 
     def photo(self, chat_id: int, data: bytes, *, width: int = 64, height: int = 36, **kw: Any) -> dict[str, Any]:
         """A user sends a photo (``caption=``, ``media_group_id=`` for albums, ``chat_type=`` ...)."""
@@ -452,6 +460,10 @@ class FakeTelegram:
         if thread is not None and not chat.is_forum:
             raise Problem("Bad Request: message thread not found")
         reply = (params.get("reply_parameters") or {}).get("message_id")
+        if reply is not None and not chat.has(reply):
+            if not params["reply_parameters"].get("allow_sending_without_reply"):
+                raise Problem("Bad Request: message to be replied not found")
+            reply = None  # sent all the same, as a message of its own
         sent = Sent(chat_id, chat.next_message_id, method, text, entities or [], caption, thread, reply, params, files)
         chat.next_message_id += 1
         self.sent.append(sent)
