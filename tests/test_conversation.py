@@ -6,6 +6,7 @@ The agent and dispatcher run in-process, unpatched, between a recording channel 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -632,6 +633,18 @@ async def test_tool_calls_streamed_without_ids_get_ids_unique_in_the_conversatio
     assert ids == [ids[0], ids[1], ids[0], ids[1], ids[4], ids[4]]  # each result right after its own call
     assert len(set(ids)) == 3 and all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids)
 
+
+async def test_a_tool_name_sent_again_with_every_piece_of_the_call_is_read_once(make):
+    """Some hosts stream the call's id and whole name again with each piece of its arguments; joined, they
+    made "echoecho", a tool nobody has."""
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "hi there"})], repeat_name=True), Text("Echoed."))
+    await rig.say("use the tool")
+    assert rig.channel.texts("c1") == ["Echoed."]
+    *_, asked, answered = rig.fake.chat_requests()[1].json["messages"]
+    (call,) = asked["tool_calls"]
+    assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == ("echo", {"text": "hi there"})
+    assert (answered["tool_call_id"], answered["content"]) == (call["id"], "echoed: hi there")
 
 async def test_a_model_on_mistrals_templates_under_another_name_is_asked_again_with_short_ids(make):
     """A host of Mistral's weights under a name that does not say so: its refusal is the cue."""

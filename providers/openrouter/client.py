@@ -376,7 +376,7 @@ class _StreamAccumulator:
                 slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
                 slot["id"] = frag.get("id") or slot["id"]
                 fn = frag.get("function") or {}
-                slot["name"] += fn.get("name") or ""
+                slot["name"] = fn.get("name") or slot["name"]  # whole in one piece; some hosts send it with every one
                 slot["arguments"].append(fn.get("arguments") or "")
             for image in delta.get("images") or []:
                 self.result.images.append(image["image_url"]["url"])

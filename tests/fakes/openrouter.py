@@ -55,6 +55,7 @@ class ToolCalls:
     reasoning: str | None = None
     reasoning_details: list[dict[str, Any]] | None = None  # streamed in pieces, joined by index
     ids: bool = True  # False: the calls come with no id, as some hosts stream them (Gemini, StepFun, vLLM)
+    repeat_name: bool = False  # the id and whole name again with every piece (MiniMax on NVIDIA NIM, GLM on Fireworks)
 
 
 @dataclass
@@ -485,7 +486,9 @@ class FakeOpenRouter:
                            else f"call_{len(self.requests)}_{index}")
                 out.append(chunk({"tool_calls": [{"index": index, **({"id": call_id} if answer.ids else {}),
                                                   "type": "function", "function": {"name": name, "arguments": first}}]}))
-                out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in rest]
+                again = {**({"id": call_id} if answer.ids else {}), "type": "function"} if answer.repeat_name else {}
+                out += [chunk({"tool_calls": [{"index": index, **again, "function": {
+                    **({"name": name} if answer.repeat_name else {}), "arguments": piece}}]}) for piece in rest]
             out += [chunk({}, "tool_calls"), usage(20)]
         elif isinstance(answer, StreamError):
             out += [chunk({"content": p}) for p in _pieces(answer.partial_text, self.chunk_size)]
@@ -843,7 +846,7 @@ def _merge_chunks(chunks: list[dict[str, Any]], model: str) -> dict[str, Any]:
             for frag in delta.get("tool_calls") or []:
                 slot = calls.setdefault(frag["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                 slot["id"] = frag.get("id") or slot["id"]
-                slot["function"]["name"] += frag.get("function", {}).get("name") or ""
+                slot["function"]["name"] = frag.get("function", {}).get("name") or slot["function"]["name"]
                 slot["function"]["arguments"] += frag.get("function", {}).get("arguments") or ""
             finish = choice.get("finish_reason") or finish
     if calls:
