@@ -50,6 +50,7 @@ def test_lines_then_sentences_then_words():
         "Another one follows it.",
     ]
     assert split_text("one two three four five six seven", 15) == ["one two three", "four five six", "seven"]
+    assert split_text("Wait for it… Then it came back.", 20) == ["Wait for it…", "Then it came back."]
 
 
 def test_a_single_line_longer_than_the_limit_is_cut_hard():
@@ -113,6 +114,12 @@ def test_indentation_after_a_cut_inside_code_is_kept():
         "```python\ndef f():\n    x = 1\n```",
         "```python\n    return x\n```",
     ]
+
+
+def test_backticks_with_more_backticks_after_them_are_inline_code_not_a_fence():
+    """CommonMark: a backtick fence's info string holds no backtick, so this line opens no block to close."""
+    text = "```a``` is inline.\nline two here\nline three here\nline four here"
+    assert split_text(text, 34) == ["```a``` is inline.\nline two here", "line three here\nline four here"]
 
 
 def test_longer_fences_and_an_unclosed_block():

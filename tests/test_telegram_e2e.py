@@ -297,6 +297,30 @@ async def test_in_a_group_the_bot_answers_only_when_addressed(bot):
     assert len(bot.model_calls()) == 2  # "lunch at noon?" alone never reached the model
 
 
+async def test_in_a_group_only_what_names_this_bot_addresses_it(bot):
+    """A reply to someone else and a text mention of someone else are not for the bot; @bot after emoji (entity
+    offsets count UTF-16 units) and a text mention of the bot are."""
+    tg, ai, group = bot.tg, bot.ai, -1001235
+    tg.chat(group, "supergroup", title="Neighbours")
+    ai.queue(Text("Hi, Ada."), Text("Still here."))
+    ada, bob = {**user(44, "Ada", "ada"), "last_name": "Lovelace"}, user(45, "Bob", None)
+    bobs = tg.message(group, "I am Bob", sender=bob, chat_type="supergroup")
+    tg.message(group, "right, Bob", sender=ada, chat_type="supergroup", reply_to_message=bobs)
+    tg.message(group, "Bob, look", sender=ada, chat_type="supergroup",
+               entities=[{"type": "text_mention", "offset": 0, "length": 3, "user": bob}])
+    tg.message(group, "😀😀 @chorus_test_bot hi", sender=ada, chat_type="supergroup",
+               entities=[{"type": "mention", "offset": 5, "length": 16}])
+    await tg.wait_sent(group)
+    tg.message(group, "Chorus, still there?", sender=ada, chat_type="supergroup",
+               entities=[{"type": "text_mention", "offset": 0, "length": 6, "user": BOT}])
+    await tg.wait_sent(group, 2)
+    assert tg.texts_in(group) == ["Hi, Ada.", "Still here."]
+    first, second = (call.json["messages"][-1]["content"] for call in bot.model_calls())
+    assert first == ("[Chat messages since your last reply - for context]\n[Bob]: I am Bob\n"
+                     "[Ada Lovelace]: right, Bob\n[Ada Lovelace]: Bob, look\n\n"
+                     "[Current message - respond to this]\n[Ada Lovelace]: 😀😀 @chorus_test_bot hi")
+    assert second == "[Ada Lovelace]: Chorus, still there?"
+
 async def test_forum_topics_are_separate_sessions_and_replies_stay_in_their_topic(bot):
     tg, chat = bot.tg, FORUM  # this group answers without a mention: groups["-1005555"].requireMention = false
     tg.chat(chat, "supergroup", title="Forum", is_forum=True)
