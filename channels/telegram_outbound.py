@@ -153,6 +153,7 @@ class Showing:
         self._timer = asyncio.get_running_loop().call_later(ACTION_EVERY, self._renew)
 
     async def stop(self) -> None:
+        """No more renewals; returns once the last one sent has its answer."""
         self._timer.cancel()
         if self._sending is not None:
             await self._sending
