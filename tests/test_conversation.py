@@ -350,6 +350,23 @@ async def test_commands_are_read_in_any_case_and_a_lone_slash_is_just_text(rig):
     assert rig.channel.texts("c1")[1:] == ["A slash.", "Spaced."]
 
 
+async def test_a_sender_allowed_by_username_is_still_allowed_when_answered_after_a_restart(make):
+    """The inbox keeps the sender's username with the message: one left pending when the service went down, from
+    someone on the allowlist as @ada, is answered after the restart, not refused."""
+    config = {"channels": {"telegram": {"dmPolicy": "allowlist", "allowFrom": ["@ada"]}}}
+    rig = await make(config)
+    rig.fake.queue(Hang(30), Text("Yes, still here."))
+    asked = rig.later("still there?", channel="telegram", sender="111", sender_username="ada")
+    await rig.requests_reach(1)
+    await rig.dispatcher.shutdown()  # the turn is cut; the message stays pending in the inbox
+    await asyncio.gather(asked, return_exceptions=True)
+    again = await make(config)
+    again.dispatcher.channels["telegram"] = again.channel
+    await again.dispatcher.recover()
+    await again.dispatcher.drain()
+    assert again.channel.texts("c1") == ["Yes, still here."]
+    assert user_contents(again.fake.chat_requests()[-1]) == ["still there?"]
+
 async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     rig = await make({
         "channels": {"telegram": {"requireMention": True, "groupPolicy": "open"}},
