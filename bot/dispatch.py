@@ -209,10 +209,11 @@ class Dispatcher:
     def _enqueue_after_held(self, inbound: Inbound, channel: Channel) -> None:
         """A message that is not debounced (a command, a file) goes after what its sender wrote just before and
         the debouncer still holds: that goes first, as a turn of its own (so "thanks" is answered before /new)."""
-        if (held := self._held.pop((inbound.chat.session_key, inbound.sender_id), None)) is not None:
+        key = (inbound.chat.session_key, inbound.sender_id)
+        if (held := self._held.get(key)) is not None:
             if held.timer:
                 held.timer.cancel()
-            self._enqueue(held.inbounds, channel)
+            self._release(key, channel)
         self._enqueue([inbound], channel)
 
     def _release(self, key: tuple[str, str], channel: Channel) -> None:

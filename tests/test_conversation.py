@@ -320,7 +320,7 @@ async def test_a_message_that_skips_the_debounce_comes_after_what_was_held(make,
     if then == "photo":
         photo = Attachment.from_bytes(AttachmentKind.IMAGE, make_png(), mime="image/png")
         await rig.say("", attachments=[photo])
-        assert [user_contents(r)[-1] for r in rig.fake.chat_requests()][0] == "first words"
+        assert user_contents(rig.fake.chat_requests()[0])[-1] == "first words"
         assert rig.channel.texts("c1") == ["Before it.", "About the photo."]
     else:
         await rig.say("/status")
@@ -366,6 +366,7 @@ async def test_a_sender_allowed_by_username_is_still_allowed_when_answered_after
     await again.dispatcher.drain()
     assert again.channel.texts("c1") == ["Yes, still here."]
     assert user_contents(again.fake.chat_requests()[-1]) == ["still there?"]
+
 
 async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     rig = await make({
@@ -662,6 +663,7 @@ async def test_a_tool_name_sent_again_with_every_piece_of_the_call_is_read_once(
     (call,) = asked["tool_calls"]
     assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == ("echo", {"text": "hi there"})
     assert (answered["tool_call_id"], answered["content"]) == (call["id"], "echoed: hi there")
+
 
 async def test_a_model_on_mistrals_templates_under_another_name_is_asked_again_with_short_ids(make):
     """A host of Mistral's weights under a name that does not say so: its refusal is the cue."""

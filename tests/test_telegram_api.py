@@ -13,11 +13,13 @@ import pytest
 from aiohttp import web
 
 from channels import telegram_outbound, telegram_session
-from channels.base import Attachment, AttachmentKind, ChatRef
+from channels.base import Attachment, AttachmentKind, ChatRef, Media, Reply
 from channels.telegram import TelegramChannel, TelegramSettings
 from channels.telegram_api import InputFile, Request, Send, TelegramAPI, TelegramError
-from channels.telegram_outbound import _Target, chat_action
+from channels.telegram_inbound import message_ref
+from channels.telegram_outbound import PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action
 from channels.telegram_session import FloodControl
+from tests.fakes.media import make_png
 from tests.fakes.telegram import FakeTelegram
 
 
@@ -162,14 +164,12 @@ async def test_typing_renewed_while_the_last_one_is_slow_is_awaited_at_the_end_n
         tg, api, monkeypatch):
     """A chat action request cut off mid-way would lose its pooled connection; one sent beside another that
     Telegram has not answered yet only adds load."""
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
     monkeypatch.setattr(telegram_outbound, "ACTION_EVERY", 0.1)
     tg.chat(5)
     slow = tg.hold("sendChatAction")
     stream = TelegramStream(Sender(api, OutboundSettings(streaming="off")), ChatRef("telegram", "5", kind="direct"))
     await asyncio.sleep(0.45)  # four renewals fall due while the first is still unanswered
-    assert [c.params for c in tg.calls if c.method == "sendChatAction"] == [{"chat_id": 5, "action": "typing"}]
+    assert [c.params for c in tg.calls_to("sendChatAction")] == [{"chat_id": 5, "action": "typing"}]
     closing = asyncio.create_task(stream.close(Reply(text="Done.")))
     await tg.wait_sent(5)
     await asyncio.sleep(0.2)
@@ -177,14 +177,12 @@ async def test_typing_renewed_while_the_last_one_is_slow_is_awaited_at_the_end_n
     slow.set()
     await asyncio.wait_for(closing, 5)
     await asyncio.sleep(0.3)
-    assert len([c for c in tg.calls if c.method == "sendChatAction"]) == 1  # none after the reply
+    assert len(tg.calls_to("sendChatAction")) == 1  # none after the reply
 
 
 async def test_a_retry_notice_is_shown_as_the_draft_only_until_the_answer_begins(tg, api):
     """"⏳ … trying again" fills the wait in a private chat; once the answer's text has started, a later
     notice must not replace it."""
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
     tg.chat(5)
     stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial")), ChatRef("telegram", "5", kind="direct"))
     await stream.notice("⏳ busy; trying again in 2 s…")
@@ -198,8 +196,6 @@ async def test_a_retry_notice_is_shown_as_the_draft_only_until_the_answer_begins
 
 async def test_a_draft_is_not_sent_again_when_its_text_did_not_change(tg, api):
     """Pieces that change nothing the user would see (trailing spaces, a newline) cost no Bot API call."""
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
     tg.chat(5)
     stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial", throttle=0.0)),
                             ChatRef("telegram", "5", kind="direct"))
@@ -215,8 +211,6 @@ async def test_a_draft_is_not_sent_again_when_its_text_did_not_change(tg, api):
     "Bad Request: entity beginning at UTF-16 offset 2 ends after the end of the text at UTF-16 offset 3",
 ])
 async def test_an_answer_whose_formatting_telegram_refuses_is_sent_again_as_plain_text(tg, api, description):
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender
     tg.chat(5)
     tg.fail("sendMessage", 400, description)
     await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(text="**Hi** there"))
@@ -227,8 +221,6 @@ async def test_an_answer_whose_formatting_telegram_refuses_is_sent_again_as_plai
 
 
 async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, api):
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender
     tg.chat(5)
     tg.fail("sendMessage", 400, "Bad Request: message is too long")
     with pytest.raises(TelegramError, match="too long"):
@@ -237,14 +229,12 @@ async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, 
 
 
 async def test_a_file_of_exactly_the_upload_limit_is_sent_one_byte_more_is_explained(tg, api):
-    from channels.base import AttachmentKind, Media
-    from channels.telegram_outbound import OutboundSettings, Sender
     tg.chat(5)
     sender, target = Sender(api, OutboundSettings(upload_limit=4000)), _Target.of(ChatRef("telegram", "5"), None)
     await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4000), "application/pdf", "fits.pdf"))
     await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4001), "application/pdf", "over.pdf"))
     sent, explained = tg.messages_in(5)
-    assert (sent.method, sent.files and len(next(iter(sent.files.values())))) == ("sendDocument", 4000)
+    assert (sent.method, [len(data) for data in sent.files.values()]) == ("sendDocument", [4000])
     assert explained.method == "sendMessage"
     assert explained.text == ("The document is too large to send here (0.0 MB; Telegram bots can send at most "
                               "0.004 MB).")
@@ -252,9 +242,6 @@ async def test_a_file_of_exactly_the_upload_limit_is_sent_one_byte_more_is_expla
 
 async def test_a_caption_over_1024_utf16_units_follows_the_photo_as_its_own_message(tg, api):
     """Telegram counts a caption in UTF-16 units: 600 emoji are 1,200 of them, over the limit of 1,024."""
-    from channels.base import AttachmentKind, Media
-    from channels.telegram_outbound import OutboundSettings, Sender
-    from tests.fakes.media import make_png
     tg.chat(5)
     caption = "😀" * 600
     await Sender(api, OutboundSettings()).media(_Target.of(ChatRef("telegram", "5"), None),
@@ -265,8 +252,6 @@ async def test_a_caption_over_1024_utf16_units_follows_the_photo_as_its_own_mess
 
 async def test_the_final_answer_does_not_wait_for_a_draft_that_is_not_due_yet(tg, api):
     """With the next draft 5 s away, the answer ends now: the pending draft is dropped, not sent before it."""
-    from channels.base import Reply
-    from channels.telegram_outbound import OutboundSettings, Sender, TelegramStream
     tg.chat(5)
     stream = TelegramStream(Sender(api, OutboundSettings(streaming="partial", throttle=5.0)),
                             ChatRef("telegram", "5", kind="direct"))
@@ -279,9 +264,6 @@ async def test_the_final_answer_does_not_wait_for_a_draft_that_is_not_due_yet(tg
 
 
 async def test_an_answer_quotes_the_question_in_a_group_only_and_arrives_when_the_question_was_deleted(tg, api):
-    from channels.base import Reply
-    from channels.telegram_inbound import message_ref
-    from channels.telegram_outbound import OutboundSettings, Sender
     sender = Sender(api, OutboundSettings())
     asked, gone = tg.message(-100, "who?", chat_type="supergroup"), tg.message(-100, "what?", chat_type="supergroup")
     tg.delete(-100, gone["message_id"])  # the user took the question back while the bot was answering
@@ -295,8 +277,6 @@ async def test_an_answer_quotes_the_question_in_a_group_only_and_arrives_when_th
 
 
 async def test_a_photo_up_to_ten_mb_goes_as_a_photo_one_byte_more_as_a_document(tg, api):
-    from channels.base import AttachmentKind, Media
-    from channels.telegram_outbound import PHOTO_LIMIT, OutboundSettings, Sender
     tg.chat(5)
     sender, target = Sender(api, OutboundSettings()), _Target.of(ChatRef("telegram", "5"), None)
     await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 4), "image/png", "a.png"))
