@@ -6,12 +6,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, Media, Reply
-from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta, Usage
+from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
@@ -35,16 +34,6 @@ CUT_SHORT = {
     "content_filter": "\n\n(The model's provider stopped the answer here with its content filter.)",
 }
 LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
-
-
-@dataclass(slots=True)
-class TurnOutcome:
-    """What a turn produced, for callers that need more than the sent reply (CLI, tests, benchmarks)."""
-
-    reply: Reply
-    usage: Usage = field(default_factory=Usage)
-    model: str = ""
-    error: OpenRouterError | None = None
 
 
 class Agent:
@@ -90,7 +79,7 @@ class Agent:
             f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
         )
 
-    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> TurnOutcome:
+    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> None:
         """Load history, call the model (running tools it asks for), stream the answer, store the turn.
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
@@ -113,7 +102,7 @@ class Agent:
         return await self._end_early(inbound, stream, "⏹ Stopped.")
 
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
-                    group_context: Sequence[tuple[str, str]]) -> TurnOutcome:
+                    group_context: Sequence[tuple[str, str]]) -> None:
         chat = inbound.chat
         state = await self.store.turn_state(chat)
         session_id, history, settings = state.session_id, state.history, state.settings
@@ -123,14 +112,14 @@ class Agent:
         sees_images = info.sees_images if info else True
         takes_tools = info.supports_tools if info else True
         if not sees_images and image_attachments(inbound):
-            return await self._end_early(inbound, stream, cannot_see(ref), ref)
+            return await self._end_early(inbound, stream, cannot_see(ref))
         try:
             images = await self.images.accept(inbound)
         except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
-            return await self._end_early(inbound, stream, str(exc), ref)
+            return await self._end_early(inbound, stream, str(exc))
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
-            return await self._end_early(inbound, stream, heard.error, ref)
+            return await self._end_early(inbound, stream, heard.error)
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
         user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
@@ -150,7 +139,7 @@ class Agent:
         stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
         media: list[Media] = []
-        total = Usage(cost=0.0)
+        tokens, cost = 0, 0.0  # summed over the turn's rounds, for the log
         log.info("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
         try:
             for _ in range(self.config.agents.defaults.max_tool_iterations):
@@ -159,7 +148,7 @@ class Agent:
                     thinking=settings.thinking or self.config.agents.defaults.thinking_default,
                     supports_reasoning=info.supports_reasoning if info else None,
                 ), stream, shown)
-                _add_usage(total, result.usage)
+                tokens, cost = tokens + result.usage.total_tokens, cost + (result.usage.cost or 0.0)
                 answer = StoredMessage(
                     "assistant", result.text or None, tool_calls=[c.to_api() for c in result.tool_calls] or None,
                     model=result.model, prompt_tokens=result.usage.prompt_tokens,
@@ -203,23 +192,20 @@ class Agent:
                 ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
             await stream.close(reply)
-            return TurnOutcome(reply, total, str(ref), failed)
+            return
         await self.store.append(session_id, pending)
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
         if self.voice:
             reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
                                            capabilities=channel.capabilities, model=ref, on_start=stream.speaking)
         await stream.close(reply)
-        log.info("turn done channel=%s chat=%s session=%s tokens=%s", chat.channel, chat.chat_id, session_id, total.total_tokens)
-        return TurnOutcome(reply, total, str(ref))
+        log.info("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
+                 tokens, cost)
 
-    async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str,
-                         ref: ModelRef | None = None) -> TurnOutcome:
+    async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> None:
         """End the turn before the model is asked (a refusal, /stop, a crash): the reason closes the open
         stream, so its typing stops with it; nothing of the answer is stored."""
-        reply = Reply(text=text, reply_to=inbound.message_id)
-        await stream.close(reply)
-        return TurnOutcome(reply, Usage(), str(ref) if ref else "")
+        await stream.close(Reply(text=text, reply_to=inbound.message_id))
 
     def _voice_only(self, mode: str, spoken: bool) -> bool:
         """Whether the text will surely be replaced by a voice note, so it must not be streamed first."""
@@ -320,13 +306,6 @@ class _VisibleStream:
 
     async def close(self, reply: Reply) -> None:
         await self.inner.close(reply)
-
-
-def _add_usage(total: Usage, usage: Usage) -> None:
-    total.prompt_tokens += usage.prompt_tokens
-    total.completion_tokens += usage.completion_tokens
-    total.total_tokens += usage.total_tokens
-    total.cost = (total.cost or 0.0) + (usage.cost or 0.0)
 
 
 def _complete_prefix(pending: list[StoredMessage]) -> list[StoredMessage]:

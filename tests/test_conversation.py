@@ -6,6 +6,7 @@ The agent and dispatcher run in-process, unpatched, between a recording channel 
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import re
 import uuid
@@ -435,6 +436,16 @@ async def test_gemini_thought_signatures_survive_tool_rounds_and_restarts(make):
     await again.say("and again")
     replayed = assistants(again.fake.chat_requests()[-1])
     assert [m.get("reasoning_details") for m in replayed] == [REPLAYED, None]
+
+
+async def test_the_turn_log_sums_tokens_and_cost_over_its_tool_rounds(make, caplog):
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"})], usage={"total_tokens": 120, "cost": 0.25}),
+                   Text("done", usage={"total_tokens": 50, "cost": 0.5}))
+    with caplog.at_level(logging.INFO, logger="chorus.agent"):
+        await rig.say("echo x")
+    (done,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("turn done")]
+    assert done.endswith(" tokens=170 cost=0.75")
 
 
 async def test_deepseek_keeps_its_own_reasoning_content(make):

@@ -56,6 +56,7 @@ class ToolCalls:
     reasoning_details: list[dict[str, Any]] | None = None  # streamed in pieces, joined by index
     ids: bool = True  # False: the calls come with no id, as some hosts stream them (Gemini, StepFun, vLLM)
     repeat_name: bool = False  # the id and whole name again with every piece (MiniMax on NVIDIA NIM, GLM on Fireworks)
+    usage: dict[str, Any] | None = None
 
 
 @dataclass
@@ -489,7 +490,7 @@ class FakeOpenRouter:
                 again = {**({"id": call_id} if answer.ids else {}), "type": "function"} if answer.repeat_name else {}
                 out += [chunk({"tool_calls": [{"index": index, **again, "function": {
                     **({"name": name} if answer.repeat_name else {}), "arguments": piece}}]}) for piece in rest]
-            out += [chunk({}, "tool_calls"), usage(20)]
+            out += [chunk({}, "tool_calls"), {**usage(20), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, StreamError):
             out += [chunk({"content": p}) for p in _pieces(answer.partial_text, self.chunk_size)]
             out.append({"id": "gen-fake", "model": model, "error": {"code": 502, "message": answer.message},
