@@ -6,8 +6,8 @@ The agent and dispatcher run in-process, unpatched, between a recording channel 
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -229,6 +229,34 @@ async def test_tool_calls_run_concurrently_and_errors_go_back_to_the_model(make)
     await rig.say("thanks")
     roles = [m["role"] for m in rig.fake.chat_requests()[3].json["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "tool", "assistant", "user"]
+
+
+@pytest.mark.parametrize("quirk", ["again", "placeholder", "one_index"])
+async def test_tool_arguments_a_host_glued_together_are_taken_apart(make, quirk):
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"}), ("echo", {"text": "y"})], quirk=quirk), Text("done"))
+    await rig.say("echo x and y")
+    second = rig.fake.chat_requests()[1]
+    (asked,) = assistants(second)
+    assert [json.loads(c["function"]["arguments"]) for c in asked["tool_calls"]] == [{"text": "x"}, {"text": "y"}]
+    results = [m for m in second.json["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in results] == ["echoed: x", "echoed: y"]
+    ids = [c["id"] for c in asked["tool_calls"]]
+    assert len(set(ids)) == 2 and [m["tool_call_id"] for m in results] == ids
+    assert rig.channel.texts("c1") == ["done"]
+
+
+async def test_arguments_that_are_not_json_are_refused_and_the_conversation_goes_on(make):
+    rig = await make(tools=[EchoTool()])
+    rig.fake.queue(ToolCalls([("echo", {"text": "x"})], quirk="cut"), Text("Sorry, let me try again."))
+    await rig.say("echo x")
+    second = rig.fake.chat_requests()[1]
+    (result,) = [m["content"] for m in second.json["messages"] if m["role"] == "tool"]
+    assert result == "error: the arguments are not valid JSON (Expecting ',' delimiter at position 12)"
+    # What goes back is JSON a provider takes: the model's broken text would get the whole request refused.
+    (asked,) = assistants(second)
+    assert [c["function"]["arguments"] for c in asked["tool_calls"]] == ["{}"]
+    assert rig.channel.texts("c1") == ["Sorry, let me try again."]
 
 
 async def test_the_iteration_cap_ends_the_turn_with_a_clear_message(make):

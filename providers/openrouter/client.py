@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -61,7 +62,10 @@ class ToolCall:
     arguments: str  # JSON text as the model wrote it; the tool loop parses and validates it
 
     def to_api(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        """The call as it goes back to the model. Arguments that are not a JSON object go back as ``{}``:
+        providers refuse the whole request over them, and the tool's answer already says what was wrong."""
+        arguments = self.arguments if _json_object(self.arguments) is not None else "{}"
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}}
 
 
 @dataclass(slots=True)
@@ -213,10 +217,8 @@ class OpenRouterClient:
         return ChatResult(
             model=data.get("model") or spec.ref.slug,
             text=msg.get("content") or "",
-            tool_calls=[
-                ToolCall(c.get("id") or _new_call_id(), c["function"]["name"], c["function"].get("arguments") or "{}")
-                for c in msg.get("tool_calls") or []
-            ],
+            tool_calls=[call for c in msg.get("tool_calls") or []
+                        for call in _tool_calls(c.get("id"), c["function"]["name"], c["function"].get("arguments") or "")],
             usage=Usage.parse(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
             reasoning=msg.get("reasoning") or msg.get("reasoning_content"),
@@ -401,14 +403,63 @@ class _StreamAccumulator:
         self.result.text = "".join(self.text)
         self.result.reasoning = "".join(self.reasoning) or None
         self.result.reasoning_details = list(self.details.values()) or None
-        self.result.tool_calls = [
-            ToolCall(c["id"] or _new_call_id(), c["name"], "".join(c["arguments"]) or "{}")
-            for _, c in sorted(self.calls.items())
-        ]
+        self.result.tool_calls = [call for _, c in sorted(self.calls.items())
+                                  for call in _tool_calls(c["id"], c["name"], "".join(c["arguments"]))]
         return self.result
 
 
 _JOINED_FIELDS = ("text", "summary", "data", "signature")
+
+
+def _tool_calls(call_id: str | None, name: str, arguments: str) -> list[ToolCall]:
+    """One call as the model sent it, or several when its arguments are JSON objects back to back.
+
+    Hosts glue together what should be apart: Mistral's API and some proxies send the streamed arguments
+    again whole (``{A}{A}``), Gemini sends an empty placeholder first (``{}{A}``), and Gemini and GPT-5 have
+    put a second call's arguments under the first one's index (``{A}{B}``). Repeats and placeholders are
+    dropped and each distinct object becomes a call of its own; anything else goes to the tool as it came,
+    to be refused there in words the model can act on.
+    """
+    objects = _objects_back_to_back(arguments)
+    if objects is None:
+        return [ToolCall(call_id or _new_call_id(), name, arguments or "{}")]
+    distinct: list[dict[str, Any]] = []
+    for obj in objects:
+        if obj not in distinct:
+            distinct.append(obj)
+    distinct = [obj for obj in distinct if obj] or distinct
+    return [ToolCall((i == 0 and call_id) or _new_call_id(), name, json.dumps(obj, ensure_ascii=False))
+            for i, obj in enumerate(distinct)]
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _objects_back_to_back(text: str) -> list[dict[str, Any]] | None:
+    """The JSON objects ``text`` holds one after another, when it is two or more of them and nothing else."""
+    try:
+        json.loads(text)
+        return None  # one value (or an empty text): nothing to take apart
+    except ValueError:
+        pass
+    decoder, objects, at = json.JSONDecoder(), [], 0
+    while (at := _NOT_SPACE.search(text, at).start()) < len(text):
+        try:
+            obj, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        objects.append(obj)
+    return objects if len(objects) > 1 else None
+
+
+_NOT_SPACE = re.compile(r"\S|\Z")
 
 
 def _new_call_id() -> str:

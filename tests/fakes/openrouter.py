@@ -57,6 +57,11 @@ class ToolCalls:
     ids: bool = True  # False: the calls come with no id, as some hosts stream them (Gemini, StepFun, vLLM)
     repeat_name: bool = False  # the id and whole name again with every piece (MiniMax on NVIDIA NIM, GLM on Fireworks)
     usage: dict[str, Any] | None = None
+    # Arguments as hosts and models get them wrong: "again" sends the streamed arguments once more whole
+    # (Mistral's API, some proxies), "placeholder" sends "{}" before them (Gemini), "one_index" puts every
+    # call after the first under index 0, whole, with no id or name (Gemini 3, GPT-5), "cut" ends them
+    # before their closing brace (the output limit fell inside the call).
+    quirk: str = ""
 
 
 @dataclass
@@ -480,8 +485,11 @@ class FakeOpenRouter:
             if answer.content:
                 out.append(chunk({"content": answer.content}))
             for index, (name, args) in enumerate(answer.calls):
-                text = json.dumps(args)
-                cuts = _awkward_cuts(text)
+                text = json.dumps(args)[:-1] if answer.quirk == "cut" else json.dumps(args)
+                if answer.quirk == "one_index" and index:
+                    out.append(chunk({"tool_calls": [{"index": 0, "function": {"name": "", "arguments": text}}]}))
+                    continue
+                cuts = (["{}"] if answer.quirk == "placeholder" else []) + _awkward_cuts(text)
                 first, rest = cuts[0], cuts[1:]
                 call_id = (f"T{len(self.requests):05d}c{index:02d}" if body["model"] in self.mistral_templates
                            else f"call_{len(self.requests)}_{index}")
@@ -490,6 +498,8 @@ class FakeOpenRouter:
                 again = {**({"id": call_id} if answer.ids else {}), "type": "function"} if answer.repeat_name else {}
                 out += [chunk({"tool_calls": [{"index": index, **again, "function": {
                     **({"name": name} if answer.repeat_name else {}), "arguments": piece}}]}) for piece in rest]
+                if answer.quirk == "again":
+                    out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": json.dumps(args, separators=(",", ":"))}}]}))
             out += [chunk({}, "tool_calls"), {**usage(20), **({"usage": answer.usage} if answer.usage else {})}]
         elif isinstance(answer, StreamError):
             out += [chunk({"content": p}) for p in _pieces(answer.partial_text, self.chunk_size)]
@@ -739,10 +749,11 @@ def _check_message(m: Any, call_ids: set[str]) -> str | None:
             fn = call.get("function") or {}
             if call.get("type") != "function" or not call.get("id") or not isinstance(fn.get("name"), str):
                 return "tool_calls entries need id, type function, function.name"
-            try:
-                json.loads(fn.get("arguments"))
+            try:  # an object: Anthropic's and Gemini's APIs take the arguments as one, and refuse anything else
+                if not isinstance(json.loads(fn.get("arguments")), dict):
+                    raise ValueError
             except (TypeError, ValueError):
-                return "tool_calls[].function.arguments must be a JSON string"
+                return "tool_calls[].function.arguments must be a JSON string holding an object"
             call_ids.add(call["id"])
     if m["role"] == "tool" and m.get("tool_call_id") not in call_ids:
         return "tool message without a matching earlier tool call id"
