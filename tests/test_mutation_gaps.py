@@ -27,6 +27,7 @@ from bot.store import Store
 from bot.tools import ToolContext, ToolResult
 from bot.voice import Voice
 from channels.base import ChatRef, Reply
+from channels.telegram_inbound import MentionRules
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError, error_for_status, parse_retry_after
 from providers.openrouter.refs import ModelRef
@@ -450,3 +451,14 @@ async def test_the_fake_refuses_a_tool_call_left_without_its_result(fake_openrou
     assert refused.value.status == 400
     assert fake_openrouter.violations == ["messages[1]: tool_calls id(s) ['call_1'] have no tool message right after the call"]
     fake_openrouter.violations.clear()  # seen and expected
+
+
+@pytest.mark.parametrize(("channel", "groups", "chat", "required"), [
+    (True, {"*": False, "-100": True}, -100, True),  # a group's own rule comes before "*"
+    (True, {"*": False, "-100": True}, -200, False),  # "*" comes before the channel's requireMention
+    (True, {"-100": None, "*": False}, -100, False),  # a group that leaves it unset falls back to "*"
+    (False, {"-100": True}, -200, False),  # no rule for the group: the channel's
+    (True, {}, -200, True),
+])
+def test_require_mention_is_the_groups_own_then_stars_then_the_channels(channel, groups, chat, required):
+    assert MentionRules(channel, groups).required(chat) is required
