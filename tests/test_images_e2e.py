@@ -186,6 +186,20 @@ async def test_a_model_that_cannot_see_images_gets_a_note_for_them_and_a_new_ima
     assert len(rows(home)) == 4  # the photo's turn and the text turn; nothing of the refused one
 
 
+async def test_a_model_the_catalog_does_not_list_is_sent_the_image(home, fake_openrouter, tmp_path):
+    """New since the catalog was fetched, or behind a proxy: the model is trusted to see, not refused in advance."""
+    setup(home, fake_openrouter, agents={"defaults": {"model": {"primary": "openrouter/acme/brand-new-vision"}}})
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(make_png(40, 30))
+    fake_openrouter.queue(Text("A grey cat."))
+    result = await chorus(home, "run", stdin=f"/image {photo}\n")
+    assert result.code == 0, result.err
+    assert "A grey cat." in result.out.splitlines(), result.out
+    (request,) = fake_openrouter.chat_requests()
+    assert request.json["model"] == "acme/brand-new-vision"
+    assert decoded_size(user_parts(request)[1]["image_url"]["url"]) == ("PNG", (40, 30))
+
+
 async def test_a_model_the_catalog_does_not_describe_that_refuses_images_is_asked_again_without_them(
         home, fake_openrouter, tmp_path):
     """A model whose inputs the catalog does not list (as behind a proxy) answers an image with 404: the same
