@@ -202,7 +202,8 @@ class TelegramStream:
         self.preview_id: int | None = None
         self.shown = ""
         self._last = 0.0
-        self._flush: asyncio.Task[None] | None = None
+        self._due: asyncio.TimerHandle | None = None  # the next update, waiting out the throttle
+        self._flush: asyncio.Task[None] | None = None  # the update on its way to Telegram
         self._typing = Showing(sender.api, self.target, "typing", now=True)
 
     async def speaking(self) -> None:
@@ -211,13 +212,22 @@ class TelegramStream:
         self._typing = Showing(self.sender.api, self.target, "record_voice", now=True)
 
     async def delta(self, text: str) -> None:
+        """More of the answer; the live text is updated no sooner than ``throttle`` after the last update."""
         self.text += text
-        if self.live and (self._flush is None or self._flush.done()):
-            self._flush = asyncio.create_task(self._show_later())
+        if not self.live or self._due is not None or (self._flush is not None and not self._flush.done()):
+            return
+        wait = self._last + self.sender.settings.throttle - time.monotonic()
+        if wait > 0:
+            self._due = asyncio.get_running_loop().call_later(wait, self._update)
+        else:
+            self._update()
 
-    async def _show_later(self) -> None:
-        """One update of the live text, no sooner than ``throttle`` after the last: the bot never floods."""
-        await asyncio.sleep(max(0.0, self._last + self.sender.settings.throttle - time.monotonic()))
+    def _update(self) -> None:
+        self._due = None
+        self._flush = asyncio.create_task(self._show())
+
+    async def _show(self) -> None:
+        """One update of the live text: the draft, or the preview message sent or edited."""
         part = fmt.preview(self.text)
         if not part.text.strip() or part.text == self.shown:
             return
@@ -247,10 +257,12 @@ class TelegramStream:
                                            text=text, message_thread_id=self.target.thread_id)
 
     async def close(self, reply: Reply) -> None:
+        """The whole reply. An update not yet due is dropped; one on its way is waited for, not cut off: Telegram
+        may already show it, and a preview message whose id never came back would stay beside the answer."""
+        if self._due is not None:
+            self._due.cancel()
         if self._flush is not None:
-            self._flush.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush
+            await self._flush
         try:
             await self.sender.reply(self.chat, reply, first_message=self.preview_id)
         finally:

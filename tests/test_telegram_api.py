@@ -263,6 +263,23 @@ async def test_the_final_answer_does_not_wait_for_a_draft_that_is_not_due_yet(tg
     assert tg.texts_in(5) == ["Hello world"]
 
 
+async def test_an_answer_that_ends_while_its_preview_is_on_the_way_becomes_that_message_not_a_second_one(tg, api):
+    """A short answer can be whole before Telegram has answered the preview's sendMessage: cut off then, the
+    preview would still be posted, its id never known, and the answer would arrive beside it."""
+    tg.chat(-100, "supergroup")
+    slow = tg.hold("sendMessage")
+    stream = TelegramStream(Sender(api, OutboundSettings(streaming="block", throttle=0.0)),
+                            ChatRef("telegram", "-100", kind="group"))
+    await stream.delta("Hello")
+    await tg.wait_for(lambda: tg.calls_to("sendMessage"), what="the preview request")
+    closing = asyncio.create_task(stream.close(Reply(text="Hello world")))
+    await asyncio.sleep(0.2)
+    slow.set()
+    await asyncio.wait_for(closing, 5)
+    assert tg.texts_in(-100) == ["Hello world"]
+    assert [c.params["text"] for c in tg.calls_to("editMessageText")] == ["Hello world"]
+
+
 async def test_an_answer_quotes_the_question_in_a_group_only_and_arrives_when_the_question_was_deleted(tg, api):
     sender = Sender(api, OutboundSettings())
     asked, gone = tg.message(-100, "who?", chat_type="supergroup"), tg.message(-100, "what?", chat_type="supergroup")
