@@ -427,6 +427,18 @@ async def test_fallback_models_answer_when_the_primary_fails_before_speaking(mak
     assert len(rig.fake.chat_requests()) == 3 and "did not accept the API key" in rig.channel.texts("c1")[-1]
 
 
+async def test_a_fallback_is_asked_to_think_though_the_primary_cannot(make):
+    """The catalog's word on the primary (no reasoning) is not carried over to a fallback that has its own."""
+    rig = await make({"agents": {"defaults": {"model": {"primary": "openrouter/openai/gpt-4o-mini",
+                                                        "fallbacks": ["openrouter/anthropic/claude-sonnet-4.6"]}}}})
+    rig.fake.queue(Error(503, "no provider"), Text("from the fallback"))
+    await rig.say("/think high")
+    await rig.say("hello")
+    primary, fallback = rig.fake.chat_requests()
+    assert "reasoning" not in primary.json and fallback.json["reasoning"] == {"effort": "high"}
+    assert rig.channel.texts("c1")[-1] == "from the fallback"
+
+
 async def test_a_stale_think_max_is_xhigh_with_a_note(rig):
     await rig.say("/think max")
     assert rig.channel.texts("c1") == ["Thinking for this chat: xhigh.\n(Note: 'max' is now called 'xhigh'.)"]

@@ -35,7 +35,7 @@ from providers.openrouter.request import ChatSpec, ProviderSettings, build_chat_
 from providers.openrouter.retry import RetryPolicy, with_retries
 from providers.openrouter.video import submit_video
 from tests.conftest import chorus, eventually, onboarded
-from tests.fakes.media import make_png
+from tests.fakes.media import make_audio, make_png
 from tests.fakes.openrouter import Error, Hang, Images, Stall, StreamError, Text, ToolCalls, VideoPlan
 from tests.test_conversation import make  # noqa: F401 - the fixture: rigs on one state dir, closed at the end
 from tests.service import start_chorus
@@ -335,6 +335,31 @@ async def test_text_is_not_streamed_when_it_will_be_replaced_by_a_voice_note(hom
     fake_openrouter.queue(Text("Hello there."))
     result = await chorus(home, "run", stdin="hi\n")
     assert shown_lines(result.out) == lines
+
+
+async def test_a_voice_note_answered_by_voice_only_is_not_streamed_as_text_first(home, fake_openrouter, tmp_path):
+    """Mutation: ``tts.auto: inbound`` not counted as surely spoken when the user spoke (the text would show first)."""
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, messages={"tts": {"auto": "inbound", "textDelivery": "suppress"}},
+                      tools={"media": {"audio": {"enabled": True}}})
+    note = tmp_path / "note.ogg"
+    note.write_bytes(make_audio("ogg_opus", 1.0))
+    fake_openrouter.queue(Text("Hello there."))
+    result = await chorus(home, "run", stdin=f"/voice {note}\n")
+    assert shown_lines(result.out) == ["[voice]"]
+
+
+async def test_images_made_before_the_model_failed_still_reach_the_user(home, fake_openrouter):
+    """Mutation: the files of a turn's finished tool rounds dropped when a later model call fails."""
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a cat"})]), Images(),
+                          Error(400, "the request was malformed"))
+    result = await chorus(home, "run", stdin="draw a cat\n")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == ("⚠️ OpenRouter refused the request as malformed (the request was malformed). "
+                        "Check the model name and the request settings in the config.")
+    assert re.fullmatch(r"\[image saved: [^\]]+-image-1\.png\]", lines[-1]), result.out
 
 
 async def test_an_attachment_lost_in_a_restart_is_told_to_the_user(home, fake_openrouter, tmp_path):
