@@ -103,6 +103,31 @@ async def test_a_failing_stt_model_falls_back_to_the_next(make_voice, fake_openr
     assert [r.json["model"] for r in fake_openrouter.requests_to("/audio/transcriptions")] == ["first/stt", "second/stt"]
 
 
+async def test_a_note_of_exactly_max_bytes_is_heard_and_one_byte_more_is_refused_told_or_measured(
+        make_voice, fake_openrouter):
+    data = make_audio("ogg_opus", 1.0)
+    exact = await make_voice(tools={"media": {"audio": {"maxBytes": len(data)}}})
+    assert (await exact.preflight(voice_inbound(data))).text == "[voice note] hello from the fake transcriber"
+    under = await make_voice(tools={"media": {"audio": {"maxBytes": len(data) - 1}}})
+    too_large = f"That audio is too large ({len(data) / 1e6:.1f} MB; the limit is {(len(data) - 1) / 1e6:g} MB)."
+    assert (await under.preflight(voice_inbound(data))).error == too_large
+
+    async def download() -> bytes:
+        return data
+
+    unsized = Inbound(chat=ChatRef("t", "c"), sender_id="u", sender_name="U",  # the platform did not say its size
+                      attachments=[Attachment(AttachmentKind.VOICE, mime="audio/ogg", filename="n.ogg", fetch=download)])
+    assert (await under.preflight(unsized)).error == too_large
+    assert len(fake_openrouter.requests_to("/audio/transcriptions")) == 1
+
+
+async def test_with_listening_turned_off_a_voice_note_gets_a_sentence_and_reaches_no_model(make_voice, fake_openrouter):
+    voice = await make_voice(tools={"media": {"audio": {"enabled": False}}})
+    heard = await voice.preflight(voice_inbound(make_audio("ogg_opus", 1.0)))
+    assert heard.error == "I can't listen to voice messages here; please type it instead."
+    assert fake_openrouter.requests_to("/audio/transcriptions") == []
+
+
 async def test_formats_the_stt_endpoint_cannot_take_are_converted(make_voice, fake_openrouter):
     voice = await make_voice()
     heard = await voice.preflight(voice_inbound(make_audio("flac", 1.0), mime="application/octet-stream", name="x.bin"))
