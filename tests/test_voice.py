@@ -16,7 +16,7 @@ from bot import audio
 from bot.config import parse_config
 from bot.media_jobs import MediaJobs
 from bot.store import Store
-from bot.voice import TagFilter, Voice, speakable, split_tags
+from bot.voice import EAR_NOTE, TAGGED_NOTE, TagFilter, Voice, speakable, split_tags
 from channels.base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, Reply
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.refs import ModelRef
@@ -67,13 +67,19 @@ async def test_pcm_speech_is_transcoded(make_voice, fake_openrouter):
     assert fake_openrouter.requests_to("/audio/speech")[0].json["response_format"] == "pcm"
 
 
-@pytest.mark.parametrize("delivery, text_kept, caption", [("normal", True, None), ("caption", False, "Short answer."),
-                                                         ("suppress", False, None)])
-async def test_text_delivery_modes(make_voice, delivery, text_kept, caption):
+FULL_CAPTION = "a" * 1023 + "."  # Telegram's caption limit exactly
+
+
+@pytest.mark.parametrize("delivery, text, text_kept, caption", [
+    ("normal", "Short answer.", True, None), ("caption", "Short answer.", False, "Short answer."),
+    ("suppress", "Short answer.", False, None), ("caption", FULL_CAPTION, False, FULL_CAPTION),
+    ("caption", FULL_CAPTION + "!", True, None),  # too long to be a caption: the text stays a message
+])
+async def test_text_delivery_modes(make_voice, delivery, text, text_kept, caption):
     voice = await make_voice(messages={"tts": {"textDelivery": delivery}})
-    reply = await voice.speak(Reply(text="Short answer."), mode="always", spoken=False, capabilities=VOICE_NOTES, model=MODEL)
+    reply = await voice.speak(Reply(text=text), mode="always", spoken=False, capabilities=VOICE_NOTES, model=MODEL)
     assert reply.voice is not None and reply.voice.caption == caption
-    assert (reply.text == "Short answer.") is text_kept
+    assert (reply.text == text) is text_kept
 
 
 async def test_inbound_mode_speaks_only_to_speakers_and_off_never(make_voice, fake_openrouter):
@@ -145,6 +151,27 @@ def test_tags_and_speakable_text():
     tags = TagFilter()
     pieces = ["Hello [", "[tt", "s]] wor", "ld [[tts:te", "xt]]secret[[/tts:text]] end [[not a tag]]"]
     assert "".join(tags.feed(p) for p in pieces) == "Hello  world  end [[not a tag]]"
+    # Two spoken parts are said one after the other; a tag inside one does not end it.
+    assert split_tags("[[tts:text]]One.[[/tts:text]] Read. [[tts:text]]Two.[[/tts:text]]") == (" Read. ", "One. Two.", True)
+    assert TagFilter().feed("[[tts:text]]said [[tts]] still said[[/tts:text]] shown") == " shown"
+    # "[[" that is no tag is held back only while it could still become one.
+    assert TagFilter().feed("see [[" + "x" * 40) == "see [[" + "x" * 40
+
+
+@pytest.mark.parametrize(("mode", "spoken", "note"), [
+    ("always", False, "ear"), ("inbound", True, "ear"), ("inbound", False, None), ("tagged", False, "tags"),
+    ("off", True, None),
+])
+async def test_the_prompt_says_how_the_reply_will_be_heard(make_voice, mode, spoken, note):
+    voice = await make_voice()
+    assert voice.prompt_note(mode, spoken) == {"ear": EAR_NOTE, "tags": TAGGED_NOTE, None: None}[note]
+
+
+async def test_a_voice_notes_caption_follows_its_transcript(make_voice):
+    voice = await make_voice()
+    inbound = voice_inbound(make_audio("ogg_opus", 1.0))
+    inbound.text = "about the photo"
+    assert (await voice.preflight(inbound)).text == "[voice note] hello from the fake transcriber\nabout the photo"
 
 
 @pytest.fixture
