@@ -308,8 +308,10 @@ def test_a_voice_note_keeps_its_whole_length_at_32_kbit_s():
 
 
 def test_raw_speech_samples_are_24_khz_mono_and_an_odd_byte_is_dropped():
-    with wave.open(io.BytesIO(audio.pcm_to_wav(b"\x01\x00" * 24000 + b"\x07"))) as w:
+    wav = audio.pcm_to_wav(b"\x01\x00" * 24000 + b"\x07")
+    with wave.open(io.BytesIO(wav)) as w:
         assert (w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()) == (24000, 24000, 1, 2)
+    assert len(wav) == 44 + 48000  # the header and whole samples: no half sample left in the data
 
 
 async def test_a_video_polled_at_its_deadline_is_still_delivered(fake_openrouter, job_store):
