@@ -343,6 +343,8 @@ async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, 
     first, second = fake_discord.bot_messages(dm)
     assert [first.content, second.content] == split_text(text, 2000)
     assert len(first.history) >= 3 and text.startswith(first.history[0])  # shown early, then grown
+    for message in (first, second):  # a part is edited only when it changed (the full first part stays as it is)
+        assert all(a != b for a, b in zip(message.history, message.history[1:])), message.history
     edits = fake_discord.calls_to("PATCH", "/channels/{channel_id}/messages/{message_id}")
     for message in (first, second):
         times = [c.at for c in edits if c.path.endswith("/" + message.data["id"])]
