@@ -36,12 +36,13 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 
 def configure(home: Home, openrouter: FakeOpenRouter, discord: FakeDiscord, agents: dict[str, Any] | None = None,
-              **discord_config: Any) -> None:
+              messages: dict[str, Any] | None = None, **discord_config: Any) -> None:
     """The config a user would write: the OpenRouter key in the file, Discord at the fake, open to everyone
     unless a test says otherwise (access has tests of its own below)."""
     settings = {"dmPolicy": "open", "groupPolicy": "open", **discord_config}
+    more = {key: value for key, value in (("agents", agents), ("messages", messages)) if value}
     home.write_config(openrouter, models={"providers": {"openrouter": {"apiKey": openrouter.api_key}}},
-                      channels={"discord": discord.config(**settings)}, **({"agents": agents} if agents else {}))
+                      channels={"discord": discord.config(**settings)}, **more)
 
 
 @asynccontextmanager
@@ -343,6 +344,7 @@ async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, 
     first, second = fake_discord.bot_messages(dm)
     assert [first.content, second.content] == split_text(text, 2000)
     assert len(first.history) >= 3 and text.startswith(first.history[0])  # shown early, then grown
+    assert first.data["message_reference"]["message_id"] and second.data.get("message_reference") is None  # quoted once
     for message in (first, second):  # a part is edited only when it changed (the full first part stays as it is)
         assert all(a != b for a, b in zip(message.history, message.history[1:])), message.history
     edits = fake_discord.calls_to("PATCH", "/channels/{channel_id}/messages/{message_id}")
@@ -353,6 +355,23 @@ async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, 
     writing = edits[-1].at - fake_discord.calls_to("POST", "/channels/{channel_id}/messages")[0].at
     assert 3 <= len(edits) <= 2 * (writing / 0.4 + 1)  # at most one flush per 0.4 s, each editing at most both parts
     assert not fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")
+
+
+async def test_text_streamed_before_it_became_a_voice_caption_is_taken_back(home, fake_openrouter, fake_discord):
+    """Tagged speech with captions: the answer streams as text until the [[tts]] at its end makes it the caption
+    of a voice message; the streamed message is deleted, not left above the caption that repeats it."""
+    ann = fake_discord.user("ann")
+    dm = fake_discord.dm(ann)
+    fake_openrouter.chunk_size, fake_openrouter.chunk_pause = 5, 0.05
+    fake_openrouter.queue(Text("Here is the answer you asked for. [[tts]]"))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, streaming={"throttleMs": 250},
+                                 messages={"tts": {"auto": "tagged", "textDelivery": "caption"}}):
+        await fake_discord.say(dm, ann, "answer me")
+        await fake_discord.wait_for(lambda: any(m.data["flags"] == VOICE_FLAG for m in fake_discord.bot_messages(dm)))
+    caption, voice = fake_discord.bot_messages(dm)
+    assert caption.content == "Here is the answer you asked for." and voice.data["flags"] == VOICE_FLAG
+    (deleted,) = fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")
+    assert not deleted.path.endswith("/" + caption.data["id"])
 
 
 async def test_a_streamed_answer_references_the_message_it_answers_not_the_latest(home, fake_openrouter, fake_discord):
