@@ -319,17 +319,21 @@ async def test_generated_image_and_music_arrive_as_attachments(bot):
     assert music.content == "rain"  # the lyrics as the caption
 
 
-async def test_media_over_the_upload_limit_gets_a_clear_message(home, fake_openrouter, fake_discord):
+async def test_media_up_to_the_upload_limit_is_sent_and_over_it_gets_a_clear_message(home, fake_openrouter, fake_discord):
     ann = fake_discord.user("ann")
     dm = fake_discord.dm(ann)
-    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"})]), Images(count=1), Text("Here."))
-    async with chorus_on_discord(home, fake_openrouter, fake_discord, mediaMaxMb=0.001):
-        await fake_discord.say(dm, ann, "draw a lighthouse")
-        await fake_discord.wait_sent(dm, 2)
-    size = len(make_png(64, 36))
-    assert [m.content for m in fake_discord.bot_messages(dm)] == [
-        "Here.", f"The image I made is {size / 1024:.0f} KB, over the 1 KB that can be uploaded here, so I can't send it."]
-    assert size > 1048
+    fits, too_big = make_png(64, 36), make_png(80, 36)  # the limit is the first one's size to the byte
+    fake_openrouter.queue(ToolCalls([("image_generate", {"prompt": "a lighthouse"}), ("image_generate", {"prompt": "another"})]),
+                          Images(count=1), Images(count=1, width=80), Text("Here."))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, mediaMaxMb=(len(fits) + 0.5) / 1_048_576):
+        await fake_discord.say(dm, ann, "draw two lighthouses")
+        await fake_discord.wait_sent(dm, 3)
+    here, *media = fake_discord.bot_messages(dm)
+    assert here.content == "Here."
+    (told,) = [m for m in media if not m.files]  # the calls run at once: either may have made either image
+    assert [f.data for m in media for f in m.files] == [fits]
+    assert told.content == (f"The image I made is {len(too_big) / 1024:.0f} KB, over the {len(fits) / 1024:.0f} KB "
+                            "that can be uploaded here, so I can't send it.")
 
 
 async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, fake_discord):
@@ -538,6 +542,20 @@ async def test_a_spoken_reply_quotes_the_question_once(bot):
     _, text, voice = bot.discord.bot_messages(dm)
     assert (text.content, text.data["message_reference"]["message_id"]) == ("Spoken answer.", question["id"])
     assert (voice.data["flags"], voice.data.get("message_reference")) == (VOICE_FLAG, None)
+
+
+@shared
+async def test_typing_ends_with_the_answer(bot):
+    """Each typing request shows "typing" for 10 s and is renewed every 8 s while the answer is written; one
+    renewal after the answer would show the bot writing again for 10 s, with nothing coming."""
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("Done."))
+    await bot.discord.say(dm, ann, "quick one")
+    await bot.discord.wait_sent(dm)
+    typing = len(bot.calls("POST", f"/channels/{dm['id']}/typing"))
+    await asyncio.sleep(8.5)
+    assert typing >= 1 and len(bot.calls("POST", f"/channels/{dm['id']}/typing")) == typing
 
 
 @shared
