@@ -192,11 +192,9 @@ class OpenRouterClient:
         (``json``, ``params``, ``headers``, which add to or replace the client's own).
         """
 
-        limit = None if timeout is None else _timeout(timeout)
-
         async def once() -> Response:
             with _transport_errors():
-                answer = await _whole(await self._send(method, path, timeout=limit, **kw))
+                answer = await _whole(await self._send(method, path, timeout=timeout, **kw))
             if answer.status >= 400:
                 raise _error_from(answer)
             return answer
@@ -325,21 +323,20 @@ class OpenRouterClient:
     async def _open_stream(self, req: PreparedRequest) -> aiohttp.ClientResponse:
         """The response with its head read and its body still to come; the caller releases it."""
         with _transport_errors():
-            resp = await self._send("POST", req.path, json=req.body, headers=req.headers, timeout=_STREAM_TIMEOUT)
+            resp = await self._send("POST", req.path, json=req.body, headers=req.headers)
             if resp.status < 400:
                 return resp
             error = await _whole(resp)
         raise _error_from(error)
 
-    async def _send(self, method: str, path: str, *, timeout: aiohttp.ClientTimeout | None = None,
-                    **kw: Any) -> aiohttp.ClientResponse:
+    async def _send(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> aiohttp.ClientResponse:
         """Send a request and read the head of its answer; the caller reads the body and releases it.
 
         ``path`` is joined to the base URL (as httpx's ``base_url`` did) unless it is a whole URL.
         """
         url = path if "://" in path else self.base_url + path.lstrip("/")
         if timeout is not None:
-            kw["timeout"] = timeout
+            kw["timeout"] = _timeout(timeout)
         resp = await self.http.request(method, url, **kw)
         # Method, path and status only: never headers, which carry the key.
         log.debug("%s %s -> %s", method, resp.url.path, resp.status)
@@ -486,11 +483,6 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     """Each read may take ``seconds`` (as httpx's read timeout), with no limit on the whole: a long answer
     that keeps sending is not cut off."""
     return aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=seconds)
-
-
-# A stream's reads are bounded by ``_read_stream`` itself (first byte, then idle); aiohttp's own read timeout
-# would re-arm a timer on every chunk that arrives, and could fire while a slow consumer holds the body unread.
-_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT)
 
 
 def tls_context() -> ssl.SSLContext:
