@@ -439,11 +439,6 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def _objects_back_to_back(text: str) -> list[dict[str, Any]] | None:
     """The JSON objects ``text`` holds one after another, when it is two or more of them and nothing else."""
-    try:
-        json.loads(text)
-        return None  # one value (or an empty text): nothing to take apart
-    except ValueError:
-        pass
     decoder, objects, at = json.JSONDecoder(), [], 0
     while (at := _NOT_SPACE.search(text, at).start()) < len(text):
         try:

@@ -463,8 +463,9 @@ class FakeOpenRouter:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {"id": "gen-fake", "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        def usage(completion: int) -> dict[str, Any]:
-            return {"id": "gen-fake", "model": model, "choices": [], "usage": {
+        def usage(completion: int, scripted: dict[str, Any] | None = None) -> dict[str, Any]:
+            """The closing usage chunk: what the answer scripts, else counted from the request and the answer."""
+            return {"id": "gen-fake", "model": model, "choices": [], "usage": scripted or {
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion, "cost": (prompt_tokens + completion) * 0.00001}}
 
@@ -480,7 +481,7 @@ class FakeOpenRouter:
         elif isinstance(answer, Text):
             out += [chunk({"content": p}) for p in _pieces(answer.text, self.chunk_size)]
             out += [chunk({}, answer.finish),
-                    {**usage(len(answer.text) // 4 + 1), **({"usage": answer.usage} if answer.usage else {})}]
+                    usage(len(answer.text) // 4 + 1, answer.usage)]
         elif isinstance(answer, ToolCalls):
             if answer.content:
                 out.append(chunk({"content": answer.content}))
@@ -500,7 +501,7 @@ class FakeOpenRouter:
                     **({"name": name} if answer.repeat_name else {}), "arguments": piece}}]}) for piece in rest]
                 if answer.quirk == "again":
                     out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": json.dumps(args, separators=(",", ":"))}}]}))
-            out += [chunk({}, "tool_calls"), {**usage(20), **({"usage": answer.usage} if answer.usage else {})}]
+            out += [chunk({}, "tool_calls"), usage(20, answer.usage)]
         elif isinstance(answer, StreamError):
             out += [chunk({"content": p}) for p in _pieces(answer.partial_text, self.chunk_size)]
             out.append({"id": "gen-fake", "model": model, "error": {"code": 502, "message": answer.message},
