@@ -9,24 +9,26 @@ parameters. The bot token is part of every URL: it is masked in every error text
 Cross-cutting concerns (flood control, logging) are middlewares: ``(request, send) -> result``, applied in
 order around the HTTP call, so no ``send_*`` call site has to care.
 
-The HTTP underneath is aiohttp's client, not httpx: a bot makes several Bot API calls per turn (chat action,
-drafts, the message), and against the fake each cost ~0.25 ms of CPU on aiohttp and ~0.7 ms on httpx, whose
-connection pool also does work per open connection, per waiting request, on every request (3 ms per call at
-50 in flight). aiohttp is a dependency anyway (discord.py, webhook mode).
+The HTTP underneath is ``http1``, a lean keep-alive client for one origin: a bot makes several Bot API calls
+per turn (chat action, drafts, the message, the poll), and each costs a third of the CPU it did on aiohttp's
+``ClientSession`` (see that module for the figures), and ~0.7 ms on httpx.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
-import aiohttp
+from urllib.parse import quote, urlsplit
+
 import certifi
+
+from .http1 import HTTPError, Origin
 
 log = logging.getLogger("chorus.telegram")
 DEFAULT_ROOT = "https://api.telegram.org"
@@ -157,10 +159,11 @@ class TelegramAPI:
     def __init__(self, token: str, api_root: str | None = None, *, middlewares: Sequence[Middleware] = (),
                  timeout: float = 60.0) -> None:
         self.root = (api_root or DEFAULT_ROOT).rstrip("/")
+        self._prefix = urlsplit(self.root).path  # a self-hosted server may sit under a path
         self._token = token
-        # Silence between two reads, not a total: a 50 MB upload may take minutes, a stalled one is given up.
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout)
-        self._session: aiohttp.ClientSession | None = None  # one for the channel; made in the running loop
+        # Silence, not a total: a 50 MB upload may take minutes, a stalled one is given up.
+        self._timeout = timeout
+        self._origin: Origin | None = None  # made on first use, in the running loop
         self._closed = False
         self._send: Send = self._request
         for middleware in reversed(middlewares):
@@ -176,46 +179,49 @@ class TelegramAPI:
         path = file.get("file_path")
         if not path:
             raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
+        target = f"{self._prefix}/file/bot{self._token}/{quote(path, safe='/%')}"
         try:
-            async with self._http("download").get(f"{self.root}/file/bot{self._token}/{path}") as response:
-                if response.status != 200:
-                    raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
-                return await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            response = await self._http("download").request("GET", target, timeout=self._timeout)
+        except HTTPError as exc:
             raise self._unreachable("download", exc) from None
+        if response.status != 200:
+            raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
+        return response.body
 
     async def aclose(self) -> None:
         """Close the connections; a call after this fails with a ``TelegramError``."""
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        if self._origin is not None:
+            await self._origin.aclose()
 
     def mask(self, text: str) -> str:
         """``text`` with the bot token (and its secret half alone) masked."""
         return text.replace(self._token, MASK).replace(self._token.partition(":")[2] or self._token, MASK)
 
-    def _http(self, method: str) -> aiohttp.ClientSession:
+    def _http(self, method: str) -> Origin:
         if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
             raise TelegramError(method, 0, "the Telegram channel is stopped")
-        if self._session is None:
-            # certifi's CA bundle (as aiogram and httpx use), so a slim container without system CAs works too;
-            # DNS answers kept an hour, not aiohttp's 10 s: the Bot API's address does not move.
-            tls = ssl.create_default_context(cafile=certifi.where())
-            connector = aiohttp.TCPConnector(ssl=tls, ttl_dns_cache=3600)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
+        if self._origin is None:
+            # certifi's CA bundle (as aiogram and httpx use), so a slim container without system CAs works too.
+            try:
+                self._origin = Origin(self.root, tls=ssl.create_default_context(cafile=certifi.where()))
+            except ValueError as exc:
+                raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}") from None
+        return self._origin
 
     async def _request(self, request: Request) -> Any:
-        url = f"{self.root}/bot{self._token}/{request.method}"
-        upload = any(isinstance(v, InputFile) for v in request.params.values())
-        kw: dict[str, Any] = {"data": _form(request.params)} if upload else {"json": request.params}
-        if request.timeout is not None:  # (aiohttp reads timeout=None as "no timeout at all")
-            kw["timeout"] = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=request.timeout)
+        target = f"{self._prefix}/bot{self._token}/{request.method}"
+        if any(isinstance(v, InputFile) for v in request.params.values()):
+            body, content_type = _form(request.params)
+        else:
+            body, content_type = json.dumps(request.params).encode(), "application/json"
+        timeout = self._timeout if request.timeout is None else request.timeout
         try:
-            async with self._http(request.method).post(url, **kw) as response:
-                status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            response = await self._http(request.method).request(
+                "POST", target, body=body, headers=f"Content-Type: {content_type}\r\n", timeout=timeout)
+        except HTTPError as exc:
             raise self._unreachable(request.method, exc) from None
+        status, raw = response.status, response.body
         log.debug("%s -> %s", request.method, status)  # the method only: the URL holds the token
         try:
             body = json.loads(raw)
@@ -230,10 +236,10 @@ class TelegramAPI:
                             retry_after=parameters.get("retry_after"),
                             migrate_to_chat_id=parameters.get("migrate_to_chat_id"))
 
-    def _unreachable(self, method: str, exc: Exception) -> TelegramError:
-        # aiohttp's own text may quote the URL, token and all: only its masked text goes on (raised ``from None``).
+    def _unreachable(self, method: str, exc: HTTPError) -> TelegramError:
+        # An error's text might quote the URL, token and all: only its masked text goes on (raised ``from None``).
         detail = self.mask(str(exc)) or "no answer"
-        return TelegramError(method, 0, f"{self.root} unreachable: {type(exc).__name__}: {detail}")
+        return TelegramError(method, 0, f"{self.root} unreachable: {detail}")
 
 
 def _wrap(middleware: Middleware, send: Send) -> Send:
@@ -243,16 +249,28 @@ def _wrap(middleware: Middleware, send: Send) -> Send:
     return wrapped
 
 
-def _form(params: dict[str, Any]) -> aiohttp.FormData:
-    """A multipart call: files as parts named ``fileN``, referenced as ``attach://fileN``; strings as they are,
-    everything else (numbers, booleans, entities, reply parameters) as JSON, as the Bot API reads form fields."""
-    form = aiohttp.FormData(quote_fields=False)
+def _form(params: dict[str, Any]) -> tuple[bytes, str]:
+    """A multipart call's body and content type: files as parts named ``fileN``, referenced as ``attach://fileN``;
+    strings as they are, everything else (numbers, booleans, entities, reply parameters) as JSON, as the Bot API
+    reads form fields."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
     files = 0
     for key, value in params.items():
         if isinstance(value, InputFile):
-            form.add_field(f"file{files}", value.data, filename=value.filename, content_type=value.mime)
-            form.add_field(key, f"attach://file{files}")
-            files += 1
-        else:
-            form.add_field(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-    return form
+            name, files = f"file{files}", files + 1
+            parts.append(_part(boundary, name, value.data, f'; filename="{_quoted(value.filename)}"', value.mime))
+            value = f"attach://{name}"
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        parts.append(_part(boundary, key, text.encode()))
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _part(boundary: str, name: str, data: bytes, filename: str = "", mime: str = "text/plain; charset=utf-8") -> bytes:
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\nContent-Type: {mime}\r\n\r\n'
+    return head.encode() + data + b"\r\n"
+
+
+def _quoted(filename: str) -> str:
+    """A file name inside a quoted header parameter, escaped as browsers do (WHATWG multipart/form-data)."""
+    return filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
