@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import certifi
 
-from .http1 import HTTPError, Origin
+from net.http1 import HTTPError, Origin
 
 log = logging.getLogger("chorus.telegram")
 DEFAULT_ROOT = "https://api.telegram.org"

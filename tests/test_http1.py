@@ -1,10 +1,11 @@
-"""The lean HTTP/1.1 client under the Bot API client, against a raw server on loopback whose every answer is
-scripted byte for byte: framing (length, chunked, until close), keep-alive and its races, silence, the
-connection limit, cancellation and TLS."""
+"""The lean HTTP/1.1 client under the Bot API and OpenRouter clients, against a raw server on loopback whose
+every answer is scripted byte for byte: framing (length, chunked, until close), keep-alive and its races,
+silence, the connection limit, cancellation, TLS, streamed answers and their deadlines, and proxies."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from channels.http1 import HTTPError, Origin
+from net.http1 import DeadlineError, HTTPError, Origin
 from tests.fakes.tls import make_certificate
 
 
@@ -100,10 +101,10 @@ async def test_requests_share_one_kept_alive_connection_and_go_as_written(serve)
     assert first.headers == {"content-length": "2"}
     assert server.connections == 1
     host = url.removeprefix("http://")
-    assert server.requests[0].head == (f"POST /a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 8\r\n"
-                                       "Content-Type: application/json\r\n\r\n")
+    assert server.requests[0].head == (f"POST /a HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Chorus\r\n"
+                                       "Content-Length: 8\r\nContent-Type: application/json\r\n\r\n")
     assert server.requests[0].body == b'{"x": 1}'
-    assert server.requests[1].head == f"GET /b?c=1 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    assert server.requests[1].head == f"GET /b?c=1 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Chorus\r\n\r\n"
 
 
 async def test_a_chunked_answer_in_pieces_is_read_exactly_and_the_connection_goes_on(serve):
@@ -257,14 +258,19 @@ async def test_interim_answers_are_skipped_and_a_large_body_goes_whole(serve):
 
 
 async def test_what_is_not_http_is_an_error_and_a_closed_origin_refuses(serve, unused_tcp_port):
+    wrong = {"/rtsp": b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "/ssh": b"SSH-2.0-OpenSSH\r\n\r\n",
+             "/chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!\r\n0\r\n\r\n"}
+
     async def other(writer: asyncio.StreamWriter, seen: Seen) -> bool:
-        writer.write(b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n" if seen.target == "/rtsp" else b"SSH-2.0-OpenSSH\r\n\r\n")
+        writer.write(wrong[seen.target])
         return False
 
     _, url = await serve(other)
     origin = Origin(url)
-    for target, first_line in (("/rtsp", "RTSP/1.0 200 OK"), ("/ssh", "SSH-2.0-OpenSSH")):
-        with pytest.raises(HTTPError, match=f"not an HTTP/1.x answer: '{first_line}'"):
+    for target, error in (("/rtsp", "not an HTTP/1.x answer: 'RTSP/1.0 200 OK'"),
+                          ("/ssh", "not an HTTP/1.x answer: 'SSH-2.0-OpenSSH'"),
+                          ("/chunk", "malformed chunked body")):  # a chunk longer than its size says
+        with pytest.raises(HTTPError, match=error):
             await origin.request("GET", target, timeout=5)
     await origin.aclose()
     with pytest.raises(HTTPError, match="the client is closed"):
@@ -292,3 +298,162 @@ async def test_https_checks_the_certificate_against_the_host_name(serve, tmp_pat
     with pytest.raises(HTTPError, match="CERTIFICATE_VERIFY_FAILED"):
         await wrong_name.request("GET", "/", timeout=5)
     await wrong_name.aclose()
+
+
+# ---- streamed answers --------------------------------------------------------------------------------------
+
+
+async def pieces_apart(writer: asyncio.StreamWriter, seen: Seen) -> None:
+    """A chunked answer in three pieces 0.1 s apart (or, for /plain, a small whole one)."""
+    if seen.target == "/plain":
+        writer.write(answer(b"plain"))
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n")
+    for piece in (b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"):
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    writer.write(b"0\r\n\r\n")
+
+
+async def test_a_streamed_answer_comes_piece_by_piece_and_its_connection_goes_on(serve):
+    server, url = await serve(pieces_apart)
+    origin = Origin(url)
+    loop = asyncio.get_running_loop()
+    try:
+        async with await origin.stream("POST", "/stream", body=b"{}", timeout=5) as stream:
+            assert (stream.status, stream.headers["content-type"]) == (200, "text/event-stream")
+            started, got = loop.time(), []
+            while piece := await stream.read():
+                got.append((piece, round(loop.time() - started, 1)))
+        after = await origin.request("GET", "/plain", timeout=5)
+    finally:
+        await origin.aclose()
+    assert got == [(b"data: 1\n\n", 0.0), (b"data: 2\n\n", 0.1), (b"data: [DONE]\n\n", 0.2)]
+    assert after.body == b"plain" and server.connections == 1
+
+
+async def test_a_stream_left_before_its_end_never_hands_the_rest_to_the_next_request(serve):
+    server, url = await serve(pieces_apart)
+    origin = Origin(url)
+    try:
+        async with await origin.stream("GET", "/stream", timeout=5) as stream:
+            assert await stream.read() == b"data: 1\n\n"
+        after = await origin.request("GET", "/plain", timeout=5)
+    finally:
+        await origin.aclose()
+    assert after.body == b"plain" and server.connections == 2
+
+
+async def test_a_read_deadline_ends_the_wait_long_before_the_silence_timeout(serve):
+    async def head_only(writer: asyncio.StreamWriter, seen: Seen) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    _, url = await serve(head_only)
+    origin = Origin(url)
+    loop = asyncio.get_running_loop()
+    try:
+        stream = await origin.stream("GET", "/", timeout=5)
+        with pytest.raises(DeadlineError):
+            await stream.read(loop.time() - 1)  # already passed: no wait at all
+        started = loop.time()
+        with pytest.raises(DeadlineError):
+            await stream.read(started + 0.2)
+        assert 0.2 <= loop.time() - started < 0.6
+        stream.close()
+    finally:
+        await origin.aclose()
+
+
+# ---- through a proxy ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proxy:
+    """CONNECT tunnels (checking the login) to 127.0.0.1; a plain-HTTP request is answered with its own
+    request line, so a test sees what the proxy was asked."""
+
+    login: str | None = None
+    asked: list[str] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        self.asked.append(head)
+        line = head.split("\r\n")[0]
+        expected = f"Proxy-Authorization: Basic {base64.b64encode(self.login.encode()).decode()}" if self.login else ""
+        if expected and expected not in head.split("\r\n"):
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        if not line.startswith("CONNECT "):
+            writer.write(answer(line.encode()))
+            await writer.drain()
+            writer.close()
+            return
+        port = int(line.split()[1].rpartition(":")[2])
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+
+@pytest.fixture
+async def proxy():
+    made: list[asyncio.Server] = []
+
+    async def start(login: str | None = None) -> tuple[Proxy, int]:
+        running = Proxy(login)
+        server = await asyncio.start_server(running.handle, "127.0.0.1", 0)
+        made.append(server)
+        return running, server.sockets[0].getsockname()[1]
+
+    yield start
+    for server in made:
+        server.close()
+
+
+async def test_https_through_a_proxy_is_one_tunnel_with_the_login_and_tls_to_the_origin(serve, proxy, tmp_path):
+    cert, key = make_certificate("localhost", tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server, url = await serve(echo_target, tls=server_tls)
+    port = url.rpartition(":")[2]
+    tunnel, proxy_port = await proxy(login="user:pa ss")
+    origin = Origin(f"https://localhost:{port}", tls=ssl.create_default_context(cafile=str(cert)),
+                    proxy=f"http://user:pa%20ss@127.0.0.1:{proxy_port}")
+    try:
+        first = await origin.request("GET", "/one", timeout=5)
+        second = await origin.request("GET", "/two", timeout=5)
+    finally:
+        await origin.aclose()
+    assert (first.body, second.body) == (b"/one", b"/two")
+    assert tunnel.asked == [f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                            f"Proxy-Authorization: Basic {base64.b64encode(b'user:pa ss').decode()}\r\n\r\n"]
+    assert server.connections == 1
+
+    refused = Origin(f"https://localhost:{port}", tls=ssl.create_default_context(cafile=str(cert)),
+                     proxy=f"http://127.0.0.1:{proxy_port}")  # no login
+    with pytest.raises(HTTPError, match=f"the proxy refused the tunnel to localhost:{port}: HTTP 407"):
+        await refused.request("GET", "/", timeout=5)
+    await refused.aclose()
+
+
+async def test_plain_http_through_a_proxy_asks_it_for_the_whole_url(proxy):
+    """The origin's name need not resolve here: only the proxy is dialled."""
+    seen, proxy_port = await proxy()
+    origin = Origin("http://origin.invalid:8080", proxy=f"http://127.0.0.1:{proxy_port}")
+    try:
+        got = await origin.request("GET", "/path?q=1", timeout=5)
+    finally:
+        await origin.aclose()
+    assert got.body == b"GET http://origin.invalid:8080/path?q=1 HTTP/1.1"
+    assert "Host: origin.invalid:8080\r\n" in seen.asked[0]

@@ -165,8 +165,8 @@ async def _every_kind_of_request(c: OpenRouterClient) -> None:
 async def test_attribution_on_every_request_to_openrouter_ai(fake_openrouter, tmp_path):
     """The default base URL, https://openrouter.ai, reached over TLS at the fake (only the name's address and
     the certificate's trust are test-made): every kind of request carries the attribution headers."""
-    connector = await fake_openrouter.connector_as("openrouter.ai", tmp_path)
-    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(), retry=NO_WAIT, connector=connector) as c:
+    dial = await fake_openrouter.dial_as("openrouter.ai", tmp_path)
+    async with OpenRouterClient(fake_openrouter.api_key, ProviderSettings(), retry=NO_WAIT, **dial) as c:
         await _every_kind_of_request(c)
     [job] = fake_openrouter.videos  # polled at the polling URL the fake gave: on openrouter.ai, so it may carry the key
     assert [(r.method, r.path) for r in fake_openrouter.requests] == [
@@ -175,6 +175,28 @@ async def test_attribution_on_every_request_to_openrouter_ai(fake_openrouter, tm
     for request in fake_openrouter.requests:
         assert request.headers["Host"] == "openrouter.ai", request.path
         assert {k.lower(): v for k, v in request.headers.items() if k.lower() in ATTRIBUTION} == ATTRIBUTION, request.path
+
+
+async def test_the_environment_s_proxy_carries_every_request(monkeypatch):
+    """HTTP_PROXY (as a user behind one sets it) gets the whole URL; the API's own host is never dialled."""
+    asked: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")[0])
+        body = json.dumps({"data": [{"id": "seen/through-the-proxy"}]}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        async with OpenRouterClient("sk-or-test", ProviderSettings(base_url="http://openrouter.invalid/api/v1"),
+                                    retry=NO_WAIT) as c:
+            assert await c.models() == [{"id": "seen/through-the-proxy"}]
+    finally:
+        server.close()
+    assert asked == ["GET http://openrouter.invalid/api/v1/models HTTP/1.1"]
 
 
 async def test_a_custom_base_url_gets_no_attribution_on_any_request(fake_openrouter):

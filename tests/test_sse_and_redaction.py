@@ -6,16 +6,13 @@ import logging
 
 from bot.context import fit_context
 from bot.redact import RedactingFilter, redact
-from providers.openrouter.sse import sse_data
-
-
-async def chunks(*items: bytes):
-    for item in items:
-        yield item
+from providers.openrouter.sse import SSEParser
 
 
 async def collect(*items: bytes) -> list[bytes]:
-    return [d async for d in sse_data(chunks(*items))]
+    """Every event, the body given in ``items`` as the network cut it."""
+    parser = SSEParser()
+    return [event for item in items for event in parser.feed(item)] + parser.end()
 
 
 async def test_sse_skips_keepalive_comments_and_stops_at_done():

@@ -1,8 +1,10 @@
-"""The OpenRouter HTTP client: one ``aiohttp.ClientSession``, chat completions plain and streamed, the model catalog.
+"""The OpenRouter HTTP client: one connection pool (``net.http1``), chat completions plain and streamed, the catalog.
 
-aiohttp rather than httpx: per request it costs a fifth of the CPU (httpx + httpcore + anyio measured 1.4 ms
-for a plain POST and 3.1 ms for a streamed one on loopback, aiohttp 0.3 and 0.5 ms), and its connection pool
-does not scan every open connection at each request event, which at 1,000 open chats took 18% of all samples.
+Not httpx, nor aiohttp's client: per request httpx + httpcore + anyio measured 1.4 ms of CPU for a plain POST
+and 3.1 ms for a streamed one on loopback, and its pool scanned every open connection at each request event (18%
+of all samples at 1,000 open chats); aiohttp took 0.3 and 0.5 ms, and ~200 Python calls for each piece of a
+streamed answer, which ``http1`` does in a fraction of that. Calls elsewhere than the base URL (onboarding,
+doctor, a download from another host) are rare and may be redirected: they go on a one-off aiohttp session.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import certifi
+
+from net.http1 import HTTPError, Origin, Stream
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
@@ -34,7 +38,7 @@ from .errors import (
 )
 from .request import ChatSpec, PreparedRequest, ProviderSettings, attribution_headers, build_chat_request
 from .retry import OnWait, RetryPolicy, announce, with_retries
-from .sse import DONE, sse_data
+from .sse import DONE, SSEParser
 
 log = logging.getLogger("chorus.openrouter")
 
@@ -97,6 +101,7 @@ class Done:
 
 StreamEvent = TextDelta | Done
 
+MAX_REDIRECTS = 10  # as aiohttp and httpx allow
 CONNECT_TIMEOUT = 10.0  # DNS, TCP and TLS of a new connection; the read timeout is the client's ``timeout``
 # Compact and UTF-8, as httpx wrote JSON bodies: fewer bytes on the wire than json.dumps' defaults.
 _dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -104,11 +109,10 @@ _dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":")
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A whole answer, read inside the call: aiohttp's own response is released before its connection
-    serves another request, so nothing outside this module holds one."""
+    """A whole answer, read inside the call: nothing outside this module holds a connection."""
 
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names lower-cased
     content: bytes
 
     def json(self) -> Any:
@@ -132,9 +136,11 @@ class OpenRouterClient:
         first_byte_timeout: float = 90.0,
         idle_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        connector: aiohttp.BaseConnector | None = None,
+        connect_to: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """``connector`` replaces the default connection pool (tests give one that dials their fake)."""
+        """``connect_to`` dials another address for the base URL's host and ``tls`` trusts other certificates:
+        tests reach their fake as ``https://openrouter.ai`` with them."""
         self.settings = settings or ProviderSettings()
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
@@ -143,35 +149,32 @@ class OpenRouterClient:
         self.base_url = self.settings.base_url.rstrip("/") + "/"
         # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
         self.headers = {**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-        self._connector = connector
-        # Made here, not with the session: loading the CA bundle takes ~16 ms, which the first turn would pay.
-        self._tls = tls_context()
-        self._session: aiohttp.ClientSession | None = None
+        self._header_lines = _lines(self.headers)
+        self._connect_to = connect_to
+        # Made here, not with the pool: loading the CA bundle takes ~16 ms, which the first turn would pay.
+        self._tls = tls or tls_context()
+        self._origin: Origin | None = None
 
     @property
-    def http(self) -> aiohttp.ClientSession:
-        """The session, made at first use: aiohttp binds it to the running event loop."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+    def http(self) -> Origin:
+        """The connection pool to the base URL's origin, made at first use."""
+        if self._origin is None:
+            try:
                 # One answer holds one connection for its whole length, so chats answered at once need as many
-                # connections: no limit (aiohttp's default of 100 would make the 101st chat wait), and idle ones
-                # are kept for the next turn rather than paying a new handshake.
-                connector=self._connector or aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ssl=self._tls),
-                headers=self.headers,
-                timeout=_timeout(self.timeout),
-                json_serialize=_dumps,
-                # HTTPS_PROXY and friends are read once here, as httpx honoured them; aiohttp's own
-                # ``trust_env`` would read them, and ~/.netrc in a thread, on every request.
-                proxy=env_proxy(self.base_url),
-            )
-        return self._session
+                # connections: no limit, and idle ones are kept for the next turn rather than paying a new
+                # handshake. HTTPS_PROXY and friends are read once, here.
+                self._origin = Origin(self.base_url, tls=self._tls, limit=None, connect_timeout=CONNECT_TIMEOUT,
+                                      idle_timeout=30.0, proxy=env_proxy(self.base_url), connect_to=self._connect_to)
+            except ValueError as exc:
+                raise OpenRouterError(f"the base URL {self.base_url} is not usable: {exc}") from None
+        return self._origin
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._origin is not None:
+            await self._origin.aclose()
 
     def warm_up(self) -> None:
-        """Make the session now, inside the running loop, rather than in the first turn."""
+        """Make the pool now, rather than in the first turn."""
         _ = self.http
 
     async def __aenter__(self) -> OpenRouterClient:
@@ -188,13 +191,14 @@ class OpenRouterClient:
     async def request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Response:
         """One request with retries, its body read whole; an error status becomes a typed ``OpenRouterError``.
 
-        ``path`` is relative to the base URL, or a whole URL on its origin; ``kw`` go to aiohttp
-        (``json``, ``params``, ``headers``, which add to or replace the client's own).
+        ``path`` is relative to the base URL, or a whole URL on its origin; ``kw``: ``json``, ``params``,
+        ``headers`` (which add to or replace the client's own).
         """
 
         async def once() -> Response:
             with _transport_errors():
-                answer = await _whole(await self._send(method, path, timeout=timeout, **kw))
+                whole = await self._send(method, path, timeout=timeout, **kw)
+            answer = Response(whole.status, whole.headers, whole.body)
             if answer.status >= 400:
                 raise _error_from(answer)
             return answer
@@ -264,36 +268,35 @@ class OpenRouterClient:
         nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
         try:
             async with asyncio.timeout_at(deadline):
-                resp = await self._open_stream(req)
+                stream = await self._open_stream(req)
         except TimeoutError:
             raise nothing_yet from None
-        payloads = aiter(sse_data(resp.content.iter_any()))
-        done = False
+        parser, done = SSEParser(), False
         try:
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        payload = await anext(payloads)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
+                try:  # the deadline bounds the wait for bytes only, never the consumer's work after a yield
+                    piece = await stream.read(deadline)
+                except TimeoutError:  # the deadline, or the connection's own silence timeout
                     if waiting_first:
                         raise nothing_yet from None
                     raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
-                deadline, waiting_first = loop.time() + self.idle_timeout, False
-                if payload == DONE:
-                    done = True
-                    continue
-                try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
-                    chunk = json.loads(payload.decode("utf-8", "replace"))
-                except ValueError:
-                    raise IncompleteStreamError("the provider sent malformed data") from None
-                if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
-                    yield text
-        except aiohttp.ClientError as exc:  # reset, closed early, a broken chunked body
-            raise IncompleteStreamError(f"connection lost: {type(exc).__name__}") from exc
+                except HTTPError as exc:  # reset, closed early, a broken chunked body
+                    raise IncompleteStreamError(f"connection lost: {exc}") from None
+                for payload in parser.feed(piece) if piece else parser.end():
+                    deadline, waiting_first = loop.time() + self.idle_timeout, False
+                    if payload == DONE:
+                        done = True
+                        continue
+                    try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
+                        chunk = json.loads(payload.decode("utf-8", "replace"))
+                    except ValueError:
+                        raise IncompleteStreamError("the provider sent malformed data") from None
+                    if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
+                        yield text
+                if not piece:
+                    break
         finally:
-            resp.release()  # back to the pool when the body was read to its end, else closed
+            stream.close()  # back to the pool when the body was read to its end, else closed
         if not (done or acc.result.finish_reason):
             raise IncompleteStreamError("the stream ended without a finish reason")
         if acc.empty:  # a thinking model can spend its whole output limit before the first word of the answer
@@ -301,9 +304,16 @@ class OpenRouterClient:
                                    if acc.result.finish_reason == "length" else "")
 
     async def download(self, url: str, *, timeout: float | None = None) -> bytes:
-        """A file a response pointed at; the key goes along only to the base URL's own origin."""
-        if self.same_origin(url):
-            return (await self.request("GET", url, timeout=timeout)).content
+        """A file a response pointed at, redirects followed; the key goes along only to the base URL's own origin."""
+        for _ in range(MAX_REDIRECTS):
+            if not self.same_origin(url):
+                break
+            resp = await self.request("GET", url, timeout=timeout)
+            if resp.status not in (301, 302, 303, 307, 308) or "location" not in resp.headers:
+                return resp.content
+            url = urljoin(url, resp.headers["location"])
+        else:
+            raise ConnectionFailedError(f"download failed: more than {MAX_REDIRECTS} redirects")
         # A session of its own, without the client's headers; aiohttp follows redirects.
         async with one_off_session(url, _timeout(timeout or self.timeout)) as plain:
             try:
@@ -320,26 +330,33 @@ class OpenRouterClient:
         resp = await self.request("GET", "models", params=params)
         return list(_json(resp).get("data") or [])
 
-    async def _open_stream(self, req: PreparedRequest) -> aiohttp.ClientResponse:
-        """The response with its head read and its body still to come; the caller releases it."""
+    async def _open_stream(self, req: PreparedRequest) -> Stream:
+        """The answer with its head read and its body still to come; the caller closes it."""
         with _transport_errors():
-            resp = await self._send("POST", req.path, json=req.body, headers=req.headers)
-            if resp.status < 400:
-                return resp
-            error = await _whole(resp)
+            stream = await self._send("POST", req.path, json=req.body, headers=req.headers, stream=True)
+            if stream.status < 400:
+                return stream
+            async with stream:
+                error = Response(stream.status, stream.headers, await stream.whole())
         raise _error_from(error)
 
-    async def _send(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> aiohttp.ClientResponse:
-        """Send a request and read the head of its answer; the caller reads the body and releases it.
+    async def _send(self, method: str, path: str, *, timeout: float | None = None, json: Any = None,
+                    params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
+                    stream: bool = False) -> Any:
+        """Send a request; the whole answer, or with ``stream`` a ``Stream`` whose body is still to come.
 
-        ``path`` is joined to the base URL (as httpx's ``base_url`` did) unless it is a whole URL.
+        ``path`` is joined to the base URL (as httpx's ``base_url`` did) unless it is a whole URL on its origin.
         """
-        url = path if "://" in path else self.base_url + path.lstrip("/")
-        if timeout is not None:
-            kw["timeout"] = _timeout(timeout)
-        resp = await self.http.request(method, url, **kw)
+        url = urlsplit(path if "://" in path else self.base_url + path.lstrip("/"))
+        target = "?".join(filter(None, (url.path or "/", "&".join(filter(None, (url.query, urlencode(params or {})))))))
+        lines = _lines({**self.headers, **headers}) if headers else self._header_lines
+        body = b""
+        if json is not None:
+            body, lines = _dumps(json).encode(), lines + "Content-Type: application/json\r\n"
+        send = self.http.stream if stream else self.http.request
+        resp = await send(method, target, body=body, headers=lines, timeout=timeout or self.timeout)
         # Method, path and status only: never headers, which carry the key.
-        log.debug("%s %s -> %s", method, resp.url.path, resp.status)
+        log.debug("%s %s -> %s", method, url.path, resp.status)
         return resp
 
 
@@ -500,19 +517,23 @@ def env_proxy(url: str) -> str | None:
     return None if not proxy or proxy_bypass(parts.hostname or "") else proxy
 
 
+def _lines(headers: Mapping[str, str]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
 @contextlib.contextmanager
 def _transport_errors() -> Iterator[None]:
     """A request that could not be made or answered becomes a typed, retryable error."""
     try:
         yield
-    except TimeoutError as exc:  # aiohttp's connect and read timeouts
-        raise RequestTimeoutError(f"no answer in time ({type(exc).__name__})", status=None) from exc
-    except aiohttp.ClientError as exc:
-        raise ConnectionFailedError(type(exc).__name__) from exc
+    except TimeoutError as exc:  # no connection, or silence, in time
+        raise RequestTimeoutError(f"no answer in time ({exc or type(exc).__name__})", status=None) from exc
+    except (HTTPError, aiohttp.ClientError) as exc:
+        raise ConnectionFailedError(str(exc) or type(exc).__name__) from exc
 
 
 async def _whole(resp: aiohttp.ClientResponse) -> Response:
-    """The answer with its body read; its connection goes back to the pool (closed if the body broke off)."""
+    """A one-off session's answer with its body read; its connection goes back (closed if the body broke off)."""
     try:
         return Response(resp.status, resp.headers, await resp.read())
     finally:

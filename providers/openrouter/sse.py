@@ -1,40 +1,53 @@
 """Server-sent events, as OpenRouter streams them: read straight from the response bytes.
 
 Lines are split on the bytes as they arrive and each event's data is handed on as bytes, so a streamed
-answer is decoded once, by the JSON parser, rather than bytes to text to lines to text again.
+answer is decoded once, by the JSON parser, rather than bytes to text to lines to text again. The parser is
+plain code fed by the reader, not an async generator stacked on it: a streamed answer comes in many small
+pieces, and each layer of generators cost every piece another trip through the event loop's machinery.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-
 DONE = b"[DONE]"  # the last event of a complete stream
 
 
-async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Yield each event's data up to and including ``[DONE]``, from the body's chunks as they arrive.
+class SSEParser:
+    """Feed it the body's bytes as they arrive; it returns each event's data up to and including ``[DONE]``.
 
     Comment lines (``: OPENROUTER PROCESSING``) are keep-alives and skipped; an event's several ``data:``
-    lines are joined with newlines, and lines may end in LF, CRLF or CR, as the SSE spec says. The body after
-    ``[DONE]`` is still read, so the connection goes back to the pool.
+    lines are joined with newlines, and lines may end in LF, CRLF or CR, as the SSE spec says. Nothing after
+    ``[DONE]`` counts (the reader still reads the body to its end, so the connection goes back to the pool).
     """
-    data: list[bytes] = []
-    pending = b""  # a line not yet ended (or ended by a CR that may be the first half of a CRLF)
-    done = False
-    async for chunk in chunks:
-        if done:
-            continue
-        lines = (pending + chunk).splitlines(keepends=True)
-        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+
+    def __init__(self) -> None:
+        self._data: list[bytes] = []
+        self._pending = b""  # a line not yet ended (or ended by a CR that may be the first half of a CRLF)
+        self._done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events that ``chunk`` completes."""
+        if self._done:
+            return []
+        lines = (self._pending + chunk).splitlines(keepends=True)
+        self._pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        return self._events(line.rstrip(b"\r\n") for line in lines)
+
+    def end(self) -> list[bytes]:
+        """The body ended: an event without the blank line after it still counts."""
+        if self._done:
+            return []
+        lines, self._pending = [*self._pending.splitlines(), b""], b""
+        return self._events(lines)
+
+    def _events(self, lines) -> list[bytes]:  # type: ignore[no-untyped-def]
+        events = []
         for line in lines:
-            if (payload := _feed(data, line.rstrip(b"\r\n"))) is not None:
-                yield payload
-                if done := payload == DONE:
+            if (payload := _feed(self._data, line)) is not None:
+                events.append(payload)
+                if payload == DONE:
+                    self._done = True
                     break
-    if not done:  # the body ended without a blank line after its last event: that event still counts
-        for line in [*pending.splitlines(), b""]:
-            if (payload := _feed(data, line)) is not None:
-                yield payload
+        return events
 
 
 def _feed(data: list[bytes], line: bytes) -> bytes | None:

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.fakes.tls import LoopbackResolver, make_certificate
+from tests.fakes.tls import make_certificate
 
 CHAT_KEYS = {
     "model", "messages", "tools", "tool_choice", "stream", "max_tokens", "temperature", "reasoning",
@@ -278,9 +277,9 @@ class FakeOpenRouter:
         if self._runner:
             await self._runner.cleanup()
 
-    async def connector_as(self, host: str, where: Path) -> aiohttp.TCPConnector:
-        """A connector through which ``https://{host}`` is this fake: the name resolves to a TLS port of it,
-        whose certificate (made in ``where`` for this run) only this connector trusts."""
+    async def dial_as(self, host: str, where: Path) -> dict[str, Any]:
+        """``OpenRouterClient`` arguments through which ``https://{host}`` is this fake: the client dials a TLS
+        port of it, whose certificate (made in ``where`` for this run) only these arguments trust."""
         cert, key = make_certificate(host, where)
         served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         served.load_cert_chain(cert, key)
@@ -288,7 +287,7 @@ class FakeOpenRouter:
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=served)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return aiohttp.TCPConnector(resolver=LoopbackResolver(port), ssl=ssl.create_default_context(cafile=str(cert)))
+        return {"connect_to": ("127.0.0.1", port), "tls": ssl.create_default_context(cafile=str(cert))}
 
     async def __aenter__(self) -> FakeOpenRouter:
         await self.start()
@@ -646,7 +645,7 @@ class FakeOpenRouter:
         job_id = "vid-" + secrets.token_hex(6)
         plan = self.video_plan.pop(0) if self.video_plan else VideoPlan()
         self.videos[job_id] = FakeVideoJob(job_id, plan, body)
-        # On the origin the client asked (openrouter.ai itself when reached through ``connector_as``).
+        # On the origin the client asked (openrouter.ai itself when reached through ``dial_as``).
         polling_url = f"{request.scheme}://{request.host}/api/v1/videos/{job_id}"
         return web.json_response({"id": job_id, "polling_url": polling_url, "status": "pending"})
 

@@ -1,14 +1,11 @@
 """A real host's name on loopback, over TLS: for a client that must believe it talks to that host (openrouter.ai)
-while only a fake on 127.0.0.1 answers. A certificate made for the run, and a resolver that sends every name to
-a local port; the client's own code, headers and TLS stay as they are in production."""
+while only a fake on 127.0.0.1 answers. A certificate made for the run; the client dials the fake's port for that
+name (``connect_to``), and its own code, headers and TLS stay as they are in production."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
-
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 
 def make_certificate(host: str, where: Path) -> tuple[Path, Path]:
@@ -20,17 +17,3 @@ def make_certificate(host: str, where: Path) -> tuple[Path, Path]:
                         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={host}",
                         "-addext", f"subjectAltName=DNS:{host}"], check=True, capture_output=True)
     return cert, key
-
-
-class LoopbackResolver(AbstractResolver):
-    """Every name resolves to 127.0.0.1 at ``port``: nothing leaves the machine."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host="127.0.0.1", port=self.port, family=socket.AF_INET, proto=0,
-                              flags=socket.AI_NUMERICHOST)]
-
-    async def close(self) -> None:
-        return None

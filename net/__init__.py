@@ -1,0 +1,1 @@
+"""Network plumbing that channels and providers share, and that imports nothing else of Chorus's."""
