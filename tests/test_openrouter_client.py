@@ -308,6 +308,25 @@ async def test_an_idle_connection_the_server_closed_is_never_reused():
     assert len(opened) == 3
 
 
+async def test_a_last_event_the_body_ends_without_a_blank_line_still_counts(client, fake_openrouter):
+    fake_openrouter.queue(RawSSE([RawSSE.content("all "), RawSSE.content("there", finish="stop")], unended=True))
+    deltas, result = await stream_all(client, spec())
+    assert (result.text, result.finish_reason) == ("all there", "stop")
+
+
+async def test_a_request_s_own_key_replaces_the_client_s_on_the_wire(fake_openrouter):
+    """Text-to-speech may have a key of its own: that request carries it, and only that one."""
+    async with OpenRouterClient("sk-or-v1-the-chat-key-not-the-fake-s", ProviderSettings(base_url=fake_openrouter.base_url),
+                                retry=NO_WAIT) as c:
+        spoken = await synthesize(c, model="hexgrad/kokoro-82m", text="hi", voice="af_alloy",
+                                  api_key=fake_openrouter.api_key)
+        with pytest.raises(AuthError):
+            await c.models()
+    assert spoken.data
+    assert [r.headers["Authorization"] for r in fake_openrouter.requests] == [
+        f"Bearer {fake_openrouter.api_key}", "Bearer sk-or-v1-the-chat-key-not-the-fake-s"]
+
+
 async def test_the_result_names_the_model_that_answered(client, fake_openrouter):
     """With openrouter/auto or provider routing the model that answered is not the one asked for; the
     stream's ``model`` says which, and that is what is stored."""

@@ -255,10 +255,12 @@ async def test_downloads_follow_redirects_and_the_key_never_leaves_the_base_orig
             OpenRouterClient(fake_openrouter.api_key, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
         foreign = await llm.download(f"{elsewhere.origin}/redirect?to={elsewhere.origin}/files/a.mp4")
         ours = await llm.download(f"{fake_openrouter.origin}/redirect?to={elsewhere.origin}/files/b.mp4")
-    assert foreign[4:8] == ours[4:8] == b"ftyp"
+        relative = await llm.download(f"{fake_openrouter.origin}/redirect?to=/files/c.mp4")  # Location: a path
+    assert foreign[4:8] == ours[4:8] == relative[4:8] == b"ftyp"
     assert [(r.path, "Authorization" in r.headers) for r in elsewhere.requests] == [
         ("/redirect", False), ("/files/a.mp4", False), ("/files/b.mp4", False)]
-    assert [(r.path, "Authorization" in r.headers) for r in fake_openrouter.requests] == [("/redirect", True)]
+    assert [(r.path, "Authorization" in r.headers) for r in fake_openrouter.requests] == [
+        ("/redirect", True), ("/redirect", True), ("/files/c.mp4", True)]
 
 
 def silent_wav() -> bytes:

@@ -133,6 +133,7 @@ class RawSSE:
     frames: list[str]
     pause: float = 0.0
     drop: bool = False
+    unended: bool = False  # the body ends right after the last frame, without the blank line that ends an event
 
     @staticmethod
     def content(text: str, finish: str | None = None) -> str:
@@ -558,8 +559,9 @@ class FakeOpenRouter:
     async def _raw_sse(self, request: web.Request, answer: RawSSE) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        for frame in answer.frames:
-            await resp.write(f"{frame}\n\n".encode())
+        for n, frame in enumerate(answer.frames, 1):
+            end = "" if answer.unended and n == len(answer.frames) else "\n\n"
+            await resp.write(f"{frame}{end}".encode())
             await asyncio.sleep(answer.pause)
         if answer.drop and request.transport is not None:
             request.transport.abort()
