@@ -446,6 +446,16 @@ async def test_https_through_a_proxy_is_one_tunnel_with_the_login_and_tls_to_the
         await refused.request("GET", "/", timeout=5)
     await refused.aclose()
 
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    silent = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    closing = Origin(f"https://localhost:{port}", proxy=f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}")
+    with pytest.raises(HTTPError, match=f"the proxy closed the connection instead of a tunnel to localhost:{port}"):
+        await closing.request("GET", "/", timeout=5)
+    silent.close()
+
 
 async def test_plain_http_through_a_proxy_asks_it_for_the_whole_url(proxy):
     """The origin's name need not resolve here: only the proxy is dialled."""

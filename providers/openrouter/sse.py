@@ -8,6 +8,8 @@ pieces, and each layer of generators cost every piece another trip through the e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 DONE = b"[DONE]"  # the last event of a complete stream
 
 
@@ -39,7 +41,7 @@ class SSEParser:
         lines, self._pending = [*self._pending.splitlines(), b""], b""
         return self._events(lines)
 
-    def _events(self, lines) -> list[bytes]:  # type: ignore[no-untyped-def]
+    def _events(self, lines: Iterable[bytes]) -> list[bytes]:
         events = []
         for line in lines:
             if (payload := _feed(self._data, line)) is not None:
