@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import ssl
 from collections import deque
@@ -275,6 +276,7 @@ class _Stale(Exception):
 
 
 INF = float("inf")
+_FIELD = re.compile(r"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 
 
 class _Connection(asyncio.Protocol):
@@ -374,9 +376,11 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     async def _wait(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            if self._error is not None:
+        while True:
+            if self._error is not None:  # first: a failure outranks what a later close seemed to complete
                 raise self._error
+            if ready():
+                return
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -469,17 +473,17 @@ class _Connection(asyncio.Protocol):
             buffer.clear()
 
     def _read_head(self, head: str) -> None:
-        status_line, *lines = head.split("\r\n")
+        status_line, _, fields = head.partition("\r\n")
         version, _, rest = status_line.partition(" ")
         if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
             raise HTTPError(f"not an HTTP/1.x answer: {status_line[:40]!r}")
         self.status, self._head_done = int(rest[:3]), True
+        pairs = _FIELD.findall(fields + "\r\n") if fields else []
+        if len(pairs) != fields.count("\r\n") + bool(fields):  # a line that is not "Name: value"
+            raise HTTPError(f"malformed header in: {fields[:80]!r}")
         headers: dict[str, str] = {}
-        for line in lines:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise HTTPError(f"malformed header line: {line[:40]!r}")
-            name, value = name.strip().lower(), value.strip()
+        for name, value in pairs:  # one regex for all the lines: a response has several, and there are many
+            name = name.lower()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self.headers = headers
         if self._tunnelling:

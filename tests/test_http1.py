@@ -259,7 +259,8 @@ async def test_interim_answers_are_skipped_and_a_large_body_goes_whole(serve):
 
 async def test_what_is_not_http_is_an_error_and_a_closed_origin_refuses(serve, unused_tcp_port):
     wrong = {"/rtsp": b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "/ssh": b"SSH-2.0-OpenSSH\r\n\r\n",
-             "/chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!\r\n0\r\n\r\n"}
+             "/chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!\r\n0\r\n\r\n",
+             "/field": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nno colon here\r\n\r\n"}
 
     async def other(writer: asyncio.StreamWriter, seen: Seen) -> bool:
         writer.write(wrong[seen.target])
@@ -269,7 +270,8 @@ async def test_what_is_not_http_is_an_error_and_a_closed_origin_refuses(serve, u
     origin = Origin(url)
     for target, error in (("/rtsp", "not an HTTP/1.x answer: 'RTSP/1.0 200 OK'"),
                           ("/ssh", "not an HTTP/1.x answer: 'SSH-2.0-OpenSSH'"),
-                          ("/chunk", "malformed chunked body")):  # a chunk longer than its size says
+                          ("/chunk", "malformed chunked body"),  # a chunk longer than its size says
+                          ("/field", "malformed header in: 'Content-Length: 0\\\\r\\\\nno colon here'")):
         with pytest.raises(HTTPError, match=error):
             await origin.request("GET", target, timeout=5)
     await origin.aclose()
