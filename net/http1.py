@@ -329,6 +329,8 @@ class _Connection(asyncio.Protocol):
             self._transport.write(head)
             view = memoryview(body)
             for at in range(0, len(body), SLICE):
+                if self._lost:  # answered early (413) and closed, or reset: the rest has nowhere to go
+                    break
                 self._transport.write(view[at:at + SLICE])
                 if self._drained is not None:
                     await self._drained

@@ -469,3 +469,23 @@ async def test_plain_http_through_a_proxy_asks_it_for_the_whole_url(proxy):
         await origin.aclose()
     assert got.body == b"GET http://origin.invalid:8080/path?q=1 HTTP/1.1"
     assert "Host: origin.invalid:8080\r\n" in seen.asked[0]
+
+
+async def test_an_answer_before_the_upload_ends_is_the_answer_and_nothing_is_written_after_the_close(serve, caplog):
+    """A server may refuse a large body before reading it (413) and hang up: that answer is what the caller
+    gets, and the rest of the body is not pushed at a closed socket (asyncio would log a warning per write)."""
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b"too large", status="413 Request Entity Too Large"))
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    origin = Origin(f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}")
+    try:
+        got = await origin.request("POST", "/upload", body=bytes(64 * 2**20), timeout=5)
+    finally:
+        await origin.aclose()
+        listening.close()
+    assert (got.status, got.body) == (413, b"too large")
+    assert not [r for r in caplog.records if "socket.send() raised exception" in r.getMessage()]
