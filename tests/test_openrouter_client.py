@@ -14,7 +14,8 @@ import pytest
 from bot.redact import RedactingFilter
 from providers.openrouter.client import Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import (
-    AuthError, ConnectionFailedError, IncompleteStreamError, RateLimitError, RequestTimeoutError, StreamError,
+    AuthError, ConnectionFailedError, IncompleteStreamError, OpenRouterError, RateLimitError, RequestTimeoutError,
+    StreamError,
 )
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec, ProviderSettings
@@ -306,6 +307,12 @@ async def test_an_idle_connection_the_server_closed_is_never_reused():
             assert (await c.request("GET", "models")).json() == {}
             await asyncio.sleep(0.05)  # the server's close reaches the client's socket
     assert len(opened) == 3
+
+
+async def test_a_whole_url_elsewhere_is_refused_not_sent_to_the_base_url_s_host(client, fake_openrouter):
+    with pytest.raises(OpenRouterError, match="must be on the base URL's origin"):
+        await client.request("GET", "http://elsewhere.invalid/api/v1/models")
+    assert fake_openrouter.requests == []
 
 
 async def test_a_last_event_the_body_ends_without_a_blank_line_still_counts(client, fake_openrouter):

@@ -347,6 +347,8 @@ class OpenRouterClient:
 
         ``path`` is joined to the base URL (as httpx's ``base_url`` did) unless it is a whole URL on its origin.
         """
+        if "://" in path and not self.same_origin(path):  # the pool dials the base URL's host whatever the URL says
+            raise OpenRouterError("a whole URL given to the client must be on the base URL's origin")
         url = urlsplit(path if "://" in path else self.base_url + path.lstrip("/"))
         target = "?".join(filter(None, (url.path or "/", "&".join(filter(None, (url.query, urlencode(params or {})))))))
         lines = _lines({**self.headers, **headers}) if headers else self._header_lines
