@@ -23,7 +23,6 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
-
 from urllib.parse import quote, urlsplit
 
 import certifi
