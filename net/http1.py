@@ -287,6 +287,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()  # bytes not yet parsed
         self._waiter: asyncio.Future[None] | None = None  # the exchange (head, or whole answer) or a read
+        self._ready: Callable[[], bool] = bool  # what the waiter waits for
         self._drained: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timeout = 0.0
@@ -383,7 +384,7 @@ class _Connection(asyncio.Protocol):
                 raise self._error
             if ready():
                 return
-            self._waiter = self._loop.create_future()
+            self._waiter, self._ready = self._loop.create_future(), ready
             try:
                 await self._waiter
             finally:
@@ -544,7 +545,9 @@ class _Connection(asyncio.Protocol):
             self._chunk = size if size > 0 else -3
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        # Only when what it waits for came (or a failure): a large whole answer arrives in hundreds of
+        # packets, and waking the task for each would be a trip through the loop for nothing.
+        if self._waiter is not None and not self._waiter.done() and (self._error is not None or self._ready()):
             self._waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
