@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -489,3 +490,28 @@ async def test_an_answer_before_the_upload_ends_is_the_answer_and_nothing_is_wri
         listening.close()
     assert (got.status, got.body) == (413, b"too large")
     assert not [r for r in caplog.records if "socket.send() raised exception" in r.getMessage()]
+
+
+async def test_a_name_whose_first_address_never_answers_is_reached_at_the_next(serve, monkeypatch):
+    """RFC 8305: the next address is dialled 250 ms after the last one started, not once it timed out (a host
+    with a broken IPv6 route would otherwise wait out the connect timeout on every new connection)."""
+    server, url = await serve(echo_target)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as silent:
+        # One connection waits unaccepted; with that queue full the kernel drops every further SYN.
+        with socket.create_connection(silent.getsockname()):
+            loop = asyncio.get_running_loop()
+            real = loop.getaddrinfo  # uvloop resolves each address again (numeric) as it dials it
+
+            async def resolve(host: str, *args: object, **kwargs: object) -> list[tuple]:
+                if host != "bot.example":
+                    return await real(host, *args, **kwargs)
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", addr)
+                        for addr in (silent.getsockname(), ("127.0.0.1", port))]
+
+            monkeypatch.setattr(loop, "getaddrinfo", resolve)  # the resolver: the network's edge, faked
+            origin = Origin(f"http://bot.example:{port}", connect_timeout=3)
+            response = await origin.request("GET", "/over-the-second-address", timeout=5)
+            await origin.aclose()
+    assert response.body == b"/over-the-second-address"
+    assert [seen.head.split("\r\n")[1] for seen in server.requests] == [f"Host: bot.example:{port}"]
