@@ -150,6 +150,7 @@ class Runtime:
         (console: /quit or end of input) or a signal stops them; queued turns finish first.
         Returns why channels gave up for good (a refused token), each also logged when it happens."""
         loop = asyncio.get_running_loop()
+        log.debug("event loop: %s", type(loop).__module__.partition(".")[0])  # uvloop where installed
         self.dispatcher.channels.update({ch.name: ch for ch in channels})
         self.llm.warm_up()
         # What start-up built (modules, pydantic schemas: ~100,000 objects and more) lives as long as

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sqlite3
 import stat
@@ -47,6 +48,16 @@ async def test_console_streams_the_answer_from_piped_input(home, fake_openrouter
     assert request.json["model"] == "openrouter/auto"
     assert request.headers["Authorization"] == f"Bearer {fake_openrouter.api_key}"
     assert user_texts(request) == ["hello"]
+
+
+async def test_the_service_runs_on_uvloop_where_it_is_installed(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Text("answered on the fast loop"))
+    result = await chorus(home, "-v", "run", stdin="hello\n")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "answered on the fast loop"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # a dependency on Linux and macOS
+    assert f"event loop: {loop}\n" in result.err
 
 
 async def test_history_survives_a_restart_and_new_starts_fresh(home, fake_openrouter):
