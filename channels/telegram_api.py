@@ -19,13 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
-import certifi
 
 from net.http1 import HTTPError, Origin
 
@@ -201,9 +199,8 @@ class TelegramAPI:
         if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
             raise TelegramError(method, 0, "the Telegram channel is stopped")
         if self._origin is None:
-            # certifi's CA bundle (as aiogram and httpx use), so a slim container without system CAs works too.
             try:
-                self._origin = Origin(self.root, tls=ssl.create_default_context(cafile=certifi.where()))
+                self._origin = Origin(self.root)
             except ValueError as exc:
                 raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}") from None
         return self._origin

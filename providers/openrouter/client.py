@@ -28,9 +28,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-import certifi
 
-from net.http1 import HTTPError, Origin, Stream
+from net.http1 import HTTPError, Origin, Stream, tls_context
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
@@ -497,11 +496,6 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     """Each read may take ``seconds`` (as httpx's read timeout), with no limit on the whole: a long answer
     that keeps sending is not cut off."""
     return aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=seconds)
-
-
-def tls_context() -> ssl.SSLContext:
-    """certifi's CA bundle, as httpx used: a slim container without system CAs still reaches OpenRouter."""
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 def one_off_session(url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
