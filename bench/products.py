@@ -88,6 +88,23 @@ class Chorus:
                        check=True, cwd=ROOT)
 
 
+class BareBot:
+    """``bench/bare_bot.py``: the same Bot API calls and stream as a Chorus turn and nothing else, as a floor."""
+
+    name = "bare bot"
+
+    def version(self) -> str:
+        return "-"
+
+    def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
+        home.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "bench.bare_bot", tg.api_root, tg.token, ai.origin, ai.api_key, MODEL]
+        return Launch(argv, _base_env(home) | {"PYTHONPATH": str(ROOT)}, home)
+
+    def seed(self, home: Path, sessions: int) -> None:
+        """It stores nothing."""
+
+
 class Hermes:
     """``hermes gateway run`` from the bench's own venv, set up as issue 12 describes."""
 

@@ -28,7 +28,7 @@ from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
 from . import peer, scenarios
-from .products import ROOT, Chorus, Hermes, Nanobot, Product
+from .products import ROOT, BareBot, Chorus, Hermes, Nanobot, Product
 from .scenarios import CONCURRENCY, ChatIds, Figures, Plan
 from .service import Service
 from .stats import ratio
@@ -104,7 +104,7 @@ def render(products: list[Product], figures: dict[str, Figures], plan: Plan | No
     """The table: one column per product, then Chorus against each peer (``vs hermes``, ``vs nanobot``)."""
     plan = plan or Plan()
     names = [p.name for p in products]
-    peers = names[1:] if names[0] == Chorus.name else []
+    peers = [n for n in names[1:] if n in peer.PEERS] if names[0] == Chorus.name else []
     head = (f"{'figure':<44} {'unit':>4} " + " ".join(f"{n:>10}" for n in names)
             + "".join(f" {'vs ' + p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
@@ -151,7 +151,7 @@ async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, F
                 await scenarios.concurrency(tg, ai, svc, ids, plan, out)
                 if isinstance(product, Chorus):
                     await scenarios.voice(tg, ai, svc, ids, plan, out)
-                else:
+                elif product.name in VOICE_NOTES:
                     out.notes.append(VOICE_NOTES[product.name])
             finally:
                 await svc.stop()
@@ -166,6 +166,8 @@ async def run(products: list[Product], plan: Plan, workdir: Path) -> dict[str, F
         tolerated: dict[str, list[str]] = {p.name: [] for p in products}
         for title, phase in phases:
             for product in products:
+                if isinstance(product, BareBot) and phase is not main_run:  # it has no storage, and starts in no time
+                    continue
                 out = figures[product.name]
                 print(f"  {product.name}: {title} ...", flush=True)
                 started, before = time.monotonic(), len(ai.tolerated)
@@ -214,13 +216,17 @@ NOTES = [
     "it is a lower bound",
     "first visible sign: a chat action, a draft, a message, or a reaction (nanobot marks a message it got with "
     "an emoji reaction)",
+    "bare bot: bench/bare_bot.py, the same Bot API calls and model stream as a Chorus turn, over Chorus's HTTP "
+    "client and event loop, and nothing else (no storage, history, formatting, access rules); a floor under any "
+    "Python bot's CPU per turn on this machine, not a peer: Chorus's column minus its is what Chorus does beyond "
+    "moving the bytes",
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
-    args.add_argument("--only", choices=[Chorus.name, *peer.PEERS], help="run one product")
+    args.add_argument("--only", choices=[Chorus.name, BareBot.name, *peer.PEERS], help="run one product")
     args.add_argument("--rows", help="only these load rows, e.g. 1000 or 1,100 (their seconds as in the plan)")
     args.add_argument("--peer-problem", action="append", default=[], metavar="NAME=WHY",
                       help="why a peer is missing (set by bench/__main__)")
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, venv in peer.PEERS.items():
         if name not in problems and not venv.version():
             problems[name] = f"{venv.dist} is not installed in {venv.venv.relative_to(ROOT)}"
-    every: list[Product] = [Chorus(), Hermes(), Nanobot()]
+    every: list[Product] = [Chorus(), BareBot(), Hermes(), Nanobot()]
     products = [p for p in every if p.name not in problems and opts.only in (None, p.name)]
     plan = Plan.quick() if opts.quick else Plan()
     if opts.rows:

@@ -112,16 +112,16 @@ def test_most_streams_open_at_once_counts_overlapping_streamed_calls():
 
 
 def test_the_table_prints_chorus_against_each_peer():
-    from bench.products import Chorus, Hermes, Nanobot
+    from bench.products import BareBot, Chorus, Hermes, Nanobot
     from bench.scenarios import Figures, Plan
     from bench.side_by_side import render
 
-    figures = {"Chorus": Figures({"cpu/turn": 10.0}), "hermes": Figures({"cpu/turn": 200.0}),
-               "nanobot": Figures({"cpu/turn": 50.0}, ["a note"])}
-    table = render([Chorus(), Hermes(), Nanobot()], figures)
+    figures = {"Chorus": Figures({"cpu/turn": 10.0}), "bare bot": Figures({"cpu/turn": 4.0}),
+               "hermes": Figures({"cpu/turn": 200.0}), "nanobot": Figures({"cpu/turn": 50.0}, ["a note"])}
+    table = render([Chorus(), BareBot(), Hermes(), Nanobot()], figures)
     head, _, row = table.splitlines()[:3]
-    assert head.split()[-4:] == ["vs", "hermes", "vs", "nanobot"]
-    assert row.split()[-2:] == ["20.0x", "5.0x"]
+    assert head.split()[-4:] == ["vs", "hermes", "vs", "nanobot"]  # the bare bot is a floor, not a peer
+    assert row.split()[-6:] == ["10.0", "4.0", "200", "50.0", "20.0x", "5.0x"]
     assert "nanobot: a note" in table
     assert row.startswith("CPU per text turn (10 chats) ")
     assert render([Chorus()], figures, Plan.quick()).splitlines()[2].startswith("CPU per text turn (2 chats) ")
@@ -160,6 +160,32 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+async def test_the_bare_bot_does_a_chorus_turn_and_nothing_else(tmp_path):
+    """The floor under the CPU rows only means something if it makes the calls a Chorus turn makes."""
+    from bench.products import BareBot
+    from bench.service import Service
+
+    async with FakeTelegram() as tg, FakeOpenRouter() as ai:
+        pace = BenchPace(first_token=0.1, tokens_per_second=50, tokens=60, chunk_seconds=0.1)  # 1.2 s of text
+        ai.bench(pace)
+        svc = await Service.start(BareBot().launch(tmp_path, tg, ai, [7], voice=False), tmp_path / "bare.log")
+        try:
+            await svc.ready(tg)
+            tg.message(7, "hello there")
+            (final,) = await tg.wait_sent(7)
+        finally:
+            await svc.stop()
+        answer = pace.answer().text
+        assert final.text == answer
+        (request,) = ai.chat_requests()
+        assert request.json["stream"] is True and request.json["messages"] == [{"role": "user", "content": "hello there"}]
+        assert [c.params["action"] for c in tg.calls_to("sendChatAction")] == ["typing"]
+        drafts = [c.params["text"] for c in tg.calls_to("sendMessageDraft")]
+        assert len(drafts) == 2 and answer.startswith(drafts[0]) and answer.startswith(drafts[1])  # 0.7 s apart
+        assert len(drafts[0]) < len(drafts[1]) < len(answer)
+        tg.assert_clean()
 
 
 def _running(pid: int) -> bool:
