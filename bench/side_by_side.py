@@ -1,5 +1,5 @@
 """Chorus, hermes-agent and nanobot side by side, as real processes, through the same fake Telegram and fake
-OpenRouter.
+OpenRouter; and a bare bot (``bench/bare_bot.py``) beside them as the floor under the CPU rows.
 
 ``python -m bench.side_by_side [--quick] [--only Chorus|hermes|nanobot] [--rows 1000]``. Everything listens and
 connects on 127.0.0.1; ``bench/__main__`` runs this inside a network namespace of its own where only loopback
