@@ -1,11 +1,11 @@
 """Chorus, hermes-agent and nanobot side by side, as real processes, through the same fake Telegram and fake
 OpenRouter; and a bare bot (``bench/bare_bot.py``) beside them as the floor under the CPU rows.
 
-``python -m bench.side_by_side [--quick] [--only Chorus|hermes|nanobot] [--rows 1000]``. Everything listens and
-connects on 127.0.0.1; ``bench/__main__`` runs this inside a network namespace of its own where only loopback
-exists, so no product can reach anything else even if it tried. Each phase runs for every product in the same
-run, one after the other, so all meet the same machine load; on a shared 2-core machine the figures are still
-noisy.
+``python -m bench.side_by_side [--quick] [--only Chorus|hermes|nanobot|"bare bot"] [--rows 1000]``.
+Everything listens and connects on 127.0.0.1; ``bench/__main__`` runs this inside a network namespace of its own
+where only loopback exists, so no product can reach anything else even if it tried. Each phase runs for every
+product in the same run, one after the other, so all meet the same machine load; on a shared 2-core machine the
+figures are still noisy.
 """
 
 from __future__ import annotations
