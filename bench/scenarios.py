@@ -27,7 +27,6 @@ from .users import THINK, Observer, Turn, converse
 
 LATENCY_PACE = BenchPace(first_token=0.3, tokens_per_second=50, tokens=40)
 LOAD_PACE = BenchPace(first_token=2.0, tokens_per_second=50, tokens=40)  # the issue's slow model: 2 s to answer
-CONCURRENCY = (1, 10, 100, 1000)
 TRANSCRIPT = "hello from the fake transcriber"  # what the fake OpenRouter hears in any voice note
 
 
@@ -37,7 +36,10 @@ class Plan:
 
     latency_chats: int = 10
     latency_seconds: float = 12.0
-    row_seconds: dict[int, float] = field(default_factory=lambda: {1: 8.0, 10: 8.0, 100: 10.0, 1000: 15.0})
+    # The issue's 1/10/100/1,000 concurrent chats, and 130: with the load pace, about 30 turns/s, all that
+    # Telegram lets one bot send, where the issue asks for under 10% of a core.
+    row_seconds: dict[int, float] = field(default_factory=lambda: {1: 8.0, 10: 8.0, 100: 10.0, 130: 10.0,
+                                                                   1000: 15.0})
     patience: float = 20.0
     stored_sessions: int = 10_000
     voice_seconds: int = 30
@@ -174,8 +176,9 @@ async def latency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatI
 
 async def concurrency(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, ids: ChatIds, plan: Plan,
                       out: Figures) -> None:
-    """Turns per second and the service's own p99 overhead at 1, 10, 100 and 1,000 concurrent chats, what the
-    bench itself spent meanwhile, and the busiest row before the p99 turn time doubled."""
+    """Turns per second and the service's own p99 overhead at each load row of the plan (1, 10, 100, 130 and
+    1,000 concurrent chats), what the bench itself spent meanwhile, and the busiest row before the p99 turn time
+    doubled."""
     baseline: float | None = None
     for chats, seconds in plan.row_seconds.items():
         if not await settle(tg):

@@ -29,26 +29,20 @@ from tests.fakes.telegram import FakeTelegram
 
 from . import peer, scenarios
 from .products import ROOT, BareBot, Chorus, Hermes, Nanobot, Product
-from .scenarios import CONCURRENCY, ChatIds, Figures, Plan
+from .scenarios import ChatIds, Figures, Plan
 from .service import Service
 from .stats import ratio
 from .tls_shim import TelegramShim
 
-# (key, label, unit, higher is better; None: a figure of the bench itself, no ratio)
-ROWS: list[tuple[str, str, str, bool | None]] = [
+Row = tuple[str, str, str, bool | None]  # key, label, unit, higher is better (None: a figure of the bench, no ratio)
+LATENCY_ROWS: list[Row] = [
     ("sign p50", "update -> first visible sign, p50", "ms", False),
     ("sign p99", "update -> first visible sign, p99", "ms", False),
     ("token p50", "first model token -> visible, p50", "ms", False),
     ("token p99", "first model token -> visible, p99", "ms", False),
     ("cpu/turn", "CPU per text turn ({latency_chats} chats)", "ms", False),
-    *[row for n in CONCURRENCY for row in (
-        (f"tps {n}", f"turns/s, {n} chats (model 2 s)", "/s", True),
-        (f"p99 over {n}", f"  p99 service overhead, {n} chats", "ms", False),
-        (f"cpu/turn {n}", f"  CPU per turn, {n} chats", "ms", False),
-        (f"service cpu {n}", f"  service CPU, {n} chats", "%", None),
-        (f"streams {n}", f"  model streams open at once, {n} chats", "", None),
-        (f"driver {n}", f"  bench driver + fakes CPU, {n} chats", "%", None),
-        (f"lag {n}", f"  bench event loop late, p99, {n} chats", "ms", None))],
+]
+LAST_ROWS: list[Row] = [
     ("sustained", "turns/s sustained before p99 turn doubles", "/s", True),
     ("voice", "voice turn beyond STT+model+TTS, 30 s note", "ms", False),
     ("rss idle", "peak RSS idle", "MiB", False),
@@ -56,6 +50,20 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("rss stored", "peak RSS, 10,000 stored sessions + load", "MiB", False),
     ("cold", "cold start -> first message answered", "s", False),
 ]
+
+
+def rows(plan: Plan) -> list[Row]:
+    """The table's rows: latency, then a group for each load row of ``plan``, then the rest."""
+    load = [row for n in plan.row_seconds for row in (
+        (f"tps {n}", f"turns/s, {n} chats (model 2 s)", "/s", True),
+        (f"p99 over {n}", f"  p99 service overhead, {n} chats", "ms", False),
+        (f"cpu/turn {n}", f"  CPU per turn, {n} chats", "ms", False),
+        (f"service cpu {n}", f"  service CPU, {n} chats", "%", None),
+        (f"streams {n}", f"  model streams open at once, {n} chats", "", None),
+        (f"driver {n}", f"  bench driver + fakes CPU, {n} chats", "%", None),
+        (f"lag {n}", f"  bench event loop late, p99, {n} chats", "ms", None))]
+    return [*LATENCY_ROWS, *load, *LAST_ROWS]
+
 
 Phase = Callable[[Product, Path, Figures], Awaitable[None]]
 
@@ -108,7 +116,7 @@ def render(products: list[Product], figures: dict[str, Figures], plan: Plan | No
     head = (f"{'figure':<44} {'unit':>4} " + " ".join(f"{n:>10}" for n in names)
             + "".join(f" {'vs ' + p:>11}" for p in peers))
     lines = [head, "-" * len(head)]
-    for key, label, unit, higher in ROWS:
+    for key, label, unit, higher in rows(plan):
         vals = [figures[n].values.get(key) for n in names]
         if all(v is None for v in vals):
             continue
@@ -212,7 +220,7 @@ NOTES = [
     "model streams open at once: the most streamed chat calls the fake model had open at one moment (at 1,000 "
     "chats the issue asks for 1,000)",
     "turns/s sustained before p99 turn doubles: the busiest row whose turns were all answered and whose p99 turn "
-    "time (update to whole answer) stayed within twice that of 1 chat; only 1/10/100/1,000 chats are tried, so "
+    "time (update to whole answer) stayed within twice that of 1 chat; only 1/10/100/130/1,000 chats are tried, so "
     "it is a lower bound",
     "first visible sign: a chat action, a draft, a message, or a reaction (nanobot marks a message it got with "
     "an emoji reaction)",

@@ -125,6 +125,10 @@ def test_the_table_prints_chorus_against_each_peer():
     assert "nanobot: a note" in table
     assert row.startswith("CPU per text turn (10 chats) ")
     assert render([Chorus()], figures, Plan.quick()).splitlines()[2].startswith("CPU per text turn (2 chats) ")
+    figures["Chorus"].values.update({"tps 130": 29.9, "cpu/turn 130": 2.9})  # any load row the plan has is shown
+    rows = render([Chorus()], figures, Plan().only_rows([130])).splitlines()[2:5]
+    assert [line.split()[-1] for line in rows] == ["10.0", "29.9", "2.9"]
+    assert rows[1].startswith("turns/s, 130 chats ") and rows[2].startswith("  CPU per turn, 130 chats ")
 
 
 async def test_the_telegram_shim_answers_tls_for_telegram_only(tmp_path):
