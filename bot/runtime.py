@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -34,7 +35,7 @@ from .commands import HELP
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
 from .config import TelegramChannel as TelegramConfig
 from .discord_config import discord_settings
-from .store import Inbox, Store
+from .store import KEEP_ANSWERED_DAYS, Inbox, Store
 
 if TYPE_CHECKING:
     from channels.telegram import TelegramSettings
@@ -165,7 +166,7 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
-        background = [asyncio.create_task(self._sweep_images()), asyncio.create_task(_collect_when_quiet())]
+        background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet())]
 
         serving = asyncio.current_task()
 
@@ -200,14 +201,20 @@ class Runtime:
             await self.jobs.stop()
         return refusals
 
-    async def _sweep_images(self) -> None:
-        """Delete stored images unused for ``tools.media.image.keepDays``: at start, then daily."""
+    async def _sweep(self) -> None:
+        """At start, then daily: delete stored images unused for ``tools.media.image.keepDays``, and inbox rows
+        answered more than a week ago."""
         while True:
             try:
                 if removed := await asyncio.to_thread(self.agent.images.sweep):
                     log.info("deleted %d stored image(s) unused for %d days", removed, self.agent.images.settings.keep_days)
             except OSError as exc:
                 log.warning("could not clean up stored images: %s", exc)
+            try:
+                if removed := await self.dispatcher.inbox.prune():
+                    log.info("forgot %d inbox message(s) answered over %d days ago", removed, KEEP_ANSWERED_DAYS)
+            except sqlite3.Error as exc:
+                log.warning("could not prune the inbox: %s", exc)
             await asyncio.sleep(86400)
 
 

@@ -75,6 +75,7 @@ class TurnState:
 
 
 _SETTINGS = ("model", "thinking", "tts")
+KEEP_ANSWERED_DAYS = 7  # answered inbox rows are kept this long, far past any redelivery
 _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
 _HISTORY = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 ORDER BY id"
 _CHAT_SETTINGS = "SELECT model, thinking, tts FROM chat_settings WHERE key = ?"
@@ -410,6 +411,15 @@ class Inbox:
         await self.store.write(lambda conn: conn.executemany(
             "UPDATE inbox SET status = 'done', done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
             " WHERE channel = ? AND message_id = ?", keys))
+
+    async def prune(self, keep_days: int = KEEP_ANSWERED_DAYS) -> int:
+        """Forget messages answered more than ``keep_days`` ago; returns how many. Their words stay in the
+        session history; a row only has to outlive the platform's redeliveries (minutes), and without this
+        the inbox kept a second copy of every message ever received."""
+        async with self.store.transaction() as db:  # in the database thread: a first prune may delete many rows
+            cur = await db.execute("DELETE FROM inbox WHERE done_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                                   (f"-{keep_days} days",))  # a pending row has no done_at: never matched
+            return cur.rowcount
 
     async def pending(self) -> list[Inbound]:
         """Messages accepted but never answered (the process died mid-turn), oldest first."""

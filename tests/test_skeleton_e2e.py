@@ -60,6 +60,23 @@ async def test_the_service_runs_on_uvloop_where_it_is_installed(home, fake_openr
     assert f"event loop: {loop}\n" in result.err
 
 
+async def test_messages_answered_over_a_week_ago_leave_the_inbox_and_stay_in_the_history(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    assert (await chorus(home, "run", stdin="an old message\n")).code == 0
+    db = home.path / "chorus.db"
+    with sqlite3.connect(db) as conn:  # as if it had been answered eight days ago
+        conn.execute("UPDATE inbox SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days')")
+    service = await start_chorus(home, "-v", "run")
+    await eventually(lambda: "forgot 1 inbox message(s) answered over 7 days ago" in service.log, "the prune at start")
+    await service.say("a new message")
+    result = await service.finish()
+    assert result.code == 0, result.err
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT text FROM inbox")] == ["a new message"]
+        said = [r[0] for r in conn.execute("SELECT content FROM messages WHERE role = 'user' ORDER BY id")]
+    assert said == ["an old message", "a new message"]
+
+
 async def test_history_survives_a_restart_and_new_starts_fresh(home, fake_openrouter):
     await onboarded(home, fake_openrouter)
     first = await chorus(home, "run", stdin="my name is Ada\n")

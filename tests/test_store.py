@@ -202,6 +202,26 @@ async def test_writes_on_the_loop_are_checkpointed_so_the_wal_stays_small(tmp_pa
     await store.close()
 
 
+async def test_answered_messages_are_forgotten_after_a_week_and_nothing_else_is(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite")
+    inbox = Inbox(store)
+    for n in range(4):
+        assert await inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{n}", message_id=f"m{n}"))
+    await inbox.done([i for i in await inbox.pending() if i.message_id in ("m0", "m1", "m2")])
+    async with store.transaction() as db:  # m0 answered 8 days ago, m1 6 days ago, m2 now; m3 never
+        await db.execute("UPDATE inbox SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days')"
+                         " WHERE message_id = 'm0'")
+        await db.execute("UPDATE inbox SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 days')"
+                         " WHERE message_id = 'm1'")
+    assert await inbox.prune() == 1
+    assert await inbox.prune() == 0
+    rows = await store.db.execute_fetchall("SELECT message_id, status FROM inbox ORDER BY id")
+    assert [tuple(r) for r in rows] == [("m1", "done"), ("m2", "done"), ("m3", "pending")]
+    # Within the week a redelivery is still recognised and not answered again.
+    assert not await inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text="t1", message_id="m1"))
+    await store.close()
+
+
 async def test_a_moved_chat_takes_its_topics_settings_and_group_buffer_and_replaces_what_the_new_id_had(tmp_path):
     """A group that becomes a supergroup gets a new id: its session, each topic's settings and the messages
     buffered for the next mention move with it; a session the new id had already opened gives way."""
