@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
-
 from net.http1 import HTTPError, Origin
 
 log = logging.getLogger("chorus.telegram")
