@@ -73,6 +73,8 @@ class TagFilter:
         self.hidden = False  # inside [[tts:text]]...[[/tts:text]]
 
     def feed(self, text: str) -> str:
+        if not self.pending and not self.hidden and "[" not in text:
+            return text  # nearly every streamed piece: nothing that could be a tag, nothing held
         self.pending += text
         out = []
         while self.pending:

@@ -231,6 +231,24 @@ async def test_reasoning_details_are_read_streamed_and_not(client, fake_openrout
     assert (plain.reasoning, plain.reasoning_details) == ("thinking it over", expected)
 
 
+async def test_streamed_pieces_as_real_hosts_send_them_null_fields_and_deepseek_s_reasoning(client, fake_openrouter):
+    """OpenRouter sends every field in every piece, most of them null or empty; DeepSeek names its thoughts
+    ``reasoning_content``, and one that sends both names is read once."""
+    def piece(delta: dict, finish: str | None = None) -> str:
+        return "data: " + json.dumps({"id": "gen-1", "provider": "DeepSeek", "model": "deepseek/deepseek-v4-flash",
+                                      "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {
+                                          "role": "assistant", "content": "", "reasoning": None, "refusal": None,
+                                          "reasoning_details": [], "tool_calls": None, **delta},
+                                          "finish_reason": finish, "native_finish_reason": finish}]})
+    fake_openrouter.queue(RawSSE([piece({"reasoning_content": "first, "}), piece({"reasoning_content": "then"}),
+                                  piece({"reasoning": "once", "reasoning_content": "once"}),
+                                  piece({"content": "Héllo"}), piece({"content": " there"}), piece({}, "stop")]))
+    deltas, result = await stream_all(client, spec())
+    assert deltas == ["Héllo", " there"]
+    assert (result.text, result.reasoning, result.finish_reason) == ("Héllo there", "first, thenonce", "stop")
+    assert (result.tool_calls, result.images, result.reasoning_details) == ([], [], None)
+
+
 async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, fake_openrouter):
     await onboarded(home, fake_openrouter)
     live = await chorus(home, "models", "list", "--modality", "video")

@@ -380,33 +380,44 @@ class _StreamAccumulator:
         if chunk.get("usage"):
             self.result.usage = Usage.parse(chunk["usage"])
         text = ""
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if choice.get("finish_reason"):
-                self.result.finish_reason = choice["finish_reason"]
-                if choice["finish_reason"] == "error":
+        for choice in chunk.get("choices") or ():
+            if reason := choice.get("finish_reason"):
+                self.result.finish_reason = reason
+                if reason == "error":
                     raise StreamError("the provider ended the answer with an error")
-            if delta.get("content"):
-                # A lone surrogate (a "\\ud800" escape) cannot be stored or printed: replace it here.
-                text += delta["content"].encode("utf-8", "replace").decode("utf-8")
-            if delta.get("reasoning") or delta.get("reasoning_content"):  # DeepSeek's own name for it
-                self.reasoning.append(delta.get("reasoning") or delta["reasoning_content"])
-            _join_details(self.details, delta.get("reasoning_details"))
-            for frag in delta.get("tool_calls") or []:
-                slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
-                slot["id"] = frag.get("id") or slot["id"]
-                fn = frag.get("function") or {}
-                slot["name"] = fn.get("name") or slot["name"]  # whole in one piece; some hosts send it with every one
-                slot["arguments"].append(fn.get("arguments") or "")
-            for image in delta.get("images") or []:
-                self.result.images.append(image["image_url"]["url"])
-            audio = delta.get("audio") or {}
-            if audio.get("data"):  # each piece carries its own padding: decode one by one
-                self.result.audio += base64.b64decode(audio["data"])
-            if audio.get("transcript"):
-                self.result.transcript += audio["transcript"]
-        self.text.append(text)
+            delta = choice.get("delta") or {}
+            # By the fields a piece carries: nearly every one is a few words of text, and its other fields
+            # (reasoning, tool calls, audio) come empty or null, so looking each one up cost every piece.
+            for key, value in delta.items():
+                if not value:
+                    continue
+                if key == "content":
+                    # A lone surrogate (a "\\ud800" escape) cannot be stored or printed: replace it here.
+                    text += value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+                elif key == "reasoning" or (key == "reasoning_content" and not delta.get("reasoning")):
+                    self.reasoning.append(value)  # reasoning_content: DeepSeek's own name for it
+                elif key == "reasoning_details":
+                    _join_details(self.details, value)
+                elif key == "tool_calls":
+                    self._join_calls(value)
+                elif key == "images":
+                    self.result.images += [image["image_url"]["url"] for image in value]
+                elif key == "audio":
+                    if value.get("data"):  # each piece carries its own padding: decode one by one
+                        self.result.audio += base64.b64decode(value["data"])
+                    if value.get("transcript"):
+                        self.result.transcript += value["transcript"]
+        if text:
+            self.text.append(text)
         return text
+
+    def _join_calls(self, fragments: list[dict[str, Any]]) -> None:
+        for frag in fragments:
+            slot = self.calls.setdefault(frag.get("index", 0), {"id": None, "name": "", "arguments": []})
+            slot["id"] = frag.get("id") or slot["id"]
+            fn = frag.get("function") or {}
+            slot["name"] = fn.get("name") or slot["name"]  # whole in one piece; some hosts send it with every one
+            slot["arguments"].append(fn.get("arguments") or "")
 
     @property
     def empty(self) -> bool:

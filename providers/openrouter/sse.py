@@ -30,6 +30,8 @@ class SSEParser:
         """The events that ``chunk`` completes."""
         if self._done:
             return []
+        if not self._pending and not self._data and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            return self._whole_events(chunk)
         lines = (self._pending + chunk).splitlines(keepends=True)
         self._pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         return self._events(line.rstrip(b"\r\n") for line in lines)
@@ -40,6 +42,24 @@ class SSEParser:
             return []
         lines, self._pending = [*self._pending.splitlines(), b""], b""
         return self._events(lines)
+
+    def _whole_events(self, chunk: bytes) -> list[bytes]:
+        """``chunk`` is whole events, LF-ended, as a stream nearly always arrives: each ``data: …`` or comment
+        event taken at once, anything else line by line."""
+        events = []
+        for event in chunk[:-2].split(b"\n\n"):
+            if b"\n" in event or not event.startswith((b"data: ", b":")):
+                payloads = self._events([*event.split(b"\n"), b""])
+            elif event.startswith(b":"):
+                continue
+            else:
+                payloads = [event[6:]]
+            for payload in payloads:
+                events.append(payload)
+                if payload == DONE:
+                    self._done = True
+                    return events
+        return events
 
     def _events(self, lines: Iterable[bytes]) -> list[bytes]:
         events = []
