@@ -8,6 +8,7 @@ mean"; keys Chorus does not use are named in one warning.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tempfile
@@ -463,10 +464,19 @@ def _check_keys(node: Any, model: type[BaseModel], path: str, problems: list[str
                 unknown.append(here)
             continue
         if here in _FREE_FORM:
+            problems += _not_finite(value, here)
             continue
         sub = _submodel(fields.get(key) or model.model_fields[key])
         if sub is not None:
             _check_keys(value, sub, here, problems, unknown)
+
+
+def _not_finite(node: Any, path: str) -> list[str]:
+    """Where a free-form section holds NaN or Infinity: JSON5 writes them, the JSON requests they go into cannot."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{path}: found {node}; allowed: a finite number (JSON has no NaN or Infinity)"]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [problem for key, value in items for problem in _not_finite(value, f"{path}.{key}")]
 
 
 def _submodel(field: Any) -> type[BaseModel] | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
+from net import wirejson
 from net.http1 import HTTPError, Origin
 
 log = logging.getLogger("chorus.telegram")
@@ -209,7 +210,7 @@ class TelegramAPI:
         if any(isinstance(v, InputFile) for v in request.params.values()):
             body, content_type = _form(request.params)
         else:
-            body, content_type = json.dumps(request.params).encode(), "application/json"
+            body, content_type = wirejson.dumps(request.params), "application/json"
         timeout = self._timeout if request.timeout is None else request.timeout
         try:
             response = await self._http(request.method).request(
@@ -219,7 +220,7 @@ class TelegramAPI:
         status, raw = response.status, response.body
         log.debug("%s -> %s", request.method, status)  # the method only: the URL holds the token
         try:
-            body = json.loads(raw)
+            body = wirejson.loads(raw)
             ok = body["ok"]
         except (ValueError, KeyError, TypeError):
             raise TelegramError(request.method, status, f"HTTP {status}, not a Bot API answer", answered=False) from None

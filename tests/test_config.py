@@ -122,3 +122,16 @@ def test_a_secret_of_the_wrong_type_is_not_shown_in_the_error():
         parse_config({"channels": {"discord": {"token": 987654321012345678}}}, env={})
     assert str(wrong.value).startswith("channels.discord.token: found a value (hidden: it is a secret); ")
     assert "987654321012345678" not in str(wrong.value)
+
+
+def test_nan_or_infinity_where_a_request_would_carry_it_is_refused_by_name(tmp_path):
+    path = tmp_path / "chorus.json5"
+    path.write_text('{ agents: { defaults: { models: { "openrouter/x/y": { params: { extraBody: {'
+                    ' temperature: NaN, stop: [1, -Infinity], top_p: 0.5 } } } } } } }')
+    with pytest.raises(ConfigError) as bad:
+        load_config(path, env={})
+    where = "agents.defaults.models.openrouter/x/y.params.extraBody"
+    assert str(bad.value).splitlines()[-2:] == [
+        f"{where}.temperature: found nan; allowed: a finite number (JSON has no NaN or Infinity)",
+        f"{where}.stop.1: found -inf; allowed: a finite number (JSON has no NaN or Infinity)",
+    ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+
+import pytest
 
 from bot.context import fit_context
 from bot.redact import RedactingFilter, redact
+from net import wirejson
 from providers.openrouter.sse import SSEParser
 
 
@@ -79,3 +84,15 @@ def test_fit_context_drops_whole_old_turns_and_keeps_system_and_current():
     kept = messages[1:-1]
     assert kept[0]["role"] == "user" and len(kept) == 3 * (10 - dropped)
     assert fit_context(system, history, current, window=1_000_000)[1] == 0
+
+
+def test_json_that_orjson_refuses_is_read_and_written_as_the_json_module_would():
+    """Bodies go through orjson, which refuses some JSON the standard library takes: each such body still works."""
+    assert wirejson.loads(b'{"t": "caf\xe9"}', "replace") == {"t": "caf\ufffd"}  # a streamed piece: not UTF-8
+    with pytest.raises(ValueError):
+        wirejson.loads(b'{"t": "caf\xe9"}')  # a Bot API answer: refused, as before
+    odd = wirejson.loads(b'{"t": "\\ud800", "n": NaN}')  # a lone surrogate escape, a NaN literal
+    assert odd["t"] == "\ud800" and math.isnan(odd["n"])
+    big = 2**70
+    assert json.loads(wirejson.dumps({"n": big, 1: "key", "s": "\ud800"})) == {"n": big, "1": "key", "s": "\ud800"}
+    assert wirejson.dumps({"t": "é", "l": [1, 2.5]}) == '{"t":"é","l":[1,2.5]}'.encode()  # compact UTF-8

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import logging
@@ -29,6 +28,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
+from net import wirejson
 from net.http1 import HTTPError, Origin, Stream, tls_context
 
 from .errors import (
@@ -102,8 +102,6 @@ StreamEvent = TextDelta | Done
 
 MAX_REDIRECTS = 10  # as aiohttp and httpx allow
 CONNECT_TIMEOUT = 10.0  # DNS, TCP and TLS of a new connection; the read timeout is the client's ``timeout``
-# Compact and UTF-8, as httpx wrote JSON bodies: fewer bytes on the wire than json.dumps' defaults.
-_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +114,7 @@ class Response:
 
     def json(self) -> Any:
         """The body as JSON; ``ValueError`` when it is not."""
-        return json.loads(self.content)
+        return wirejson.loads(self.content)
 
     @property
     def text(self) -> str:
@@ -287,7 +285,7 @@ class OpenRouterClient:
                         done = True
                         continue
                     try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
-                        chunk = json.loads(payload.decode("utf-8", "replace"))
+                        chunk = wirejson.loads(payload, "replace")
                     except ValueError:
                         raise IncompleteStreamError("the provider sent malformed data") from None
                     if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
@@ -353,7 +351,7 @@ class OpenRouterClient:
         lines = _lines({**self.headers, **headers}) if headers else self._header_lines
         body = b""
         if json is not None:
-            body, lines = _dumps(json).encode(), lines + "Content-Type: application/json\r\n"
+            body, lines = wirejson.dumps(json), lines + "Content-Type: application/json\r\n"
         send = self.http.stream if stream else self.http.request
         resp = await send(method, target, body=body, headers=lines, timeout=timeout or self.timeout)
         # Method, path and status only: never headers, which carry the key.
