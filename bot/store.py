@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ _SETTINGS = ("model", "thinking", "tts")
 KEEP_ANSWERED_DAYS = 7  # answered inbox rows are kept this long, far past any redelivery
 _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
 _HISTORY = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 ORDER BY id"
+_HISTORY_AFTER = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 AND id > ? ORDER BY id"
 _CHAT_SETTINGS = "SELECT model, thinking, tts FROM chat_settings WHERE key = ?"
 _ACCEPT = ("INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id, sender_name,"
            " text, mentioned, reply_to, attachments, sender_username) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -95,6 +97,9 @@ class Store:
     """
 
     CHECKPOINT_EVERY = 500  # commits on the loop between two checkpoints in the thread (~1,500 pages of WAL)
+    # Messages of recent sessions held in memory, so a turn reads only the rows added since its session's last
+    # turn: reading a whole history each turn cost 3.3 µs a message, 1 ms a turn at 300 messages.
+    HISTORY_CACHE = 10_000
 
     def __init__(self, db: aiosqlite.Connection, direct: sqlite3.Connection) -> None:
         self.db = db
@@ -103,6 +108,8 @@ class Store:
         self._queued: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._unchecked = 0  # commits on the loop since the last checkpoint
+        self._histories: OrderedDict[int, list[StoredMessage]] = OrderedDict()  # session id -> history, LRU last
+        self._held = 0  # messages in _histories
         self._checkpoint: asyncio.Task[Any] | None = None
 
     @classmethod
@@ -232,14 +239,32 @@ class Store:
     async def turn_state(self, chat: ChatRef) -> TurnState:
         """The chat's session (opened if there is none), its history and the chat's settings, read on the loop."""
         try:
-            session_id, history, settings = _read_turn_state(self._direct, chat)
+            session_id, added, settings = _read_turn_state(self._direct, chat, self._last_held)
         except sqlite3.OperationalError as exc:  # rare in WAL (another connection is recovering it)
             if not _busy(exc):
                 raise
-            session_id, history, settings = await self._run(lambda conn: _read_turn_state(conn, chat))
+            session_id, added, settings = await self._run(lambda conn: _read_turn_state(conn, chat, self._last_held))
         if session_id is None:  # the chat's first turn: open its session, which has no history yet
             session_id = await self.write(lambda conn: _open_session(conn, chat))
-        return TurnState(session_id, history, settings)
+        return TurnState(session_id, self._hold(session_id, added), settings)
+
+    def _last_held(self, session_id: int) -> int:
+        """The id of the last message held for the session (0: none): history only grows, by rows with
+        higher ids (no code updates or deletes a message), so the rows after it are all that is new."""
+        held = self._histories.get(session_id)
+        return held[-1].id or 0 if held else 0
+
+    def _hold(self, session_id: int, added: list[StoredMessage]) -> list[StoredMessage]:
+        """The session's history with ``added`` joined, kept as the most recently used; the least recently
+        used sessions are let go past ``HISTORY_CACHE`` messages. Returns a list of the caller's own. A session's
+        turns run one at a time (its lane), so what one turn read is joined before the next reads."""
+        held = self._histories.pop(session_id, [])
+        held += added
+        self._histories[session_id] = held
+        self._held += len(added)
+        while self._held > self.HISTORY_CACHE and len(self._histories) > 1:
+            self._held -= len(self._histories.popitem(last=False)[1])
+        return list(held)
 
     async def new_session(self, chat: ChatRef) -> int:
         """Retire the chat's session (kept in the database) and open a fresh one."""
@@ -352,14 +377,18 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def _read_turn_state(conn: sqlite3.Connection, chat: ChatRef) -> tuple[int | None, list[StoredMessage], ChatSettings]:
+def _read_turn_state(conn: sqlite3.Connection, chat: ChatRef, last_held: Callable[[int], int]
+                     ) -> tuple[int | None, list[StoredMessage], ChatSettings]:
+    """The chat's settings, its active session, and that session's messages after ``last_held(session)``."""
     key = chat.session_key
     found = conn.execute(_CHAT_SETTINGS, (key,)).fetchone()
     settings = ChatSettings(*found) if found else ChatSettings()
     session = conn.execute(_ACTIVE, (key,)).fetchone()
     if session is None:
         return None, [], settings
-    return int(session[0]), [_from_row(r) for r in conn.execute(_HISTORY, (session[0],))], settings
+    session_id = int(session[0])
+    rows = conn.execute(_HISTORY_AFTER, (session_id, last_held(session_id)))
+    return session_id, [_from_row(r) for r in rows], settings
 
 
 def _open_session(conn: sqlite3.Connection, chat: ChatRef) -> int:

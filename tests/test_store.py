@@ -87,6 +87,37 @@ async def test_history_and_settings_survive_reopening(tmp_path):
     await store.close()
 
 
+async def test_a_turn_reads_only_what_its_session_added_since_the_last_and_misses_nothing(tmp_path):
+    """History is held between turns: each turn reads the rows after the last one it holds, so a long session
+    costs no more than a short one. Rows another process adds are still seen; excluded turns never are."""
+    path = tmp_path / "db.sqlite"
+    store = await Store.open(path)
+    try:
+        store.HISTORY_CACHE = 5
+        others = [ChatRef("console", f"other{i}") for i in range(3)]
+        state = await store.turn_state(CHAT)
+        assert state.history == []
+        await store.append(state.session_id, [StoredMessage("user", "one"), StoredMessage("assistant", "1")])
+        assert [m.content for m in (await store.turn_state(CHAT)).history] == ["one", "1"]
+        with sqlite3.connect(path) as cli:  # another process (the CLI) writes to the same session meanwhile
+            cli.execute("UPDATE messages SET content = 'rewritten' WHERE content = 'one'")  # never done: to see it is held
+            cli.execute("INSERT INTO messages (session_id, role, content) VALUES (?, 'user', 'from the cli')",
+                        (state.session_id,))
+        await store.append(state.session_id, [StoredMessage("assistant", "left out")], excluded=True)
+        await store.append(state.session_id, [StoredMessage("user", "two"), StoredMessage("assistant", "2")])
+        held = await store.turn_state(CHAT)
+        assert [m.content for m in held.history] == ["one", "1", "from the cli", "two", "2"]
+        held.history.clear()  # the caller's list is its own
+        for chat in others:  # three more sessions push the first out of a five-message hold
+            sid = (await store.turn_state(chat)).session_id
+            await store.append(sid, [StoredMessage("user", f"hi {chat.chat_id}"), StoredMessage("assistant", "hello")])
+            assert [m.content for m in (await store.turn_state(chat)).history] == [f"hi {chat.chat_id}", "hello"]
+        assert store._held <= store.HISTORY_CACHE
+        assert [m.content for m in (await store.turn_state(CHAT)).history] == ["rewritten", "1", "from the cli", "two", "2"]
+    finally:  # a failure must not leave the database thread running
+        await store.close()
+
+
 ACCEPT_AND_REPORT = """
 import asyncio, sys
 from pathlib import Path
