@@ -78,7 +78,6 @@ class TurnState:
 _SETTINGS = ("model", "thinking", "tts")
 KEEP_ANSWERED_DAYS = 7  # answered inbox rows are kept this long, far past any redelivery
 _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
-_HISTORY = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 ORDER BY id"
 _HISTORY_AFTER = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 AND id > ? ORDER BY id"
 _CHAT_SETTINGS = "SELECT model, thinking, tts FROM chat_settings WHERE key = ?"
 _ACCEPT = ("INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id, sender_name,"
@@ -289,7 +288,7 @@ class Store:
 
     async def history(self, session_id: int) -> list[StoredMessage]:
         """The session's messages that later requests carry, oldest first (excluded turns are left out)."""
-        return [_from_row(r) for r in await self.db.execute_fetchall(_HISTORY, (session_id,))]
+        return [_from_row(r) for r in await self.db.execute_fetchall(_HISTORY_AFTER, (session_id, 0))]
 
     async def append(self, session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> None:
         """Store messages of one turn together, so a crash never leaves half a turn; ``excluded``
