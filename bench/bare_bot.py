@@ -2,18 +2,18 @@
 
 ``python -m bench.bare_bot API_ROOT TOKEN OPENROUTER_ORIGIN KEY MODEL``: long polling, a chat action, the
 model's answer streamed, a draft at most every 0.7 s, the final message. No storage, history, formatting,
-access rules or retries; Chorus's own HTTP client and event loop, so the difference between the two columns
-is what Chorus does beyond moving the bytes.
+access rules or retries; Chorus's own HTTP client, JSON codec and event loop, so the difference between the two
+columns is what Chorus does beyond moving the bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
+from net import wirejson
 from net.http1 import Origin
 from net.loop import run
 
@@ -29,9 +29,9 @@ class BareBot:
         self.turns: set[asyncio.Task[None]] = set()
 
     async def call(self, method: str, **params: Any) -> Any:
-        answer = await self.telegram.request("POST", f"{self.prefix}/{method}", body=json.dumps(params).encode(),
+        answer = await self.telegram.request("POST", f"{self.prefix}/{method}", body=wirejson.dumps(params),
                                              headers=JSON, timeout=60)
-        return json.loads(answer.body)["result"]
+        return wirejson.loads(answer.body)["result"]
 
     async def poll(self) -> None:
         offset = 0
@@ -47,7 +47,7 @@ class BareBot:
         chat = message["chat"]["id"]
         typing = asyncio.create_task(self.call("sendChatAction", chat_id=chat, action="typing"))
         request = {"model": self.model, "stream": True, "messages": [{"role": "user", "content": message["text"]}]}
-        stream = await self.openrouter.stream("POST", "/api/v1/chat/completions", body=json.dumps(request).encode(),
+        stream = await self.openrouter.stream("POST", "/api/v1/chat/completions", body=wirejson.dumps(request),
                                               headers=JSON + self.auth, timeout=60)
         text, shown_at, rest = "", 0.0, b""
         draft: asyncio.Task[Any] | None = None
@@ -56,7 +56,7 @@ class BareBot:
                 *events, rest = (rest + piece).split(b"\n\n")
                 for line in (line for event in events for line in event.split(b"\n")):
                     if line.startswith(b"data: {"):
-                        for choice in json.loads(line[6:]).get("choices") or []:
+                        for choice in wirejson.loads(line[6:]).get("choices") or []:
                             text += (choice.get("delta") or {}).get("content") or ""
                 if text and time.monotonic() - shown_at >= THROTTLE and (draft is None or draft.done()):
                     shown_at = time.monotonic()

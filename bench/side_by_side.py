@@ -225,9 +225,9 @@ NOTES = [
     "first visible sign: a chat action, a draft, a message, or a reaction (nanobot marks a message it got with "
     "an emoji reaction)",
     "bare bot: bench/bare_bot.py, the same Bot API calls and model stream as a Chorus turn, over Chorus's HTTP "
-    "client and event loop, and nothing else (no storage, history, formatting, access rules); a floor under any "
-    "Python bot's CPU per turn on this machine, not a peer: Chorus's column minus its is what Chorus does beyond "
-    "moving the bytes",
+    "client, JSON codec and event loop, and nothing else (no storage, history, formatting, access rules); a floor "
+    "under any Python bot's CPU per turn on this machine, not a peer: Chorus's column minus its is what Chorus "
+    "does beyond moving the bytes",
 ]
 
 
