@@ -20,7 +20,7 @@ from bot.dispatch import Dispatcher
 from bot.discord_config import discord_settings
 from bot.runtime import Env
 from bot.store import Inbox, Store
-from channels.discord import DiscordChannel
+from channels.discord.channel import DiscordChannel
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from tests.fakes.discord import FakeDiscord

@@ -18,12 +18,12 @@ from providers.openrouter.request import ChatSpec
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
 from .context import fit_context, plain_turns, short_tool_ids, wants_short_tool_ids
-from .images import (
+from .media.images import (
     ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
 )
 from .store import ChatSettings, StoredMessage, Store
 from .tools import ToolContext, ToolRegistry
-from .voice import Preflight, TagFilter, Voice, split_tags
+from .media.voice import Preflight, TagFilter, Voice, split_tags
 
 log = logging.getLogger("chorus.agent")
 STOP = "stop"  # the cancel message of /stop, told apart from a shutdown

@@ -9,8 +9,8 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
-from .audio import AudioError
-from .voice import speakable
+from .media.audio import AudioError
+from .media.voice import speakable
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher

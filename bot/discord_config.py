@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from channels.discord_settings import ChannelRule, DiscordSettings, GuildRule
+from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
 
 from .config import ChorusConfig
 

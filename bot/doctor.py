@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from channels import discord_setup
+from channels.discord import setup as discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
 from .config import ChorusConfig, ConfigError, load_config
@@ -118,7 +118,7 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         return [Check("telegram", False, f"tokenFile {settings.token_file}: {exc.strerror}")]
     if not token or not settings.enabled:
         return []
-    from channels.telegram_api import TelegramAPI, TelegramError  # the channel's own client, its TLS and masking
+    from channels.telegram.api import TelegramAPI, TelegramError  # the channel's own client, its TLS and masking
 
     api = TelegramAPI(token, settings.api_root, timeout=15)
     checks: list[Check] = []

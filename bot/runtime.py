@@ -24,11 +24,11 @@ from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
 from .dispatch import Dispatcher
-from .images import Images
-from .media_jobs import MediaJobs
-from .media_tools import media_tools
+from .media.images import Images
+from .media.jobs import MediaJobs
+from .media.tools import media_tools
 from .tools import ToolRegistry
-from .voice import Voice
+from .media.voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .commands import HELP
@@ -38,7 +38,7 @@ from .discord_config import discord_settings
 from .store import KEEP_ANSWERED_DAYS, Inbox, Store
 
 if TYPE_CHECKING:
-    from channels.telegram import TelegramSettings
+    from channels.telegram.settings import TelegramSettings
 
 GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
 QUIET_COLLECT_EVERY = 300.0  # seconds: how often a quiet service checks whether the collector ran at all
@@ -135,11 +135,11 @@ class Runtime:
         env = env or Env()
         token = telegram_token(self.config, env)
         if token and configured.telegram.enabled:
-            from channels.telegram import TelegramChannel  # loaded only when configured
+            from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
-            from channels.discord import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
+            from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
             found.append(DiscordChannel(discord))
         if console or not found:
@@ -247,7 +247,7 @@ def telegram_token(config: ChorusConfig, env: Env) -> str | None:
 
 def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
     """The adapter's plain view of ``channels.telegram``; the chat commands fill Telegram's command menu."""
-    from channels.telegram import TelegramSettings
+    from channels.telegram.settings import TelegramSettings
 
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     return TelegramSettings(

@@ -23,7 +23,7 @@ from bot.dispatch import Dispatcher
 from bot.runtime import make_client
 from bot.store import Inbox, Store
 from bot.tools import ToolContext, ToolError, ToolRegistry, ToolResult
-from bot.images import UNSEEN
+from bot.media.images import UNSEEN
 from channels.base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, Reply
 from tests.fakes.media import make_png
 from tests.fakes.openrouter import Error, FakeOpenRouter, Hang, Text, ToolCalls

@@ -20,7 +20,7 @@ import pytest_asyncio
 from bot.access import PAIRING_TEXT, REFUSED_TEXT
 from channels.chunking import split_text
 from tests.conftest import Home, chorus
-from channels.discord_outbound import VOICE_FALLBACK
+from channels.discord.outbound import VOICE_FALLBACK
 from tests.fakes.discord import VOICE_FLAG, Call, FakeDiscord
 from tests.fakes.media import decode_info, make_audio, make_png
 from tests.fakes.openrouter import FakeOpenRouter, Hang, Images, Music, Recorded, Text, ToolCalls, VideoPlan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from channels.telegram_api import TelegramAPI, TelegramError
+from channels.telegram.api import TelegramAPI, TelegramError
 from tests.fakes.telegram import FakeTelegram
 
 

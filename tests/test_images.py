@@ -1,4 +1,4 @@
-"""How ``bot.images.prepare`` fits an image for the model, in-process (the end-to-end path is in test_images_e2e)."""
+"""How ``bot.media.images.prepare`` fits an image for the model, in-process (the end-to-end path is in test_images_e2e)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.config import ImageTools
 from bot.context import IMAGE_TOKENS, estimate_tokens
-from bot.images import ImageError, Images, prepare, too_large
+from bot.media.images import ImageError, Images, prepare, too_large
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
 from tests.fakes.media import make_png, make_png_header
 

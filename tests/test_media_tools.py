@@ -9,8 +9,8 @@ import pytest
 
 from bot.auth import Credential
 from bot.config import parse_config
-from bot.media_jobs import MediaJobs
-from bot.media_tools import media_tools
+from bot.media.jobs import MediaJobs
+from bot.media.tools import media_tools
 from bot.runtime import make_client
 from bot.store import Store
 from bot.tools import ToolContext, ToolRegistry

@@ -21,13 +21,13 @@ import pytest
 from bot.auth import resolve_key, save_key
 from bot.catalog import MAX_AGE, Catalog
 from bot.context import fit_context
-from bot.media_jobs import MediaJobs
+from bot.media.jobs import MediaJobs
 from bot.redact import redact, setup_logging
 from bot.store import Store
 from bot.tools import ToolContext, ToolResult
-from bot.voice import Voice
+from bot.media.voice import Voice
 from channels.base import ChatRef, Reply
-from channels.telegram_inbound import MentionRules
+from channels.telegram.inbound import MentionRules
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError, error_for_status, parse_retry_after
 from providers.openrouter.refs import ModelRef

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from channels import telegram_api, telegram_outbound, telegram_session
+from channels.telegram import api as telegram_api, flood as telegram_session, outbound as telegram_outbound
 from channels.base import Attachment, AttachmentKind, ChatRef, Media, Reply
-from channels.telegram import TelegramChannel, TelegramSettings
-from channels.telegram_api import InputFile, Request, Send, TelegramAPI, TelegramError
-from channels.telegram_inbound import message_ref
-from channels.telegram_outbound import PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action
-from channels.telegram_session import FloodControl
+from channels.telegram.channel import TelegramChannel
+from channels.telegram.settings import TelegramSettings
+from channels.telegram.api import InputFile, Request, Send, TelegramAPI, TelegramError
+from channels.telegram.inbound import message_ref
+from channels.telegram.outbound import PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action
+from channels.telegram.flood import FloodControl
 from tests.fakes.media import make_png
 from tests.fakes.telegram import FakeTelegram
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot import audio
+from bot.media import audio
 
 from bot.config import parse_config
-from bot.media_jobs import MediaJobs
+from bot.media.jobs import MediaJobs
 from bot.store import Store
-from bot.voice import EAR_NOTE, TAGGED_NOTE, TagFilter, Voice, speakable, split_tags
+from bot.media.voice import EAR_NOTE, TAGGED_NOTE, TagFilter, Voice, speakable, split_tags
 from channels.base import Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, Reply
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.refs import ModelRef

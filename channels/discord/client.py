@@ -20,7 +20,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
-from .discord_settings import DiscordSettings
+from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
 

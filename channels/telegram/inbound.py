@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from .base import Attachment, AttachmentKind, ChatRef, Inbound
-from .telegram_api import File, Message, MessageEntity, User
+from ..base import Attachment, AttachmentKind, ChatRef, Inbound
+from .api import File, Message, MessageEntity, User
 
 Download = Callable[[str], Awaitable[bytes]]
 CHANNEL = "telegram"

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .telegram_api import Request, Send, TelegramError
+from .api import Request, Send, TelegramError
 
 log = logging.getLogger("chorus.telegram")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from telegramify_markdown import convert, split_entities
 
-from .chunking import split_text, utf16_length
+from ..chunking import split_text, utf16_length
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024

@@ -1,4 +1,4 @@
-"""The Telegram channel on the Bot API (``telegram_api``): long polling or a webhook in, replies out.
+"""The Telegram channel on the Bot API (``api``): long polling or a webhook in, replies out.
 
 Nothing is lost between Telegram and the inbox: in polling mode the update offset moves past an update only
 after ``on_message`` returned (the message is durably accepted); in webhook mode the 200 is answered only
@@ -11,41 +11,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-from .base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
-from .telegram_api import Message, TelegramAPI, TelegramError, Update, User
-from .telegram_inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy,
-                               to_inbound, unreadable_note)
-from .telegram_outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, Streaming, TelegramStream
-from .telegram_session import FloodControl
+from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
+from .api import Message, TelegramAPI, TelegramError, Update, User
+from .flood import FloodControl
+from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, to_inbound,
+                      unreadable_note)
+from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
+from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
 ALLOWED_UPDATES = ["message"]
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
-GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramSettings:
-    """What the adapter needs from the config (``channels.telegram``), as plain values."""
-
-    token: str
-    api_root: str | None = None
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    webhook_path: str = "/telegram-webhook"
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8787
-    poll_timeout: int = 30
-    streaming: Streaming = "partial"
-    stream_throttle: float = 0.7
-    require_mention: bool = True
-    groups: Mapping[str, bool | None] = field(default_factory=dict)
-    commands: Sequence[tuple[str, str]] = ()
-    greeting: str = GREETING
 
 
 class TelegramChannel:

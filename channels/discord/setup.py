@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from .discord_settings import DiscordSettings
+from .settings import DiscordSettings
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 # Application flags: the Message Content intent, for verified (18) and unverified (19) bots.

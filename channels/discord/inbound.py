@@ -9,8 +9,8 @@ from typing import Literal
 
 import discord
 
-from .base import Attachment, AttachmentKind, ChatRef, Inbound
-from .discord_settings import ChannelRule, DiscordSettings, GuildRule
+from ..base import Attachment, AttachmentKind, ChatRef, Inbound
+from .settings import ChannelRule, DiscordSettings, GuildRule
 
 CHANNEL = "discord"
 _USER = re.compile(r"<@!?(\d+)>")

@@ -14,11 +14,11 @@ from typing import Any
 import discord
 from discord.http import handle_message_parameters
 
-from .base import ChatRef, Media, Reply
-from .chunking import split_text
-from .discord_client import ChorusClient, safe_mentions
-from .discord_settings import UPLOAD_LIMIT
-from .discord_voice import voice_shape
+from ..base import ChatRef, Media, Reply
+from ..chunking import split_text
+from .client import ChorusClient, safe_mentions
+from .settings import UPLOAD_LIMIT
+from .voice import voice_shape
 
 log = logging.getLogger("chorus.discord")
 TEXT_LIMIT = 2000

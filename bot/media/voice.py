@@ -17,7 +17,7 @@ from providers.openrouter.speech import synthesize
 from providers.openrouter.transcription import transcribe
 
 from . import audio
-from .config import ChorusConfig
+from ..config import ChorusConfig
 
 log = logging.getLogger("chorus.voice")
 SPOKEN = "[voice note] "

@@ -17,7 +17,7 @@ from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.video import VideoJob, download_video, poll_video
 
-from .store import Store
+from ..store import Store
 
 log = logging.getLogger("chorus.media_jobs")
 Deliver = Callable[[ChatRef, Reply], Awaitable[None]]

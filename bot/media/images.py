@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from channels.base import Attachment, AttachmentKind, Inbound
 from providers.openrouter.media import data_url
 
-from .config import ImageTools
+from ..config import ImageTools
 
 if TYPE_CHECKING:
     from PIL import Image

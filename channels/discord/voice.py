@@ -22,7 +22,7 @@ class VoiceShape:
 
 def voice_shape(data: bytes) -> VoiceShape:
     """Decode the audio; the duration is what was decoded, the waveform the peak of each slice scaled to 0..255."""
-    import av  # on first use, as in bot.audio: a bot that never sends voice never loads FFmpeg
+    import av  # on first use, as in bot.media.audio: a bot that never sends voice never loads FFmpeg
 
     pcm = array("h")
     rate = 8_000  # plenty for a drawing of loudness

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import telegram_format as fmt
-from .base import AttachmentKind, ChatRef, Media, Reply
-from .telegram_api import InputFile, TelegramAPI, TelegramError
-from .telegram_inbound import parse_ref
+from . import format as fmt
+from ..base import AttachmentKind, ChatRef, Media, Reply
+from .api import InputFile, TelegramAPI, TelegramError
+from .inbound import parse_ref
 
 log = logging.getLogger("chorus.telegram")
 MB = 1_000_000

@@ -1,7 +1,7 @@
 """The Discord channel: DMs, server channels, threads and forum posts through discord.py's gateway client.
 
-Normalization lives in ``discord_inbound``, rendering in ``discord_outbound``, the client (intents, safe
-mentions, configured addresses) in ``discord_client``; this module runs them and registers slash commands.
+Normalization lives in ``inbound``, rendering in ``outbound``, the client (intents, safe
+mentions, configured addresses) in ``client``; this module runs them and registers slash commands.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from .base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
-from .discord_client import ChorusClient
-from .discord_inbound import CHANNEL, chat_of, may_speak, to_inbound
-from .discord_outbound import DiscordStream, Outbox
-from .discord_settings import DiscordSettings
+from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
+from .client import ChorusClient
+from .inbound import CHANNEL, chat_of, may_speak, to_inbound
+from .outbound import DiscordStream, Outbox
+from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
 UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)

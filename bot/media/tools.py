@@ -16,10 +16,10 @@ from providers.openrouter.refs import ModelRef
 from providers.openrouter.video import IMAGE_ROLES, check_video_args, submit_video
 
 from . import audio
-from .config import ChorusConfig, MediaModel
+from ..config import ChorusConfig, MediaModel
 from .images import image_attachments
-from .media_jobs import MediaJobs
-from .tools import ToolContext, ToolError, ToolResult
+from .jobs import MediaJobs
+from ..tools import ToolContext, ToolError, ToolResult
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "audio/mpeg": "mp3", "audio/wav": "wav"}
 TIMEOUT = {"type": "integer", "minimum": 1000, "description": "How long to wait, in milliseconds (optional)."}
