@@ -17,7 +17,7 @@ from pathlib import Path
 from bot.agent import Agent
 from bot.config import parse_config
 from bot.dispatch import Dispatcher
-from bot.discord_config import discord_settings
+from bot.channel_settings import discord_settings
 from bot.runtime import Env
 from bot.store import Inbox, Store
 from channels.discord.channel import DiscordChannel

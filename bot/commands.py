@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from channels.base import Inbound, Reply
+from channels.base import Channel, ChatRef, Inbound, Reply
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
@@ -13,7 +14,7 @@ from .media.audio import AudioError
 from .media.voice import speakable
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher
+    from .agent import Agent
 
 THINKING = ("off", "minimal", "low", "medium", "high", "xhigh")
 TTS_MODES = ("off", "always", "inbound", "tagged")
@@ -32,6 +33,25 @@ HELP = """Commands:
 IMMEDIATE = frozenset({"stop", "status", "help", "start"})
 
 
+class Turns(Protocol):
+    """What a command may know and do about the turns in flight (the dispatcher's lanes), and nothing more."""
+
+    def stop(self, chat: ChatRef) -> bool:
+        """Cancel the chat's turn in progress or about to begin; ``False`` when there is none."""
+
+    def busy(self, chat: ChatRef) -> bool:
+        """Whether the chat has a turn running or waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a command works with: the agent (store, config, voice), the channel it came in on, the turns."""
+
+    agent: Agent
+    channel: Channel
+    turns: Turns
+
+
 def command_name(text: str) -> str | None:
     """The name of the chat command ``text`` is (``/new@bot`` -> ``new``), or ``None`` when it is not one of ours."""
     text = text.strip()
@@ -41,7 +61,7 @@ def command_name(text: str) -> str | None:
     return name if name in _COMMANDS else None
 
 
-async def run_command(d: Dispatcher, inbound: Inbound) -> Reply | None:
+async def run_command(d: CommandContext, inbound: Inbound) -> Reply | None:
     """The reply to a command, or ``None`` when the message is not one of ours."""
     text = inbound.text.strip()
     name = command_name(text)
@@ -52,16 +72,16 @@ async def run_command(d: Dispatcher, inbound: Inbound) -> Reply | None:
     return answer if isinstance(answer, Reply) else Reply(text=answer, reply_to=inbound.message_id)
 
 
-async def _help(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _help(d: CommandContext, inbound: Inbound, arg: str) -> str:
     return HELP
 
 
-async def _new(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _new(d: CommandContext, inbound: Inbound, arg: str) -> str:
     await d.agent.store.new_session(inbound.chat)
     return "Started a new conversation. The previous one is kept."
 
 
-async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _model(d: CommandContext, inbound: Inbound, arg: str) -> str:
     agent = d.agent
     if not arg:
         return f"Model: {await agent.model_for(inbound.chat)}"
@@ -75,13 +95,13 @@ async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return f"Model for this chat set to {ref}."
 
 
-async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _think(d: CommandContext, inbound: Inbound, arg: str) -> str:
     current = stale_effort(arg)
     answer = await _setting(d, inbound, "thinking", current or arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
     return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current else answer
 
 
-async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
+async def _tts(d: CommandContext, inbound: Inbound, arg: str) -> str | Reply:
     word, _, rest = arg.partition(" ")
     if word.lower() == "audio":
         return await _speak_once(d, inbound, rest.strip())
@@ -94,21 +114,20 @@ async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
     return await _setting(d, inbound, "tts", arg.lower(), TTS_MODES, d.agent.config.messages.tts.auto)
 
 
-async def _speak_once(d: Dispatcher, inbound: Inbound, text: str) -> str | Reply:
+async def _speak_once(d: CommandContext, inbound: Inbound, text: str) -> str | Reply:
     """``/tts audio TEXT``: speak this once, whatever the mode."""
-    channel = d.channels.get(inbound.chat.channel)
     if not text:
         return "Usage: /tts audio TEXT"
-    if d.agent.voice is None or channel is None:
+    if d.agent.voice is None:
         return "Speech is not available here."
     try:
-        note = await d.agent.voice.voice_note(speakable(text), channel.capabilities)
+        note = await d.agent.voice.voice_note(speakable(text), d.channel.capabilities)
     except (OpenRouterError, AudioError) as exc:
         return f"Could not speak that: {exc}"
     return Reply(voice=note, reply_to=inbound.message_id)
 
 
-async def _setting(d: Dispatcher, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...], default: str) -> str:
+async def _setting(d: CommandContext, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...], default: str) -> str:
     """Show or set one per-chat override; it outlives /new and restarts."""
     current = getattr(await d.agent.store.chat_settings(inbound.chat), name) or default
     label = {"thinking": "Thinking", "tts": "Spoken replies"}[name]
@@ -120,7 +139,7 @@ async def _setting(d: Dispatcher, inbound: Inbound, name: str, value: str, allow
     return f"{label} for this chat: {value}."
 
 
-async def _status(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _status(d: CommandContext, inbound: Inbound, arg: str) -> str:
     agent, chat = d.agent, inbound.chat
     settings = await agent.store.chat_settings(chat)
     stats = await agent.store.stats(await agent.store.active_session(chat))
@@ -130,12 +149,12 @@ async def _status(d: Dispatcher, inbound: Inbound, arg: str) -> str:
         f"Spoken replies: {settings.tts or agent.config.messages.tts.auto}\n"
         f"Session: {stats.messages} messages, {stats.prompt_tokens:,} prompt + {stats.completion_tokens:,} completion tokens, "
         f"${stats.cost:.4f} so far"
-        + ("\nAnswering now (/stop to cancel)." if d.busy(chat) else "")
+        + ("\nAnswering now (/stop to cancel)." if d.turns.busy(chat) else "")
     )
 
 
-async def _stop(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return "Stopping the answer in progress." if d.stop(inbound.chat) else "Nothing to stop."
+async def _stop(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    return "Stopping the answer in progress." if d.turns.stop(inbound.chat) else "Nothing to stop."
 
 
 _COMMANDS = {

@@ -19,7 +19,7 @@ from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_t
 
 from .access import AccessPolicy
 from .agent import CRASHED, STOP, Agent
-from .commands import IMMEDIATE, command_name, run_command
+from .commands import IMMEDIATE, CommandContext, command_name, run_command
 from .config import Messages
 from .store import Inbox
 
@@ -190,7 +190,7 @@ class Dispatcher:
             log.exception("could not send a notice channel=%s chat=%s", chat.channel, chat.chat_id)
 
     async def _command(self, inbound: Inbound, channel: Channel) -> None:
-        reply = await run_command(self, inbound)
+        reply = await run_command(CommandContext(self.agent, channel, self), inbound)
         if reply is not None:
             await channel.send(inbound.chat, reply)
         await self.inbox.done([inbound])

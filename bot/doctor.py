@@ -10,9 +10,9 @@ from channels.discord import setup as discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
 from .config import ChorusConfig, ConfigError, load_config
-from .discord_config import discord_settings
+from .channel_settings import discord_settings, telegram_token
 from .lock import lock_holder
-from .runtime import Env, telegram_token
+from .runtime import Env
 from .store import Store
 
 
@@ -113,7 +113,7 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
     another process polling the same token makes Telegram answer 409 Conflict."""
     settings = config.channels.telegram
     try:
-        token = telegram_token(config, env)
+        token = telegram_token(config, env.lookup)
     except OSError as exc:
         return [Check("telegram", False, f"tokenFile {settings.token_file}: {exc.strerror}")]
     if not token or not settings.enabled:

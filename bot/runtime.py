@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import os
-import re
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
@@ -14,7 +13,7 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
@@ -31,14 +30,9 @@ from .tools import ToolRegistry
 from .media.voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
-from .commands import HELP
+from .channel_settings import discord_settings, telegram_settings
 from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
-from .config import TelegramChannel as TelegramConfig
-from .discord_config import discord_settings
 from .store import KEEP_ANSWERED_DAYS, Inbox, Store
-
-if TYPE_CHECKING:
-    from channels.telegram.settings import TelegramSettings
 
 GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
 QUIET_COLLECT_EVERY = 300.0  # seconds: how often a quiet service checks whether the collector ran at all
@@ -130,14 +124,12 @@ class Runtime:
     def channels(self, stdin: TextIO | None = None, stdout: TextIO | None = None, *, console: bool = False,
                  env: Env | None = None) -> list[Channel]:
         """The configured channels (Telegram when it has a token); the console when none is, or when asked."""
-        configured = self.config.channels
         found: list[Channel] = []
         env = env or Env()
-        token = telegram_token(self.config, env)
-        if token and configured.telegram.enabled:
+        if (telegram := telegram_settings(self.config, env.lookup)) is not None:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
-            found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
+            found.append(TelegramChannel(telegram))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
@@ -233,31 +225,6 @@ def collect_if_quiet(seen: int) -> int:
     if gc.get_stats()[0]["collections"] == seen:
         gc.collect(1)
     return gc.get_stats()[0]["collections"]
-
-
-def telegram_token(config: ChorusConfig, env: Env) -> str | None:
-    """``botToken``, else the file named by ``tokenFile``, else ``TELEGRAM_BOT_TOKEN`` (see ``Env.lookup``)."""
-    settings = config.channels.telegram
-    if settings.bot_token is not None:
-        return settings.bot_token.get_secret_value().strip() or None
-    if settings.token_file:
-        return Path(settings.token_file).expanduser().read_text(encoding="utf-8").strip() or None
-    return env.lookup("TELEGRAM_BOT_TOKEN", config)
-
-
-def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
-    """The adapter's plain view of ``channels.telegram``; the chat commands fill Telegram's command menu."""
-    from channels.telegram.settings import TelegramSettings
-
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    return TelegramSettings(
-        token=token, api_root=settings.api_root, webhook_url=settings.webhook_url, webhook_secret=secret,
-        webhook_path=settings.webhook_path, webhook_host=settings.webhook_host, webhook_port=settings.webhook_port,
-        poll_timeout=settings.poll_timeout_seconds, streaming=settings.streaming,
-        stream_throttle=settings.stream_throttle_ms / 1000, require_mention=settings.require_mention,
-        groups={key: group.require_mention for key, group in settings.groups.items()},
-        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
-    )
 
 
 @contextmanager

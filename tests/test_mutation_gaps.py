@@ -487,3 +487,46 @@ async def test_the_fake_refuses_a_tool_call_left_without_its_result(fake_openrou
 ])
 def test_require_mention_is_the_groups_own_then_stars_then_the_channels(channel, groups, chat, required):
     assert MentionRules(channel, groups).required(chat) is required
+
+
+# ---- Telegram's formatting and limits (the second mutation round) -----------------------------
+
+
+def test_formatting_spans_are_trimmed_to_the_text_they_cover():
+    """Mutation: ``_convert`` keeping the converter's spans over the trailing newline it strips."""
+    from channels.telegram.format import render
+
+    (part,) = render("> - q\n> - **r**")
+    assert part.text == "⦁ q\n⦁ r"
+    assert part.entities == [{"type": "bold", "offset": 6, "length": 1},
+                             {"type": "blockquote", "offset": 0, "length": 7}]
+
+
+def test_telegrams_limit_is_4096_utf16_units_not_one_more():
+    """Mutation: ``TEXT_LIMIT`` raised to 4,097 (every earlier long text cut well below the limit)."""
+    from channels.chunking import utf16_length
+    from channels.telegram.format import render
+
+    assert [len(p.text) for p in render("a" * 4097)] == [4096, 1]
+    assert [utf16_length(p.text) for p in render("😀" * 2049)] == [4096, 2]  # each emoji is two UTF-16 units
+
+
+# ---- the migration lock -----------------------------------------------------------------------
+
+
+async def test_opening_the_store_waits_while_another_process_migrates(tmp_path):
+    """Mutation: ``migration_lock`` yielding without taking the lock (two starts would race on the schema)."""
+    import fcntl
+    import os
+
+    db = tmp_path / "chorus.db"
+    fd = os.open(tmp_path / "chorus.db.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what another process migrating this database holds
+    opening = asyncio.create_task(Store.open(db))
+    try:
+        done, _ = await asyncio.wait({opening}, timeout=0.3)
+    finally:
+        os.close(fd)  # the other process is done: the lock is free
+    store = await asyncio.wait_for(opening, 10)
+    await store.close()
+    assert not done, "the store opened while another process held the migration lock"

@@ -12,7 +12,8 @@ import pytest
 
 from bot.auth import Credential
 from bot.config import LoadedConfig, parse_config
-from bot.runtime import Env, Runtime, collect_if_quiet, telegram_token
+from bot.channel_settings import telegram_token
+from bot.runtime import Env, Runtime, collect_if_quiet
 
 
 async def test_serving_freezes_what_start_up_built(tmp_path, fake_openrouter):
@@ -58,14 +59,14 @@ def test_a_quiet_service_collects_its_cycles_and_a_busy_one_is_left_to_its_colle
 def test_the_telegram_token_is_read_without_the_whitespace_around_it(tmp_path: Path):
     """A token pasted with a space, or a secret file ending in a newline (as ``echo`` writes it), still works."""
     pasted, _ = parse_config({"channels": {"telegram": {"botToken": " 123:abc \n"}}}, env={})
-    assert telegram_token(pasted, Env({}, {})) == "123:abc"
+    assert telegram_token(pasted, Env({}, {}).lookup) == "123:abc"
     secret = tmp_path / "telegram.token"
     secret.write_text("456:def\n", encoding="utf-8")
     mounted, _ = parse_config({"channels": {"telegram": {"tokenFile": str(secret)}}}, env={})
-    assert telegram_token(mounted, Env({}, {})) == "456:def"
+    assert telegram_token(mounted, Env({}, {}).lookup) == "456:def"
     neither, _ = parse_config({"env": {"TELEGRAM_BOT_TOKEN": "789:config"}}, env={})
-    assert telegram_token(neither, Env({}, {"TELEGRAM_BOT_TOKEN": "789:dotenv"})) == "789:config"
-    assert telegram_token(neither, Env({"TELEGRAM_BOT_TOKEN": " 789:env "}, {})) == "789:env"  # the environment first
+    assert telegram_token(neither, Env({}, {"TELEGRAM_BOT_TOKEN": "789:dotenv"}).lookup) == "789:config"
+    assert telegram_token(neither, Env({"TELEGRAM_BOT_TOKEN": " 789:env "}, {}).lookup) == "789:env"  # the environment first
 
 
 def test_the_projects_env_file_wins_over_the_state_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

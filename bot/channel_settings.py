@@ -1,0 +1,77 @@
+"""The one place the config file becomes each channel's plain settings.
+
+Channels know nothing of the config: each takes a frozen settings dataclass of its own
+(``channels.<name>.settings``). Every channel gets the same kind of translator here,
+``<name>_settings(config, lookup)``, which returns ``None`` when the channel is not configured
+(no token) or is disabled. ``lookup`` finds a variable by name the way the runtime does
+(``Env.lookup``: the environment, the config's ``env`` block, then ``.env``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
+from .commands import HELP
+from .config import ChorusConfig
+
+if TYPE_CHECKING:
+    from channels.telegram.settings import TelegramSettings
+
+Lookup = Callable[[str, ChorusConfig], "str | None"]
+
+
+def telegram_token(config: ChorusConfig, lookup: Lookup) -> str | None:
+    """``botToken``, else the file named by ``tokenFile``, else ``TELEGRAM_BOT_TOKEN`` found by ``lookup``.
+
+    Raises ``OSError`` when ``tokenFile`` cannot be read (``chorus doctor`` reports it).
+    """
+    cfg = config.channels.telegram
+    if cfg.bot_token is not None:
+        return cfg.bot_token.get_secret_value().strip() or None
+    if cfg.token_file:
+        return Path(cfg.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+    return lookup("TELEGRAM_BOT_TOKEN", config)
+
+
+def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings | None:
+    """The Telegram adapter's settings from ``channels.telegram``; the chat commands fill its command menu."""
+    cfg = config.channels.telegram
+    token = telegram_token(config, lookup)
+    if not token or not cfg.enabled:
+        return None
+    from channels.telegram.settings import TelegramSettings  # its module loads the Bot API client: only when used
+
+    return TelegramSettings(
+        token=token, api_root=cfg.api_root, webhook_url=cfg.webhook_url,
+        webhook_secret=cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None,
+        webhook_path=cfg.webhook_path, webhook_host=cfg.webhook_host, webhook_port=cfg.webhook_port,
+        poll_timeout=cfg.poll_timeout_seconds, streaming=cfg.streaming,
+        stream_throttle=cfg.stream_throttle_ms / 1000, require_mention=cfg.require_mention,
+        groups={key: group.require_mention for key, group in cfg.groups.items()},
+        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
+    )
+
+
+def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | None:
+    """The Discord adapter's settings from ``channels.discord`` (token: ``token``, else ``DISCORD_BOT_TOKEN``)."""
+    cfg = config.channels.discord
+    token = cfg.token.get_secret_value() if cfg.token else lookup("DISCORD_BOT_TOKEN", config)
+    if not token or not cfg.enabled:
+        return None
+
+    def ids(values: list[str | int] | None) -> frozenset[str] | None:
+        return None if values is None else frozenset(str(v) for v in values)
+
+    guilds = {gid: GuildRule(g.require_mention, ids(g.users) or frozenset(), {
+        key: ChannelRule(c.enabled, c.require_mention, ids(c.users)) for key, c in g.channels.items()})
+        for gid, g in cfg.guilds.items()}
+    return DiscordSettings(
+        token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, require_mention=cfg.require_mention,
+        allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
+        throttle=cfg.streaming.throttle_ms / 1000,
+        media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
+    )
