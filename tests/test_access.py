@@ -242,3 +242,19 @@ async def test_a_server_the_discord_config_lists_is_let_in_whatever_the_allowlis
     config, _ = parse_config({"channels": {"discord": {"guilds": {"900": {}}, "allowFrom": ["1"]}}}, env={})
     message = Inbound(chat=ChatRef("discord", "c-55", kind="group"), sender_id="77", sender_name="Ada", text="hi")
     assert await AccessPolicy(store, config, clock).check(message) == Decision(True, "group-listed")
+
+
+@pytest.mark.parametrize("channel", ["telegram", "discord"])
+async def test_a_strangers_commands_get_only_the_pairing_text_and_change_nothing(make, channel):
+    """Mutation: commands routed before the access check. A stranger's ``/model``, ``/tts always`` and
+    ``/status`` get the pairing text (nothing else), and their chat keeps the default settings."""
+    rig = await make({"channels": {channel: {}}})
+    stranger = {"chat": "77", "channel": channel, "sender": "77", "name": "Mallory"}
+    for command in ("/model openrouter/openai/gpt-4o", "/tts always", "/think high", "/status"):
+        await rig.say(command, **stranger)
+    (request,) = await rig.dispatcher.access.pairing.pending(channel)
+    pairing = pairing_text("Mallory", request.code, "60 minutes").replace("approve telegram", f"approve {channel}")
+    assert rig.channel.texts("77") == [pairing] * 4
+    settings = await rig.store.chat_settings(ChatRef(channel, "77"))
+    assert (settings.model, settings.tts, settings.thinking) == (None, None, None)
+    assert rig.fake.chat_requests() == []
