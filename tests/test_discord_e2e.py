@@ -99,8 +99,10 @@ async def bot(shared_bot: SharedBot) -> AsyncIterator[SharedBot]:
     shared_bot.since = len(shared_bot.openrouter.requests)
     seen = (len(shared_bot.openrouter.violations), len(shared_bot.discord.violations))
     yield shared_bot
+    leftover, shared_bot.openrouter.answers[:] = list(shared_bot.openrouter.answers), []  # not the next test's
+    shared_bot.discord.clear_scripts()
     assert shared_bot.openrouter.violations[seen[0]:] == [] and shared_bot.discord.violations[seen[1]:] == []
-    assert shared_bot.openrouter.answers == [], "scripted answers left unused"
+    assert leftover == [], "scripted answers left unused"
 
 
 shared = pytest.mark.asyncio(loop_scope="module")
@@ -147,6 +149,16 @@ async def test_a_9000_character_answer_arrives_in_exact_parts_with_code_fences_r
     assert parts[3].startswith("```python\n")  # the block reopened with its language
     first = bot.discord.bot_messages(dm)[0]
     assert first.data["message_reference"]["message_id"] == question["id"]
+
+
+@shared
+async def test_one_character_over_discords_limit_arrives_as_a_second_message(bot):
+    ann = bot.discord.user("ann")
+    dm = bot.discord.dm(ann)
+    bot.openrouter.queue(Text("x" * 2001))
+    await bot.discord.say(dm, ann, "2001 letters")
+    await bot.discord.wait_sent(dm, 2)
+    assert [m.content for m in bot.discord.bot_messages(dm)] == ["x" * 2000, "x"]
 
 
 @shared

@@ -304,6 +304,10 @@ class FakeDiscord:
         """The next ``times`` requests to ``method template`` are answered 429 with ``retry_after``."""
         self._limits.append(_Limit(method, template, retry_after, times))
 
+    def clear_scripts(self) -> None:
+        """Forget rate limits scripted but not yet used up (a shared fake between two tests)."""
+        self._limits.clear()
+
     # ---- inspection --------------------------------------------------------------------------
 
     def calls_to(self, method: str, template: str) -> list[Call]:

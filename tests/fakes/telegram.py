@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .media import make_png
 from .telegram_spec import CAPTION_LIMIT, TEXT_LIMIT, Problem, check_call, check_length, decode_form_value, rendered_text
 
 TOKEN = "123456789:AAFakeTokenForTestsOnly_abcdefghijklmn"
@@ -200,11 +201,16 @@ class FakeTelegram:
         self.chats[chat_id].deleted.add(message_id)
 
     def photo(self, chat_id: int, data: bytes, *, width: int = 64, height: int = 36, **kw: Any) -> dict[str, Any]:
-        """A user sends a photo (``caption=``, ``media_group_id=`` for albums, ``chat_type=`` ...)."""
-        file_id = self.upload(data, f"photos/file_{len(self.files)}.jpg")
-        size = {"file_id": file_id, "file_unique_id": "U" + file_id, "width": width, "height": height,
-                "file_size": len(data)}
-        return self.message(chat_id, None, photo=[size], **kw)
+        """A user sends a photo (``caption=``, ``media_group_id=`` for albums, ``chat_type=`` ...).
+
+        As Telegram does, the message lists the photo's sizes smallest first: a thumbnail (another real image,
+        so a bot that fetched it would show the wrong picture, not fail), then ``data`` itself."""
+        sizes = []
+        for image, (w, h) in ((make_png(9, 5), (90, 51)), (data, (width, height))):
+            file_id = self.upload(image, f"photos/file_{len(self.files)}.jpg")
+            sizes.append({"file_id": file_id, "file_unique_id": "U" + file_id, "width": w, "height": h,
+                          "file_size": len(image)})
+        return self.message(chat_id, None, photo=sizes, **kw)
 
     def voice(self, chat_id: int, data: bytes, duration: int, **kw: Any) -> dict[str, Any]:
         """A user records a voice note (the bytes should be real OGG/Opus)."""
@@ -301,8 +307,8 @@ class FakeTelegram:
         try:
             answer = _ok(True) if handler is None else await handler(params, files)
         except Problem as exc:
-            call.status = 400
             answer = _error(400, str(exc))
+        call.status = answer.status  # a handler may refuse too ("message is not modified")
         if (gate := self.held.get(method)) is not None:  # done, as Telegram does what it got; the answer is slow
             await gate.wait()
         return answer
