@@ -25,6 +25,9 @@ from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
 
+# The parts of an album come one by one (through a webhook each only once the last was acknowledged), each
+# within moments of the last: this long without another, the album is complete.
+ALBUM_QUIET = 0.5
 NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
              "so I cannot answer it; please send it again in a moment.")
 
@@ -113,7 +116,7 @@ class Dispatcher:
             if busy:
                 await asyncio.gather(*busy, return_exceptions=True)
             elif self._held:
-                await asyncio.sleep(self.messages.inbound.debounce_ms / 1000)
+                await asyncio.sleep(min(self.messages.inbound.debounce_ms / 1000 or ALBUM_QUIET, ALBUM_QUIET))
             else:
                 return
 
@@ -172,8 +175,11 @@ class Dispatcher:
         elif inbound.chat.kind == "group" and not inbound.mentioned:
             await self.inbox.remember_group(inbound, self.messages.group_chat.history_limit)
             await self.inbox.done([inbound])
+        elif inbound.album is not None:
+            self._hold(inbound, channel, (inbound.chat.session_key, "album:" + inbound.album), ALBUM_QUIET)
         elif self.messages.inbound.debounce_ms > 0 and not inbound.attachments:
-            self._debounce(inbound, channel)
+            self._hold(inbound, channel, (inbound.chat.session_key, inbound.sender_id),
+                       self.messages.inbound.debounce_ms / 1000)
         else:
             self._enqueue_after_held(inbound, channel)
 
@@ -195,24 +201,23 @@ class Dispatcher:
             await channel.send(inbound.chat, reply)
         await self.inbox.done([inbound])
 
-    def _debounce(self, inbound: Inbound, channel: Channel) -> None:
-        """Fold quick consecutive texts from one sender into one turn."""
-        key = (inbound.chat.session_key, inbound.sender_id)
+    def _hold(self, inbound: Inbound, channel: Channel, key: tuple[str, str], quiet: float) -> None:
+        """Fold what comes under one ``key`` into one turn, once ``quiet`` seconds pass without more: quick
+        consecutive texts from one sender (debouncing), or the parts of an album."""
         held = self._held.setdefault(key, _Held([]))
         held.inbounds.append(inbound)
         if held.timer:
             held.timer.cancel()
-        held.timer = asyncio.get_running_loop().call_later(
-            self.messages.inbound.debounce_ms / 1000, self._release, key, channel
-        )
+        held.timer = asyncio.get_running_loop().call_later(quiet, self._release, key, channel)
 
     def _enqueue_after_held(self, inbound: Inbound, channel: Channel) -> None:
         """A message that is not debounced (a command, a file) goes after what its sender wrote just before and
-        the debouncer still holds: that goes first, as a turn of its own (so "thanks" is answered before /new)."""
-        key = (inbound.chat.session_key, inbound.sender_id)
-        if (held := self._held.get(key)) is not None:
-            if held.timer:
-                held.timer.cancel()
+        the debouncer still holds, and after an album still being gathered: those go first, as turns of their
+        own (so "thanks" is answered before /new)."""
+        session, sender = inbound.chat.session_key, inbound.sender_id
+        for key in [k for k in self._held if k[0] == session and (k[1] == sender or k[1].startswith("album:"))]:
+            if (timer := self._held[key].timer) is not None:
+                timer.cancel()
             self._release(key, channel)
         self._enqueue([inbound], channel)
 

@@ -101,6 +101,9 @@ class Inbound:
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
     moved_from: str | None = None  # the chat's previous id: a Telegram group that became a supergroup
+    # Parts of one message that the platform delivers one by one and will not send the next of before this one
+    # is acknowledged (a Telegram album through a webhook): the core answers the parts with one key together.
+    album: str | None = None
 
 
 @dataclass(slots=True)

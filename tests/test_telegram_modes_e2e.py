@@ -80,6 +80,31 @@ async def test_webhook_mode_checks_the_secret_never_polls_and_streams_group_answ
         ["through the webhook", "[Ada]: @chorus_test_bot go"]  # the forged update never reached the model
 
 
+async def test_an_album_through_the_webhook_is_one_message_with_all_its_photos(home, fake_telegram, fake_openrouter):
+    """Telegram posts a chat's next update only once the last one was answered, so an album's parts come one by
+    one, each acknowledged before the next is sent (the fake does as Telegram's server does); the model still
+    gets them as one message, answered once."""
+    tg, ai = fake_telegram, fake_openrouter
+    port = free_port()
+    dog, bird = make_png(50, 30), make_png(60, 30)
+    async with running(home, tg, ai, ready="setWebhook", streaming="off", webhookPort=port,
+                       webhookUrl=f"http://127.0.0.1:{port}/telegram-webhook", webhookSecret="s3cret"):
+        ai.queue(Text("Two gradients."))
+        tg.photo(USER, dog, media_group_id="album-w", caption="what are these?")
+        dog_part = tg.last_update_id
+        tg.photo(USER, bird, media_group_id="album-w")
+        bird_part = tg.last_update_id
+        tg.message(USER, "and a text after it")  # answered after the album, in the order sent
+        await tg.wait_sent(USER, 2)
+    assert tg.texts_in(USER) == ["Two gradients.", "echo: and a text after it"]
+    (album,) = [r.json["messages"][-1]["content"] for r in ai.chat_requests()
+                if isinstance(r.json["messages"][-1]["content"], list)]
+    assert album[0] == {"type": "text", "text": "what are these?"}
+    assert [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in album[1:]] == [dog, bird]
+    posted = [u for u, status in tg.webhook_results if status == 200]
+    assert posted.index(dog_part) < posted.index(bird_part)
+
+
 async def test_an_update_cut_off_by_kill_9_is_answered_once_after_the_restart(home, fake_telegram, fake_openrouter):
     tg, ai = fake_telegram, fake_openrouter
     await onboarded(home, ai)

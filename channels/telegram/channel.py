@@ -15,7 +15,7 @@ import logging
 from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
-from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, to_inbound,
+from .inbound import (UNREADABLE, Albums, MentionRules, command, for_another_bot, lazy, to_inbound,
                       unreadable_note)
 from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
 from .settings import TelegramSettings
@@ -95,8 +95,11 @@ class TelegramChannel:
             await self._accept([message], handle)
 
     async def _accept(self, parts: list[Message], handle: InboundHandler) -> None:
-        """A message, or an album's parts as one: files the model cannot take get a sentence at once."""
+        """A message, or an album's parts as one: files the model cannot take get a sentence at once. A part
+        of an album taken alone (webhook mode) is marked with the album, for the core to fold."""
         inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
+        if len(parts) == 1 and (album := parts[0].get("media_group_id")):
+            inbound.album = str(album)
         note = unreadable_note(inbound) if inbound.mentioned else None
         if note:  # said at once, by the channel: no model turn can do anything with these files
             await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
@@ -170,20 +173,15 @@ class TelegramChannel:
         from aiohttp import web  # the server side of aiohttp, only in webhook mode
 
         settings = self.settings
-        albums = AlbumWaiter(0.5, lambda parts: self._accept(parts, handle))
-
         async def receive(request: web.Request) -> web.Response:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
             if not hmac.compare_digest(given.encode(), (settings.webhook_secret or "").encode()):
                 log.warning("webhook request with a wrong secret token from %s refused", request.remote)
                 return web.Response(status=401, text="wrong secret token")
             try:
-                update: Update = await request.json()
-                message = update.get("message")
-                if message is not None and message.get("media_group_id"):
-                    await albums.add(message)
-                else:
-                    await self._feed(update, handle)
+                # Telegram sends a chat's next update only once this one is answered: an album's parts cannot be
+                # gathered here, so each is accepted on its own, marked, and the core answers them together.
+                await self._feed(await request.json(), handle)
             except Exception:  # Telegram delivers the update again after a non-200
                 log.exception("webhook update could not be accepted")
                 return web.Response(status=500, text="not accepted")

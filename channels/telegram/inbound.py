@@ -6,7 +6,6 @@ in the inbox before a restart can be fetched again (``reattach``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -192,34 +191,3 @@ class Albums:
         albums = [[m for _, m in sorted(parts, key=lambda p: p[1]["message_id"])] for parts in self._parts.values()]
         self._parts.clear()
         return albums
-
-
-class AlbumWaiter:
-    """Albums for webhook mode: every part's request waits until the album, complete, is accepted."""
-
-    def __init__(self, quiet: float, accept: Callable[[list[Message]], Awaitable[None]]) -> None:
-        self.quiet = quiet
-        self.accept = accept
-        self._groups: dict[str, tuple[list[Message], asyncio.Future[None], asyncio.TimerHandle | None]] = {}
-
-    async def add(self, message: Message) -> None:
-        loop = asyncio.get_running_loop()
-        key = str(message.get("media_group_id"))
-        parts, done, timer = self._groups.get(key) or ([], loop.create_future(), None)
-        if timer:
-            timer.cancel()
-        parts.append(message)
-        self._groups[key] = (parts, done, loop.call_later(self.quiet, self._flush, key))
-        await asyncio.shield(done)
-
-    def _flush(self, key: str) -> None:
-        parts, done, _ = self._groups.pop(key)
-
-        async def run() -> None:
-            try:
-                await self.accept(sorted(parts, key=lambda m: m["message_id"]))
-                done.set_result(None)
-            except Exception as exc:  # the webhook answers 500 and Telegram delivers again
-                done.set_exception(exc)
-
-        asyncio.get_running_loop().create_task(run())

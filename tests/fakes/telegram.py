@@ -24,6 +24,7 @@ from .media import make_png
 from .telegram_spec import CAPTION_LIMIT, TEXT_LIMIT, Problem, check_call, check_length, decode_form_value, rendered_text
 
 TOKEN = "123456789:AAFakeTokenForTestsOnly_abcdefghijklmn"
+MAX_CONNECTIONS = 40  # setWebhook's default
 BOT = {"id": 123456789, "is_bot": True, "first_name": "Chorus", "username": "chorus_test_bot",
        "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
 MEDIA_METHODS = {"sendPhoto": "photo", "sendVideo": "video", "sendAudio": "audio", "sendVoice": "voice",
@@ -491,25 +492,35 @@ class FakeTelegram:
     # ---- webhook delivery --------------------------------------------------------------------
 
     async def _deliver(self) -> None:
-        """POST queued updates to the webhook, one at a time, until it answers 200 (like Telegram)."""
-        assert self._http is not None
+        """POST queued updates to the webhook as Telegram's server does (``WebhookActor`` in tdlib/telegram-bot-api):
+        one queue per chat, each in order, its next update only once the last was answered 200; the chats' queues
+        at the same time, up to ``max_connections`` (40)."""
+        in_flight: dict[Any, asyncio.Task[None]] = {}
         while True:
-            if not self.webhook.get("url") or not self.updates:
-                await self._arrival(0.2)
-                continue
-            update = self.updates[0]
-            headers = {"X-Telegram-Bot-Api-Secret-Token": self.webhook["secret"]} if self.webhook.get("secret") else {}
-            try:
-                async with self._http.post(self.webhook["url"], json=update, headers=headers,
-                                           timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
-            self.webhook_results.append((update["update_id"], status))
-            if status == 200:
-                self.updates = [u for u in self.updates if u is not update]
-            else:
-                await asyncio.sleep(0.2)
+            if self.webhook.get("url"):
+                busy = set(in_flight)
+                for update in list(self.updates):
+                    key = _queue_of(update)
+                    if key not in busy and len(in_flight) < MAX_CONNECTIONS:
+                        in_flight[key] = asyncio.create_task(self._post(update, key, in_flight))
+                    busy.add(key)  # a chat's later updates wait behind its first
+            await self._arrival(0.2, *in_flight.values())
+
+    async def _post(self, update: dict[str, Any], key: Any, in_flight: dict[Any, asyncio.Task[None]]) -> None:
+        assert self._http is not None
+        headers = {"X-Telegram-Bot-Api-Secret-Token": self.webhook["secret"]} if self.webhook.get("secret") else {}
+        try:
+            async with self._http.post(self.webhook["url"], json=update, headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.webhook_results.append((update["update_id"], status))
+        if status == 200:
+            self.updates = [u for u in self.updates if u is not update]
+        else:
+            await asyncio.sleep(0.2)  # then the same update again, the chat's later ones still behind it
+        del in_flight[key]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -538,6 +549,14 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, 
     for key, value in raw.items():
         params[key] = decode_form_value(method, key, value)
     return params, files
+
+
+def _queue_of(update: dict[str, Any]) -> Any:
+    """The queue an update waits in: its chat's (Telegram's server keys them by chat)."""
+    for value in update.values():
+        if isinstance(value, dict) and isinstance(value.get("chat"), dict):
+            return value["chat"].get("id")
+    return update["update_id"]  # no chat: a queue of its own
 
 
 def _ok(result: Any) -> web.Response:
