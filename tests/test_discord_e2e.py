@@ -12,12 +12,22 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from bot.access import PAIRING_TEXT, REFUSED_TEXT
+from bot.agent import Agent
+from bot.auth import Credential
+from bot.channel_settings import discord_settings
+from bot.config import parse_config
+from bot.dispatch import Dispatcher
+from bot.runtime import make_client
+from bot.store import Inbox, Store
+from channels.discord import outbound
+from channels.discord.channel import DiscordChannel
 from channels.chunking import split_text
 from tests.conftest import Home, chorus
 from channels.discord.outbound import VOICE_FALLBACK
@@ -556,18 +566,45 @@ async def test_a_spoken_reply_quotes_the_question_once(bot):
     assert (voice.data["flags"], voice.data.get("message_reference")) == (VOICE_FLAG, None)
 
 
-@shared
-async def test_typing_ends_with_the_answer(bot):
+async def test_typing_is_renewed_while_the_answer_is_written_and_ends_with_it(fake_openrouter, fake_discord,
+                                                                              tmp_path, monkeypatch):
     """Each typing request shows "typing" for 10 s and is renewed every 8 s while the answer is written; one
-    renewal after the answer would show the bot writing again for 10 s, with nothing coming."""
-    ann = bot.discord.user("ann")
-    dm = bot.discord.dm(ann)
-    bot.openrouter.queue(Text("Done."))
-    await bot.discord.say(dm, ann, "quick one")
-    await bot.discord.wait_sent(dm)
-    typing = len(bot.calls("POST", f"/channels/{dm['id']}/typing"))
-    await asyncio.sleep(8.5)
-    assert typing >= 1 and len(bot.calls("POST", f"/channels/{dm['id']}/typing")) == typing
+    renewal after the answer would show the bot writing again, with nothing coming. The channel runs in this
+    process against the fake Discord, its renewal interval shortened to 0.2 s."""
+    monkeypatch.setattr(outbound, "TYPING_EVERY", 0.2)
+    raw = {"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url, "maxRetries": 0}}},
+           "channels": {"discord": fake_discord.config(dmPolicy="open")}}
+    config, _ = parse_config(raw, env={})
+    settings = discord_settings(config, lambda name, cfg: None)
+    assert settings is not None
+    store = await Store.open(tmp_path / "chorus.db")
+    llm = make_client(config, Credential(fake_openrouter.api_key, "test"))
+    dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
+    channel = DiscordChannel(settings)
+    running = asyncio.create_task(channel.run(partial(dispatcher.accept, channel=channel)))
+    try:
+        await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
+        ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
+        dm, other = fake_discord.dm(ann), fake_discord.dm(bob)
+        fake_openrouter.queue(Text("Hi."), Text("Done.", delay=1.0), Text("Later.", delay=1.0))
+        await fake_discord.say(dm, ann, "hello")  # the first exchange: the client learns the routes
+        await fake_discord.wait_sent(dm)
+        typed = fake_discord.typing.get(dm["id"], 0)
+        await fake_discord.say(dm, ann, "take your time")  # the answer takes a second
+        await fake_discord.wait_sent(dm, 2)
+        while_writing = fake_discord.typing.get(dm["id"], 0) - typed
+        # The marker: an answer in another chat that takes five renewal intervals; any renewal in the first chat
+        # would have come before it.
+        await fake_discord.say(other, bob, "and you?")
+        await fake_discord.wait_sent(other)
+        assert while_writing >= 4  # at once, then every 0.2 s while the answer was written
+        assert fake_discord.typing.get(dm["id"], 0) - typed == while_writing
+    finally:
+        await dispatcher.drain()
+        await channel.stop()
+        await running
+        await llm.aclose()
+        await store.close()
 
 
 @shared

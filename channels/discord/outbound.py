@@ -22,6 +22,7 @@ from .voice import voice_shape
 
 log = logging.getLogger("chorus.discord")
 TEXT_LIMIT = 2000
+TYPING_EVERY = 8.0  # seconds between typing requests: Discord shows one for 10 s
 VOICE_FALLBACK = "I may not send voice messages here, so here is my answer as an audio file; nothing is lost."
 
 
@@ -161,9 +162,9 @@ class DiscordStream:
     async def _type(self) -> None:
         """Discord shows "typing" for 10 s per request: renew it until the answer is out (at most 10 minutes,
         should a turn end without closing its stream)."""
-        for _ in range(75):
+        for _ in range(int(600 / TYPING_EVERY)):
             await (await self.outbox()).type_once(self.chat)
-            await asyncio.sleep(8)
+            await asyncio.sleep(TYPING_EVERY)
 
 
 def _size(size: int) -> str:
