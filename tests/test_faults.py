@@ -256,7 +256,7 @@ async def test_a_full_disk_loses_a_message_loudly_and_the_service_recovers(home,
     # the files' current ends fails as it would with ENOSPC, and raising it again is "space returns".
     resource.prlimit(service.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
     await service.say("during")
-    await asyncio.sleep(1)
+    await eventually(lambda: "could not save your message" in service.out, "the warning that it was lost")
     resource.prlimit(service.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     await service.say("after")
     result = await service.finish()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import statistics
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -114,9 +115,9 @@ async def test_answers_stream_in_throttled_drafts_then_arrive_as_one_message(bot
     assert all(len(a) < len(b) for a, b in zip(shown, shown[1:]))  # each draft shows more of the answer
     assert all(final.text.startswith(s.replace("**", "").rstrip("*")) for s in shown)
     gaps = [b.at - a.at for a, b in zip(drafts, drafts[1:])]
-    # Throttled: one draft per 200 ms (unthrottled, one per 60 ms piece), measured where the calls arrive,
-    # so a few ms of jitter between two requests is allowed for.
-    assert min(gaps) >= 0.15, gaps
+    # Throttled: one draft per 200 ms (unthrottled, one per 60 ms piece). Measured where the calls arrive, where
+    # one request held up on a loaded machine makes the gap after it short: the median gap says it.
+    assert statistics.median(gaps) >= 0.18, gaps
     (send,) = [c for c in tg.calls_to("sendMessage") if c.params["chat_id"] == chat]
     assert send.at > drafts[-1].at
     assert final.text == "The quick brown fox jumps over the lazy dog, twice: once for you and once for me."
