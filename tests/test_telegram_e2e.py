@@ -130,8 +130,7 @@ async def test_a_long_answer_arrives_in_parts_with_the_code_block_closed_and_reo
     ai.queue(Text("Here is the script:\n\n```python\n" + "\n".join(code) + "\n```\n\nThat's all."))
     tg.message(chat, "write a long script")
     await tg.wait_sent(chat, 3)
-    await asyncio.sleep(0.5)
-    parts = tg.messages_in(chat)
+    parts = await tg.settled(chat)
     assert len(parts) == 3
     assert all(len(p.text.encode("utf-16-le")) // 2 <= 4096 for p in parts)
     assert parts[0].text.startswith("Here is the script:\n\nprint('line 000')")
@@ -163,10 +162,10 @@ async def test_a_blocked_user_is_logged_once_and_not_retried(bot):
     tg.message(chat, "one")
     await tg.wait_for(lambda: len(sends()) == 1)
     tg.message(chat, "two")
-    await tg.wait_for(lambda: len(sends()) == 2)
-    await asyncio.sleep(0.5)
+    tg.message(chat, "three")  # the marker: tried after whatever the two before it caused
+    await tg.wait_for(lambda: any(c.params["text"] == "echo: three" for c in sends()))
     assert bot.service.log.count(f"Telegram refuses messages to chat {chat}") == 1
-    assert len(sends()) == 2  # one try per reply, no retry loop
+    assert [c.params["text"] for c in sends()] == ["echo: one", "echo: two", "echo: three"]  # one try each, no retry
 
 
 async def test_a_voice_note_is_heard_and_answered_with_a_voice_note(bot):
@@ -217,13 +216,13 @@ async def test_a_photo_and_an_album_reach_the_model_as_images(bot):
     tg.photo(chat, bird, media_group_id="album-1")
     tg.photo(chat, fish, media_group_id="album-1", caption="and these?")
     await tg.wait_sent(chat, 2)
-    await asyncio.sleep(0.5)
-    first, second = (r.json["messages"][-1]["content"] for r in bot.model_calls())
+    earlier = await tg.settled(chat)
+    first, second, _ = (r.json["messages"][-1]["content"] for r in bot.model_calls())
     assert first == [{"type": "text", "text": "what is this?"},
                      {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(cat).decode()}}]  # as sniffed
     assert second[0] == {"type": "text", "text": "and these?"}
     assert [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in second[1:]] == [dog, bird, fish]
-    assert tg.texts_in(chat) == ["A gradient.", "Three gradients."]  # the album is one message, one answer
+    assert [s.text for s in earlier] == ["A gradient.", "Three gradients."]  # the album is one message, one answer
 
 
 async def test_an_album_with_a_video_gets_the_sentence_and_its_photo_reaches_the_model(bot):
@@ -302,13 +301,14 @@ async def test_in_a_group_the_bot_answers_only_when_addressed(bot):
     tg.message(group, "/model@chorus_test_bot", sender=bob, chat_type="supergroup",
                entities=[{"type": "bot_command", "offset": 0, "length": 22}])
     await tg.wait_sent(group, 3)
-    await asyncio.sleep(0.3)
-    assert tg.texts_in(group) == ["Hello, Ada.", "Yes?", "Model: openrouter/auto"]  # not the other bot's /status
+    earlier = await tg.settled(group, "@chorus_test_bot marker", sender=ada, chat_type="supergroup",
+                               entities=[{"type": "mention", "offset": 0, "length": 16}])
+    assert [s.text for s in earlier] == ["Hello, Ada.", "Yes?", "Model: openrouter/auto"]  # not the other bot's /status
     assert hello.reply_to == asked["message_id"]  # in a group the answer quotes the question
     first = bot.model_calls()[0].json["messages"][-1]["content"]
     assert first == ("[Chat messages since your last reply - for context]\n[Bob]: lunch at noon?\n\n"
                      "[Current message - respond to this]\n[Ada]: @chorus_test_bot say hi")
-    assert len(bot.model_calls()) == 2  # "lunch at noon?" alone never reached the model
+    assert len(bot.model_calls()) == 3  # "lunch at noon?" alone never reached the model (the third: the marker)
 
 
 async def test_in_a_group_only_what_names_this_bot_addresses_it(bot):
@@ -368,10 +368,10 @@ async def test_a_429_in_the_middle_of_a_reply_delays_it_and_loses_nothing(bot):
     tg.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1, after=1, chat_id=chat)
     tg.message(chat, "write a lot")
     await tg.wait_sent(chat, 4)
-    await asyncio.sleep(0.3)
-    assert "\n\n".join(tg.texts_in(chat)) == "\n\n".join(p.strip() for p in paragraphs)  # all of it, once, in order
+    earlier = await tg.settled(chat)
+    assert "\n\n".join(s.text for s in earlier) == "\n\n".join(p.strip() for p in paragraphs)  # all, once, in order
     sends = [c for c in tg.calls if c.method == "sendMessage" and c.params["chat_id"] == chat]
-    assert [c.status for c in sends] == [200, 429, 200, 200, 200]
+    assert [c.status for c in sends] == [200, 429, 200, 200, 200, 200]  # the last: the marker's answer
     assert sends[2].at - sends[1].at >= 1.0  # resent only after retry_after
     assert "Telegram flood control on sendMessage: waiting 1 s, then sending again" in bot.service.log
 
@@ -413,8 +413,9 @@ async def test_a_document_in_a_group_gets_its_sentence_only_when_the_bot_is_addr
     asked = tg.message(group, None, document=doc, caption="@chorus_test_bot summarise", sender=bob,
                        chat_type="supergroup", caption_entities=[{"type": "mention", "offset": 0, "length": 16}])
     note, answer = await tg.wait_sent(group, 2)
-    await asyncio.sleep(0.5)
-    assert tg.texts_in(group) == [
+    earlier = await tg.settled(group, "@chorus_test_bot marker", sender=bob, chat_type="supergroup",
+                               entities=[{"type": "mention", "offset": 0, "length": 16}])
+    assert [s.text for s in earlier] == [
         "I can't read minutes.pdf: I understand text, photos, voice notes and audio files. I'll answer the rest of "
         "your message.",
         "echo: @chorus_test_bot summarise",
@@ -430,6 +431,6 @@ async def test_a_video_alone_is_taken_up_and_gets_its_sentence(bot):
              "file_name": "holiday.mp4", "mime_type": "video/mp4"}
     tg.message(chat, None, video=video)
     await tg.wait_sent(chat)
-    await asyncio.sleep(0.3)
-    assert tg.texts_in(chat) == ["I can't read holiday.mp4: I understand text, photos, voice notes and audio files."]
-    assert bot.model_calls() == []
+    earlier = await tg.settled(chat)
+    assert [s.text for s in earlier] == ["I can't read holiday.mp4: I understand text, photos, voice notes and audio files."]
+    assert [c.json["messages"][-1]["content"] for c in bot.model_calls()] == ["marker"]  # the video never did

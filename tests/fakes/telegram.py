@@ -269,6 +269,18 @@ class FakeTelegram:
             while not predicate():
                 await asyncio.sleep(0.02)
 
+    async def settled(self, chat_id: int, text: str = "marker", **kw: Any) -> list[Sent]:
+        """What the chat received before the answer to one more message (``text``, sent with ``kw``): the bot
+        answers a chat's messages in order, so whatever an earlier one still caused came before that answer.
+        Used instead of waiting a fixed time for nothing more to come; the marker's answer is not returned."""
+        before = len(self.messages_in(chat_id))
+        self.message(chat_id, text, **kw)
+        await self.wait_for(lambda: any((s.text or "").endswith(text) for s in self.messages_in(chat_id)[before:]),
+                            what=f"the answer to {text!r}")
+        *earlier, marker = self.messages_in(chat_id)
+        assert (marker.text or "").endswith(text), "something came after the marker's answer"
+        return earlier
+
     async def wait_sent(self, chat_id: int, count: int = 1, timeout: float = 20) -> list[Sent]:
         """Wait until the bot has sent ``count`` messages into ``chat_id``."""
         try:
