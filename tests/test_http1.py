@@ -320,19 +320,38 @@ async def pieces_apart(writer: asyncio.StreamWriter, seen: Seen) -> None:
 
 
 async def test_a_streamed_answer_comes_piece_by_piece_and_its_connection_goes_on(serve):
-    server, url = await serve(pieces_apart)
+    """Each piece reaches the reader before the server writes the next: the server waits for the reader to have
+    it (a client that held pieces back would leave the server waiting, and the pieces would not come apart)."""
+    read: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+    held_back: list[int] = []
+
+    async def piece_after_piece(writer: asyncio.StreamWriter, seen: Seen) -> None:
+        if seen.target == "/plain":
+            writer.write(answer(b"plain"))
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n")
+        for i, piece in enumerate((b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n")):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            try:
+                await asyncio.wait_for(read[i].wait(), 2)
+            except TimeoutError:
+                held_back.append(i)
+        writer.write(b"0\r\n\r\n")
+
+    server, url = await serve(piece_after_piece)
     origin = Origin(url)
-    loop = asyncio.get_running_loop()
     try:
-        async with await origin.stream("POST", "/stream", body=b"{}", timeout=5) as stream:
+        async with await origin.stream("POST", "/stream", body=b"{}", timeout=10) as stream:
             assert (stream.status, stream.headers["content-type"]) == (200, "text/event-stream")
-            started, got = loop.time(), []
+            got = []
             while piece := await stream.read():
-                got.append((piece, round(loop.time() - started, 1)))
+                got.append(piece)
+                read[len(got) - 1].set()
         after = await origin.request("GET", "/plain", timeout=5)
     finally:
         await origin.aclose()
-    assert got == [(b"data: 1\n\n", 0.0), (b"data: 2\n\n", 0.1), (b"data: [DONE]\n\n", 0.2)]
+    assert got == [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"] and held_back == []
     assert after.body == b"plain" and server.connections == 1
 
 
