@@ -13,6 +13,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from ..backoff import Backoff
 from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
@@ -20,6 +21,8 @@ from .outbound import DiscordStream, Outbox
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
+TOKEN_REFUSED = ("Discord refused the bot token; the Discord channel stops. Put the token from the Developer Portal "
+                 "(Bot > Reset Token) in channels.discord.token (or DISCORD_BOT_TOKEN) and restart")
 UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
 
 # The chat commands as slash commands: (name, description, argument name or None, argument description).
@@ -47,30 +50,42 @@ class DiscordChannel:
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, on_message: InboundHandler) -> str | None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
-        an unreachable Discord is tried again with a growing pause. A refused token or intent ends the channel."""
+        an unreachable Discord is tried again with a growing pause (said once). A refused token or intent ends
+        the channel: the sentence returned says what to do."""
         handler = self._handler(on_message)
-        delay = 1.0
+        backoff = Backoff()
         while not self._stopping:
             client = self._connect(handler)  # built here: its webhook context is this task's
             try:
                 await client.start(self.settings.token)
-                return
+                return None
             except UNREACHABLE as exc:
-                log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
+                pause = backoff.failed()
+                if backoff.first_failure:
+                    log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
+                else:
+                    log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
             except discord.PrivilegedIntentsRequired:
                 return ("Discord refused the connection: enable the Message Content intent for this bot "
                         "in the Developer Portal (Bot > Privileged Gateway Intents)")
             except discord.LoginFailure:
-                return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
+                return TOKEN_REFUSED
+            except discord.ConnectionClosed as exc:
+                if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
+                    return TOKEN_REFUSED
+                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: set by Chorus, not fixable by waiting
+                    return (f"Discord's gateway closed the connection for good (code {exc.code}: {exc.reason or 'no reason'}); "
+                            "the Discord channel stops. Check channels.discord.gatewayUrl, and report it if it is unset")
+                pause = backoff.failed()
+                log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
             finally:
                 if not client.is_closed():
                     await client.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+            await asyncio.sleep(pause)
+        return None
 
     def _connect(self, handler: InboundHandler) -> ChorusClient:
         """A new client with its events and slash commands."""
@@ -89,11 +104,7 @@ class DiscordChannel:
         async def on_message(message: discord.Message) -> None:
             assert client.user is not None
             inbound = to_inbound(message, client.user, self.settings)
-            if inbound is not None and self.outbox is not None:
-                if inbound.mentioned:
-                    typing = asyncio.create_task(self.outbox.type_once(inbound.chat))  # a sign of life at once
-                    self._background.add(typing)
-                    typing.add_done_callback(self._background.discard)
+            if inbound is not None:  # "typing" is the answer's to show (its stream opens with it): none if none follows
                 await handler(inbound)
 
         return client
@@ -153,8 +164,9 @@ class DiscordChannel:
                     await tree.sync(guild=guild)
             else:
                 await tree.sync()
-        except discord.HTTPException as exc:
-            log.warning("slash commands not registered: %s", exc)
+        except Exception as exc:  # an answer discord.py cannot read included: the messages matter more than the menu
+            log.warning("Discord slash commands not registered (%s: %s); the bot still answers messages and typed "
+                        "commands", type(exc).__name__, str(exc)[:200])
 
     def _command(self, name: str, text: str, arg: str | None, arg_text: str,
                  handler: InboundHandler) -> app_commands.Command:  # type: ignore[type-arg]

@@ -113,6 +113,7 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self._limits: list[_Limit] = []
+        self.raw_answers: list[list[Any]] = []  # [method, template, body, status, times]: answer_raw
         self._session: str | None = None
         self._seq = 0
         self._log: list[dict[str, Any]] = []  # dispatched events of this session, for RESUME
@@ -304,6 +305,28 @@ class FakeDiscord:
         """The next ``times`` requests to ``method template`` are answered 429 with ``retry_after``."""
         self._limits.append(_Limit(method, template, retry_after, times))
 
+    # ---- faults of issue 27b (channel start-up) ----------------------------------------------
+
+    async def close_gateway(self, code: int, reason: str = "fake: closed") -> None:
+        """Close the gateway connection with ``code`` (4004: the token was reset while running)."""
+        if self._ws is not None:
+            await self._ws.close(code=code, message=reason.encode())
+
+    def answer_raw(self, method: str, template: str, body: Any, *, status: int = 200, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``method template`` with ``body`` as it is (an answer
+        discord.py cannot parse: a command list whose items lack their fields)."""
+        self.raw_answers.append([method, template, body, status, times])
+
+    def _raw_answer(self, call: Call) -> web.Response | None:
+        for entry in self.raw_answers:
+            if entry[0] == call.method and entry[1] == call.template:
+                entry[4] -= 1
+                if entry[4] <= 0:
+                    self.raw_answers.remove(entry)
+                call.status = entry[3]
+                return _json(entry[2], status=entry[3])
+        return None
+
     # ---- inspection --------------------------------------------------------------------------
 
     def calls_to(self, method: str, template: str) -> list[Call]:
@@ -439,6 +462,8 @@ class FakeDiscord:
                 return self._violation(call, f"{call.method} {op.template}: " + "; ".join(problems[:3]))
         if problem := _chat_rules(call):
             return self._violation(call, f"{call.method} {op.template}: {problem}")
+        if (raw := self._raw_answer(call)) is not None:
+            return raw
         request[CALL] = call
         response = await handler(request)
         call.status = response.status
