@@ -261,3 +261,50 @@ async def test_webhook_bodies_that_can_never_be_accepted_get_400_or_413(home, fa
         await telegram_answers(tg, ai, "Hello, Bob.", chat=OTHER)
         await tg.wait_for(lambda: (update_id, 200) in tg.webhook_results)
     assert f"Telegram update {update_id} cannot be read and is skipped" in service.log
+
+
+# ---- Discord's slash commands and typing ---------------------------------------------------------------------
+
+
+async def test_switching_between_global_and_per_server_commands_removes_the_other_set(home, fake_openrouter):
+    async with FakeDiscord(heartbeat_ms=500) as dc:
+        await switch_commands(home, fake_openrouter, dc)
+
+
+async def switch_commands(home: Home, ai: FakeOpenRouter, dc: FakeDiscord) -> None:
+    server = dc.guild("Team")["id"]
+    await onboarded(home, ai)
+    for guilds, listed, emptied in (({server: {}}, server, "global"), (None, "global", server), ({server: {}}, server, "global")):
+        dc.ready.clear()
+        home.write_config(ai, channels={"discord": dc.config(dmPolicy="open", groupPolicy="open",
+                                                             **({"guilds": guilds} if guilds else {}))})
+        async with running(home) as service:
+            try:
+                await dc.wait_for(lambda: dc.ready.is_set() and bool(dc.commands.get(listed))
+                                  and dc.commands.get(emptied) == [], timeout=30)
+            except AssertionError:
+                raise AssertionError(f"{dc.commands}\n{service.output}") from None
+        assert "new" in [c["name"] for c in dc.commands[listed]]
+    dc.assert_clean()
+
+
+async def test_typing_only_where_an_answer_follows_and_once_per_turn(home, fake_openrouter):
+    """A server message that names the bot from someone the group policy leaves out gets no "typing" (no answer
+    follows); a DM's turn shows it once, from the answer's stream."""
+    ai = fake_openrouter
+    async with FakeDiscord(heartbeat_ms=500) as dc:
+        ann = dc.user("ann")
+        general, dm = dc.text_channel(dc.guild()), dc.dm(ann)
+        await onboarded(home, ai)
+        home.write_config(ai, channels={"discord": dc.config(dmPolicy="open", groupPolicy="allowlist",
+                                                             groupAllowFrom=["123"])})
+        async with running(home) as service:
+            await dc.wait_for(lambda: dc.ready.is_set(), timeout=30)
+            ai.queue(Text("Hi, Ann."))
+            await dc.say(general, ann, f"<@{dc.bot['id']}> hello", mentions=[dc.bot])
+            await dc.say(dm, ann, "hello")  # events arrive in order: once this is answered, the first was handled
+            await dc.wait_sent(dm)
+        assert [m.content for m in dc.bot_messages(dm)] == ["Hi, Ann."]
+        assert dc.bot_messages(general) == [] and dc.typing.get(general["id"], 0) == 0
+        assert dc.typing.get(dm["id"]) == 1
+        dc.assert_clean()

@@ -153,20 +153,37 @@ class DiscordChannel:
         return handle
 
     async def _setup(self, client: ChorusClient) -> None:
-        """After login: register the slash commands, per listed server, else globally."""
+        """After login: register the slash commands, per listed server, else globally; then remove the set an
+        earlier run registered in the other scope (switching would otherwise list every command twice)."""
         tree = self._tree
         assert tree is not None
+        wanted = set(self.settings.guilds)
         try:
-            if self.settings.guilds:
-                for guild_id in self.settings.guilds:
-                    guild = discord.Object(int(guild_id))
-                    tree.copy_global_to(guild=guild)
-                    await tree.sync(guild=guild)
-            else:
-                await tree.sync()
+            for guild_id in wanted:
+                guild = discord.Object(int(guild_id))
+                tree.copy_global_to(guild=guild)
+                await tree.sync(guild=guild)
+            if wanted:
+                tree.clear_commands(guild=None)
+            await tree.sync()  # the global set: the commands, or none when they are listed per server
         except Exception as exc:  # an answer discord.py cannot read included: the messages matter more than the menu
             log.warning("Discord slash commands not registered (%s: %s); the bot still answers messages and typed "
                         "commands", type(exc).__name__, str(exc)[:200])
+            return
+        try:
+            await self._drop_stale_commands(client, tree, wanted)
+        except Exception as exc:
+            log.warning("could not remove the slash commands of an earlier set-up (%s: %s)", type(exc).__name__,
+                        str(exc)[:200])
+
+    @staticmethod
+    async def _drop_stale_commands(client: ChorusClient, tree: app_commands.CommandTree[ChorusClient],
+                                   wanted: set[str]) -> None:
+        """Empty the command list of each server (of the first 200) not in ``wanted`` that has one."""
+        async for guild in client.fetch_guilds(limit=200, with_counts=False):
+            if str(guild.id) not in wanted and await tree.fetch_commands(guild=guild):
+                await tree.sync(guild=guild)  # the tree holds none for it: Discord's list becomes empty
+                log.info("removed the slash commands an earlier set-up registered in server %s", guild.id)
 
     def _command(self, name: str, text: str, arg: str | None, arg_text: str,
                  handler: InboundHandler) -> app_commands.Command:  # type: ignore[type-arg]

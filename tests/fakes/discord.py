@@ -501,6 +501,11 @@ class FakeDiscord:
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
             return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+        if route == ("GET", "/users/@me/guilds"):
+            return _json([{"id": g["id"], "name": g["name"], "icon": None, "owner": False, "permissions": "0",
+                           "features": []} for g in self.guilds.values()])
+        if call.method == "GET" and call.template.endswith("/commands"):
+            return _json(self.commands.get(ids[3] if "/guilds/" in call.path else "global", []))
         if call.method == "PUT" and call.template.endswith("/commands"):
             scope = ids[3] if "/guilds/" in call.path else "global"
             self.commands[scope] = [{**c, "id": str(next(self.ids)), "application_id": self.application_id,
