@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Home, onboarded
+from tests.conftest import Home, chorus, onboarded
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import FakeOpenRouter, Text
 from tests.fakes.telegram import FakeTelegram, user
@@ -308,3 +308,35 @@ async def test_typing_only_where_an_answer_follows_and_once_per_turn(home, fake_
         assert dc.bot_messages(general) == [] and dc.typing.get(general["id"], 0) == 0
         assert dc.typing.get(dm["id"]) == 1
         dc.assert_clean()
+
+
+# ---- config --------------------------------------------------------------------------------------------------
+
+
+TG_TOKEN = "123456789:AAFakeTokenForTestsOnly_abcdefghijklmn"
+DC_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+@pytest.mark.parametrize("command", [("config", "validate"), ("doctor",)])
+async def test_addresses_must_be_urls_and_a_token_pasted_there_is_never_shown(home, fake_openrouter, command):
+    home.write_config(fake_openrouter, channels={
+        "telegram": {"botToken": TG_TOKEN, "apiRoot": TG_TOKEN},  # the token pasted twice, once in the wrong key
+        "discord": {"token": DC_TOKEN, "apiBase": "discord.com/api/v10", "gatewayUrl": DC_TOKEN}})
+    result = await chorus(home, *command)
+    output = result.out + result.err
+    assert result.code != 0
+    assert "channels.telegram.apiRoot: found a value that looks like a key or token" in output
+    assert "channels.discord.apiBase: found 'discord.com/api/v10' (string); must be a URL (https or http)" in output
+    assert "channels.discord.gatewayUrl: found a value that looks like a key or token" in output
+    for secret in (TG_TOKEN, TG_TOKEN.split(":")[1], DC_TOKEN, DC_TOKEN.split(".")[-1]):
+        assert secret not in output
+
+
+async def test_config_validate_names_model_params_it_never_sends(home, fake_openrouter):
+    home.write_config(fake_openrouter, agents={"defaults": {"models": {"openrouter/openai/gpt-5": {
+        "params": {"serviceTier": "flex", "promptCacheKey": "k", "temperature": 0.2}}}}})
+    result = await chorus(home, "config", "validate")
+    assert result.code == 0, result.err
+    assert ("warning: agents.defaults.models.openrouter/openai/gpt-5.params.serviceTier, "
+            "agents.defaults.models.openrouter/openai/gpt-5.params.promptCacheKey: accepted but never sent") in result.err
+    assert "temperature" not in result.err
