@@ -340,3 +340,17 @@ async def test_config_validate_names_model_params_it_never_sends(home, fake_open
     assert ("warning: agents.defaults.models.openrouter/openai/gpt-5.params.serviceTier, "
             "agents.defaults.models.openrouter/openai/gpt-5.params.promptCacheKey: accepted but never sent") in result.err
     assert "temperature" not in result.err
+
+
+# ---- the console ---------------------------------------------------------------------------------------------
+
+
+def test_the_console_never_overwrites_saved_media(tmp_path):
+    from channels.base import AttachmentKind, Media
+    from channels.console import ConsoleChannel
+
+    console = ConsoleChannel(tmp_path / "media", stdin=None, stdout=None)
+    tracks = [Media(AttachmentKind.AUDIO, f"track {n}".encode(), "audio/mpeg", "song.mp3") for n in range(3)]
+    paths = [console.save_media(track) for track in tracks]  # within the same second
+    assert len(set(paths)) == 3 and all(p.suffix == ".mp3" and p.parent == tmp_path / "media" for p in paths)
+    assert [p.read_bytes() for p in paths] == [b"track 0", b"track 1", b"track 2"]
