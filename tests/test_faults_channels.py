@@ -168,6 +168,22 @@ async def test_discord_gateway_closing_with_4004_stops_only_discord(home, fake_t
     assert "channels.discord.token" in service.log and "Traceback" not in service.log
 
 
+async def test_anything_else_a_channel_raises_stops_only_that_channel(home, fake_telegram, fake_openrouter):
+    """No channel code expects a 403 on Discord's login: the runtime's supervisor stops Discord alone, in one line."""
+    tg, ai = fake_telegram, fake_openrouter
+    async with FakeDiscord(heartbeat_ms=500) as dc:
+        dc.answer_raw("GET", "/users/@me", {"message": "Missing Access", "code": 50001}, status=403, times=1000)
+        await onboarded(home, ai)
+        home.write_config(ai, channels={"telegram": telegram_config(tg, streaming="off")["channels"]["telegram"],
+                                        "discord": dc.config(dmPolicy="open")})
+        async with running(home) as service:
+            await logged(service, "the discord channel stopped on an unexpected error (Forbidden: 403")
+            await telegram_answers(tg, ai, "Telegram is fine.")
+            assert service.proc.returncode is None
+    assert service.log.count("the discord channel stopped on an unexpected error") == 1
+    assert "the other channels go on. Run `chorus doctor`" in service.log and "Traceback" not in service.log
+
+
 async def test_slash_commands_discord_cannot_parse_leave_discord_answering(home, fake_telegram, fake_openrouter):
     tg, ai = fake_telegram, fake_openrouter
     async with FakeDiscord(heartbeat_ms=500) as dc:
@@ -354,3 +370,22 @@ def test_the_console_never_overwrites_saved_media(tmp_path):
     paths = [console.save_media(track) for track in tracks]  # within the same second
     assert len(set(paths)) == 3 and all(p.suffix == ".mp3" and p.parent == tmp_path / "media" for p in paths)
     assert [p.read_bytes() for p in paths] == [b"track 0", b"track 1", b"track 2"]
+
+
+async def test_the_could_not_save_notice_goes_once_per_sender_not_per_redelivery(home, fake_telegram, fake_openrouter):
+    import resource
+
+    tg, ai = fake_telegram, fake_openrouter
+    async with both(home, tg, ai) as (service, dc):
+        await tg.wait_for(lambda: tg.calls_to("getUpdates"), timeout=30)
+        # The kernel's file-size limit stands in for a full disk: the inbox cannot store the message.
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        tg.message(USER, "during")
+        await logged(service, "a Telegram update could not be stored; it is received again in 4 s")  # the third try
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        ai.queue(Text("Got it now."))
+        await tg.wait_for(lambda: "Got it now." in tg.texts_in(USER))
+        await telegram_answers(tg, ai, "And the next one.")  # a later marker: nothing else came in between
+    notices = [t for t in tg.texts_in(USER) if t.startswith("⚠️ I could not save your message")]
+    assert len(notices) == 1
+    assert tg.texts_in(USER)[-2:] == ["Got it now.", "And the next one."]
