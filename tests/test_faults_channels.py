@@ -389,3 +389,18 @@ async def test_the_could_not_save_notice_goes_once_per_sender_not_per_redelivery
     notices = [t for t in tg.texts_in(USER) if t.startswith("⚠️ I could not save your message")]
     assert len(notices) == 1
     assert tg.texts_in(USER)[-2:] == ["Got it now.", "And the next one."]
+
+
+async def test_a_stalled_receive_is_logged_once_and_retried(home, fake_telegram, fake_openrouter):
+    """A getUpdates whose answer never comes ends by its deadline (the poll's timeout plus 15 s), is said once,
+    and receiving goes on; Discord answers meanwhile."""
+    tg, ai = fake_telegram, fake_openrouter
+    async with both(home, tg, ai) as (service, dc):
+        await tg.wait_for(lambda: tg.calls_to("getUpdates"), timeout=30)
+        gate = tg.hold("getUpdates")
+        await discord_answers(dc, ai, "Discord is fine.")
+        await logged(service, "receiving from Telegram failed", timeout=40)
+        del tg.held["getUpdates"]
+        gate.set()
+        await telegram_answers(tg, ai, "Telegram is back.")
+    assert service.log.count("receiving from Telegram failed") == 1

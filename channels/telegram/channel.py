@@ -107,14 +107,14 @@ class TelegramChannel:
                 if backoff.failures:
                     log.info("Telegram %s succeeded after %d failed tries", what, backoff.failures)
                 return None
-            except TelegramError as exc:
-                if reason := refusal(exc):
+            except UNREACHABLE as exc:
+                if isinstance(exc, TelegramError) and (reason := refusal(exc)):
                     return reason
                 pause = backoff.failed()
                 if backoff.first_failure:
-                    log.warning("Telegram %s failed (%s); trying again with growing pauses", what, exc)
+                    log.warning("Telegram %s failed (%s); trying again with growing pauses", what, _why(exc))
                 else:
-                    log.debug("Telegram %s failed again (%s); next try in %.0f s", what, exc, pause)
+                    log.debug("Telegram %s failed again (%s); next try in %.0f s", what, _why(exc), pause)
                 await self._pause(pause)
         return None
 
@@ -194,19 +194,19 @@ class TelegramChannel:
                 updates = _expect("getUpdates", await self.api.call(
                     "getUpdates", offset=held if held is not None else offset, timeout=timeout,
                     allowed_updates=ALLOWED_UPDATES, request_timeout=timeout + 15), list)
-            except TelegramError as exc:
-                refused = refused + 1 if token_refused(exc) else 0
+            except UNREACHABLE as exc:
+                refused = refused + 1 if isinstance(exc, TelegramError) and token_refused(exc) else 0
                 if refused >= TOKEN_TRIES_RUNNING:
-                    return refusal(exc)
+                    return refusal(exc)  # type: ignore[arg-type]  (a refused token is a TelegramError)
                 pause = receiving.failed()
-                if exc.conflict and receiving.first_failure:
+                if isinstance(exc, TelegramError) and exc.conflict and receiving.first_failure:
                     log.warning("Telegram says another process is receiving this bot's updates (%s); "
                                 "run only one Chorus per bot token (`chorus doctor` explains)", exc.description)
                 elif receiving.first_failure:
                     log.warning("receiving from Telegram failed (%s); retrying with growing pauses (up to %.0f s)",
-                                exc, receiving.cap)
+                                _why(exc), receiving.cap)
                 else:
-                    log.debug("receiving from Telegram failed again (%s); next try in %.0f s", exc, pause)
+                    log.debug("receiving from Telegram failed again (%s); next try in %.0f s", _why(exc), pause)
                 await self._pause(pause)
                 continue
             refused = 0
@@ -339,6 +339,9 @@ class TelegramChannel:
                 log.warning("Telegram refused the command menu (%s); commands still work when typed", exc)
 
 
+# What a call to the Bot API may fail with: its own error, or (should one slip past the HTTP layer's wrapping)
+# the network's: each may pass, and is retried.
+UNREACHABLE = (TelegramError, OSError, TimeoutError)
 TOKEN_TRIES_RUNNING = 3  # a token refused while running: one refusal may be Telegram's blip, three are not
 
 
@@ -360,6 +363,11 @@ def refusal(exc: TelegramError) -> str | None:
                 "channel stops. Check channels.telegram.apiRoot")
     where = "channels.telegram.webhookUrl" if exc.method == "setWebhook" else "the Telegram settings"
     return f"Telegram refused {exc.method} ({exc.description}); the Telegram channel stops. Check {where} and restart"
+
+
+def _why(exc: Exception) -> str:
+    """An error as a log line shows it: its text, or its kind when it has none (a timeout)."""
+    return str(exc) or type(exc).__name__
 
 
 def _expect(method: str, result: object, kind: type) -> Any:
