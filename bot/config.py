@@ -59,6 +59,12 @@ def _url(schemes: tuple[str, ...], example: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+BotApiUrl = Annotated[str, _url(("https", "http"), "https://api.telegram.org")]
+WebhookUrl = Annotated[str, _url(("https", "http"), "https://bot.example.com/telegram-webhook")]
+DiscordApiUrl = Annotated[str, _url(("https", "http"), "https://discord.com/api/v10")]
+GatewayUrl = Annotated[str, _url(("wss", "ws"), "wss://gateway.discord.gg")]
+
+
 Thinking = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
 DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 GroupPolicy = Literal["allowlist", "open", "disabled"]
@@ -234,8 +240,8 @@ class TelegramGroup(Section):
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
     token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
-    api_root: Annotated[str, _url(("https", "http"), "https://api.telegram.org")] | None = None  # a self-hosted Bot API server; larger upload limits then apply
-    webhook_url: Annotated[str, _url(("https", "http"), "https://bot.example.com/telegram-webhook")] | None = None  # set: webhook mode (nothing polls); unset: long polling
+    api_root: BotApiUrl | None = None  # a self-hosted Bot API server; larger upload limits then apply
+    webhook_url: WebhookUrl | None = None  # set: webhook mode (nothing polls); unset: long polling
     webhook_secret: SecretStr | None = None
     webhook_path: str = "/telegram-webhook"
     webhook_host: str = "127.0.0.1"
@@ -286,8 +292,8 @@ class DiscordStreaming(Section):
 
 class DiscordChannel(ChannelBase):
     token: SecretStr | None = None
-    api_base: Annotated[str, _url(("https", "http"), "https://discord.com/api/v10")] | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
-    gateway_url: Annotated[str, _url(("wss", "ws"), "wss://gateway.discord.gg")] | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
+    api_base: DiscordApiUrl | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
+    gateway_url: GatewayUrl | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
     allow_bots: bool = False
     media_max_mb: float | None = Field(None, gt=0)  # below Discord's own upload limit, if set
     guilds: dict[str, DiscordGuild] = Field(default_factory=dict)
@@ -386,7 +392,8 @@ def _unsent_params(config: ChorusConfig) -> list[str]:
     ``promptCache*``), which OpenRouter's chat completions do not know and Chorus strips."""
     found = [(f"agents.defaults.models.{ref}.params", key) for ref, entry in config.agents.defaults.models.items()
              for key in entry.params]
-    found += [("models.providers.openrouter.params", key) for key in (config.models.providers.openrouter.params.model_extra or {})]
+    provider_wide = config.models.providers.openrouter.params.model_extra or {}
+    found += [("models.providers.openrouter.params", key) for key in provider_wide]
     unsent = [f"{where}.{key}" for where, key in found if _snake(key) in OPENAI_ONLY]
     if not unsent:
         return []

@@ -76,9 +76,10 @@ class DiscordChannel:
             except discord.ConnectionClosed as exc:
                 if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
                     return TOKEN_REFUSED
-                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: set by Chorus, not fixable by waiting
-                    return (f"Discord's gateway closed the connection for good (code {exc.code}: {exc.reason or 'no reason'}); "
-                            "the Discord channel stops. Check channels.discord.gatewayUrl, and report it if it is unset")
+                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
+                    return (f"Discord's gateway closed the connection for good (code {exc.code}: "
+                            f"{exc.reason or 'no reason'}); the Discord channel stops. Check "
+                            "channels.discord.gatewayUrl, and report it if it is unset")
                 pause = backoff.failed()
                 log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
             finally:

@@ -141,17 +141,15 @@ class TelegramChannel:
         message is accepted (never from inside accepting: a chat refusing it must not block the updates)."""
         inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
         note = unreadable_note(inbound) if inbound.mentioned else None
-        if note:  # said by the channel: no model turn can do anything with these files
-            inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
-            if inbound.text or inbound.attachments:
-                if await handle(inbound) is False:  # a redelivery: its note went out the first time
-                    return
-        else:
+        if note is None:
             await handle(inbound)
             return
+        inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
+        if (inbound.text or inbound.attachments) and await handle(inbound) is False:
+            return  # a redelivery: its note went out the first time
         self._send_later(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
 
-    async def _take(self, update_id: object, accepting: Awaitable[None]) -> None:
+    async def _take(self, what: str, accepting: Awaitable[None]) -> None:
         """Await ``accepting`` (one update, or an album); one that cannot be read (malformed, or anything that
         raises while it is normalized) is logged with its id and skipped, so it is confirmed and holds nothing
         up. ``NotAccepted`` (it could not be stored) goes on to the caller: unconfirmed, it comes again."""
@@ -160,9 +158,9 @@ class TelegramChannel:
         except NotAccepted:
             raise
         except Exception as exc:
-            log.warning("Telegram update %s cannot be read and is skipped (%s: %s)", update_id, type(exc).__name__,
+            log.warning("Telegram %s cannot be read and is skipped (%s: %s)", what, type(exc).__name__,
                         self.api.mask(str(exc))[:200])
-            log.debug("update %s", update_id, exc_info=True)
+            log.debug("%s", what, exc_info=True)
 
     def _send_later(self, chat: ChatRef, reply: Reply) -> None:
         """Send a notice of the channel's own after accepting; a chat refusing it is logged, nothing more."""
@@ -235,13 +233,13 @@ class TelegramChannel:
                 fresh.append(update)
         if held is not None and not fresh:
             for parts in albums.take():
-                await self._take(parts[0].get("message_id"), self._accept(parts, handle))
+                await self._take(f"album {parts[0].get('media_group_id')}", self._accept(parts, handle))
         for update in fresh:
             message = update.get("message")
             if isinstance(message, dict) and message.get("media_group_id"):
                 albums.add(update["update_id"], message)
             else:
-                await self._take(update["update_id"], self._feed(update, handle))
+                await self._take(f"update {update['update_id']}", self._feed(update, handle))
             seen.add(update["update_id"])
         if albums.first_update_id() is None and seen:
             offset = max(seen) + 1
@@ -267,7 +265,8 @@ class TelegramChannel:
         from aiohttp import web  # the server side of aiohttp, only in webhook mode
 
         settings = self.settings
-        albums = AlbumWaiter(0.5, lambda parts: self._take(parts[0].get("message_id"), self._accept(parts, handle)))
+        albums = AlbumWaiter(0.5, lambda parts: self._take(f"album {parts[0].get('media_group_id')}",
+                                                           self._accept(parts, handle)))
 
         async def receive(request: web.Request) -> web.Response:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
@@ -289,7 +288,7 @@ class TelegramChannel:
                 if isinstance(message, dict) and message.get("media_group_id"):
                     await albums.add(message)
                 else:
-                    await self._take(update["update_id"], self._feed(update, handle))
+                    await self._take(f"update {update['update_id']}", self._feed(update, handle))
             except Exception:  # not stored: Telegram delivers the update again after a non-200
                 log.warning("webhook update %s could not be stored; Telegram sends it again", update["update_id"])
                 return web.Response(status=500, text="not accepted")

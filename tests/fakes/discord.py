@@ -273,6 +273,8 @@ class FakeDiscord:
             "data": {"id": command["id"], "name": name, "type": 1,
                      "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
         }
+        if self.commands.get(channel.get("guild_id", "")):  # a command registered to the server says so
+            interaction["data"]["guild_id"] = channel["guild_id"]
         if "guild_id" in channel:
             interaction["guild_id"] = channel["guild_id"]
             interaction["member"] = {"user": author, "roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
