@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 import json5
@@ -22,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic.alias_generators import to_camel
 
 from providers.openrouter.refs import ModelRef, ModelRefError
-from providers.openrouter.request import stale_effort
+from providers.openrouter.request import OPENAI_ONLY, stale_effort
 from providers.redact import looks_secret, redact
 
 from .json5_text import strip_digit_separators
@@ -42,6 +43,28 @@ def _model_ref(value: str) -> str:
 
 
 ModelRefStr = Annotated[str, AfterValidator(_model_ref)]  # "openrouter/<model id>", checked at load
+
+
+def _url(schemes: tuple[str, ...], example: str) -> AfterValidator:
+    """A check that a setting is an absolute URL of one of ``schemes`` (a token pasted there is refused, unshown)."""
+    def check(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in schemes or not parts.hostname or re.search(r"\s", value):
+            raise ValueError(f"must be a URL ({' or '.join(schemes)}) such as {example}")
+        return value
+    return AfterValidator(check)
+
+
+BotApiUrl = Annotated[str, _url(("https", "http"), "https://api.telegram.org")]
+WebhookUrl = Annotated[str, _url(("https", "http"), "https://bot.example.com/telegram-webhook")]
+DiscordApiUrl = Annotated[str, _url(("https", "http"), "https://discord.com/api/v10")]
+GatewayUrl = Annotated[str, _url(("wss", "ws"), "wss://gateway.discord.gg")]
+
+
 Thinking = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
 DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 GroupPolicy = Literal["allowlist", "open", "disabled"]
@@ -217,8 +240,8 @@ class TelegramGroup(Section):
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
     token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
-    api_root: str | None = None  # a self-hosted Bot API server; larger upload limits then apply
-    webhook_url: str | None = None  # set: webhook mode (nothing polls); unset: long polling
+    api_root: BotApiUrl | None = None  # a self-hosted Bot API server; larger upload limits then apply
+    webhook_url: WebhookUrl | None = None  # set: webhook mode (nothing polls); unset: long polling
     webhook_secret: SecretStr | None = None
     webhook_path: str = "/telegram-webhook"
     webhook_host: str = "127.0.0.1"
@@ -269,8 +292,8 @@ class DiscordStreaming(Section):
 
 class DiscordChannel(ChannelBase):
     token: SecretStr | None = None
-    api_base: str | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
-    gateway_url: str | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
+    api_base: DiscordApiUrl | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
+    gateway_url: GatewayUrl | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
     allow_bots: bool = False
     media_max_mb: float | None = Field(None, gt=0)  # below Discord's own upload limit, if set
     guilds: dict[str, DiscordGuild] = Field(default_factory=dict)
@@ -361,7 +384,25 @@ def parse_config(raw: dict[str, Any], *, env: Mapping[str, str] = os.environ) ->
         raise ConfigError("\n".join(problems))
     warnings = [f"keys Chorus does not use (ignored): {', '.join(unknown)}"] if unknown else []
     assert config is not None
-    return config, notes + warnings
+    return config, notes + warnings + _unsent_params(config)
+
+
+def _unsent_params(config: ChorusConfig) -> list[str]:
+    """Model params the config takes but the request never carries: OpenAI's own (``serviceTier``, ``store``,
+    ``promptCache*``), which OpenRouter's chat completions do not know and Chorus strips."""
+    found = [(f"agents.defaults.models.{ref}.params", key) for ref, entry in config.agents.defaults.models.items()
+             for key in entry.params]
+    provider_wide = config.models.providers.openrouter.params.model_extra or {}
+    found += [("models.providers.openrouter.params", key) for key in provider_wide]
+    unsent = [f"{where}.{key}" for where, key in found if _snake(key) in OPENAI_ONLY]
+    if not unsent:
+        return []
+    return [f"{', '.join(unsent)}: accepted but never sent (OpenAI's own parameters, which OpenRouter's chat "
+            "completions do not take); remove them to silence this"]
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
 def update_config(path: Path, mutate: Callable[[dict[str, Any]], None], *, env: Mapping[str, str] = os.environ) -> LoadedConfig:

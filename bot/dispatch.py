@@ -60,6 +60,7 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._told_not_saved: set[tuple[str, str]] = set()  # (session, sender) told their message was not saved
         self.access = AccessPolicy(inbox.store, agent.config)
 
     @property
@@ -75,18 +76,31 @@ class Dispatcher:
         self.channels.setdefault(channel.name, channel)
         inbound.text = clean_text(inbound.text)
         inbound.sender_name = clean_text(inbound.sender_name)
+        if inbound.sender_username is not None:
+            inbound.sender_username = clean_text(inbound.sender_username)
+        for attachment in inbound.attachments:  # a broken client's file name must not make the message unstorable
+            if attachment.filename is not None:
+                attachment.filename = clean_text(attachment.filename)
         if inbound.message_id is not None:
+            sender = (inbound.chat.session_key, inbound.sender_id)
             try:
                 fresh = await self.inbox.accept(inbound)
             except sqlite3.Error as exc:
                 log.error("could not store a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
-                self._spawn(self._tell(channel, inbound.chat, Reply(text=NOT_SAVED, reply_to=inbound.message_id)))
+                if sender not in self._told_not_saved:  # once per sender, not on every redelivery
+                    self._told_not_saved.add(sender)
+                    self._spawn(self._tell(channel, inbound.chat, Reply(text=NOT_SAVED, reply_to=inbound.message_id)))
                 raise NotAccepted(str(exc)) from exc
+            self._told_not_saved.discard(sender)
             if not fresh:
                 log.info("redelivered message ignored channel=%s chat=%s id=%s",
                          inbound.chat.channel, inbound.chat.chat_id, inbound.message_id)
                 return False
-        await self._route(inbound, channel)
+        try:
+            await self._route(inbound, channel)
+        except sqlite3.Error as exc:  # stored, but not yet routed: unconfirmed, its redelivery is answered then
+            log.error("could not route a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
+            raise NotAccepted(str(exc)) from exc
         return True
 
     async def recover(self) -> None:

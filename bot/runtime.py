@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from channels.base import Channel
+from channels.base import Channel, InboundHandler
 from channels.console import ConsoleChannel
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
@@ -168,20 +168,21 @@ class Runtime:
             if serving is not None:
                 serving.cancel()  # wherever it is: reading channels or draining the last turns
 
-        tasks = [asyncio.create_task(ch.run(partial(self.dispatcher.accept, channel=ch)), name=f"channel:{ch.name}")
+        tasks = [asyncio.create_task(supervised(ch, partial(self.dispatcher.accept, channel=ch)), name=f"channel:{ch.name}")
                  for ch in channels]
         refusals: list[str] = []
         try:
             with _on_signals(loop, stop):
                 for task in asyncio.as_completed(tasks):
                     if reason := await task:
-                        log.error("%s", reason)  # the others go on: one platform's bad token stops only its channel
+                        log.error("%s", reason)  # the others go on: one channel's failure stops only that channel
                         refusals.append(reason)
                 await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
                 log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
         except asyncio.CancelledError:
             log.info("stopping")
+            refusals.clear()  # stopped while a channel still ran: not a failure (exit 1 only when none is left)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -208,6 +209,18 @@ class Runtime:
             except sqlite3.Error as exc:
                 log.warning("could not prune the inbox: %s", exc)
             await asyncio.sleep(86400)
+
+
+async def supervised(channel: Channel, accept: InboundHandler) -> str | None:
+    """``channel.run``, whatever it raises: an unexpected error ends only this channel (the others go on), and
+    comes back as the one line that says so, like a refused token's (the traceback goes to the debug log)."""
+    try:
+        return await channel.run(accept)
+    except Exception as exc:
+        log.debug("the %s channel failed", channel.name, exc_info=True)
+        return (f"the {channel.name} channel stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"the other channels go on. Run `chorus doctor`, fix what it reports and restart; if it passes, "
+                f"this is a Chorus bug worth reporting")
 
 
 async def _collect_when_quiet() -> None:

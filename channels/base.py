@@ -139,7 +139,8 @@ class Capabilities:
     streams_text: bool = False
 
 
-InboundHandler = Callable[[Inbound], Awaitable[None]]
+# Returns once the message is accepted; ``False`` when it was a redelivery (accepted before).
+InboundHandler = Callable[[Inbound], Awaitable[bool | None]]
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import itertools
 import mimetypes
 import sys
 import threading
@@ -117,9 +118,17 @@ class ConsoleChannel:
     def save_media(self, media: Media) -> Path:
         """Write a file under the media dir and return its path."""
         self.media_dir.mkdir(parents=True, exist_ok=True)
-        path = self.media_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{media.filename}"
-        path.write_bytes(media.data)
-        return path
+        name = Path(media.filename).name or "media"
+        stem, suffix = f"{datetime.now():%Y%m%d-%H%M%S}-{Path(name).stem}", Path(name).suffix
+        for n in itertools.count(1):  # two tracks made in the same second are two files
+            path = self.media_dir / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+            try:
+                with path.open("xb") as file:  # created here or not at all: nothing is overwritten
+                    file.write(media.data)
+                return path
+            except FileExistsError:
+                continue
+        raise AssertionError("unreachable")
 
 
 class _ConsoleStream:

@@ -290,7 +290,8 @@ async def test_run_with_a_refused_token_says_so_and_stops(home, fake_telegram, f
     await asyncio.wait_for(service.proc.wait(), 30)  # the service ends by itself: nothing can work
     assert service.proc.returncode == 1  # not 0: a supervisor must not take it for a clean stop
     result = await service.stop()
-    assert "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken" in result.err
+    assert ("Telegram refused the bot token (Unauthorized, 401); the Telegram channel stops. Put the token @BotFather "
+            "gave you in channels.telegram.botToken (or TELEGRAM_BOT_TOKEN) and restart") in result.err
     assert "Traceback" not in result.err, result.err
 
 

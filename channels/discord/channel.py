@@ -13,6 +13,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from ..backoff import Backoff
 from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
@@ -20,6 +21,8 @@ from .outbound import DiscordStream, Outbox
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
+TOKEN_REFUSED = ("Discord refused the bot token; the Discord channel stops. Put the token from the Developer Portal "
+                 "(Bot > Reset Token) in channels.discord.token (or DISCORD_BOT_TOKEN) and restart")
 UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
 
 # The chat commands as slash commands: (name, description, argument name or None, argument description).
@@ -47,30 +50,43 @@ class DiscordChannel:
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, on_message: InboundHandler) -> str | None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
-        an unreachable Discord is tried again with a growing pause. A refused token or intent ends the channel."""
+        an unreachable Discord is tried again with a growing pause (said once). A refused token or intent ends
+        the channel: the sentence returned says what to do."""
         handler = self._handler(on_message)
-        delay = 1.0
+        backoff = Backoff()
         while not self._stopping:
             client = self._connect(handler)  # built here: its webhook context is this task's
             try:
                 await client.start(self.settings.token)
-                return
+                return None
             except UNREACHABLE as exc:
-                log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
+                pause = backoff.failed()
+                if backoff.first_failure:
+                    log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
+                else:
+                    log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
             except discord.PrivilegedIntentsRequired:
                 return ("Discord refused the connection: enable the Message Content intent for this bot "
                         "in the Developer Portal (Bot > Privileged Gateway Intents)")
             except discord.LoginFailure:
-                return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
+                return TOKEN_REFUSED
+            except discord.ConnectionClosed as exc:
+                if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
+                    return TOKEN_REFUSED
+                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
+                    return (f"Discord's gateway closed the connection for good (code {exc.code}: "
+                            f"{exc.reason or 'no reason'}); the Discord channel stops. Check "
+                            "channels.discord.gatewayUrl, and report it if it is unset")
+                pause = backoff.failed()
+                log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
             finally:
                 if not client.is_closed():
                     await client.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+            await asyncio.sleep(pause)
+        return None
 
     def _connect(self, handler: InboundHandler) -> ChorusClient:
         """A new client with its events and slash commands."""
@@ -89,11 +105,7 @@ class DiscordChannel:
         async def on_message(message: discord.Message) -> None:
             assert client.user is not None
             inbound = to_inbound(message, client.user, self.settings)
-            if inbound is not None and self.outbox is not None:
-                if inbound.mentioned:
-                    typing = asyncio.create_task(self.outbox.type_once(inbound.chat))  # a sign of life at once
-                    self._background.add(typing)
-                    typing.add_done_callback(self._background.discard)
+            if inbound is not None:  # "typing" is the answer's to show (its stream opens with it): none if none follows
                 await handler(inbound)
 
         return client
@@ -142,19 +154,37 @@ class DiscordChannel:
         return handle
 
     async def _setup(self, client: ChorusClient) -> None:
-        """After login: register the slash commands, per listed server, else globally."""
+        """After login: register the slash commands, per listed server, else globally; then remove the set an
+        earlier run registered in the other scope (switching would otherwise list every command twice)."""
         tree = self._tree
         assert tree is not None
+        wanted = set(self.settings.guilds)
         try:
-            if self.settings.guilds:
-                for guild_id in self.settings.guilds:
-                    guild = discord.Object(int(guild_id))
-                    tree.copy_global_to(guild=guild)
-                    await tree.sync(guild=guild)
-            else:
-                await tree.sync()
-        except discord.HTTPException as exc:
-            log.warning("slash commands not registered: %s", exc)
+            for guild_id in wanted:
+                guild = discord.Object(int(guild_id))
+                tree.copy_global_to(guild=guild)
+                await tree.sync(guild=guild)
+            if wanted:
+                tree.clear_commands(guild=None)
+            await tree.sync()  # the global set: the commands, or none when they are listed per server
+        except Exception as exc:  # an answer discord.py cannot read included: the messages matter more than the menu
+            log.warning("Discord slash commands not registered (%s: %s); the bot still answers messages and typed "
+                        "commands", type(exc).__name__, str(exc)[:200])
+            return
+        try:
+            await self._drop_stale_commands(client, tree, wanted)
+        except Exception as exc:
+            log.warning("could not remove the slash commands of an earlier set-up (%s: %s)", type(exc).__name__,
+                        str(exc)[:200])
+
+    @staticmethod
+    async def _drop_stale_commands(client: ChorusClient, tree: app_commands.CommandTree[ChorusClient],
+                                   wanted: set[str]) -> None:
+        """Empty the command list of each server (of the first 200) not in ``wanted`` that has one."""
+        async for guild in client.fetch_guilds(limit=200, with_counts=False):
+            if str(guild.id) not in wanted and await tree.fetch_commands(guild=guild):
+                await tree.sync(guild=guild)  # the tree holds none for it: Discord's list becomes empty
+                log.info("removed the slash commands an earlier set-up registered in server %s", guild.id)
 
     def _command(self, name: str, text: str, arg: str | None, arg_text: str,
                  handler: InboundHandler) -> app_commands.Command:  # type: ignore[type-arg]

@@ -11,8 +11,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
+from net import wirejson
+
+from ..backoff import Backoff
+from ..base import Attachment, Capabilities, ChatRef, InboundHandler, NotAccepted, Reply
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
 from .inbound import (UNREADABLE, Albums, MentionRules, command, for_another_bot, lazy, to_inbound,
@@ -40,25 +45,23 @@ class TelegramChannel:
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
         self._stopped = asyncio.Event()
+        self._later: set[asyncio.Task[None]] = set()  # notices sent after accepting
 
     # ---- the Channel protocol ----------------------------------------------------------------
 
     async def run(self, on_message: InboundHandler) -> str | None:
-        """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
+        """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``. A start-up Telegram
+        cannot answer now is tried again with growing pauses; returns why the channel gave up for good (a refused
+        token, webhook settings Telegram or this machine refuse), else ``None`` once stopped."""
         try:
-            self.me = await self.api.call("getMe")
-            log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
-                     "webhook" if self.settings.webhook_url else "polling")
-            await self._set_commands()
+            if reason := await self._start():
+                return reason
             if self.settings.webhook_url:
-                await self._serve_webhook(on_message)
-            else:
-                await self._poll(on_message)
-        except TelegramError as exc:
-            if not exc.unauthorized:
-                raise
-            return "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken"
+                return await self._serve_webhook(on_message)
+            return await self._poll(on_message)
         finally:
+            for task in list(self._later):  # notes still on their way: a stopped channel cannot send them
+                task.cancel()
             await self.api.aclose()
 
     async def stop(self) -> None:
@@ -77,6 +80,44 @@ class TelegramChannel:
         return lazy(attachment.kind, attachment.source, self.api.download, mime=attachment.mime,
                     filename=attachment.filename, size=attachment.size, duration=attachment.duration)
 
+    # ---- starting ----------------------------------------------------------------------------
+
+    async def _start(self) -> str | None:
+        """getMe, the command menu, and in polling mode the removal of a stale webhook, tried until they pass;
+        returns why the channel cannot start at all, else ``None``."""
+        async def start() -> None:
+            self.me = _expect("getMe", await self.api.call("getMe"), dict)
+            await self._set_commands()
+            if not self.settings.webhook_url:
+                await self._drop_stale_webhook()
+
+        if reason := await self._until_done("start", start):
+            return reason
+        log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
+                 "webhook" if self.settings.webhook_url else "polling")
+        return None
+
+    async def _until_done(self, what: str, attempt: Callable[[], Awaitable[None]]) -> str | None:
+        """``attempt`` again, with growing pauses, while it fails in a way that may pass (the outage is logged
+        once); returns the sentence for a failure that will not pass, else ``None`` (done, or stopped)."""
+        backoff = Backoff()
+        while not self._stopped.is_set():
+            try:
+                await attempt()
+                if backoff.failures:
+                    log.info("Telegram %s succeeded after %d failed tries", what, backoff.failures)
+                return None
+            except UNREACHABLE as exc:
+                if isinstance(exc, TelegramError) and (reason := refusal(exc)):
+                    return reason
+                pause = backoff.failed()
+                if backoff.first_failure:
+                    log.warning("Telegram %s failed (%s); trying again with growing pauses", what, _why(exc))
+                else:
+                    log.debug("Telegram %s failed again (%s); next try in %.0f s", what, _why(exc), pause)
+                await self._pause(pause)
+        return None
+
     # ---- receiving ---------------------------------------------------------------------------
 
     async def _feed(self, update: Update, handle: InboundHandler) -> None:
@@ -86,7 +127,8 @@ class TelegramChannel:
         if message is None:
             return
         if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
-            await self.sender.reply(ChatRef(self.name, str(message["chat"]["id"])), Reply(text=self.settings.greeting))
+            chat = ChatRef(self.name, str(message["chat"]["id"]))
+            self._send_later(chat, Reply(text=self.settings.greeting))
         elif "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
             inbound = to_inbound([message], self._me(), self.rules, self.api.download)
             inbound.moved_from = str(message["migrate_from_chat_id"])
@@ -95,65 +137,117 @@ class TelegramChannel:
             await self._accept([message], handle)
 
     async def _accept(self, parts: list[Message], handle: InboundHandler) -> None:
-        """A message, or an album's parts as one: files the model cannot take get a sentence at once. A part
+        """A message, or an album's parts as one: files the model cannot take get a sentence, sent once the
+        message is accepted (never from inside accepting: a chat refusing it must not block the updates). A part
         of an album taken alone (webhook mode) is marked with the album, for the core to fold."""
         inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
         if len(parts) == 1 and (album := parts[0].get("media_group_id")):
             inbound.album = str(album)
         note = unreadable_note(inbound) if inbound.mentioned else None
-        if note:  # said at once, by the channel: no model turn can do anything with these files
-            await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
-            inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
-            if not inbound.text and not inbound.attachments:
-                return
-        await handle(inbound)
+        if note is None:
+            await handle(inbound)
+            return
+        inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
+        if (inbound.text or inbound.attachments) and await handle(inbound) is False:
+            return  # a redelivery: its note went out the first time
+        self._send_later(inbound.chat, Reply(text=note, reply_to=inbound.message_id))
 
-    async def _poll(self, handle: InboundHandler) -> None:
-        """Long polling; the offset confirms an update only once ``handle`` has returned for it."""
-        await self._drop_stale_webhook()
+    async def _take(self, what: str, accepting: Awaitable[None]) -> None:
+        """Await ``accepting`` (one update, or an album); one that cannot be read (malformed, or anything that
+        raises while it is normalized) is logged with its id and skipped, so it is confirmed and holds nothing
+        up. ``NotAccepted`` (it could not be stored) goes on to the caller: unconfirmed, it comes again."""
+        try:
+            await accepting
+        except NotAccepted:
+            raise
+        except Exception as exc:
+            log.warning("Telegram %s cannot be read and is skipped (%s: %s)", what, type(exc).__name__,
+                        self.api.mask(str(exc))[:200])
+            log.debug("%s", what, exc_info=True)
+
+    def _send_later(self, chat: ChatRef, reply: Reply) -> None:
+        """Send a notice of the channel's own after accepting; a chat refusing it is logged, nothing more."""
+        async def send() -> None:
+            try:
+                await self.sender.reply(chat, reply)
+            except Exception as exc:
+                log.warning("could not send a notice chat=%s: %s", chat.chat_id, exc)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def _poll(self, handle: InboundHandler) -> str | None:
+        """Long polling; the offset confirms an update only once ``handle`` has returned for it (or it was
+        skipped as unreadable). Returns why receiving stopped for good (the token refused), else ``None``."""
         offset: int | None = None
         seen: set[int] = set()  # fed while an album holds the offset back (they come again)
         albums = Albums()
-        backoff = 1.0
+        receiving, storing = Backoff(cap=30), Backoff(cap=30)
+        refused = 0
         while not self._stopped.is_set():
             held = albums.first_update_id()
             if held is not None:
                 await asyncio.sleep(0.3)  # the other photos of an album arrive within moments
+            timeout = 0 if held is not None else self.settings.poll_timeout
             try:
-                timeout = 0 if held is not None else self.settings.poll_timeout
                 # The read timeout outlasts the long poll: an idle poll is answered "no updates", not cut off.
-                updates: list[Update] = await self.api.call(
+                updates = _expect("getUpdates", await self.api.call(
                     "getUpdates", offset=held if held is not None else offset, timeout=timeout,
-                    allowed_updates=ALLOWED_UPDATES, request_timeout=timeout + 15)
-                fresh = [u for u in updates if u["update_id"] not in seen]
-                if held is not None and not fresh:
-                    for parts in albums.take():
-                        await self._accept(parts, handle)
-                for update in fresh:
-                    message = update.get("message")
-                    if message is not None and message.get("media_group_id"):
-                        albums.add(update["update_id"], message)
-                    else:
-                        await self._feed(update, handle)
-                    seen.add(update["update_id"])
-                if albums.first_update_id() is None and seen:
-                    offset = max(seen) + 1
-                    seen.clear()
-                backoff = 1.0
-            except TelegramError as exc:
-                if exc.conflict:
+                    allowed_updates=ALLOWED_UPDATES, request_timeout=timeout + 15), list)
+            except UNREACHABLE as exc:
+                refused = refused + 1 if isinstance(exc, TelegramError) and token_refused(exc) else 0
+                if refused >= TOKEN_TRIES_RUNNING:
+                    return refusal(exc)  # type: ignore[arg-type]  (a refused token is a TelegramError)
+                pause = receiving.failed()
+                if isinstance(exc, TelegramError) and exc.conflict and receiving.first_failure:
                     log.warning("Telegram says another process is receiving this bot's updates (%s); "
                                 "run only one Chorus per bot token (`chorus doctor` explains)", exc.description)
+                elif receiving.first_failure:
+                    log.warning("receiving from Telegram failed (%s); retrying with growing pauses (up to %.0f s)",
+                                _why(exc), receiving.cap)
                 else:
-                    log.warning("receiving from Telegram failed (%s); retrying in %.0f s", exc, backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
-            except Exception:  # not accepted (e.g. the database failed): unconfirmed, so Telegram sends it again
-                log.exception("an update could not be accepted; it is received again in %.0f s", backoff)
+                    log.debug("receiving from Telegram failed again (%s); next try in %.0f s", _why(exc), pause)
+                await self._pause(pause)
+                continue
+            refused = 0
+            if receiving.succeeded():
+                log.info("receiving from Telegram again")
+            try:
+                offset = await self._take_all(updates, held, seen, albums, offset, handle)
+                storing.succeeded()
+            except NotAccepted:  # not stored (e.g. the disk is full): unconfirmed, so Telegram sends it again
+                pause = storing.failed()
+                log.warning("a Telegram update could not be stored; it is received again in %.0f s", pause)
                 seen.clear()
                 albums.take()
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 30)
+                await self._pause(pause)
+        return None
+
+    async def _take_all(self, updates: list[Update], held: int | None, seen: set[int], albums: Albums,
+                        offset: int | None, handle: InboundHandler) -> int | None:
+        """Feed one getUpdates answer; returns the offset that confirms what was taken."""
+        fresh = []
+        for update in updates:
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if not isinstance(update_id, int):  # nothing to confirm it by: it cannot come again either
+                log.warning("Telegram sent an update without an update_id; skipped: %.100r", update)
+            elif update_id not in seen:
+                fresh.append(update)
+        if held is not None and not fresh:
+            for parts in albums.take():
+                await self._take(f"album {parts[0].get('media_group_id')}", self._accept(parts, handle))
+        for update in fresh:
+            message = update.get("message")
+            if isinstance(message, dict) and message.get("media_group_id"):
+                albums.add(update["update_id"], message)
+            else:
+                await self._take(f"update {update['update_id']}", self._feed(update, handle))
+            seen.add(update["update_id"])
+        if albums.first_update_id() is None and seen:
+            offset = max(seen) + 1
+            seen.clear()
+        return offset
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -162,14 +256,15 @@ class TelegramChannel:
             pass
 
     async def _drop_stale_webhook(self) -> None:
-        info = await self.api.call("getWebhookInfo")
+        info = _expect("getWebhookInfo", await self.api.call("getWebhookInfo"), dict)
         if info.get("url"):
             log.warning("a webhook is set for this bot; removing it so that polling works "
                         "(set channels.telegram.webhookUrl to use webhook mode)")
             await self.api.call("deleteWebhook", drop_pending_updates=False)
 
-    async def _serve_webhook(self, handle: InboundHandler) -> None:
-        """The listener Telegram posts to; ``/healthz`` beside it. 200 only after ``handle`` returned."""
+    async def _serve_webhook(self, handle: InboundHandler) -> str | None:
+        """The listener Telegram posts to; ``/healthz`` beside it. 200 only after ``handle`` returned (or the
+        update was skipped as unreadable); a body that is no update at all is answered 400, one too big 413."""
         from aiohttp import web  # the server side of aiohttp, only in webhook mode
 
         settings = self.settings
@@ -179,28 +274,47 @@ class TelegramChannel:
                 log.warning("webhook request with a wrong secret token from %s refused", request.remote)
                 return web.Response(status=401, text="wrong secret token")
             try:
+                update = wirejson.loads(await request.read())
+            except web.HTTPRequestEntityTooLarge:
+                log.warning("webhook request from %s too large; refused", request.remote)
+                return web.Response(status=413, text="too large")
+            except ValueError:
+                update = None
+            if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+                log.warning("webhook request from %s is not a Telegram update; refused", request.remote)
+                return web.Response(status=400, text="not a Telegram update")
+            try:
                 # Telegram sends a chat's next update only once this one is answered: an album's parts cannot be
                 # gathered here, so each is accepted on its own, marked, and the core answers them together.
-                await self._feed(await request.json(), handle)
-            except Exception:  # Telegram delivers the update again after a non-200
-                log.exception("webhook update could not be accepted")
+                await self._take(f"update {update['update_id']}", self._feed(update, handle))
+            except Exception:  # not stored: Telegram delivers the update again after a non-200
+                log.warning("webhook update %s could not be stored; Telegram sends it again", update["update_id"])
                 return web.Response(status=500, text="not accepted")
             return web.Response(text="ok")
 
         async def healthz(request: web.Request) -> web.Response:
             return web.json_response({"ok": True, "bot": self._me().get("username")})
 
+        async def set_webhook() -> None:
+            await self.api.call("setWebhook", url=settings.webhook_url, secret_token=settings.webhook_secret,
+                                allowed_updates=ALLOWED_UPDATES)
+
         app = web.Application()
         app.add_routes([web.post(settings.webhook_path, receive), web.get("/healthz", healthz)])
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
-            assert settings.webhook_url is not None
-            await self.api.call("setWebhook", url=settings.webhook_url, secret_token=settings.webhook_secret,
-                                allowed_updates=ALLOWED_UPDATES)
+            try:
+                await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
+            except OSError as exc:
+                return (f"the Telegram webhook cannot listen on {settings.webhook_host}:{settings.webhook_port} "
+                        f"({exc.strerror or exc}); the Telegram channel stops. Set channels.telegram.webhookPort "
+                        "to a free port (or stop the program using it) and restart")
+            if reason := await self._until_done("setWebhook", set_webhook):
+                return reason
             log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, settings.webhook_path)
             await self._stopped.wait()
+            return None
         finally:
             await runner.cleanup()
 
@@ -211,6 +325,51 @@ class TelegramChannel:
         return self.me
 
     async def _set_commands(self) -> None:
+        """The command menu; Telegram refusing it (not a bad minute, not the token) costs only the menu."""
         if self.settings.commands:
             commands = [{"command": c, "description": d} for c, d in self.settings.commands]
-            await self.api.call("setMyCommands", commands=commands)
+            try:
+                await self.api.call("setMyCommands", commands=commands)
+            except TelegramError as exc:
+                if refusal(exc) is None or token_refused(exc):
+                    raise
+                log.warning("Telegram refused the command menu (%s); commands still work when typed", exc)
+
+
+# What a call to the Bot API may fail with: its own error, or (should one slip past the HTTP layer's wrapping)
+# the network's: each may pass, and is retried.
+UNREACHABLE = (TelegramError, OSError, TimeoutError)
+TOKEN_TRIES_RUNNING = 3  # a token refused while running: one refusal may be Telegram's blip, three are not
+
+
+def token_refused(exc: TelegramError) -> bool:
+    """The Bot API refused the token: 401 for a revoked one, 404 for one that is not a token at all."""
+    return exc.answered and exc.code in (401, 404)
+
+
+def refusal(exc: TelegramError) -> str | None:
+    """The one line for a failure that will not pass by itself, saying what to do; ``None`` for one that may
+    (no answer, a 5xx or a proxy's error page, flood control)."""
+    if token_refused(exc):
+        return (f"Telegram refused the bot token ({exc.description}, {exc.code}); the Telegram channel stops. "
+                "Put the token @BotFather gave you in channels.telegram.botToken (or TELEGRAM_BOT_TOKEN) and restart")
+    if exc.code == 0 or exc.code >= 500 or exc.flood or exc.conflict:
+        return None
+    if not exc.answered:
+        return (f"{exc.method} was answered HTTP {exc.code} by something that is not the Bot API; the Telegram "
+                "channel stops. Check channels.telegram.apiRoot")
+    where = "channels.telegram.webhookUrl" if exc.method == "setWebhook" else "the Telegram settings"
+    return f"Telegram refused {exc.method} ({exc.description}); the Telegram channel stops. Check {where} and restart"
+
+
+def _why(exc: Exception) -> str:
+    """An error as a log line shows it: its text, or its kind when it has none (a timeout)."""
+    return str(exc) or type(exc).__name__
+
+
+def _expect(method: str, result: object, kind: type) -> Any:
+    """``result`` if it is of the type the Bot API documents, else a ``TelegramError`` that may pass (a proxy or
+    a Bot API server answering nonsense is retried like an outage)."""
+    if not isinstance(result, kind):
+        raise TelegramError(method, 0, f"answered with an unexpected result ({str(result)[:60]})")
+    return result

@@ -113,6 +113,7 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self._limits: list[_Limit] = []
+        self.raw_answers: list[list[Any]] = []  # [method, template, body, status, times]: answer_raw
         self._session: str | None = None
         self._seq = 0
         self._log: list[dict[str, Any]] = []  # dispatched events of this session, for RESUME
@@ -272,6 +273,8 @@ class FakeDiscord:
             "data": {"id": command["id"], "name": name, "type": 1,
                      "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
         }
+        if self.commands.get(channel.get("guild_id", "")):  # a command registered to the server says so
+            interaction["data"]["guild_id"] = channel["guild_id"]
         if "guild_id" in channel:
             interaction["guild_id"] = channel["guild_id"]
             interaction["member"] = {"user": author, "roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
@@ -307,6 +310,29 @@ class FakeDiscord:
     def clear_scripts(self) -> None:
         """Forget rate limits scripted but not yet used up (a shared fake between two tests)."""
         self._limits.clear()
+        self.raw_answers.clear()
+
+    # ---- faults at start-up and while running -------------------------------------------------
+
+    async def close_gateway(self, code: int, reason: str = "fake: closed") -> None:
+        """Close the gateway connection with ``code`` (4004: the token was reset while running)."""
+        if self._ws is not None:
+            await self._ws.close(code=code, message=reason.encode())
+
+    def answer_raw(self, method: str, template: str, body: Any, *, status: int = 200, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``method template`` with ``body`` as it is (an answer
+        discord.py cannot parse: a command list whose items lack their fields)."""
+        self.raw_answers.append([method, template, body, status, times])
+
+    def _raw_answer(self, call: Call) -> web.Response | None:
+        for entry in self.raw_answers:
+            if entry[0] == call.method and entry[1] == call.template:
+                entry[4] -= 1
+                if entry[4] <= 0:
+                    self.raw_answers.remove(entry)
+                call.status = entry[3]
+                return _json(entry[2], status=entry[3])
+        return None
 
     # ---- inspection --------------------------------------------------------------------------
 
@@ -443,6 +469,8 @@ class FakeDiscord:
                 return self._violation(call, f"{call.method} {op.template}: " + "; ".join(problems[:3]))
         if problem := _chat_rules(call):
             return self._violation(call, f"{call.method} {op.template}: {problem}")
+        if (raw := self._raw_answer(call)) is not None:
+            return raw
         request[CALL] = call
         response = await handler(request)
         call.status = response.status
@@ -480,6 +508,11 @@ class FakeDiscord:
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
             return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+        if route == ("GET", "/users/@me/guilds"):
+            return _json([{"id": g["id"], "name": g["name"], "icon": None, "owner": False, "permissions": "0",
+                           "features": []} for g in self.guilds.values()])
+        if call.method == "GET" and call.template.endswith("/commands"):
+            return _json(self.commands.get(ids[3] if "/guilds/" in call.path else "global", []))
         if call.method == "PUT" and call.template.endswith("/commands"):
             scope = ids[3] if "/guilds/" in call.path else "global"
             self.commands[scope] = [{**c, "id": str(next(self.ids)), "application_id": self.application_id,

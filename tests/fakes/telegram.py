@@ -116,6 +116,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.failures: list[Failure] = []
+        self.raw_answers: list[list[Any]] = []  # [method, result, times]: answer_raw
         self.held: dict[str, asyncio.Event] = {}  # method -> answered once the event is set
         self.sent: list[Sent] = []
         self._sent_by_id: dict[tuple[int, int], Sent] = {}  # (chat_id, message_id): edits find theirs at once
@@ -252,6 +253,22 @@ class FakeTelegram:
         gate = self.held[method] = asyncio.Event()
         return gate
 
+    # ---- faults at start-up and poison updates -----------------------------------------------
+
+    def answer_raw(self, method: str, result: Any, *, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` ``{"ok": true, "result": result}``, whatever type the Bot
+        API documents for it (``getWebhookInfo`` answering ``true``, as a broken proxy or server may)."""
+        self.raw_answers.append([method, result, times])
+
+    def _raw_answer(self, method: str) -> web.Response | None:
+        for entry in self.raw_answers:
+            if entry[0] == method:
+                entry[2] -= 1
+                if entry[2] <= 0:
+                    self.raw_answers.remove(entry)
+                return _ok(entry[1])
+        return None
+
     # ---- inspection --------------------------------------------------------------------------
 
     def calls_to(self, *methods: str) -> list[Call]:
@@ -316,6 +333,8 @@ class FakeTelegram:
             call.status = failure.status
             extra = {"parameters": {"retry_after": failure.retry_after}} if failure.retry_after else {}
             return _error(failure.status, failure.description, **extra)
+        if (raw := self._raw_answer(method)) is not None:
+            return raw
         handler = getattr(self, "_m_" + method, None)
         try:
             answer = _ok(True) if handler is None else await handler(params, files)
