@@ -9,6 +9,7 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
+from .cron.commands import cron_command, tz_command
 from .media.audio import AudioError
 from .media.voice import speakable
 
@@ -25,7 +26,9 @@ HELP = """Commands:
 /think off|minimal|low|medium|high|xhigh — how hard the model thinks
 /tts off|always|inbound|tagged|status — spoken replies in this chat; /tts audio TEXT speaks TEXT once
 /status — model, thinking, TTS, session length, tokens and cost so far
-/stop — cancel the answer in progress"""
+/stop — cancel the answer in progress
+/cron [rm ID] — this chat's reminders and scheduled jobs; rm removes one
+/tz [ZONE] — show or set this chat's time zone, e.g. /tz Europe/Berlin"""
 
 
 # Answered the moment they arrive, even while a turn runs; the others wait their turn in the session's lane.
@@ -138,7 +141,15 @@ async def _stop(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return "Stopping the answer in progress." if d.stop(inbound.chat) else "Nothing to stop."
 
 
+async def _cron(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+    return await cron_command(d.agent.store, d.agent.config, inbound.chat, arg)
+
+
+async def _tz(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+    return await tz_command(d.agent.store, d.agent.config, inbound.chat, arg)
+
+
 _COMMANDS = {
     "help": _help, "start": _help, "new": _new, "reset": _new, "model": _model, "think": _think,
-    "tts": _tts, "status": _status, "stop": _stop,
+    "tts": _tts, "status": _status, "stop": _stop, "cron": _cron, "tz": _tz,
 }

@@ -101,6 +101,7 @@ class Inbound:
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
     moved_from: str | None = None  # the chat's previous id: a Telegram group that became a supergroup
+    scheduled: bool = False  # a scheduled job's run (bot.cron), not a person's message
 
 
 @dataclass(slots=True)

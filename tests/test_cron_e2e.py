@@ -1,0 +1,52 @@
+"""Reminders and scheduled prompts end to end: the real ``chorus run`` console, a fake model that calls the
+``cron`` tool, and the job firing later as a turn of its own in the same chat."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from tests.conftest import Home, chorus, eventually, onboarded
+from tests.fakes.openrouter import FakeOpenRouter, Text, ToolCalls
+from tests.service import Service, start_chorus
+
+STRETCH = {"action": "add", "name": "stretch", "schedule": {"kind": "at", "at": "+3s"},
+           "message": "Remind the user to stretch"}
+
+
+async def printed(service: Service, needle: str, count: int = 1, timeout: float = 30) -> None:
+    await eventually(lambda: service.out.count(needle) >= count, f"{needle!r} printed {count}x", timeout=timeout)
+
+
+def tool_result(fake: FakeOpenRouter, request: int) -> str:
+    """The last tool message of chat request ``request`` (what the tool answered the model)."""
+    return [m["content"] for m in fake.chat_requests()[request].json["messages"] if m["role"] == "tool"][-1]
+
+
+def last_user(fake: FakeOpenRouter, request: int = -1) -> str:
+    return [m["content"] for m in fake.chat_requests()[request].json["messages"] if m["role"] == "user"][-1]
+
+
+async def test_remind_me_in_3_seconds_arrives_in_the_same_chat_unasked(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(ToolCalls([("cron", STRETCH)]), Text("I will remind you."), Text("⏰ Time to stretch!"))
+    service = await start_chorus(home, "run")
+    await service.say("remind me in 3 seconds to stretch")
+    await printed(service, "I will remind you.")
+    asked = fake_openrouter.chat_requests()[0].at
+    job = json.loads(tool_result(fake_openrouter, 1))["job"]
+    assert job["name"] == "stretch" and job["schedule"]["kind"] == "at"
+    assert job["nextRun"][:4] == time.strftime("%Y") and job["nextRunText"]  # the absolute time, to say back
+    await printed(service, "⏰ Time to stretch!")
+    result = await service.finish()
+    fired = fake_openrouter.chat_requests()[2]
+    assert fired.at - asked >= 2.5  # not before it was due
+    prompt = last_user(fake_openrouter, 2)
+    assert prompt.startswith("[Scheduled run of job #1 “stretch”") and prompt.endswith("Remind the user to stretch")
+    assert "late" not in prompt
+    users = [m for m in fired.json["messages"] if m["role"] == "user"]
+    assert len(users) == 2  # the request, then the scheduled run: no user message in between
+    assert result.out.count("⏰ Time to stretch!") == 1
+    listed = await chorus(home, "cron", "list", "--all")
+    assert listed.out.strip() == "No scheduled jobs."  # a one-shot is removed once it ran
