@@ -10,6 +10,8 @@ import time
 from tests.conftest import Home, chorus, eventually, onboarded
 from tests.fakes.openrouter import FakeOpenRouter, Text, ToolCalls
 from tests.service import Service, start_chorus
+from tests.telegram_service import running as on_telegram
+from tests.test_discord_e2e import chorus_on_discord, fake_discord  # noqa: F401 (a fixture)
 
 STRETCH = {"action": "add", "name": "stretch", "schedule": {"kind": "at", "at": "+3s"},
            "message": "Remind the user to stretch"}
@@ -96,3 +98,28 @@ async def test_a_job_missed_past_the_grace_window_is_skipped_and_logged(home, fa
     assert "Scheduled run" not in str([r.json for r in fake_openrouter.chat_requests()])
     assert "cron job #1 “stretch” skipped" in result.err and "past cron.misfireGraceMs" in result.err
     assert (await chorus(home, "cron", "list", "--all")).out.strip() == "No scheduled jobs."
+
+
+async def test_a_reminder_made_in_a_telegram_forum_topic_arrives_in_that_topic(home, fake_openrouter, fake_telegram):
+    tg, forum = fake_telegram, -1004242
+    tg.chat(forum, "supergroup", title="Forum", is_forum=True)
+    fake_openrouter.queue(ToolCalls([("cron", STRETCH)]), Text("I will remind you."), Text("⏰ Time to stretch!"))
+    async with on_telegram(home, tg, fake_openrouter, groups={str(forum): {"requireMention": False}}):
+        asked = tg.message(forum, "remind me in 3 seconds to stretch", chat_type="supergroup", message_thread_id=7,
+                           is_topic_message=True)
+        made, reminder = await tg.wait_sent(forum, 2)
+    assert (made.text, made.thread_id, made.reply_to) == ("I will remind you.", 7, asked["message_id"])
+    assert (reminder.text, reminder.thread_id, reminder.reply_to) == ("⏰ Time to stretch!", 7, None)  # unasked
+    assert len(tg.messages_in(forum)) == 2
+
+
+async def test_a_reminder_made_in_a_discord_thread_arrives_in_that_thread(home, fake_openrouter, fake_discord):
+    ann, guild = fake_discord.user("ann"), fake_discord.guild()
+    general = fake_discord.text_channel(guild)
+    thread = fake_discord.thread(general, "plans")
+    fake_openrouter.queue(ToolCalls([("cron", STRETCH)]), Text("I will remind you."), Text("⏰ Time to stretch!"))
+    async with chorus_on_discord(home, fake_openrouter, fake_discord, requireMention=False):
+        await fake_discord.say(thread, ann, "remind me in 3 seconds to stretch")
+        await fake_discord.wait_sent(thread, 2)
+    assert [m.content for m in fake_discord.bot_messages(thread)] == ["I will remind you.", "⏰ Time to stretch!"]
+    assert fake_discord.bot_messages(general) == []
