@@ -123,3 +123,35 @@ async def test_a_reminder_made_in_a_discord_thread_arrives_in_that_thread(home, 
         await fake_discord.wait_sent(thread, 2)
     assert [m.content for m in fake_discord.bot_messages(thread)] == ["I will remind you.", "⏰ Time to stretch!"]
     assert fake_discord.bot_messages(general) == []
+
+
+async def test_the_cron_command_and_the_cli_list_the_same_jobs_and_both_remove_and_run(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    oven = {"action": "add", "name": "oven", "schedule": {"kind": "every", "everyMs": 600_000}, "message": "Check the oven"}
+    news = {"action": "add", "name": "news", "schedule": {"kind": "cron", "expr": "0 8 * * 1-5", "tz": "Europe/Berlin"},
+            "message": "Summarize the news"}
+    fake_openrouter.queue(ToolCalls([("cron", oven), ("cron", news)]), Text("Both set."))
+    service = await start_chorus(home, "run")
+    await service.say("check the oven every 10 minutes, and news on weekdays at 8")
+    await printed(service, "Both set.")
+    await service.say("/cron")
+    await printed(service, "Remove one with /cron rm ID.")
+    shown = service.out.split("Scheduled jobs in this chat:\n", 1)[1].split("\nRemove one")[0].splitlines()
+    assert [line.split(" — ")[:2] for line in shown] == [["#1 “oven”", "every 10 min"],
+                                                          ["#2 “news”", "cron 0 8 * * 1-5 (Europe/Berlin)"]]
+    listed = (await chorus(home, "cron", "list")).out.splitlines()
+    assert listed == [f"console:local  {line}" for line in shown]  # the same ids, schedules, next runs
+    await service.say("/cron rm 1")
+    await printed(service, "Removed job #1.")
+    assert [line.split("  ", 1)[1] for line in (await chorus(home, "cron", "list")).out.splitlines()] == shown[1:]
+    ran = await chorus(home, "cron", "run", "2")
+    assert ran.code == 0 and "Job #2 is due now" in ran.out
+    await eventually(lambda: "Summarize the news" in str(fake_openrouter.chat_requests()[-1].json), "the run", timeout=20)
+    await printed(service, "echo: [Scheduled run of job #2 “news”")
+    removed = await chorus(home, "cron", "rm", "2")
+    assert removed.code == 0 and removed.out.strip() == "Removed job #2."
+    await service.say("/cron")
+    await printed(service, "No scheduled jobs in this chat.")
+    await service.finish()
+    gone = await chorus(home, "cron", "rm", "2")
+    assert gone.code == 1 and "there is no job #2" in gone.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ async def cron_cli(db_path: Path, config: ChorusConfig, action: str, job_id: int
         elif await jobs.run_now(job_id, time.time()):
             print(f"Job #{job_id} is due now: the running service fires it within seconds (or at its next start).")
             return 0
-        print(f"error: there is no job #{job_id} (chorus cron list shows them)")
+        print(f"error: there is no job #{job_id} (chorus cron list shows them)", file=sys.stderr)
         return 1
     finally:
         await store.close()
