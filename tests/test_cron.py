@@ -188,3 +188,14 @@ async def test_in_a_group_only_senders_the_group_policy_names_may_make_jobs(stor
     run = Inbound(group, "111", "Ann", "…", scheduled=True)
     again = await rig.cron(run, action="add", schedule={"kind": "at", "at": "+1h"}, message="x")
     assert again["error"] == "error: not scheduled: a scheduled run cannot make new jobs"
+
+
+async def test_a_job_of_a_channel_that_is_not_running_waits_and_does_not_busy_the_runner(store):
+    clock = Clock(utc(2026, 6, 1, 9))
+    rig = Rig(store, clock)
+    telegram = Inbound(ChatRef("telegram", "42"), "42", "Ann", "hi")
+    await rig.cron(telegram, action="add", schedule={"kind": "at", "at": "+1m"}, message="x")
+    clock.t += 120
+    assert await rig.tick() == []  # only the console runs here: kept for when Telegram runs
+    assert await rig.jobs.next_due({"console"}) is None  # so the loop sleeps its poll interval, not zero
+    assert await rig.jobs.next_due({"console", "telegram"}) == utc(2026, 6, 1, 9, 1).timestamp()

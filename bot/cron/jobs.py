@@ -48,6 +48,10 @@ def _job(r: sqlite3.Row) -> CronJob:
 _IN_CONVERSATION = "channel = ? AND chat_id = ? AND thread_id IS ?"
 
 
+def _among(channels: set[str]) -> str:
+    return f"channel IN ({', '.join('?' * len(channels))})" if channels else "0"
+
+
 class CronJobs:
     """Jobs in the database; every instance on one database sees the same rows."""
 
@@ -91,13 +95,13 @@ class CronJobs:
 
     async def due(self, now: float, channels: set[str]) -> list[CronJob]:
         """Jobs due by ``now`` in the channels running here (another channel's wait until it runs)."""
-        if not channels:
-            return []
-        marks = ", ".join("?" * len(channels))
-        return await self._select(f"WHERE next_run_at <= ? AND channel IN ({marks})", now, *sorted(channels))
+        return await self._select(f"WHERE next_run_at <= ? AND {_among(channels)}", now, *sorted(channels))
 
-    async def next_due(self) -> float | None:
-        async with self.store.db.execute("SELECT MIN(next_run_at) FROM cron_jobs") as cur:
+    async def next_due(self, channels: set[str]) -> float | None:
+        """When the soonest job of the running channels is due (an overdue job of a channel that is not
+        running must not make the runner spin)."""
+        async with self.store.db.execute(f"SELECT MIN(next_run_at) FROM cron_jobs WHERE {_among(channels)}",
+                                         sorted(channels)) as cur:
             row = await cur.fetchone()
         return row[0] if row else None
 

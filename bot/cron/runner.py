@@ -104,7 +104,7 @@ class CronRunner:
         while True:
             try:
                 await self.run_due()
-                upcoming = await self.jobs.next_due()
+                upcoming = await self.jobs.next_due(self.channels())
             except Exception:  # a locked or failing database: logged, tried again at the next poll
                 log.exception("could not look for due cron jobs")
                 upcoming = None
