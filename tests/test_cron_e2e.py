@@ -155,3 +155,16 @@ async def test_the_cron_command_and_the_cli_list_the_same_jobs_and_both_remove_a
     await service.finish()
     gone = await chorus(home, "cron", "rm", "2")
     assert gone.code == 1 and "there is no job #2" in gone.err
+
+
+async def test_a_reminder_is_spoken_when_the_chat_wants_spoken_replies(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(ToolCalls([("cron", STRETCH)]), Text("I will remind you."), Text("Time to stretch!"))
+    service = await start_chorus(home, "run")
+    await service.say("/tts always")
+    await printed(service, "Spoken replies for this chat: always.")
+    await service.say("remind me in 3 seconds to stretch")
+    await printed(service, "[voice saved:", count=2)  # the answer, then the reminder
+    await service.finish()
+    spoken = [r.json["input"] for r in fake_openrouter.requests_to("/audio/speech")]
+    assert spoken == ["I will remind you.", "Time to stretch!"]
