@@ -168,3 +168,13 @@ async def test_a_reminder_is_spoken_when_the_chat_wants_spoken_replies(home, fak
     await service.finish()
     spoken = [r.json["input"] for r in fake_openrouter.requests_to("/audio/speech")]
     assert spoken == ["I will remind you.", "Time to stretch!"]
+
+
+async def test_tz_sets_the_zone_a_time_without_offset_is_read_in(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    party = {"action": "add", "schedule": {"kind": "at", "at": "2099-12-24T18:00"}, "message": "Remind me of the party"}
+    fake_openrouter.queue(ToolCalls([("cron", party)]), Text("Noted."))
+    result = await chorus(home, "run", stdin="/tz Mars/Olympus\n/tz Asia/Tokyo\n/tz\nremind me at 18:00 on 24 December 2099\n")
+    assert "Not changed: unknown time zone 'Mars/Olympus'; use an IANA name such as Europe/Berlin" in result.out
+    assert "Time zone for this chat: Asia/Tokyo." in result.out and "Time zone: Asia/Tokyo (it is " in result.out
+    assert json.loads(tool_result(fake_openrouter, 1))["job"]["nextRun"] == "2099-12-24T18:00:00+09:00"
