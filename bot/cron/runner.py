@@ -23,7 +23,7 @@ log = logging.getLogger("chorus.cron")
 
 BACKOFF = (30.0, 60.0, 300.0, 900.0, 3600.0)  # seconds after the 1st, 2nd, ... failure in a row
 LATE_AFTER = 60.0  # a run this much past its time (a busy or sleeping machine) is told it is late
-POLL = 10.0  # at most this long between looks at the table: jobs made or moved by another process
+POLL = 5.0  # at most this long between looks at the table: jobs made or moved by another process (the CLI)
 Fire = Callable[[CronJob, "float | None"], Awaitable[bool]]  # the job, how late (None: on time) -> succeeded
 
 
