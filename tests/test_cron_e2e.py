@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
-from tests.conftest import Home, chorus, eventually, onboarded
+from tests.conftest import chorus, eventually, onboarded
 from tests.fakes.openrouter import FakeOpenRouter, Text, ToolCalls
 from tests.service import Service, start_chorus
 from tests.telegram_service import running as on_telegram
@@ -52,52 +51,6 @@ async def test_remind_me_in_3_seconds_arrives_in_the_same_chat_unasked(home, fak
     assert result.out.count("⏰ Time to stretch!") == 1
     listed = await chorus(home, "cron", "list", "--all")
     assert listed.out.strip() == "No scheduled jobs."  # a one-shot is removed once it ran
-
-
-async def made_and_stopped(home: Home, fake: FakeOpenRouter, **config: object) -> float:
-    """Make the 3 s reminder, then stop the service before it is due; returns when it was due (unix time)."""
-    await onboarded(home, fake)
-    home.write_config(fake, **config)
-    fake.queue(ToolCalls([("cron", STRETCH)]), Text("I will remind you."))
-    first = await start_chorus(home, "run")
-    await first.say("remind me in 3 seconds to stretch")
-    await printed(first, "I will remind you.")
-    await first.stop()
-    (row,) = sqlite3.connect(home.path / "chorus.db").execute("SELECT next_run_at FROM cron_jobs").fetchall()
-    assert row[0] > time.time()  # stopped before it was due
-    return float(row[0])
-
-
-async def test_a_job_due_while_stopped_fires_once_at_the_next_start_marked_late(home, fake_openrouter):
-    due = await made_and_stopped(home, fake_openrouter)
-    await eventually(lambda: time.time() > due + 0.5, "the reminder's time to pass", timeout=10)
-    fake_openrouter.queue(Text("⏰ Sorry this is late: stretch!"))
-    second = await start_chorus(home, "run")
-    await printed(second, "stretch!")
-    await second.say("thanks")
-    await printed(second, "echo: thanks")
-    out = (await second.finish()).out
-    assert out.count("stretch!") == 1
-    prompt = last_user(fake_openrouter, 2)
-    assert "Scheduled run of job #1" in prompt and "[It is late: it was due" in prompt
-    third = await start_chorus(home, "run")
-    await third.say("still there?")
-    await printed(third, "echo: still there?")
-    await third.finish()
-    assert last_user(fake_openrouter) == "still there?"
-    assert len(fake_openrouter.chat_requests()) == 5  # made, its answer, the late run, "thanks", "still there?"
-
-
-async def test_a_job_missed_past_the_grace_window_is_skipped_and_logged(home, fake_openrouter):
-    due = await made_and_stopped(home, fake_openrouter, cron={"misfireGraceMs": 500})
-    await eventually(lambda: time.time() > due + 1.5, "the grace window to pass", timeout=10)
-    second = await start_chorus(home, "run")
-    await second.say("hello")
-    await printed(second, "echo: hello")
-    result = await second.finish()
-    assert "Scheduled run" not in str([r.json for r in fake_openrouter.chat_requests()])
-    assert "cron job #1 “stretch” skipped" in result.err and "past cron.misfireGraceMs" in result.err
-    assert (await chorus(home, "cron", "list", "--all")).out.strip() == "No scheduled jobs."
 
 
 async def test_a_reminder_made_in_a_telegram_forum_topic_arrives_in_that_topic(home, fake_openrouter, fake_telegram):
