@@ -142,7 +142,7 @@ async def _stop(d: Dispatcher, inbound: Inbound, arg: str) -> str:
 
 
 async def _cron(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return await cron_command(d.agent.store, d.agent.config, inbound.chat, arg)
+    return await cron_command(d.agent.store, d.agent.config, d.access, inbound, arg)
 
 
 async def _tz(d: Dispatcher, inbound: Inbound, arg: str) -> str:

@@ -185,6 +185,9 @@ async def test_in_a_group_only_senders_the_group_policy_names_may_make_jobs(stor
                                 "(or allowFrom) may schedule jobs in this group; Eve (222) is not")
     owner = Inbound(group, "111", "Ann", "remind us")
     assert "ok" in await rig.cron(owner, action="add", schedule={"kind": "at", "at": "+1h"}, message="x")
+    removal = await rig.cron(stranger, action="remove", id="1")
+    assert removal["error"].startswith("error: not removed: only people listed in channels.telegram.groupAllowFrom")
+    assert len(await rig.jobs.all()) == 1
     run = Inbound(group, "111", "Ann", "…", scheduled=True)
     again = await rig.cron(run, action="add", schedule={"kind": "at", "at": "+1h"}, message="x")
     assert again["error"] == "error: not scheduled: a scheduled run cannot make new jobs"

@@ -6,14 +6,15 @@ import sys
 import time
 from pathlib import Path
 
-from channels.base import ChatRef
+from channels.base import ChatRef, Inbound
 
+from ..access import AccessPolicy
 from ..config import ChorusConfig
 from ..store import Store
 from ..tools import ToolError
 from .jobs import CronJob, CronJobs
 from .schedule import ScheduleError, local_text, zone
-from .tool import chat_zone, job_number
+from .tool import chat_zone, job_number, may_manage
 
 CRON_USAGE = "Usage: /cron lists this chat's scheduled jobs; /cron rm ID removes one."
 
@@ -25,11 +26,13 @@ def job_line(job: CronJob, tz: str) -> str:
     return f"{job.label} — {job.schedule.describe()} — next: {when}{failing} — {job.message}"
 
 
-async def cron_command(store: Store, config: ChorusConfig, chat: ChatRef, arg: str) -> str:
+async def cron_command(store: Store, config: ChorusConfig, access: AccessPolicy, inbound: Inbound, arg: str) -> str:
     """``/cron`` and ``/cron rm ID``."""
-    jobs = CronJobs(store)
+    jobs, chat = CronJobs(store), inbound.chat
     word, _, rest = arg.partition(" ")
     if word.lower() in ("rm", "remove", "del", "delete"):
+        if (refusal := may_manage(access, inbound)) is not None:
+            return f"Not removed: {refusal}."
         try:
             job_id = job_number(rest)
         except ToolError:

@@ -64,14 +64,19 @@ def job_view(job: CronJob, tz: str) -> dict[str, Any]:
 
 
 def may_schedule(access: AccessPolicy, inbound: Inbound | None) -> str | None:
-    """Why the sender of ``inbound`` may not make jobs here, or ``None`` when they may. Anyone the bot answers in
-    a direct chat may; in a group, the group policy must admit the sender by name (``groupAllowFrom``, else
-    ``allowFrom``), or be ``open``: a group the bot talks in is not by that a group whose members may make it
-    post on a schedule."""
+    """Why the sender of ``inbound`` may not make jobs here, or ``None`` when they may (see ``may_manage``);
+    a scheduled run may not make more."""
     if inbound is None or inbound.scheduled:
         return "a scheduled run cannot make new jobs"
+    return may_manage(access, inbound)
+
+
+def may_manage(access: AccessPolicy, inbound: Inbound) -> str | None:
+    """Why the sender may not make or remove jobs here, or ``None``. Anyone the bot answers in a direct chat
+    may; in a group, the group policy must admit the sender by name (``groupAllowFrom``, else ``allowFrom``),
+    or be ``open``: a group the bot talks in is not by that a group whose members may make it post on a schedule."""
     settings = access.settings(inbound.chat.channel)
-    if settings is None or inbound.chat.kind != "group" or settings.group_policy == "open":
+    if inbound.scheduled or settings is None or inbound.chat.kind != "group" or settings.group_policy == "open":
         return None
     if settings.group_policy != "disabled" and listed(settings.group_allow_from or settings.allow_from, inbound):
         return None
@@ -102,6 +107,8 @@ class CronTool:
             jobs = await self.jobs.of_chat(ctx.chat)
             return _answer({"timezone": tz, "jobs": [job_view(j, tz) for j in jobs]})
         if action == "remove":
+            if ctx.inbound is not None and (refusal := may_manage(self.access, ctx.inbound)) is not None:
+                raise ToolError(f"not removed: {refusal}")
             job_id = job_number(args.get("id", args.get("jobId")))
             if not await self.jobs.remove(job_id, ctx.chat):
                 raise ToolError(f"there is no job {job_id} in this chat (see action \"list\")")
