@@ -202,3 +202,30 @@ async def test_a_job_of_a_channel_that_is_not_running_waits_and_does_not_busy_th
     assert await rig.tick() == []  # only the console runs here: kept for when Telegram runs
     assert await rig.jobs.next_due({"console"}) is None  # so the loop sleeps its poll interval, not zero
     assert await rig.jobs.next_due({"console", "telegram"}) == utc(2026, 6, 1, 9, 1).timestamp()
+
+
+async def test_a_recurring_job_still_running_skips_the_firing_that_comes_due_meanwhile(store):
+    clock = Clock(utc(2026, 6, 1, 9))
+    rig = Rig(store, clock)
+    release = asyncio.Event()
+    runs = []
+
+    async def slow(job: CronJob, late: float | None) -> bool:
+        runs.append(clock())
+        await release.wait()
+        return True
+
+    rig.runner.fire = slow
+    await rig.cron(action="add", schedule={"kind": "every", "everyMs": 60_000}, message="Slow")
+    clock.at(utc(2026, 6, 1, 9, 1))
+    first = await rig.runner.run_due()
+    await asyncio.sleep(0)
+    clock.at(utc(2026, 6, 1, 9, 2))
+    assert await rig.runner.run_due() == []  # not a second run queued behind the first
+    (job,) = await rig.jobs.all()
+    assert job.next_run_at == utc(2026, 6, 1, 9, 3).timestamp()  # moved on: nothing left due to spin on
+    release.set()
+    await asyncio.gather(*first)
+    clock.at(utc(2026, 6, 1, 9, 3))
+    await asyncio.gather(*await rig.runner.run_due())
+    assert runs == [utc(2026, 6, 1, 9, 1).timestamp(), utc(2026, 6, 1, 9, 3).timestamp()]  # the next one runs again

@@ -63,6 +63,7 @@ class CronRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._firing: set[asyncio.Task[Any]] = set()
+        self._running: set[int] = set()  # ids of the jobs whose run is under way here
 
     async def start(self) -> None:
         """Start firing; a run missed while the service was down is due at once (late, or skipped past grace)."""
@@ -93,10 +94,14 @@ class CronRunner:
                 continue
             if not await self.jobs.move(job, later):
                 continue  # another instance, or an earlier look, has it
+            if job.id in self._running:  # its last run is still going (a slow model): this firing is dropped
+                log.warning("cron job %s still running; skipped its firing due %s", job.label, local_text(due, job.schedule.tz))
+                continue
             missed = late if due < self.started or late > LATE_AFTER else None
             task = asyncio.create_task(self._run(job, due, later, missed), name=f"cron:{job.id}")
             self._firing.add(task)
-            task.add_done_callback(self._firing.discard)
+            self._running.add(job.id)
+            task.add_done_callback(lambda done, job_id=job.id: (self._firing.discard(done), self._running.discard(job_id)))
             started.append(task)
         return started
 
