@@ -107,6 +107,7 @@ class CronRunner:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # before looking: a job made while we look wakes the next wait
             try:
                 await self.run_due()
                 upcoming = await self.jobs.next_due(self.channels())
@@ -114,7 +115,6 @@ class CronRunner:
                 log.exception("could not look for due cron jobs")
                 upcoming = None
             wait = self.poll if upcoming is None else min(self.poll, max(0.0, upcoming - self.clock()))
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
