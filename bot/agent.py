@@ -79,8 +79,9 @@ class Agent:
             f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
         )
 
-    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> None:
-        """Load history, call the model (running tools it asks for), stream the answer, store the turn.
+    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> bool:
+        """Load history, call the model (running tools it asks for), stream the answer, store the turn;
+        ``False`` when it ended in an error instead of an answer (a scheduled run then backs off).
 
         ``group_context`` holds the group messages since the bot last answered (sender, text).
         The reply stream opens first, so the user sees "typing" before history, settings or a voice note's
@@ -99,10 +100,11 @@ class Agent:
         if inbound.text:
             user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
             await self.store.append(await self.store.active_session(inbound.chat), [user])
-        return await self._end_early(inbound, stream, "⏹ Stopped.")
+        await self._end_early(inbound, stream, "⏹ Stopped.")
+        return True
 
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
-                    group_context: Sequence[tuple[str, str]]) -> None:
+                    group_context: Sequence[tuple[str, str]]) -> bool:
         chat = inbound.chat
         state = await self.store.turn_state(chat)
         session_id, history, settings = state.session_id, state.history, state.settings
@@ -192,7 +194,7 @@ class Agent:
                 ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
             await stream.close(reply)
-            return
+            return stopped
         await self.store.append(session_id, pending)
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
         if self.voice:
@@ -201,11 +203,13 @@ class Agent:
         await stream.close(reply)
         log.info("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
                  tokens, cost)
+        return True
 
-    async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> None:
+    async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> bool:
         """End the turn before the model is asked (a refusal, /stop, a crash): the reason closes the open
-        stream, so its typing stops with it; nothing of the answer is stored."""
+        stream, so its typing stops with it; nothing of the answer is stored. ``False``: no answer."""
         await stream.close(Reply(text=text, reply_to=inbound.message_id))
+        return False
 
     def _voice_only(self, mode: str, spoken: bool) -> bool:
         """Whether the text will surely be replaced by a voice note, so it must not be streamed first."""

@@ -29,6 +29,7 @@ from .redact import redact, setup_logging
 from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
+from .cron.commands import cron_cli
 from .pairing_cli import channel_names, pairing_approve, pairing_list
 
 DEFAULT_MODEL = "openrouter/auto"
@@ -357,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("channel", choices=channel_names())
     pa.add_argument("code")
     pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    cr = sub.add_parser("cron", help="scheduled jobs (reminders) made in chats").add_subparsers(dest="cron_cmd", required=True)
+    cl = cr.add_parser("list", help="jobs with their next run")
+    cl.add_argument("--all", action="store_true", help="also jobs with no next run, and each last run's outcome")
+    cl.set_defaults(func=lambda cli: cron_cli(cli.env.state / "chorus.db", cli.loaded.config, "list", show_all=cli.args.all))
+    for verb, what in (("rm", "remove job ID"), ("run", "fire job ID now (in the running service)")):
+        cv = cr.add_parser(verb, help=what)
+        cv.add_argument("id", type=int)
+        cv.set_defaults(func=lambda cli: cron_cli(cli.env.state / "chorus.db", cli.loaded.config, cli.args.cron_cmd, cli.args.id))
     return p
 
 

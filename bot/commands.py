@@ -10,10 +10,12 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
+from .cron.commands import cron_command, tz_command
 from .media.audio import AudioError
 from .media.voice import speakable
 
 if TYPE_CHECKING:
+    from .access import AccessPolicy
     from .agent import Agent
 
 THINKING = ("off", "minimal", "low", "medium", "high", "xhigh")
@@ -26,7 +28,9 @@ HELP = """Commands:
 /think off|minimal|low|medium|high|xhigh — how hard the model thinks
 /tts off|always|inbound|tagged|status — spoken replies in this chat; /tts audio TEXT speaks TEXT once
 /status — model, thinking, TTS, session length, tokens and cost so far
-/stop — cancel the answer in progress"""
+/stop — cancel the answer in progress
+/cron [rm ID] — this chat's reminders and scheduled jobs; rm removes one
+/tz [ZONE] — show or set this chat's time zone, e.g. /tz Europe/Berlin"""
 
 
 # Answered the moment they arrive, even while a turn runs; the others wait their turn in the session's lane.
@@ -45,11 +49,13 @@ class Turns(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """What a command works with: the agent (store, config, voice), the channel it came in on, the turns."""
+    """What a command works with: the agent (store, config, voice), the channel it came in on, the turns, and
+    the access policy (who may make scheduled jobs)."""
 
     agent: Agent
     channel: Channel
     turns: Turns
+    access: AccessPolicy
 
 
 def command_name(text: str) -> str | None:
@@ -157,7 +163,15 @@ async def _stop(d: CommandContext, inbound: Inbound, arg: str) -> str:
     return "Stopping the answer in progress." if d.turns.stop(inbound.chat) else "Nothing to stop."
 
 
+async def _cron(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    return await cron_command(d.agent.store, d.agent.config, d.access, inbound, arg)
+
+
+async def _tz(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    return await tz_command(d.agent.store, d.agent.config, inbound.chat, arg)
+
+
 _COMMANDS = {
     "help": _help, "start": _help, "new": _new, "reset": _new, "model": _model, "think": _think,
-    "tts": _tts, "status": _status, "stop": _stop,
+    "tts": _tts, "status": _status, "stop": _stop, "cron": _cron, "tz": _tz,
 }

@@ -145,6 +145,19 @@ class AgentDefaults(Section):
     thinking_default: Thinking = "off"
     context_tokens: int = Field(128_000, gt=0)
     max_tool_iterations: int = Field(8, ge=1, le=50)
+    timezone: str | None = None  # IANA zone for times without an offset (reminders); None: the host's
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        from .cron.schedule import ScheduleError, zone  # the zone database is read only when a zone is set
+
+        if value is not None:
+            try:
+                zone(value)
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class Agents(Section):
@@ -308,6 +321,14 @@ class Channels(Section):
     discord: DiscordChannel = Field(default_factory=DiscordChannel)
 
 
+class Cron(Section):
+    """Scheduled jobs (the ``cron`` tool): how late a missed run may still fire, how many a chat may have."""
+
+    enabled: bool = True
+    misfire_grace_ms: int = Field(3_600_000, ge=0)
+    max_jobs_per_chat: int = Field(20, ge=0)
+
+
 class ChorusConfig(Section):
     """The whole config file."""
 
@@ -317,6 +338,7 @@ class ChorusConfig(Section):
     messages: Messages = Field(default_factory=Messages)
     tools: Tools = Field(default_factory=Tools)
     channels: Channels = Field(default_factory=Channels)
+    cron: Cron = Field(default_factory=Cron)
 
 
 # Dicts whose keys are the user's own (env vars, model refs, routing fields): never checked as unknown keys.

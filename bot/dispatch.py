@@ -33,10 +33,19 @@ NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the data
 
 
 @dataclass(slots=True)
-class _Lane:
-    """One session's queue: waiting messages (a list per turn-to-be), the worker draining them, the turn running now."""
+class _Scheduled:
+    """A scheduled job's run waiting in the session's lane; ``done`` says whether it answered."""
 
-    items: list[list[Inbound]] = field(default_factory=list)
+    inbound: Inbound
+    done: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One session's queue: waiting messages (a list per turn-to-be) and scheduled runs, the worker draining them,
+    the turn running now."""
+
+    items: list[list[Inbound] | _Scheduled] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[object] | None = None
     stop: bool = False  # /stop came while the next turn was still waiting: it stops as soon as it has begun
@@ -152,6 +161,16 @@ class Dispatcher:
             raise RuntimeError(f"channel {chat.channel} is not running")
         await channel.send(chat, reply)
 
+    async def run_scheduled(self, inbound: Inbound) -> bool:
+        """Run a scheduled job's turn in its session's lane (after the turn running there, never beside it);
+        ``True`` when it answered. Fails if the job's channel is not running."""
+        channel = self.channels.get(inbound.chat.channel)
+        if channel is None:
+            raise RuntimeError(f"channel {inbound.chat.channel} is not running")
+        item = _Scheduled(inbound, asyncio.get_running_loop().create_future())
+        self._enqueue(item, channel)
+        return await item.done
+
     def stop(self, chat: ChatRef) -> bool:
         """Cancel the chat's turn in progress, or the one about to begin; ``False`` when there is none."""
         lane = self._lanes.get(chat.session_key)
@@ -166,8 +185,7 @@ class Dispatcher:
     def busy(self, chat: ChatRef) -> bool:
         """Whether the chat has a turn running, or messages waiting in its lane for one."""
         lane = self._lanes.get(chat.session_key)
-        return bool(lane and ((lane.turn and not lane.turn.done())
-                              or any(command_name(item[0].text) is None for item in lane.items)))
+        return bool(lane and ((lane.turn and not lane.turn.done()) or any(not _is_command(item) for item in lane.items)))
 
     async def _route(self, inbound: Inbound, channel: Channel) -> None:
         """Decide where an accepted message goes: a command now, the group buffer, the debouncer or the lane."""
@@ -210,7 +228,7 @@ class Dispatcher:
             log.exception("could not send a notice channel=%s chat=%s", chat.channel, chat.chat_id)
 
     async def _command(self, inbound: Inbound, channel: Channel) -> None:
-        reply = await run_command(CommandContext(self.agent, channel, self), inbound)
+        reply = await run_command(CommandContext(self.agent, channel, self, self.access), inbound)
         if reply is not None:
             await channel.send(inbound.chat, reply)
         await self.inbox.done([inbound])
@@ -238,8 +256,8 @@ class Dispatcher:
     def _release(self, key: tuple[str, str], channel: Channel) -> None:
         self._enqueue(self._held.pop(key).inbounds, channel)
 
-    def _enqueue(self, inbounds: list[Inbound], channel: Channel) -> None:
-        key = inbounds[0].chat.session_key
+    def _enqueue(self, inbounds: list[Inbound] | _Scheduled, channel: Channel) -> None:
+        key = (inbounds.inbound if isinstance(inbounds, _Scheduled) else inbounds[0]).chat.session_key
         lane = self._lanes.setdefault(key, _Lane())
         lane.items.append(inbounds)
         if lane.worker is None or lane.worker.done():
@@ -250,11 +268,15 @@ class Dispatcher:
         messages waiting up to the next command join one turn."""
         try:
             while lane.items:
+                if isinstance(first := lane.items[0], _Scheduled):
+                    del lane.items[0]
+                    await self._scheduled_turn(lane, first, channel)
+                    continue
                 take = 1
-                if self.messages.queue.mode == "collect" and command_name(lane.items[0][0].text) is None:
-                    while take < len(lane.items) and command_name(lane.items[take][0].text) is None:
+                if self.messages.queue.mode == "collect" and command_name(first[0].text) is None:
+                    while take < len(lane.items) and _joins(lane.items[take]):
                         take += 1
-                batch = [i for item in lane.items[:take] for i in item]
+                batch = [i for item in lane.items[:take] if isinstance(item, list) for i in item]
                 del lane.items[:take]
                 try:
                     if command_name(batch[0].text) is not None:
@@ -266,10 +288,22 @@ class Dispatcher:
                     # The messages stay pending in the inbox and are answered after a restart; the lane goes on.
                     log.error("storage failed session=%s: %s", key, exc)
         finally:
+            for item in [i for i in lane.items if isinstance(i, _Scheduled)]:  # left by a shutdown
+                lane.items.remove(item)
+                item.done.cancel()  # the job gives its firing back for the next start
             if self._lanes.get(key) is lane and not lane.items:
                 del self._lanes[key]
 
-    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> None:
+    async def _scheduled_turn(self, lane: _Lane, item: _Scheduled, channel: Channel) -> None:
+        try:
+            answered = await self._turn(lane, item.inbound, channel)
+        except BaseException:
+            item.done.cancel()
+            raise
+        if not item.done.done():
+            item.done.set_result(answered)
+
+    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> bool:
         context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
         lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
         if lane.stop:
@@ -280,13 +314,27 @@ class Dispatcher:
         except asyncio.CancelledError:
             lane.turn.cancel()
             raise
-        if not lane.turn.cancelled() and (exc := lane.turn.exception()) is not None:
+        if lane.turn.cancelled():
+            return True  # /stop before it began: the user's choice, not a failure
+        if (exc := lane.turn.exception()) is not None:
             # The turn could not even end its own stream (the agent closes it on every other way out).
             log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
             await self._tell(channel, inbound.chat, Reply(
                 text=CRASHED,
                 reply_to=inbound.message_id,
             ))
+            return False
+        return bool(lane.turn.result())
+
+
+def _is_command(item: list[Inbound] | _Scheduled) -> bool:
+    return isinstance(item, list) and command_name(item[0].text) is not None
+
+
+def _joins(item: list[Inbound] | _Scheduled) -> bool:
+    """Whether a waiting item may join the turn before it in ``collect`` mode: messages do, commands and
+    scheduled runs run alone."""
+    return isinstance(item, list) and command_name(item[0].text) is None
 
 
 def _stop_once_begun(turn: asyncio.Task[object]) -> None:

@@ -22,6 +22,9 @@ from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
+from .cron.jobs import CronJobs
+from .cron.runner import CronRunner, as_turns
+from .cron.tool import CronTool
 from .dispatch import Dispatcher
 from .media.images import Images
 from .media.jobs import MediaJobs
@@ -102,6 +105,7 @@ class Runtime:
     agent: Agent
     dispatcher: Dispatcher
     jobs: MediaJobs
+    cron: CronRunner
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
@@ -115,7 +119,12 @@ class Runtime:
         video = config.agents.defaults.video_generation_model
         jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
         tools.add(*media_tools(config, llm, jobs))
-        return cls(config, env.state, store, llm, agent, dispatcher, jobs)
+        cron_jobs = CronJobs(store)
+        cron = CronRunner(cron_jobs, as_turns(dispatcher.run_scheduled), lambda: set(dispatcher.channels),
+                          grace=config.cron.misfire_grace_ms / 1000)
+        if config.cron.enabled:
+            tools.add(CronTool(cron_jobs, config, dispatcher.access, cron.wake))
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron)
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -158,6 +167,8 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
+        if self.config.cron.enabled:
+            await self.cron.start()
         background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet())]
 
         serving = asyncio.current_task()
@@ -191,6 +202,7 @@ class Runtime:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self.cron.stop()
             await self.jobs.stop()
         return refusals
 

@@ -56,6 +56,7 @@ class ChatSettings:
     model: str | None = None
     thinking: str | None = None
     tts: str | None = None
+    tz: str | None = None  # IANA zone (/tz) for reminders and scheduled runs
 
 
 @dataclass(slots=True)
@@ -75,11 +76,11 @@ class TurnState:
     settings: ChatSettings = field(default_factory=ChatSettings)
 
 
-_SETTINGS = ("model", "thinking", "tts")
+_SETTINGS = ("model", "thinking", "tts", "tz")
 KEEP_ANSWERED_DAYS = 7  # answered inbox rows are kept this long, far past any redelivery
 _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
 _HISTORY_AFTER = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 AND id > ? ORDER BY id"
-_CHAT_SETTINGS = "SELECT model, thinking, tts FROM chat_settings WHERE key = ?"
+_CHAT_SETTINGS = "SELECT model, thinking, tts, tz FROM chat_settings WHERE key = ?"
 _ACCEPT = ("INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id, sender_name,"
            " text, mentioned, reply_to, attachments, sender_username) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 

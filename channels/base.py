@@ -104,6 +104,7 @@ class Inbound:
     # Parts of one message that the platform delivers one by one and will not send the next of before this one
     # is acknowledged (a Telegram album through a webhook): the core answers the parts with one key together.
     album: str | None = None
+    scheduled: bool = False  # a scheduled job's run (bot.cron), not a person's message
 
 
 @dataclass(slots=True)

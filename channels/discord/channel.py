@@ -33,6 +33,8 @@ SLASH_COMMANDS = (
     ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status"),
     ("status", "Model, thinking, TTS, session length, tokens and cost", None, ""),
     ("stop", "Cancel the answer in progress", None, ""),
+    ("cron", "This chat's reminders and scheduled jobs", "action", "empty to list them, or rm ID to remove one"),
+    ("tz", "Show or set this chat's time zone", "zone", "e.g. Europe/Berlin"),
     ("help", "The commands", None, ""),
 )
 
