@@ -197,6 +197,9 @@ class Runtime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Before the turns are cut: a scheduled run cut off here gives its firing back (fires at next start);
+            # cut by the dispatcher first, it would count as a failed run and wait out a back-off.
+            await self.cron.stop()
             await self.dispatcher.shutdown()
         finally:
             for task in background:
