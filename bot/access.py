@@ -21,12 +21,12 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.base import Inbound
 
 from .config import ChannelBase, ChorusConfig
-from .pairing import Clock, Pairing, PairingRequest, Sender
+from .pairing import MAX_PENDING, Clock, Pairing, PairingRequest, Sender
 from .store import Store
 
 log = logging.getLogger("chorus.access")
@@ -48,6 +48,14 @@ REFUSED_TEXT = (
     "Your {channel} id is {sender_id}; the owner can add it to channels.{channel}.allowFrom."
 )
 
+# Why a message was refused, as the owner's log says it.
+_REASONS = {
+    "dm-disabled": "direct messages are off (channels.{channel}.dmPolicy: disabled)",
+    "not-allowed": "not in channels.{channel}.allowFrom (dmPolicy: allowlist)",
+    "pairing-pending": "their pairing code waits for approval (chorus pairing list {channel})",
+    "group-disabled": "groups are off (channels.{channel}.groupPolicy: disabled)",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -56,6 +64,7 @@ class Decision:
     allowed: bool
     reason: str
     reply: str | None = None
+    code: str | None = field(default=None, compare=False)  # a new pairing request's code, for the owner's log
 
 
 class AccessPolicy:
@@ -65,6 +74,7 @@ class AccessPolicy:
         self.config = config
         self.clock = clock
         self.pairing = Pairing(store, clock)
+        self._groups_told: set[tuple[str, str]] = set()  # refused groups already named to the owner at INFO
 
     def settings(self, channel: str) -> ChannelBase | None:
         """The channel's section of the config; ``None`` for the console and other local channels."""
@@ -72,7 +82,7 @@ class AccessPolicy:
         return section if isinstance(section, ChannelBase) else None
 
     async def check(self, inbound: Inbound) -> Decision:
-        """The decision for one message; a refusal is logged (never with its code)."""
+        """The decision for one message; a refusal is logged with the ids the owner needs to allow it."""
         settings = self.settings(inbound.chat.channel)
         if settings is None:
             return Decision(True, "local")
@@ -81,9 +91,28 @@ class AccessPolicy:
         else:
             decision = await self._direct(inbound, settings)
         if not decision.allowed:
-            log.info("message refused channel=%s chat=%s sender=%s reason=%s",
-                     inbound.chat.channel, inbound.chat.chat_id, inbound.sender_id, decision.reason)
+            self._log_refusal(inbound, decision)
         return decision
+
+    def _log_refusal(self, inbound: Inbound, decision: Decision) -> None:
+        """One line the owner can act on: who, which ids, and the key or command that lets them in.
+        A refused group is named at INFO once per run (every message there is refused), then at DEBUG."""
+        channel, who = inbound.chat.channel, f"{inbound.sender_name} ({inbound.sender_id})"
+        if decision.reason == "pairing-new":
+            log.info("%s: %s asked to pair: code %s (approve with: chorus pairing approve %s %s)",
+                     channel, who, decision.code, channel, decision.code)
+        elif decision.reason == "pairing-full":
+            log.warning("%s: %s asked to pair, but %d requests are pending already; they were told to try later "
+                        "(see `chorus pairing list %s`)", channel, who, MAX_PENDING, channel)
+        elif decision.reason == "group-not-allowed":
+            first = (channel, inbound.chat.chat_id) not in self._groups_told
+            self._groups_told.add((channel, inbound.chat.chat_id))
+            log.log(logging.INFO if first else logging.DEBUG,
+                    "%s: ignored a message from group %s (sender %s): not allowed; add the group's id to "
+                    "channels.%s.groupAllowFrom (or set groupPolicy: open)", channel, inbound.chat.chat_id, who, channel)
+        else:
+            log.info("%s: refused a message from %s in chat %s: %s", channel, who, inbound.chat.chat_id,
+                     _REASONS.get(decision.reason, decision.reason).format(channel=channel))
 
     async def _direct(self, inbound: Inbound, settings: ChannelBase) -> Decision:
         channel = inbound.chat.channel
@@ -100,7 +129,8 @@ class AccessPolicy:
         issued = await self.pairing.request(channel, Sender(inbound.sender_id, inbound.sender_name, inbound.sender_username))
         if issued.request is None:
             return Decision(False, "pairing-full", FULL_TEXT)
-        return Decision(False, "pairing-new" if issued.new else "pairing-pending", self._pairing_text(issued.request))
+        return Decision(False, "pairing-new" if issued.new else "pairing-pending", self._pairing_text(issued.request),
+                        code=issued.request.code if issued.new else None)
 
     def _pairing_text(self, request: PairingRequest) -> str:
         minutes = max(1, math.ceil((request.expires_at - self.clock()) / 60))

@@ -140,7 +140,7 @@ class Agent:
         shown: list[str] = []
         media: list[Media] = []
         tokens, cost = 0, 0.0  # summed over the turn's rounds, for the log
-        log.info("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
+        log.debug("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
         try:
             for _ in range(self.config.agents.defaults.max_tool_iterations):
                 result = await self._complete(ChatSpec(
@@ -199,7 +199,7 @@ class Agent:
             reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
                                            capabilities=channel.capabilities, model=ref, on_start=stream.speaking)
         await stream.close(reply)
-        log.info("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
+        log.debug("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
                  tokens, cost)
 
     async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> None:

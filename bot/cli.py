@@ -304,11 +304,29 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
 
 
+def _global_options(parser: argparse.ArgumentParser, kind: type) -> None:
+    """``--config`` and ``-v``: on the top parser with defaults, on every subcommand without (so that
+    ``chorus run --config X -v`` means what ``chorus --config X -v run`` does; ``-v`` counts on both)."""
+    top = kind is argparse.ArgumentParser
+    parser.add_argument("--config", default=None if top else argparse.SUPPRESS,
+                        help="config file (default: $CHORUS_CONFIG or ~/.chorus/chorus.json5)")
+    parser.add_argument("-v", "--verbose", action="count", dest="verbose" if top else "verbose_after",
+                        default=0 if top else argparse.SUPPRESS,
+                        help="-v: Chorus's debug lines; -vv: the libraries' too")
+
+
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: it takes the global options too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self, _Subcommand)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chorus", description="Chorus: chat with OpenRouter models in Telegram, Discord and the terminal.")
-    p.add_argument("--config", help="config file (default: $CHORUS_CONFIG or ~/.chorus/chorus.json5)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    _global_options(p, argparse.ArgumentParser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
     o = sub.add_parser("onboard", help="store an OpenRouter key and write a starter config")
     o.add_argument("--auth-choice", choices=["openrouter-api-key", "openrouter-oauth"])
@@ -316,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--headless", action="store_true", help="OAuth: print the URL and paste the redirect back")
     o.set_defaults(func=onboard)
 
-    m = sub.add_parser("models", help="default model and credentials").add_subparsers(dest="models_cmd", required=True)
+    m = sub.add_parser("models", help="default model and credentials").add_subparsers(dest="models_cmd", required=True, parser_class=_Subcommand)
     ms = m.add_parser("set", help="set agents.defaults.model.primary")
     ms.add_argument("ref", help="openrouter/<provider>/<model>")
     ms.set_defaults(func=models_set)
@@ -325,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--modality", choices=["text", "image", "audio", "video", "speech", "transcription"])
     ml.add_argument("--refresh", action="store_true", help="fetch the catalog again now")
     ml.set_defaults(func=models_list)
-    auth = m.add_parser("auth", help="credentials").add_subparsers(dest="auth_cmd", required=True)
+    auth = m.add_parser("auth", help="credentials").add_subparsers(dest="auth_cmd", required=True, parser_class=_Subcommand)
     login = auth.add_parser("login", help="replace the stored key")
     login.add_argument("--provider", choices=["openrouter"], default="openrouter")
     login.add_argument("--method", choices=["oauth", "api-key"], default="api-key")
@@ -333,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--headless", action="store_true")
     login.set_defaults(func=auth_login, auth_choice=None)
 
-    i = sub.add_parser("infer", help="one-off model calls").add_subparsers(dest="infer_cmd", required=True)
-    im = i.add_parser("model", help="model calls").add_subparsers(dest="infer_model_cmd", required=True)
+    i = sub.add_parser("infer", help="one-off model calls").add_subparsers(dest="infer_cmd", required=True, parser_class=_Subcommand)
+    im = i.add_parser("model", help="model calls").add_subparsers(dest="infer_model_cmd", required=True, parser_class=_Subcommand)
     run = im.add_parser("run", help="one chat completion")
     run.add_argument("--local", action="store_true", help="call OpenRouter from this process (the only mode)")
     run.add_argument("--model", help="model ref (default: the configured default)")
@@ -342,14 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.set_defaults(func=infer_run)
 
-    c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True)
+    c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True, parser_class=_Subcommand)
     c.add_parser("validate", help="check the config and exit").set_defaults(func=config_validate)
     sub.add_parser("doctor", help="check config, credential, state dir, database, base URL").set_defaults(func=run_doctor)
     r = sub.add_parser("run", help="start the service")
     r.add_argument("--console", action="store_true", help="also chat in the terminal when Telegram is configured")
     r.set_defaults(func=run_service)
 
-    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True)
+    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True, parser_class=_Subcommand)
     pl = pr.add_parser("list", help="a channel's pending pairing codes")
     pl.add_argument("channel", choices=channel_names())
     pl.set_defaults(func=lambda cli: pairing_list(cli.env.state / "chorus.db", cli.args.channel))
@@ -364,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``chorus`` and ``python -m bot``."""
     args = build_parser().parse_args(argv)
     env = Env.load()
-    setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
+    setup_logging(args.verbose + getattr(args, "verbose_after", 0))
     cli = Cli(args, env)
     try:
         outcome = args.func(cli)

@@ -482,7 +482,7 @@ async def test_the_turn_log_sums_tokens_and_cost_over_its_tool_rounds(make, capl
     rig = await make(tools=[EchoTool()])
     rig.fake.queue(ToolCalls([("echo", {"text": "x"})], usage={"total_tokens": 120, "cost": 0.25}),
                    Text("done", usage={"total_tokens": 50, "cost": 0.5}))
-    with caplog.at_level(logging.INFO, logger="chorus.agent"):
+    with caplog.at_level(logging.DEBUG, logger="chorus.agent"):
         await rig.say("echo x")
     (done,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("turn done")]
     assert done.endswith(" tokens=170 cost=0.75")

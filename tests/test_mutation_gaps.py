@@ -151,7 +151,7 @@ def test_setup_logging_installs_the_redacting_filter(monkeypatch):
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        setup_logging(logging.INFO, ["hunter2-of-this-process"])
+        setup_logging(0, ["hunter2-of-this-process"])
         logging.getLogger("chorus.test").warning("key %s and %s", "sk-or-v1-0123456789abcdef", "hunter2-of-this-process")
     finally:
         root.handlers[:], _ = saved

@@ -54,23 +54,27 @@ class DiscordChannel:
         an unreachable Discord is tried again with a growing pause. A refused token or intent ends the channel."""
         handler = self._handler(on_message)
         delay = 1.0
-        while not self._stopping:
-            client = self._connect(handler)  # built here: its webhook context is this task's
-            try:
-                await client.start(self.settings.token)
-                return
-            except UNREACHABLE as exc:
-                log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
-            except discord.PrivilegedIntentsRequired:
-                return ("Discord refused the connection: enable the Message Content intent for this bot "
-                        "in the Developer Portal (Bot > Privileged Gateway Intents)")
-            except discord.LoginFailure:
-                return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
-            finally:
-                if not client.is_closed():
-                    await client.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+        try:
+            while not self._stopping:
+                client = self._connect(handler)  # built here: its webhook context is this task's
+                try:
+                    await client.start(self.settings.token)
+                    break
+                except UNREACHABLE as exc:
+                    log.warning("Discord is unreachable (%s); trying again in %.0f s", type(exc).__name__, delay)
+                except discord.PrivilegedIntentsRequired:
+                    return ("Discord refused the connection: enable the Message Content intent for this bot "
+                            "in the Developer Portal (Bot > Privileged Gateway Intents)")
+                except discord.LoginFailure:
+                    return "Discord refused the bot token (channels.discord.token or DISCORD_BOT_TOKEN)"
+                finally:
+                    if not client.is_closed():
+                        await client.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            return None
+        finally:
+            log.info("Discord: stopped")
 
     def _connect(self, handler: InboundHandler) -> ChorusClient:
         """A new client with its events and slash commands."""
@@ -82,8 +86,19 @@ class DiscordChannel:
 
         @client.event
         async def on_ready() -> None:
-            log.info("discord connected as %s in %d server(s)", client.user, len(client.guilds))
+            shards = f"shard {client.shard_id} of {client.shard_count}" if client.shard_count else "1 shard"
+            log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
+                     client.user.id if client.user else "?", len(client.guilds), shards)
             self._ready.set()
+
+        @client.event
+        async def on_disconnect() -> None:
+            if not self._stopping:
+                log.info("Discord: gateway connection lost; reconnecting")
+
+        @client.event
+        async def on_resumed() -> None:
+            log.info("Discord: gateway connection resumed")
 
         @client.event
         async def on_message(message: discord.Message) -> None:

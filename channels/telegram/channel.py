@@ -47,12 +47,11 @@ class TelegramChannel:
         """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
         try:
             self.me = await self.api.call("getMe")
-            log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
-                     "webhook" if self.settings.webhook_url else "polling")
             await self._set_commands()
             if self.settings.webhook_url:
                 await self._serve_webhook(on_message)
             else:
+                log.info("Telegram: %s ready (long polling)", self._who())
                 await self._poll(on_message)
         except TelegramError as exc:
             if not exc.unauthorized:
@@ -60,6 +59,7 @@ class TelegramChannel:
             return "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken"
         finally:
             await self.api.aclose()
+            log.info("Telegram: stopped")
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -136,6 +136,8 @@ class TelegramChannel:
                 if albums.first_update_id() is None and seen:
                     offset = max(seen) + 1
                     seen.clear()
+                if backoff > 1.0:
+                    log.info("Telegram: receiving again")
                 backoff = 1.0
             except TelegramError as exc:
                 if exc.conflict:
@@ -201,12 +203,17 @@ class TelegramChannel:
             assert settings.webhook_url is not None
             await self.api.call("setWebhook", url=settings.webhook_url, secret_token=settings.webhook_secret,
                                 allowed_updates=ALLOWED_UPDATES)
-            log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, settings.webhook_path)
+            log.info("Telegram: %s ready (webhook %s, listening on %s:%s%s)", self._who(), settings.webhook_url,
+                     settings.webhook_host, settings.webhook_port, settings.webhook_path)
             await self._stopped.wait()
         finally:
             await runner.cleanup()
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _who(self) -> str:
+        """``@name_bot (id 123)``: the bot as its owner finds it in Telegram."""
+        return f"@{self._me().get('username')} (id {self._me()['id']})"
 
     def _me(self) -> User:
         assert self.me is not None, "getMe runs before anything is received"
