@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from net import loop
@@ -82,8 +83,9 @@ def remember_config_secrets(config: ChorusConfig, env: Env) -> None:
 # ---- onboarding -------------------------------------------------------------------------------
 
 
-def onboard(cli: Cli) -> int:
-    """Store an OpenRouter key in the auth profile and make sure the config names a default model."""
+def onboard(cli: Cli, *, then: str = "Next: `make run` (or `chorus run`) to chat in the terminal.") -> int:
+    """Store an OpenRouter key in the auth profile and make sure the config names a default model;
+    ``then`` says what comes next (``chorus run`` onboarding on the way into the console says so)."""
     given_key = getattr(cli.args, "openrouter_api_key", None)
     choice = getattr(cli.args, "auth_choice", None) or ("openrouter-api-key" if given_key else None)
     if choice is None:
@@ -100,7 +102,7 @@ def onboard(cli: Cli) -> int:
     print(f"Saved the OpenRouter key in profile openrouter:default ({path}, mode 0600).")
     loaded = cli.update(_default_model)
     print(f"Config: {loaded.path} (default model {loaded.config.agents.defaults.model.primary}).")
-    print("Next: `make run` (or `chorus run`) to chat in the terminal.")
+    print(then)
     return 0
 
 
@@ -281,7 +283,7 @@ async def run_service(cli: Cli) -> int:
     cred = cli.env.credential(loaded.config)
     if cred is None and _interactive():
         print("No OpenRouter key yet: let's set one up.")
-        await asyncio.to_thread(onboard, cli)
+        await asyncio.to_thread(partial(onboard, cli, then="Starting Chorus now."))
         loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
     if cred is None:
         cli.credential_or_fail()

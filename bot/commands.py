@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from channels.base import Inbound, Reply
@@ -49,11 +50,15 @@ async def run_command(d: Dispatcher, inbound: Inbound) -> Reply | None:
         return None
     arg = text[1:].partition(" ")[2] if " " in text else ""
     answer = await _COMMANDS[name](d, inbound, arg.strip())
+    if answer is None:  # answered otherwise (a stopped turn says so itself)
+        return None
     return answer if isinstance(answer, Reply) else Reply(text=answer, reply_to=inbound.message_id)
 
 
 async def _help(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return HELP
+    # A channel may add its own commands (the console's /voice, /image, /quit).
+    extra = getattr(d.channels.get(inbound.chat.channel), "help", None)
+    return f"{HELP}\n{extra}" if extra else HELP
 
 
 async def _new(d: Dispatcher, inbound: Inbound, arg: str) -> str:
@@ -128,14 +133,27 @@ async def _status(d: Dispatcher, inbound: Inbound, arg: str) -> str:
         f"Model: {await agent.model_for(chat)}\n"
         f"Thinking: {settings.thinking or agent.config.agents.defaults.thinking_default}\n"
         f"Spoken replies: {settings.tts or agent.config.messages.tts.auto}\n"
-        f"Session: {stats.messages} messages, {stats.prompt_tokens:,} prompt + {stats.completion_tokens:,} completion tokens, "
-        f"${stats.cost:.4f} so far"
+        f"Session: {plural(stats.messages, 'message')}, {stats.prompt_tokens:,} prompt + "
+        f"{stats.completion_tokens:,} completion tokens, {money(stats.cost)} so far"
         + ("\nAnswering now (/stop to cancel)." if d.busy(chat) else "")
     )
 
 
-async def _stop(d: Dispatcher, inbound: Inbound, arg: str) -> str:
-    return "Stopping the answer in progress." if d.stop(inbound.chat) else "Nothing to stop."
+async def _stop(d: Dispatcher, inbound: Inbound, arg: str) -> str | None:
+    # A stopped answer ends with "⏹ Stopped." itself: that one message is the answer to /stop.
+    return None if d.stop(inbound.chat) else "Nothing to stop."
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def money(dollars: float) -> str:
+    """``$0``, ``$0.00042`` (two significant digits for a cheap turn, not ``$0.0000``), ``$1.25``."""
+    if dollars <= 0:
+        return "$0"
+    return f"${dollars:.{max(2, 1 - math.floor(math.log10(dollars)))}f}"
 
 
 _COMMANDS = {

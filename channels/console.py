@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import mimetypes
 import sys
 import threading
@@ -23,6 +24,7 @@ class ConsoleChannel:
     """One local user, one persistent session; reads lines from ``stdin``, writes answers to ``stdout``."""
 
     name = "console"
+    help = "/voice PATH, /image PATH — send a voice note or a picture from a file\n/quit — leave (also /exit, or Ctrl-D)"
     capabilities = Capabilities(text_limit=1_000_000, markdown="none", voice_format="mp3", streams_text=True)
 
     def __init__(self, media_dir: Path, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
@@ -97,8 +99,9 @@ class ConsoleChannel:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         for stream in (self.stdin, self.stdout):  # a stray byte becomes U+FFFD, never a dead reader or writer
             reconfigure = getattr(stream, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(errors="replace")
+            with suppress(io.UnsupportedOperation):  # stdin already read from (onboarding asked for the key first)
+                if reconfigure is not None:
+                    reconfigure(errors="replace")
 
         def pump() -> None:
             try:

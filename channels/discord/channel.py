@@ -192,8 +192,11 @@ class DiscordChannel:
         if where is None or not may_speak(where, str(interaction.user.id)):
             await interaction.response.send_message("I'm not enabled here.", ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
         message_id = f"interaction-{interaction.id}"
-        self.outbox.interactions[message_id] = interaction
+        if text == "/stop":  # a stopped answer ends with "⏹ Stopped." itself: only the user sees this receipt
+            await interaction.response.send_message("⏹", ephemeral=True)
+        else:
+            await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
+            self.outbox.interactions[message_id] = interaction
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
                               sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))
