@@ -127,7 +127,7 @@ class Agent:
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
-            [m.to_api() for m in history], [user.to_api()], self.context_window(info),
+            [m.to_api(for_model=ref.slug) for m in history], [user.to_api()], self.context_window(info),
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)

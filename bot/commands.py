@@ -10,6 +10,7 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
+from .catalog import model_choices, takes
 from .media.audio import AudioError
 from .media.voice import speakable
 
@@ -69,7 +70,7 @@ async def _new(d: Dispatcher, inbound: Inbound, arg: str) -> str:
 async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     agent = d.agent
     if not arg:
-        return f"Model: {await agent.model_for(inbound.chat)}"
+        return await _model_list(d, inbound)
     try:
         ref = ModelRef.parse(arg)
     except ModelRefError as exc:
@@ -78,6 +79,16 @@ async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
         return f"Not changed: {ref.slug} is not in OpenRouter's model catalog (see `chorus models list`)."
     await agent.store.set_chat_setting(inbound.chat, "model", str(ref))
     return f"Model for this chat set to {ref}."
+
+
+async def _model_list(d: Dispatcher, inbound: Inbound) -> str:
+    """The chat's model and the ones to choose from, saying which take images and audio."""
+    current = str(await d.agent.model_for(inbound.chat))
+    lines = [f"Model: {current}", "Choose with /model REF (OpenRouter's own ids work too, e.g. anthropic/claude-sonnet-4.5):"]
+    for ref, info in await model_choices(d.agent.catalog, list(d.agent.config.agents.defaults.models)):
+        notes = [n for n in (takes(info), "current" if str(ref) == current else "") if n]
+        lines.append(f"• {ref}" + (f" ({', '.join(notes)})" if notes else ""))
+    return "\n".join(lines)
 
 
 async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
@@ -150,10 +161,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def money(dollars: float) -> str:
-    """``$0``, ``$0.00042`` (two significant digits for a cheap turn, not ``$0.0000``), ``$1.25``."""
+    """``$0``, ``$0.00042`` (three significant digits for a cheap turn, not ``$0.0000``), ``$0.0123``, ``$1.25``."""
     if dollars <= 0:
         return "$0"
-    return f"${dollars:.{max(2, 1 - math.floor(math.log10(dollars)))}f}"
+    whole, _, cents = f"{dollars:.{max(2, 2 - math.floor(math.log10(dollars)))}f}".partition(".")
+    return f"${whole}.{cents[:2]}{cents[2:].rstrip('0')}"
 
 
 _COMMANDS = {

@@ -34,3 +34,41 @@ async def test_stop_is_answered_by_one_message_and_help_lists_the_consoles_own_c
     assert lines[0] == "Nothing to stop.", result.out
     assert "/voice PATH, /image PATH — send a voice note or a picture from a file" in lines
     assert "/quit — leave (also /exit, or Ctrl-D)" in lines
+
+
+async def test_model_lists_the_choices_and_takes_openrouters_own_ids(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    result = await chorus(home, "run", stdin="/model\n/model anthropic/claude-sonnet-4.6\nhi\n")
+    lines = result.out.splitlines()
+    assert lines[:2] == ["Model: openrouter/auto",
+                         "Choose with /model REF (OpenRouter's own ids work too, e.g. anthropic/claude-sonnet-4.5):"]
+    offered = [line for line in lines if line.startswith("• ")]
+    for ref in ("openrouter/auto (takes images, current)", "openrouter/openrouter/fusion",
+                "openrouter/moonshotai/kimi-k2.6 (takes images)", "openrouter/moonshotai/kimi-k2.5 (takes images)",
+                "openrouter/openrouter/healer-alpha (takes images and audio)"):
+        assert f"• {ref}" in offered, offered
+    assert "Model for this chat set to openrouter/anthropic/claude-sonnet-4.6." in lines
+    assert fake_openrouter.chat_requests()[-1].json["model"] == "anthropic/claude-sonnet-4.6"
+
+
+GEMINI_THOUGHTS = [
+    {"type": "reasoning.text", "text": "Gemini's own thought", "signature": "c2lnLWE=", "format": "google-gemini-v1"},
+]
+
+
+async def test_switching_models_never_replays_one_familys_reasoning_to_another(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, agents={"defaults": {"model": {"primary": "openrouter/google/gemini-3.1-pro-preview"}}})
+    fake_openrouter.queue(Text("from gemini", reasoning="Gemini's own thought", reasoning_details=GEMINI_THOUGHTS))
+    result = await chorus(home, "run", stdin="hi\nagain, gemini\n/model openrouter/deepseek/deepseek-v4-flash\n"
+                                              "now deepseek\n/model openrouter/moonshotai/kimi-k2.6\nnow kimi\n")
+    assert result.code == 0, result.err
+    gemini, deepseek, kimi = fake_openrouter.chat_requests()[1:]
+
+    def first_answer(request) -> dict:
+        return next(m for m in request.json["messages"] if m["role"] == "assistant")
+
+    assert first_answer(gemini)["reasoning_details"][0]["signature"] == "c2lnLWE="  # Gemini gets its own back
+    assert "reasoning_details" not in first_answer(deepseek) and first_answer(deepseek).get("reasoning_content", "") == ""
+    assert "reasoning_details" not in first_answer(kimi) and "reasoning_content" not in first_answer(kimi)
+    assert "Gemini's own thought" not in str(deepseek.json) + str(kimi.json)
