@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from channels.base import Channel, ChatRef, Inbound, Media, Replied, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -270,13 +270,29 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
     """The user's words as the model sees them (``said``: a voice note's transcript); in groups, prefixed by
     who said them and preceded by what the group said since the bot last answered."""
     said = inbound.text if said is None else said
+    context = replied_context(inbound.replied)
     if inbound.chat.kind != "group":
-        return said
-    text = f"[{inbound.sender_name}]: {said}"
+        return f"{context}\n{said}" if context else said
+    text = f"{context}\n[{inbound.sender_name}]: {said}" if context else f"[{inbound.sender_name}]: {said}"
     if group_context:
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
+
+
+REPLIED_MAX = 600  # characters of the replied-to message the model is shown: context, not a second message
+
+
+def replied_context(replied: Replied | None) -> str:
+    """The message the user replied to (or quoted), marked as context: whose it was, and its text, capped."""
+    if replied is None or not replied.text.strip():
+        return ""
+    text = replied.text.strip()
+    if len(text) > REPLIED_MAX:
+        text = text[:REPLIED_MAX].rstrip() + "…"
+    whose = "your own earlier answer" if replied.by_bot else f"a message from {replied.author}"
+    how = "Quoting part of" if replied.quoted else "Replying to"
+    return f"[{how} {whose} - for context]\n> " + text.replace("\n", "\n> ") + "\n[The user's message]"
 
 
 class _VisibleStream:

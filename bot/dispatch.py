@@ -286,5 +286,6 @@ def fold(inbounds: list[Inbound]) -> Inbound:
         chat=last.chat, sender_id=last.sender_id, sender_name=last.sender_name,
         text="\n".join(i.text for i in inbounds if i.text), message_id=last.message_id,
         mentioned=any(i.mentioned for i in inbounds), reply_to=last.reply_to,
+        replied=next((i.replied for i in reversed(inbounds) if i.replied), None),
         attachments=[a for i in inbounds for a in i.attachments], received_at=last.received_at,
     )

@@ -86,6 +86,16 @@ class ChatRef:
         return f"{base}:{self.thread_id}" if self.thread_id else base
 
 
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """The message an inbound one replies to (or the part of it the user quoted), as context for the model."""
+
+    text: str
+    author: str
+    by_bot: bool = False  # the bot's own earlier answer
+    quoted: bool = False  # ``text`` is the part the user selected, not the whole message
+
+
 @dataclass(slots=True)
 class Inbound:
     """One normalized incoming message."""
@@ -101,6 +111,7 @@ class Inbound:
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
     moved_from: str | None = None  # the chat's previous id: a Telegram group that became a supergroup
+    replied: Replied | None = None  # what ``reply_to`` said, when the platform told
 
 
 @dataclass(slots=True)

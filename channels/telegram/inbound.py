@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..base import Attachment, AttachmentKind, ChatRef, Inbound
+from ..base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from .api import File, Message, MessageEntity, User
 
 Download = Callable[[str], Awaitable[bytes]]
@@ -112,6 +113,8 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
     text = next((m.get("text") or m.get("caption") for m in messages if m.get("text") or m.get("caption")), "") or ""
     mentioned = any(addressed(m, me) for m in messages) or (chat.kind == "group" and not rules.required(chat_id))
     reply = first.get("reply_to_message")
+    if reply is not None and "forum_topic_created" in reply:
+        reply = None  # every message in a forum topic "replies" to the topic's first one: not a reply
     return Inbound(
         chat=chat,
         sender_id=str(sender["id"]) if sender else str(chat_id),
@@ -122,7 +125,22 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
         reply_to=message_ref(chat_id, reply["message_id"]) if reply else None,
         attachments=[a for m in messages for a in attachments(m, download)],
         sender_username=sender.get("username") if sender else None,
+        replied=replied(reply, first.get("quote"), me) if reply else None,
     )
+
+
+_SHOWN_AS = {"photo": "[a photo]", "voice": "[a voice note]", "video": "[a video]", "video_note": "[a video note]",
+             "audio": "[an audio file]", "document": "[a file]", "sticker": "[a sticker]"}
+
+
+def replied(reply: Message, quote: dict[str, Any] | None, me: User) -> Replied:
+    """The replied-to message as context: the part the user quoted, else its text or caption (a file says what
+    it was), who wrote it, and whether that was the bot."""
+    author = reply.get("from")
+    text = (quote or {}).get("text") or reply.get("text") or reply.get("caption") or next(
+        (shown for key, shown in _SHOWN_AS.items() if key in reply), "")
+    return Replied(text=text, author=full_name(author) if author else reply["chat"].get("title") or "someone",
+                   by_bot=bool(author) and author["id"] == me["id"], quoted=bool((quote or {}).get("text")))
 
 
 def attachments(message: Message, download: Download) -> list[Attachment]:
