@@ -202,6 +202,9 @@ class ChannelBase(Section):
     group_policy: GroupPolicy = "allowlist"
     group_allow_from: list[str | int] = Field(default_factory=list)
     require_mention: bool = True
+    # Whether the answer replies to the user's message: its first part, every part, or none. Unset: Discord
+    # replies with the first part; Telegram in groups only (in a private chat a quote is noise).
+    reply_to_mode: Literal["off", "first", "all"] | None = None
 
     def lists_groups(self) -> bool:
         """Whether the channel's own allowlist of groups (Discord's ``guilds``) already admitted a group message."""

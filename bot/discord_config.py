@@ -30,4 +30,5 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
+        reply_to_mode=cfg.reply_to_mode or "first",
     )

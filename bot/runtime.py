@@ -256,7 +256,7 @@ def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
         poll_timeout=settings.poll_timeout_seconds, streaming=settings.streaming,
         stream_throttle=settings.stream_throttle_ms / 1000, require_mention=settings.require_mention,
         groups={key: group.require_mention for key, group in settings.groups.items()},
-        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
+        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M), reply_to_mode=settings.reply_to_mode,
     )
 
 

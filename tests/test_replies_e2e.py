@@ -61,3 +61,30 @@ async def test_discord_replies_carry_the_referenced_message(home, fake_openroute
     to_bot, to_bob = (last_user(r) for r in fake_openrouter.chat_requests()[1:])
     assert to_bot == "[Replying to your own earlier answer - for context]\n> The answer is 42.\n[The user's message]\nwhy?"
     assert to_bob == "[Replying to a message from Bob - for context]\n> bob's idea\n[The user's message]\nthoughts?"
+
+
+async def test_telegram_reply_to_mode_decides_which_parts_reply_to_the_users_message(home, fake_openrouter,
+                                                                                      fake_telegram):
+    tg, ai, chat = fake_telegram, fake_openrouter, 5002
+    long = "word " * 1000  # two messages on Telegram
+    async with running(home, tg, ai, replyToMode="all"):
+        ai.queue(Text(long))
+        asked = tg.message(chat, "a long answer, please")
+        parts = await tg.wait_sent(chat, 2)
+    assert [p.reply_to for p in parts] == [asked["message_id"]] * 2  # "all": every part, in a private chat too
+
+
+async def test_discord_reply_to_mode_off_sends_the_answer_without_a_reference(home, fake_openrouter):
+    async with FakeDiscord(heartbeat_ms=500) as discord:
+        from tests.test_discord_e2e import configure
+
+        configure(home, fake_openrouter, discord, replyToMode="off")
+        ann = discord.user("ann")
+        room = discord.dm(ann)
+        async with running_chorus(home):
+            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+            fake_openrouter.queue(Text("Plain answer."))
+            await discord.say(room, ann, "hello")
+            (answer,) = await discord.wait_sent(room)
+        discord.assert_clean()
+    assert answer.content == "Plain answer." and "message_reference" not in answer.data

@@ -36,7 +36,8 @@ class TelegramChannel:
         self.settings = settings
         self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()])
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
-        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
+        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit,
+                                                                reply_to_mode=settings.reply_to_mode))
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
         self._stopped = asyncio.Event()
