@@ -18,6 +18,7 @@ from providers.openrouter.request import ChatSpec
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
 from .context import fit_context, plain_turns, short_tool_ids, wants_short_tool_ids
+from .media.documents import read_documents
 from .media.images import (
     ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
 )
@@ -120,9 +121,14 @@ class Agent:
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
             return await self._end_early(inbound, stream, heard.error)
+        documents = self.config.tools.media.document
+        docs = await read_documents(inbound, documents.max_bytes, documents.max_chars)
+        said = "\n\n".join(t for t in (heard.text, docs.text) if t)
+        if docs.notes and not said and not images:  # nothing left to answer but why the files were not read
+            return await self._end_early(inbound, stream, " ".join(docs.notes))
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
+        user = StoredMessage("user", user_content(user_text(inbound, group_context, said), images),
                              name=inbound.sender_name)
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
@@ -137,7 +143,9 @@ class Agent:
             messages = plain_turns(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
-        shown: list[str] = []
+        shown: list[str] = [f"⚠️ {' '.join(docs.notes)}\n\n"] if docs.notes else []  # then the answer to the rest
+        if shown:
+            await stream.delta(shown[0])
         media: list[Media] = []
         tokens, cost = 0, 0.0  # summed over the turn's rounds, for the log
         log.debug("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)

@@ -186,9 +186,15 @@ class ImageTools(Section):
     keep_days: int = Field(30, ge=0)  # a stored image no request has used for this long is deleted; 0: kept
 
 
+class DocumentTools(Section):
+    max_bytes: int = Field(10_000_000, gt=0)  # checked before a document is fetched; larger ones are refused
+    max_chars: int = Field(100_000, gt=0)  # of one document's text in the turn; the rest is cut, saying so
+
+
 class MediaTools(Section):
     audio: AudioTools = Field(default_factory=AudioTools)
     image: ImageTools = Field(default_factory=ImageTools)
+    document: DocumentTools = Field(default_factory=DocumentTools)
 
 
 class Tools(Section):

@@ -16,15 +16,17 @@ from typing import TextIO
 
 from .base import NotAccepted, Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, InboundHandler, Media, Reply
 
-BANNER = "Chorus console. Type a message, /help for commands, /voice PATH or /image PATH to send a file, /quit to leave."
-FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE}
+BANNER = ("Chorus console. Type a message, /help for commands, /voice PATH, /image PATH or /file PATH to send a file, "
+          "/quit to leave.")
+FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE, "/file": AttachmentKind.DOCUMENT}
 
 
 class ConsoleChannel:
     """One local user, one persistent session; reads lines from ``stdin``, writes answers to ``stdout``."""
 
     name = "console"
-    help = "/voice PATH, /image PATH — send a voice note or a picture from a file\n/quit — leave (also /exit, or Ctrl-D)"
+    help = ("/voice PATH, /image PATH, /file PATH — send a voice note, a picture or a document (text, PDF)\n"
+            "/quit — leave (also /exit, or Ctrl-D)")
     capabilities = Capabilities(text_limit=1_000_000, markdown="none", voice_format="mp3", streams_text=True)
 
     def __init__(self, media_dir: Path, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:

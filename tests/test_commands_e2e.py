@@ -32,7 +32,7 @@ async def test_stop_is_answered_by_one_message_and_help_lists_the_consoles_own_c
     result = await chorus(home, "run", stdin="/stop\n/help\n")
     lines = result.out.splitlines()
     assert lines[0] == "Nothing to stop.", result.out
-    assert "/voice PATH, /image PATH — send a voice note or a picture from a file" in lines
+    assert "/voice PATH, /image PATH, /file PATH — send a voice note, a picture or a document (text, PDF)" in lines
     assert "/quit — leave (also /exit, or Ctrl-D)" in lines
 
 
@@ -72,3 +72,16 @@ async def test_switching_models_never_replays_one_familys_reasoning_to_another(h
     assert "reasoning_details" not in first_answer(deepseek) and first_answer(deepseek).get("reasoning_content", "") == ""
     assert "reasoning_details" not in first_answer(kimi) and "reasoning_content" not in first_answer(kimi)
     assert "Gemini's own thought" not in str(deepseek.json) + str(kimi.json)
+
+
+async def test_a_document_over_max_bytes_gets_a_sentence_and_is_not_read(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    home.write_config(fake_openrouter, tools={"media": {"document": {"maxBytes": 100}}})
+    small, big = home.path.parent / "small.md", home.path.parent / "big.txt"
+    small.write_text("# Plan\nship it")
+    big.write_text("x" * 200)
+    result = await chorus(home, "run", stdin=f"/file {big}\n/file {small}\n")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == "big.txt is too large for me to read (200 bytes; the limit is 100 bytes)."
+    (request,) = fake_openrouter.chat_requests()  # the big one never reached the model
+    assert request.json["messages"][-1]["content"] == "[File small.md]\n# Plan\nship it\n[End of small.md]"

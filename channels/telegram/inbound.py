@@ -179,15 +179,16 @@ def lazy(kind: AttachmentKind, file_id: str, download: Download, **kw: object) -
     return Attachment(kind=kind, fetch=fetch, source=file_id, **kw)  # type: ignore[arg-type]
 
 
-UNREADABLE = (AttachmentKind.DOCUMENT, AttachmentKind.VIDEO)
+UNREADABLE = (AttachmentKind.VIDEO,)  # documents are read by the core (text files, PDFs) or it says why not
 
 
 def unreadable_note(inbound: Inbound) -> str | None:
-    """A sentence about the files the model cannot take (documents, videos), or ``None``."""
+    """A sentence about the files the model cannot take (videos), or ``None``."""
     names = [a.filename or a.kind.value for a in inbound.attachments if a.kind in UNREADABLE]
     if not names:
         return None
-    return (f"I can't read {', '.join(names)}: I understand text, photos, voice notes and audio files."
+    return (f"I can't read {', '.join(names)}: I understand text, photos, voice notes, audio files, "
+            "text files and PDFs."
             + (" I'll answer the rest of your message." if inbound.text else ""))
 
 
