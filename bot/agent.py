@@ -143,7 +143,10 @@ class Agent:
             messages = plain_turns(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
-        shown: list[str] = [f"⚠️ {' '.join(docs.notes)}\n\n"] if docs.notes else []  # then the answer to the rest
+        # Before the answer: what a voice note was heard as (messages.stt.echo), and why a file was not read.
+        preface = [heard_line(heard.transcript) if heard.transcript and self.config.messages.stt.echo else "",
+                   f"⚠️ {' '.join(docs.notes)}" if docs.notes else ""]
+        shown: list[str] = ["\n\n".join(p for p in preface if p) + "\n\n"] if any(preface) else []
         if shown:
             await stream.delta(shown[0])
         media: list[Media] = []
@@ -286,6 +289,15 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
+
+
+HEARD_MAX = 300  # characters of a transcript echoed back: enough to notice a mishearing
+
+
+def heard_line(transcript: str) -> str:
+    """``🎤 "what was heard"``, capped: the user sees what the bot understood of their voice note."""
+    text = " ".join(transcript.split())
+    return f'🎤 "{text[:HEARD_MAX].rstrip() + "…" if len(text) > HEARD_MAX else text}"'
 
 
 REPLIED_MAX = 600  # characters of the replied-to message the model is shown: context, not a second message

@@ -161,8 +161,13 @@ class Queue(Section):
     mode: Literal["followup", "collect"] = "followup"
 
 
+class Stt(Section):
+    echo: bool = False  # show what a voice note was heard as, quoted before the answer
+
+
 class Messages(Section):
     tts: Tts = Field(default_factory=Tts)
+    stt: Stt = Field(default_factory=Stt)
     group_chat: GroupChat = Field(default_factory=GroupChat)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     queue: Queue = Field(default_factory=Queue)

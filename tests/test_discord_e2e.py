@@ -671,7 +671,8 @@ async def test_a_reply_to_the_bot_addresses_it_and_mentions_read_as_names(home, 
     assert [m.content for m in fake_discord.bot_messages(general)] == ["Ask them.", "Tomorrow."]
     first, second = fake_openrouter.chat_requests()
     assert first.json["messages"][-1]["content"] == "[Ann]: hey who are @moderators in #releases?"
-    assert second.json["messages"][-1]["content"] == "[Ann]: and when?"
+    assert second.json["messages"][-1]["content"] == (
+        "[Replying to your own earlier answer - for context]\n> Ask them.\n[The user's message]\n[Ann]: and when?")
 
 
 @pytest.mark.parametrize("allow_bots", [False, True])

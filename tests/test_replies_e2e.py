@@ -88,3 +88,16 @@ async def test_discord_reply_to_mode_off_sends_the_answer_without_a_reference(ho
             (answer,) = await discord.wait_sent(room)
         discord.assert_clean()
     assert answer.content == "Plain answer." and "message_reference" not in answer.data
+
+
+async def test_with_stt_echo_the_answer_to_a_voice_note_starts_with_what_was_heard(home, fake_openrouter,
+                                                                                    fake_telegram):
+    from tests.fakes.media import make_audio
+
+    tg, ai, chat = fake_telegram, fake_openrouter, 5003
+    async with running(home, tg, ai, config={"messages": {"stt": {"echo": True}}}):
+        ai.transcripts.append("what is the capital of France")
+        ai.queue(Text("Paris."))
+        tg.voice(chat, make_audio("ogg_opus", 1.5), duration=2)
+        (answer,) = await tg.wait_sent(chat)
+    assert answer.text == '🎤 "what is the capital of France"\n\nParis.'
