@@ -168,6 +168,9 @@ class Stt(Section):
 class Messages(Section):
     tts: Tts = Field(default_factory=Tts)
     stt: Stt = Field(default_factory=Stt)
+    # An edited message: "answer" replaces it while it waits or is being answered, else answers the new
+    # version as a correction; "ignore" leaves edits unseen.
+    edits: Literal["answer", "ignore"] = "answer"
     group_chat: GroupChat = Field(default_factory=GroupChat)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     queue: Queue = Field(default_factory=Queue)

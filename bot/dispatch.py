@@ -25,6 +25,7 @@ from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
 
+EDITED = "[The user edited an earlier message; this is its new version]"
 NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
              "so I cannot answer it; please send it again in a moment.")
 
@@ -36,6 +37,7 @@ class _Lane:
     items: list[list[Inbound]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[object] | None = None
+    answering: frozenset[str | None] = frozenset()  # the ids of the messages the running turn answers
     stop: bool = False  # /stop came while the next turn was still waiting: it stops as soon as it has begun
 
 
@@ -164,6 +166,8 @@ class Dispatcher:
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
             await self.inbox.done([inbound])
             return
+        if inbound.edit_of is not None and not await self._take_edit(inbound):
+            return
         command = command_name(inbound.text)
         if command in IMMEDIATE and self.busy(inbound.chat):
             self._spawn(self._command(inbound, channel))  # while a turn runs; otherwise in order
@@ -176,6 +180,33 @@ class Dispatcher:
             self._debounce(inbound, channel)
         else:
             self._enqueue_after_held(inbound, channel)
+
+    async def _take_edit(self, inbound: Inbound) -> bool:
+        """An edited message: the old version leaves the queue (its turn, if running, is stopped) and the new
+        one is answered, marked as a correction; ``False`` when edits are ignored."""
+        if self.messages.edits == "ignore":
+            await self.inbox.done([inbound])
+            return False
+        old = inbound.edit_of
+        replaced = []
+        lane = self._lanes.get(inbound.chat.session_key)
+        if lane is not None:
+            replaced = [i for item in lane.items for i in item if any(j.message_id == old for j in item)]
+            lane.items = [item for item in lane.items if not any(i.message_id == old for i in item)]
+            if old in lane.answering and lane.turn is not None and not lane.turn.done():
+                _stop_once_begun(lane.turn)
+        for key, held in list(self._held.items()):
+            replaced += [i for i in held.inbounds if i.message_id == old]
+            held.inbounds[:] = [i for i in held.inbounds if i.message_id != old]
+            if not held.inbounds:
+                if held.timer:
+                    held.timer.cancel()
+                del self._held[key]
+        if replaced:
+            await self.inbox.done(replaced)
+        if command_name(inbound.text) is None and inbound.text:
+            inbound.text = f"{EDITED}\n{inbound.text}"
+        return True
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -241,6 +272,7 @@ class Dispatcher:
                     if command_name(batch[0].text) is not None:
                         await self._command(batch[0], channel)
                     else:
+                        lane.answering = frozenset(i.message_id for i in batch)
                         await self._turn(lane, fold(batch), channel)
                         await self.inbox.done(batch)
                 except sqlite3.Error as exc:

@@ -112,6 +112,14 @@ class Inbound:
     sender_username: str | None = None  # the platform handle without "@", for allowlists by @username
     moved_from: str | None = None  # the chat's previous id: a Telegram group that became a supergroup
     replied: Replied | None = None  # what ``reply_to`` said, when the platform told
+    edit_of: str | None = None  # an edit: the id of the message it changes (``message_id`` is the edit's own)
+
+
+def as_edit(inbound: Inbound, version: object) -> Inbound:
+    """``inbound`` as the edit ``version`` (an edit time) of its message: an id of its own, so the inbox takes
+    each version once, and ``edit_of`` naming the message it changes."""
+    inbound.edit_of, inbound.message_id = inbound.message_id, f"{inbound.message_id}~edit{version}"
+    return inbound
 
 
 @dataclass(slots=True)

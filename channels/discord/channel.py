@@ -13,7 +13,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
+from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply, as_edit
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
 from .outbound import DiscordStream, Outbox
@@ -90,6 +90,14 @@ class DiscordChannel:
             log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
                      client.user.id if client.user else "?", len(client.guilds), shards)
             self._ready.set()
+
+        @client.event
+        async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
+            edited_at = payload.data.get("edited_timestamp")  # none: only an embed unfurled, not a user's edit
+            assert client.user is not None
+            inbound = to_inbound(payload.message, client.user, self.settings) if edited_at else None
+            if inbound is not None:
+                await handler(as_edit(inbound, edited_at))
 
         @client.event
         async def on_disconnect() -> None:

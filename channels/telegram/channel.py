@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 
-from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
+from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply, as_edit
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
 from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, to_inbound,
@@ -21,7 +21,7 @@ from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
-ALLOWED_UPDATES = ["message"]
+ALLOWED_UPDATES = ["message", "edited_message"]
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 
@@ -85,6 +85,8 @@ class TelegramChannel:
         anything with text or files is handed to the core."""
         message = update.get("message")
         if message is None:
+            if (edited := update.get("edited_message")) is not None and any(k in edited for k in ("text", "caption")):
+                await self._accept([edited], handle)
             return
         if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
             await self.sender.reply(ChatRef(self.name, str(message["chat"]["id"])), Reply(text=self.settings.greeting))
@@ -98,6 +100,8 @@ class TelegramChannel:
     async def _accept(self, parts: list[Message], handle: InboundHandler) -> None:
         """A message, or an album's parts as one: files the model cannot take get a sentence at once."""
         inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
+        if "edit_date" in parts[0]:
+            as_edit(inbound, parts[0]["edit_date"])
         note = unreadable_note(inbound) if inbound.mentioned else None
         if note:  # said at once, by the channel: no model turn can do anything with these files
             await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))

@@ -16,6 +16,7 @@ import itertools
 import json
 import secrets
 import time
+from datetime import datetime, timezone
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,13 @@ class FakeDiscord:
         msg = self.message(channel, author, content, **kw)
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
+
+    async def edit(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """The author edits ``message``: a MESSAGE_UPDATE with the whole new message, as Discord sends it."""
+        edited = {**message, "content": content,
+                  "edited_timestamp": datetime.now(timezone.utc).isoformat()}  # microseconds: each edit its own
+        await self.dispatch("MESSAGE_UPDATE", edited)
+        return edited
 
     async def slash(self, channel: dict[str, Any], author: dict[str, Any], name: str,
                     options: dict[str, str] | None = None) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class FakeTelegram:
         self.sent: list[Sent] = []
         self._sent_by_id: dict[tuple[int, int], Sent] = {}  # (chat_id, message_id): edits find theirs at once
         self.chats: dict[int, Chat] = {}
+        self.allowed_updates: list[str] | None = None  # the update kinds the bot asked for (None: all but a few)
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.updates: list[dict[str, Any]] = []  # not yet confirmed
         self.pushed_at: dict[int, float] = {}  # update_id -> when it became available (time.monotonic)
@@ -194,6 +195,12 @@ class FakeTelegram:
         msg.update(extra)
         self.push({"message": msg})
         return msg
+
+    def edit(self, message: dict[str, Any], text: str) -> dict[str, Any]:
+        """The user edits ``message`` (one of theirs) to say ``text``: an ``edited_message`` update."""
+        edited = {**message, "text": text, "edit_date": int(time.time()) + len(self.updates)}
+        self.push({"edited_message": edited})
+        return edited
 
     def delete(self, chat_id: int, message_id: int) -> None:
         """A user deletes a message of theirs."""
@@ -362,7 +369,11 @@ class FakeTelegram:
                                "make sure that only one bot instance is running")
         mine.set_result(None)
         limit = int(params.get("limit") or 100)
-        return _ok(self.updates[:limit])
+        if "allowed_updates" in params:  # as Telegram does: remembered until the next call that gives it
+            self.allowed_updates = params["allowed_updates"] or None
+        wanted = [u for u in self.updates if self.allowed_updates is None
+                  or any(kind in u for kind in self.allowed_updates)]
+        return _ok(wanted[:limit])
 
     async def _m_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         self.webhook = {"url": params["url"], "secret": params.get("secret_token"),
