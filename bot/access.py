@@ -41,8 +41,9 @@ PAIRING_TEXT = (
 )
 FULL_TEXT = (
     "Sorry, I can't take your request right now: the owner has too many pending requests. "
-    "Please try again in an hour."
+    "Please try again in {minutes}."
 )
+APPROVED_TEXT = "You're in! The owner approved you; I'll answer your message now."
 REFUSED_TEXT = (
     "Sorry, I only chat with people my owner has allowed. "
     "Your {channel} id is {sender_id}; the owner can add it to channels.{channel}.allowFrom."
@@ -128,16 +129,20 @@ class AccessPolicy:
             return Decision(False, "not-allowed", REFUSED_TEXT.format(channel=channel, sender_id=inbound.sender_id))
         issued = await self.pairing.request(channel, Sender(inbound.sender_id, inbound.sender_name, inbound.sender_username))
         if issued.request is None:
-            return Decision(False, "pairing-full", FULL_TEXT)
-        return Decision(False, "pairing-new" if issued.new else "pairing-pending", self._pairing_text(issued.request),
-                        code=issued.request.code if issued.new else None)
+            frees = await self.pairing.next_free(channel)
+            return Decision(False, "pairing-full", FULL_TEXT.format(minutes=_minutes((frees or 0) - self.clock())))
+        if not issued.new:  # the code was given once; saying it again to every message is noise
+            return Decision(False, "pairing-pending")
+        return Decision(False, "pairing-new", self._pairing_text(issued.request), code=issued.request.code)
 
     def _pairing_text(self, request: PairingRequest) -> str:
-        minutes = max(1, math.ceil((request.expires_at - self.clock()) / 60))
-        return PAIRING_TEXT.format(
-            name=request.sender.name, code=request.code, channel=request.channel,
-            minutes=f"{minutes} minute" + ("s" if minutes != 1 else ""),
-        )
+        return PAIRING_TEXT.format(name=request.sender.name, code=request.code, channel=request.channel,
+                                   minutes=_minutes(request.expires_at - self.clock()))
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
 def _group(inbound: Inbound, settings: ChannelBase) -> Decision:

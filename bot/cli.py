@@ -30,7 +30,8 @@ from .redact import redact, setup_logging
 from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
-from .pairing_cli import channel_names, pairing_approve, pairing_list
+from .pairing_cli import (channel_names, pairing_approve, pairing_approved, pairing_deny, pairing_list,
+                          pairing_revoke)
 
 DEFAULT_MODEL = "openrouter/auto"
 
@@ -370,13 +371,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=run_service)
 
     pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True, parser_class=_Subcommand)
-    pl = pr.add_parser("list", help="a channel's pending pairing codes")
+    pl = pr.add_parser("list", help="a channel's pending pairing codes (--approved: who was let in)")
     pl.add_argument("channel", choices=channel_names())
-    pl.set_defaults(func=lambda cli: pairing_list(cli.env.state / "chorus.db", cli.args.channel))
+    pl.add_argument("--approved", action="store_true", help="the approved senders instead")
+    pl.set_defaults(func=lambda cli: (pairing_approved if cli.args.approved else pairing_list)(
+        cli.env.state / "chorus.db", cli.args.channel))
     pa = pr.add_parser("approve", help="let the sender who was given CODE chat")
     pa.add_argument("channel", choices=channel_names())
     pa.add_argument("code")
     pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pd = pr.add_parser("deny", help="refuse the sender who was given CODE")
+    pd.add_argument("channel", choices=channel_names())
+    pd.add_argument("code")
+    pd.set_defaults(func=lambda cli: pairing_deny(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pv = pr.add_parser("revoke", help="take back the approval of a sender")
+    pv.add_argument("channel", choices=channel_names())
+    pv.add_argument("sender_id")
+    pv.set_defaults(func=lambda cli: pairing_revoke(cli.env.state / "chorus.db", cli.args.channel, cli.args.sender_id))
     return p
 
 

@@ -62,6 +62,13 @@ async def _help(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return f"{HELP}\n{extra}" if extra else HELP
 
 
+async def _start(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+    """A private chat that just opened the bot gets the channel's greeting (a stranger got a pairing code
+    instead, before this); in a group ``/start`` is ``/help``."""
+    greeting = getattr(d.channels.get(inbound.chat.channel), "greeting", None)
+    return greeting if greeting and inbound.chat.kind == "direct" else await _help(d, inbound, arg)
+
+
 async def _new(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     await d.agent.store.new_session(inbound.chat)
     return "Started a new conversation. The previous one is kept."
@@ -169,6 +176,6 @@ def money(dollars: float) -> str:
 
 
 _COMMANDS = {
-    "help": _help, "start": _help, "new": _new, "reset": _new, "model": _model, "think": _think,
+    "help": _help, "start": _start, "new": _new, "reset": _new, "model": _model, "think": _think,
     "tts": _tts, "status": _status, "stop": _stop,
 }

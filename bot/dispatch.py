@@ -17,7 +17,7 @@ from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
-from .access import AccessPolicy
+from .access import APPROVED_TEXT, AccessPolicy
 from .agent import CRASHED, STOP, Agent
 from .commands import IMMEDIATE, command_name, run_command
 from .config import Messages
@@ -25,6 +25,7 @@ from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
 
+AWAITING_MAX = 5  # a stranger's latest messages kept (in memory) to answer once they are approved
 EDITED = "[The user edited an earlier message; this is its new version]"
 NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
              "so I cannot answer it; please send it again in a moment.")
@@ -60,6 +61,7 @@ class Dispatcher:
         self._held: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.access = AccessPolicy(inbox.store, agent.config)
+        self._awaiting: dict[tuple[str, str], list[tuple[Inbound, Channel]]] = {}  # strangers' messages, by sender
 
     @property
     def messages(self) -> Messages:
@@ -137,6 +139,21 @@ class Dispatcher:
             raise RuntimeError(f"channel {chat.channel} is not running")
         await channel.send(chat, reply)
 
+    async def watch_approvals(self, every: float = 1.0) -> None:
+        """While the service runs: a stranger whom the owner approves (``chorus pairing approve``, another
+        process) is told so, and the messages they sent while waiting are answered."""
+        while True:
+            await asyncio.sleep(every)
+            for key in list(self._awaiting):
+                if not await self.access.pairing.approved(*key):
+                    continue
+                waiting = self._awaiting.pop(key)
+                inbound, channel = waiting[-1]
+                log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], inbound.sender_name, key[1])
+                await self._tell(channel, inbound.chat, Reply(text=APPROVED_TEXT))
+                for inbound, channel in waiting:
+                    await self._route(inbound, channel)
+
     def stop(self, chat: ChatRef) -> bool:
         """Cancel the chat's turn in progress, or the one about to begin; ``False`` when there is none."""
         lane = self._lanes.get(chat.session_key)
@@ -164,6 +181,10 @@ class Dispatcher:
         if not (decision := await self.access.check(inbound)).allowed:
             if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
+            if decision.reason in ("pairing-new", "pairing-pending") and command_name(inbound.text) is None:
+                # answered once the owner approves (kept in memory: a restart forgets them)
+                waiting = self._awaiting.setdefault((inbound.chat.channel, inbound.sender_id), [])
+                waiting[:] = [*waiting, (inbound, channel)][-AWAITING_MAX:]
             await self.inbox.done([inbound])
             return
         if inbound.edit_of is not None and not await self._take_edit(inbound):

@@ -166,7 +166,8 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.dispatcher.recover()
         await self.jobs.start()
-        background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet())]
+        background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet()),
+                      asyncio.create_task(self.dispatcher.watch_approvals())]
 
         serving = asyncio.current_task()
 

@@ -40,6 +40,7 @@ class TelegramChannel:
                                                                 reply_to_mode=settings.reply_to_mode))
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
+        self.greeting = settings.greeting  # the core's answer to /start in a private chat
         self._stopped = asyncio.Event()
 
     # ---- the Channel protocol ----------------------------------------------------------------
@@ -88,9 +89,7 @@ class TelegramChannel:
             if (edited := update.get("edited_message")) is not None and any(k in edited for k in ("text", "caption")):
                 await self._accept([edited], handle)
             return
-        if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
-            await self.sender.reply(ChatRef(self.name, str(message["chat"]["id"])), Reply(text=self.settings.greeting))
-        elif "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
+        if "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
             inbound = to_inbound([message], self._me(), self.rules, self.api.download)
             inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)

@@ -1,0 +1,63 @@
+"""Pairing as a conversation, through the real ``chorus run`` and the fake Telegram: the code at once on
+/start and only once, approval answered in the chat, deny, revoke, the list of who is in, and a full queue
+that says when to come back and frees up when the owner denies."""
+
+from __future__ import annotations
+
+import re
+
+from bot.access import APPROVED_TEXT
+from tests.conftest import chorus
+from tests.fakes.telegram import user
+from tests.telegram_service import running
+
+
+def code_in(text: str | None) -> str:
+    return re.search(r"Your pairing code: (\w+)", text or "")[1]
+
+
+async def test_a_stranger_gets_the_code_once_and_is_answered_when_the_owner_approves(home, fake_openrouter,
+                                                                                     fake_telegram):
+    tg, ai, grace = fake_telegram, fake_openrouter, 5001
+    async with running(home, tg, ai, dmPolicy="pairing"):
+        tg.message(grace, "/start", sender=user(grace, "Grace", "grace"),
+                   entities=[{"type": "bot_command", "offset": 0, "length": 6}])
+        (sent,) = await tg.wait_sent(grace)
+        code = code_in(sent.text)  # at once, on /start
+        tg.message(grace, "what's the weather?", sender=user(grace, "Grace", "grace"))
+        tg.message(grace, "hello?", sender=user(grace, "Grace", "grace"))
+        await tg.wait_for(lambda: sum(c.method == "getUpdates" for c in tg.calls) > 3 and not tg.updates)
+        approved = await chorus(home, "pairing", "approve", "telegram", code)
+        assert approved.code == 0, approved.err
+        await tg.wait_sent(grace, 4)
+        listed = await chorus(home, "pairing", "list", "telegram", "--approved")
+        revoked = await chorus(home, "pairing", "revoke", "telegram", str(grace))
+        tg.message(grace, "still there?", sender=user(grace, "Grace", "grace"))
+        await tg.wait_sent(grace, 5)
+    texts = tg.texts_in(grace)
+    # The code was not said again to the two messages; once approved, both are answered in order.
+    assert texts[1:4] == [APPROVED_TEXT, "echo: what's the weather?", "echo: hello?"], texts
+    assert listed.out.splitlines()[1].split()[:2] == [str(grace), "Grace"]
+    assert revoked.out == f"Revoked Grace (@grace), telegram id {grace}: they can no longer chat with the bot.\n"
+    assert code_in(texts[-1]) != code  # a stranger again: a new code
+
+
+async def test_a_full_queue_says_when_to_come_back_and_a_denial_frees_a_place(home, fake_openrouter, fake_telegram):
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, dmPolicy="pairing"):
+        codes = {}
+        for sender in (6001, 6002, 6003):
+            tg.message(sender, "hi", sender=user(sender, f"S{sender}", None))
+            (sent,) = await tg.wait_sent(sender)
+            codes[sender] = code_in(sent.text)
+        tg.message(6004, "hi", sender=user(6004, "Dan", None))
+        (full,) = await tg.wait_sent(6004)
+        denied = await chorus(home, "pairing", "deny", "telegram", codes[6002])
+        tg.message(6004, "and now?", sender=user(6004, "Dan", None))
+        await tg.wait_sent(6004, 2)
+        pending = await chorus(home, "pairing", "list", "telegram")
+    assert full.text == ("Sorry, I can't take your request right now: the owner has too many pending requests. "
+                         "Please try again in 60 minutes.")
+    assert denied.out == "Denied S6002, telegram id 6002.\n"
+    assert code_in(tg.texts_in(6004)[1])
+    assert codes[6002] not in pending.out and codes[6001] in pending.out
