@@ -74,7 +74,7 @@ async def _new(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return "Started a new conversation. The previous one is kept."
 
 
-async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
     agent = d.agent
     if not arg:
         return await _model_list(d, inbound)
@@ -88,20 +88,23 @@ async def _model(d: Dispatcher, inbound: Inbound, arg: str) -> str:
     return f"Model for this chat set to {ref}."
 
 
-async def _model_list(d: Dispatcher, inbound: Inbound) -> str:
-    """The chat's model and the ones to choose from, saying which take images and audio."""
+async def _model_list(d: Dispatcher, inbound: Inbound) -> Reply:
+    """The chat's model and the ones to choose from, saying which take images and audio; a button each."""
     current = str(await d.agent.model_for(inbound.chat))
     lines = [f"Model: {current}", "Choose with /model REF (OpenRouter's own ids work too, e.g. anthropic/claude-sonnet-4.5):"]
+    buttons = []
     for ref, info in await model_choices(d.agent.catalog, list(d.agent.config.agents.defaults.models)):
         notes = [n for n in (takes(info), "current" if str(ref) == current else "") if n]
         lines.append(f"• {ref}" + (f" ({', '.join(notes)})" if notes else ""))
-    return "\n".join(lines)
+        marks = ("🖼" if "images" in takes(info) else "") + ("🎤" if "audio" in takes(info) else "")
+        buttons.append((f"{'✓ ' if str(ref) == current else ''}{ref.model_id} {marks}".strip(), f"/model {ref}"))
+    return Reply(text="\n".join(lines), reply_to=inbound.message_id, buttons=buttons)
 
 
-async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+async def _think(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
     current = stale_effort(arg)
     answer = await _setting(d, inbound, "thinking", current or arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
-    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current else answer
+    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current and isinstance(answer, str) else answer
 
 
 async def _tts(d: Dispatcher, inbound: Inbound, arg: str) -> str | Reply:
@@ -131,12 +134,17 @@ async def _speak_once(d: Dispatcher, inbound: Inbound, text: str) -> str | Reply
     return Reply(voice=note, reply_to=inbound.message_id)
 
 
-async def _setting(d: Dispatcher, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...], default: str) -> str:
+_COMMAND_OF = {"thinking": "think", "tts": "tts"}
+
+
+async def _setting(d: Dispatcher, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...],
+                   default: str) -> str | Reply:
     """Show or set one per-chat override; it outlives /new and restarts."""
     current = getattr(await d.agent.store.chat_settings(inbound.chat), name) or default
     label = {"thinking": "Thinking", "tts": "Spoken replies"}[name]
     if not value:
-        return f"{label}: {current} (choose one of {', '.join(allowed)})"
+        return Reply(text=f"{label}: {current} (choose one of {', '.join(allowed)})", reply_to=inbound.message_id,
+                     buttons=[(f"✓ {v}" if v == current else v, f"/{_COMMAND_OF[name]} {v}") for v in allowed])
     if value not in allowed:
         return f"Not changed: {value!r} is not one of {', '.join(allowed)}."
     await d.agent.store.set_chat_setting(inbound.chat, name, value)

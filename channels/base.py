@@ -143,6 +143,9 @@ class Reply:
     media: list[Media] = field(default_factory=list)
     voice: Media | None = None
     reply_to: str | None = None
+    # Choices offered under the text, as (label, the command pressing it sends): a channel that can show
+    # buttons does (Telegram's inline keyboard); the text says the same for those that cannot.
+    buttons: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Any
 
 from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply, as_edit
 from .api import Message, TelegramAPI, TelegramError, Update, User
@@ -21,7 +22,7 @@ from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
-ALLOWED_UPDATES = ["message", "edited_message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 
@@ -85,6 +86,9 @@ class TelegramChannel:
         """One update (not part of an album): /start greets, a migrated group moves its conversation along,
         anything with text or files is handed to the core."""
         message = update.get("message")
+        if (pressed := update.get("callback_query")) is not None:
+            await self._pressed(pressed, handle)
+            return
         if message is None:
             if (edited := update.get("edited_message")) is not None and any(k in edited for k in ("text", "caption")):
                 await self._accept([edited], handle)
@@ -107,6 +111,18 @@ class TelegramChannel:
             inbound.attachments = [a for a in inbound.attachments if a.kind not in UNREADABLE]
             if not inbound.text and not inbound.attachments:
                 return
+        await handle(inbound)
+
+    async def _pressed(self, query: dict[str, Any], handle: InboundHandler) -> None:
+        """A button of ours was pressed: its command is handled as if the presser had typed it."""
+        await self.api.call("answerCallbackQuery", callback_query_id=query["id"])  # stops the button's spinner
+        shown = query.get("message")
+        if not shown or not str(query.get("data") or "").startswith("/"):
+            return
+        typed = {**shown, "from": query["from"], "text": query["data"], "entities": [], "caption": None}
+        typed.pop("reply_to_message", None)
+        inbound = to_inbound([typed], self._me(), self.rules, self.api.download)
+        inbound.message_id, inbound.mentioned = f"callback-{query['id']}", True
         await handle(inbound)
 
     async def _poll(self, handle: InboundHandler) -> None:

@@ -48,7 +48,7 @@ class Sender:
         target = _Target.of(chat, reply.reply_to, self.settings.reply_to_mode)
         try:
             if reply.text.strip():
-                await self.text(target, reply.text, first_message)
+                await self.text(target, reply.text, first_message, keyboard(reply.buttons))
             for media in reply.media:
                 await self.media(target, media)
             if reply.voice is not None:
@@ -57,15 +57,21 @@ class Sender:
             if not exc.forbidden:  # forbidden: the user blocked the bot, logged once by FloodControl
                 raise
 
-    async def text(self, target: _Target, markdown: str, first_message: int | None = None) -> None:
-        for i, part in enumerate(fmt.render(markdown)):
-            if i == 0 and first_message is not None:
+    async def text(self, target: _Target, markdown: str, first_message: int | None = None,
+                   markup: dict[str, Any] | None = None) -> None:
+        """``markdown`` in parts; ``markup`` (buttons) goes under the last part."""
+        parts = fmt.render(markdown)
+        for i, part in enumerate(parts):
+            if i == 0 and first_message is not None and not (markup and len(parts) == 1):
                 await self._edit(target, first_message, part)
             else:
-                await self._send_part(target, part, quote=i == 0)
+                await self._send_part(target, part, quote=i == 0, markup=markup if i == len(parts) - 1 else None)
 
-    async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool) -> None:
+    async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool,
+                         markup: dict[str, Any] | None = None) -> None:
         kw = target.kwargs(quote=quote)
+        if markup:
+            kw["reply_markup"] = markup
         try:
             await self.api.call("sendMessage", text=part.text, entities=part.entities or None, **kw)
         except TelegramError as exc:
@@ -166,6 +172,17 @@ async def _show(api: TelegramAPI, target: _Target, action: str) -> None:
         await api.call("sendChatAction", chat_id=target.chat_id, action=action, message_thread_id=target.thread_id)
     except TelegramError as exc:  # a missed indicator is harmless: the reply itself follows
         log.debug("chat action %s not shown: %s", action, exc)
+
+
+CALLBACK_DATA_MAX = 64  # bytes Telegram keeps of a button's callback_data
+
+
+def keyboard(buttons: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """An inline keyboard, a button a row, each sending its command back as callback data; a command too
+    long for callback data gets no button (the text names it)."""
+    rows = [[{"text": label, "callback_data": command}] for label, command in buttons
+            if len(command.encode()) <= CALLBACK_DATA_MAX]
+    return {"inline_keyboard": rows} if rows else None
 
 
 @dataclass(frozen=True, slots=True)

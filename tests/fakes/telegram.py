@@ -202,6 +202,19 @@ class FakeTelegram:
         self.push({"edited_message": edited})
         return edited
 
+    def buttons(self, sent: Sent) -> list[tuple[str, str]]:
+        """The inline keyboard under a message the bot sent, as (label, callback data)."""
+        rows = (sent.params.get("reply_markup") or {}).get("inline_keyboard") or []
+        return [(b["text"], b["callback_data"]) for row in rows for b in row]
+
+    def press(self, sent: Sent, label: str, *, sender: dict[str, Any] | None = None) -> str:
+        """A user presses the button ``label`` under ``sent``: a ``callback_query`` update; returns its id."""
+        data = dict(self.buttons(sent))[label]
+        query_id = secrets.token_hex(8)
+        self.push({"callback_query": {"id": query_id, "from": sender or user(sent.chat_id), "chat_instance": "1",
+                                      "message": self._message_json(sent), "data": data}})
+        return query_id
+
     def delete(self, chat_id: int, message_id: int) -> None:
         """A user deletes a message of theirs."""
         self.chats[chat_id].deleted.add(message_id)
@@ -411,6 +424,9 @@ class FakeTelegram:
             if path == request.match_info["path"]:
                 return web.Response(body=data)
         return _error(404, "Not Found")
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        return _ok(True)
 
     async def _m_sendMessage(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         return _ok(self._store("sendMessage", params, files, text=params["text"],
