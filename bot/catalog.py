@@ -149,9 +149,14 @@ async def model_choices(catalog: Catalog | None, configured: list[str]) -> list[
     """The models a chat is offered: the configured short list (``agents.defaults.models``), else the bundled
     chat models; each with its catalog entry (the live one, else the bundled one, else ``None``)."""
     bundled = {m["id"]: ModelInfo.parse(m) for m in BUNDLED_MODELS}
-    refs = [ModelRef.parse(r) for r in configured] or [
-        ModelRef.from_slug(i.id) for i in bundled.values() if i.output_modalities == ("text",)]
-    return [(ref, (await catalog.lookup(ref) if catalog else None) or bundled.get(ref.slug)) for ref in refs]
+    return [(ref, (await catalog.lookup(ref) if catalog else None) or bundled.get(ref.slug))
+            for ref in offered_refs(configured)]
+
+
+def offered_refs(configured: list[str]) -> list[ModelRef]:
+    """The configured short list (``agents.defaults.models``), else the bundled chat models."""
+    return [ModelRef.parse(r) for r in configured] or [
+        ModelRef.from_slug(m["id"]) for m in BUNDLED_MODELS if ModelInfo.parse(m).output_modalities == ("text",)]
 
 
 def takes(info: ModelInfo | None) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
 
+from .catalog import offered_refs
 from .config import ChorusConfig
 
 Lookup = Callable[[str, ChorusConfig], "str | None"]  # a variable by name, as ``Env.lookup`` finds it
@@ -31,4 +32,5 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
         reply_to_mode=cfg.reply_to_mode or "first",
+        models=tuple(str(ref) for ref in offered_refs(list(config.agents.defaults.models))),
     )

@@ -27,3 +27,24 @@ async def test_model_and_think_offer_buttons_and_a_press_switches(home, fake_ope
     assert tg.texts_in(chat)[3] == "Thinking for this chat: high."
     assert ai.chat_requests()[-1].json["model"] == "moonshotai/kimi-k2.6"
     assert len(tg.calls_to("answerCallbackQuery")) == 2  # each press is answered: its spinner stops
+
+
+async def test_discord_think_and_tts_have_choices_and_model_autocompletes_from_the_catalog(home, fake_openrouter):
+    from tests.fakes.discord import FakeDiscord
+    from tests.service import running as running_chorus
+    from tests.test_discord_e2e import configure
+
+    async with FakeDiscord(heartbeat_ms=500) as discord:
+        configure(home, fake_openrouter, discord)
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with running_chorus(home):
+            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+            suggested = await discord.autocomplete(dm, ann, "model", "ref", "kimi")
+        discord.assert_clean()
+    commands = {c["name"]: c for c in discord.commands["global"]}
+    assert [c["value"] for c in commands["think"]["options"][0]["choices"]] == [
+        "off", "minimal", "low", "medium", "high", "xhigh"]
+    assert [c["value"] for c in commands["tts"]["options"][0]["choices"]] == ["off", "always", "inbound", "tagged", "status"]
+    assert commands["model"]["options"][0]["autocomplete"] is True
+    assert [c["value"] for c in suggested] == ["openrouter/moonshotai/kimi-k2.6", "openrouter/moonshotai/kimi-k2.5"]

@@ -22,16 +22,20 @@ from .settings import DiscordSettings
 log = logging.getLogger("chorus.discord")
 UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
 
-# The chat commands as slash commands: (name, description, argument name or None, argument description).
-SLASH_COMMANDS = (
-    ("new", "Start a fresh conversation (the old one is kept)", None, ""),
-    ("model", "Show or set this chat's model", "ref", "e.g. openrouter/moonshotai/kimi-k2.6"),
-    ("think", "How hard the model thinks", "level", "off, minimal, low, medium, high or xhigh"),
-    ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status"),
-    ("status", "Model, thinking, TTS, session length, tokens and cost", None, ""),
-    ("stop", "Cancel the answer in progress", None, ""),
-    ("help", "The commands", None, ""),
+# The chat commands as slash commands: (name, description, argument name or None, argument description,
+# the argument's choices: a fixed list, or "models" for autocomplete from the offered models).
+SLASH_COMMANDS: tuple[tuple[str, str, str | None, str, tuple[str, ...] | str], ...] = (
+    ("new", "Start a fresh conversation (the old one is kept)", None, "", ()),
+    ("model", "Show or set this chat's model", "ref", "e.g. openrouter/moonshotai/kimi-k2.6", "models"),
+    ("think", "How hard the model thinks", "level", "off, minimal, low, medium, high or xhigh",
+     ("off", "minimal", "low", "medium", "high", "xhigh")),
+    ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status",
+     ("off", "always", "inbound", "tagged", "status")),
+    ("status", "Model, thinking, TTS, session length, tokens and cost", None, "", ()),
+    ("stop", "Cancel the answer in progress", None, "", ()),
+    ("help", "The commands", None, "", ()),
 )
+AUTOCOMPLETE_MAX = 25  # choices Discord shows
 
 
 class DiscordChannel:
@@ -81,8 +85,8 @@ class DiscordChannel:
         client = self.client = ChorusClient(self.settings, self._setup)
         self.outbox = Outbox(client)
         self._tree = app_commands.CommandTree(client)
-        for name, text, arg, arg_text in SLASH_COMMANDS:
-            self._tree.add_command(self._command(name, text, arg, arg_text, handler))
+        for name, text, arg, arg_text, choices in SLASH_COMMANDS:
+            self._tree.add_command(self._command(name, text, arg, arg_text, choices, handler))
 
         @client.event
         async def on_ready() -> None:
@@ -179,7 +183,7 @@ class DiscordChannel:
         except discord.HTTPException as exc:
             log.warning("slash commands not registered: %s", exc)
 
-    def _command(self, name: str, text: str, arg: str | None, arg_text: str,
+    def _command(self, name: str, text: str, arg: str | None, arg_text: str, choices: tuple[str, ...] | str,
                  handler: InboundHandler) -> app_commands.Command:  # type: ignore[type-arg]
         """A slash command that is handled as the typed command ``/name arg``."""
         if arg is None:
@@ -192,6 +196,14 @@ class DiscordChannel:
         async def with_arg(interaction: discord.Interaction, value: str | None = None) -> None:
             await self._slash(interaction, f"/{name} {value or ''}".strip(), handler)
 
+        async def models(interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+            found = [ref for ref in self.settings.models if typed.lower() in ref.lower()]
+            return [app_commands.Choice(name=ref, value=ref) for ref in found[:AUTOCOMPLETE_MAX]]
+
+        if choices == "models":
+            app_commands.autocomplete(value=models)(with_arg)
+        elif choices:
+            app_commands.choices(value=[app_commands.Choice(name=c, value=c) for c in choices])(with_arg)
         return app_commands.Command(name=name, description=text, callback=with_arg)
 
     async def _slash(self, interaction: discord.Interaction, text: str, handler: InboundHandler) -> None:

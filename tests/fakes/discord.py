@@ -265,20 +265,33 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_UPDATE", edited)
         return edited
 
+    async def autocomplete(self, channel: dict[str, Any], author: dict[str, Any], name: str, option: str,
+                           typed: str) -> list[dict[str, Any]]:
+        """``author`` types ``typed`` into ``option`` of /``name``: an autocomplete interaction (type 4);
+        returns the choices the bot answered with (callback type 8)."""
+        interaction = await self.slash(channel, author, name, {option: typed}, kind=4, focused=option)
+        path = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+        await self.wait_for(lambda: any(c.path.endswith(path) for c in self.calls))
+        (answer,) = [c.json for c in self.calls if c.path.endswith(path)]
+        assert answer["type"] == 8, answer
+        return answer["data"]["choices"]
+
     async def slash(self, channel: dict[str, Any], author: dict[str, Any], name: str,
-                    options: dict[str, str] | None = None) -> dict[str, Any]:
+                    options: dict[str, str] | None = None, *, kind: int = 2,
+                    focused: str | None = None) -> dict[str, Any]:
         """Run a registered slash command as ``author`` in ``channel``; returns the interaction."""
         scope = self.commands.get(channel.get("guild_id", ""), []) or self.commands.get("global", [])
         command = next((c for c in scope if c["name"] == name), None)
         if command is None:
             raise AssertionError(f"/{name} is not registered (registered: {[c['name'] for c in scope]})")
         interaction = {
-            "id": str(next(self.ids)), "application_id": self.application_id, "type": 2, "token": secrets.token_urlsafe(24),
+            "id": str(next(self.ids)), "application_id": self.application_id, "type": kind, "token": secrets.token_urlsafe(24),
             "version": 1, "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": "0",
             "entitlements": [], "authorizing_integration_owners": {}, "context": 0 if "guild_id" in channel else 1,
             "attachment_size_limit": UPLOAD_LIMIT,
             "data": {"id": command["id"], "name": name, "type": 1,
-                     "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
+                     "options": [{"name": k, "type": 3, "value": v, **({"focused": True} if k == focused else {})}
+                                 for k, v in (options or {}).items()]},
         }
         if "guild_id" in channel:
             interaction["guild_id"] = channel["guild_id"]
