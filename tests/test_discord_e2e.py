@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.access import PAIRING_TEXT, REFUSED_TEXT
+from bot.access import APPROVED_TEXT, PAIRING_TEXT, REFUSED_TEXT
 from channels.chunking import split_text
 from tests.conftest import Home, chorus
 from channels.discord.outbound import VOICE_FALLBACK
@@ -468,10 +468,12 @@ async def test_a_stranger_gets_a_pairing_code_and_the_owner_lets_them_in(home, f
         assert pairing.content == PAIRING_TEXT.format(name="Ann", code=code, channel="discord", minutes="60 minutes")
         approved = await chorus(home, "pairing", "approve", "discord", code)
         assert approved.out == f"Approved Ann (@ann), discord id {ann['id']}: they can chat with the bot now.\n"
+        await fake_discord.wait_sent(dm, 3)  # told, and the message that waited is answered
         await fake_discord.say(dm, ann, "hello again")
-        await fake_discord.wait_sent(dm, 2)
-    assert fake_discord.bot_messages(dm)[1].content == "Welcome in, Ann."
-    assert len(fake_openrouter.chat_requests()) == 1  # the first message never reached the model
+        await fake_discord.wait_sent(dm, 4)
+    assert [m.content for m in fake_discord.bot_messages(dm)][1:] == [APPROVED_TEXT, "Welcome in, Ann.", "echo: hello again"]
+    first = fake_openrouter.chat_requests()[0]
+    assert [m["content"] for m in first.json["messages"] if m["role"] == "user"] == ["hi"]  # heard once approved
 
 
 async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter, fake_discord):
