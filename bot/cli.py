@@ -292,7 +292,8 @@ async def run_service(cli: Cli) -> int:
     try:
         runtime = await Runtime.open(loaded, cli.env, cred)
         try:
-            refusals = await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
+            refusals = await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env),
+                                           watch=runtime.watch_config(loaded, cli.env))
         finally:
             await runtime.close()
     finally:

@@ -168,6 +168,16 @@ class Stt(Section):
 class Messages(Section):
     tts: Tts = Field(default_factory=Tts)
     stt: Stt = Field(default_factory=Stt)
+    # A reaction put on a message while it is answered in a group (where no draft shows), taken off when the
+    # answer is out; "" for none. Scope as OpenClaw's: group mentions, every group message, or all chats.
+    ack_reaction: str = ""
+    ack_reaction_scope: Literal["group-mentions", "group-all", "all"] = "group-mentions"
+
+    @field_validator("ack_reaction")
+    @classmethod
+    def _whole_emoji(cls, value: str) -> str:
+        # JSON's "\ud83d\udc40" escapes arrive as two halves of a surrogate pair: joined, they are "👀".
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
     # An edited message: "answer" replaces it while it waits or is being answered, else answers the new
     # version as a correction; "ignore" leaves edits unseen.
     edits: Literal["answer", "ignore"] = "answer"

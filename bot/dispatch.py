@@ -303,7 +303,22 @@ class Dispatcher:
             if self._lanes.get(key) is lane and not lane.items:
                 del self._lanes[key]
 
+    def _acked(self, inbound: Inbound, channel: Channel) -> Any:
+        """The channel's ``react`` when this message gets the configured reaction while it is answered."""
+        react, emoji, scope = getattr(channel, "react", None), self.messages.ack_reaction, self.messages.ack_reaction_scope
+        wanted = scope == "all" or (inbound.chat.kind == "group" and (scope == "group-all" or inbound.mentioned))
+        return react if react and emoji and wanted and inbound.message_id else None
+
     async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> None:
+        if react := self._acked(inbound, channel):
+            await react(inbound.chat, inbound.message_id, self.messages.ack_reaction)
+        try:
+            await self._answer(lane, inbound, channel)
+        finally:
+            if react:
+                await react(inbound.chat, inbound.message_id, None)  # the answer is out
+
+    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel) -> None:
         context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
         lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
         if lane.stop:

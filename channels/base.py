@@ -171,6 +171,8 @@ class ReplyStream(Protocol):
         """Finish: ``reply.text`` is the whole text (already shown in pieces where the channel streams)."""
         ...
 
+    # A channel may also offer ``async def react(self, chat: ChatRef, message_id: str, emoji: str | None)``:
+    # put ``emoji`` on a message as a sign it is being answered (``None`` takes it off again).
     # A stream may also offer ``async def notice(self, text: str) -> None``: a passing status
     # ("the model is busy, trying again in 30 s…") that is not part of the answer; and
     # ``async def speaking(self) -> None``: the answer is being made into a voice note now.

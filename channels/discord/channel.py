@@ -52,6 +52,7 @@ class DiscordChannel:
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
+        self._acked: dict[str, str] = {}  # message id -> the reaction put on it while it is answered
 
     async def run(self, on_message: InboundHandler) -> str | None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
@@ -144,6 +145,21 @@ class DiscordChannel:
         await self._ready.wait()
         assert self.outbox is not None
         return self.outbox
+
+    async def react(self, chat: ChatRef, message_id: str, emoji: str | None) -> None:
+        """``emoji`` on the message as the bot's own reaction; ``None`` takes the bot's reactions off."""
+        if not message_id.isdigit():
+            return  # a slash command: no message to react to
+        message = (await self._connected_outbox()).target(chat).get_partial_message(int(message_id))
+        try:
+            if emoji:
+                self._acked[message_id] = emoji
+                await message.add_reaction(emoji)
+            elif (shown := self._acked.pop(message_id, None)) is not None:
+                assert self.client is not None and self.client.user is not None
+                await message.remove_reaction(shown, self.client.user)
+        except discord.HTTPException as exc:
+            log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment of a message accepted before a restart, fetched again from its URL."""

@@ -16,8 +16,8 @@ from typing import Any
 from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply, as_edit
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
-from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, to_inbound,
-                      unreadable_note)
+from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, parse_ref,
+                      to_inbound, unreadable_note)
 from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
 from .settings import TelegramSettings
 
@@ -72,6 +72,16 @@ class TelegramChannel:
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> TelegramStream:
         return TelegramStream(self.sender, chat)
+
+    async def react(self, chat: ChatRef, message_id: str, emoji: str | None) -> None:
+        """``emoji`` on the message (``None``: none); a chat where reactions are off is not worth a failure."""
+        reaction = [{"type": "emoji", "emoji": emoji}] if emoji else []
+        if (number := parse_ref(message_id)) is None:
+            return
+        try:
+            await self.api.call("setMessageReaction", chat_id=int(chat.chat_id), message_id=number, reaction=reaction)
+        except TelegramError as exc:
+            log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment from the inbox, fetchable again by its file_id."""

@@ -425,6 +425,12 @@ class FakeTelegram:
                 return web.Response(body=data)
         return _error(404, "Not Found")
 
+    async def _m_setMessageReaction(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        chat = self.chats.get(params["chat_id"])
+        if chat is None or not chat.has(params["message_id"]):
+            raise Problem("Bad Request: message to react not found")
+        return _ok(True)
+
     async def _m_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         return _ok(True)
 
