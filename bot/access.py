@@ -121,7 +121,7 @@ class AccessPolicy:
             return Decision(False, "dm-disabled")
         if settings.dm_policy == "open":
             return Decision(True, "dm-open")
-        if listed(settings.allow_from, inbound):
+        if listed(settings.allow_from, inbound) or str(owner_of(settings)) == inbound.sender_id:
             return Decision(True, "allow-from")
         if await self.pairing.approved(channel, inbound.sender_id):
             return Decision(True, "approved")
@@ -143,6 +143,12 @@ class AccessPolicy:
 def _minutes(seconds: float) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+def owner_of(settings: ChannelBase | None) -> str | None:
+    """The channel's ``ownerId``, where it has one."""
+    owner = getattr(settings, "owner_id", None)
+    return str(owner) if owner is not None else None
 
 
 def _group(inbound: Inbound, settings: ChannelBase) -> Decision:

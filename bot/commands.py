@@ -10,7 +10,9 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
+from .access import owner_of
 from .catalog import model_choices, takes
+from .pairing import PairingError
 from .media.audio import AudioError
 from .media.voice import speakable
 
@@ -183,7 +185,29 @@ def money(dollars: float) -> str:
     return f"${whole}.{cents[:2]}{cents[2:].rstrip('0')}"
 
 
+async def _decide(d: Dispatcher, inbound: Inbound, code: str, approve: bool) -> str:
+    """``/approve CODE`` / ``/deny CODE``: the owner's answer to a pairing request, from their own chat."""
+    if owner_of(d.access.settings(inbound.chat.channel)) != inbound.sender_id or inbound.chat.kind != "direct":
+        return "Only the owner can answer pairing requests, in a private chat with me."
+    if not code:
+        return f"Usage: /{'approve' if approve else 'deny'} CODE"
+    pairing, channel = d.access.pairing, inbound.chat.channel
+    try:
+        request = await (pairing.approve(channel, code) if approve else pairing.deny(channel, code))
+    except PairingError as exc:
+        return f"Not done: {exc}."
+    return f"{'Approved' if approve else 'Denied'} {request.sender.label} ({request.sender.id})."
+
+
+async def _approve(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+    return await _decide(d, inbound, arg, approve=True)
+
+
+async def _deny(d: Dispatcher, inbound: Inbound, arg: str) -> str:
+    return await _decide(d, inbound, arg, approve=False)
+
+
 _COMMANDS = {
     "help": _help, "start": _start, "new": _new, "reset": _new, "model": _model, "think": _think,
-    "tts": _tts, "status": _status, "stop": _stop,
+    "tts": _tts, "status": _status, "stop": _stop, "approve": _approve, "deny": _deny,
 }

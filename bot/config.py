@@ -243,6 +243,9 @@ class TelegramGroup(Section):
 
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
+    # The owner's Telegram user id: always let in, and asked in a DM of their own, with Approve and Deny
+    # buttons, about each pairing request.
+    owner_id: str | int | None = None
     token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
     api_root: str | None = None  # a self-hosted Bot API server; larger upload limits then apply
     webhook_url: str | None = None  # set: webhook mode (nothing polls); unset: long polling

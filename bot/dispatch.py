@@ -17,7 +17,7 @@ from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
-from .access import APPROVED_TEXT, AccessPolicy
+from .access import APPROVED_TEXT, AccessPolicy, owner_of
 from .agent import CRASHED, STOP, Agent
 from .commands import IMMEDIATE, command_name, run_command
 from .config import Messages
@@ -181,6 +181,11 @@ class Dispatcher:
         if not (decision := await self.access.check(inbound)).allowed:
             if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
+            owner = owner_of(self.access.settings(inbound.chat.channel))
+            if decision.reason == "pairing-new" and owner and decision.code:  # asked in a DM of their own
+                self._spawn(self._tell(channel, ChatRef(inbound.chat.channel, owner), Reply(
+                    text=f"{inbound.sender_name} ({inbound.sender_id}) asks to talk: /approve {decision.code}",
+                    buttons=[("Approve", f"/approve {decision.code}"), ("Deny", f"/deny {decision.code}")])))
             if decision.reason in ("pairing-new", "pairing-pending") and command_name(inbound.text) is None:
                 # answered once the owner approves (kept in memory: a restart forgets them)
                 waiting = self._awaiting.setdefault((inbound.chat.channel, inbound.sender_id), [])

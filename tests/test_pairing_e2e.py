@@ -61,3 +61,31 @@ async def test_a_full_queue_says_when_to_come_back_and_a_denial_frees_a_place(ho
     assert denied.out == "Denied S6002, telegram id 6002.\n"
     assert code_in(tg.texts_in(6004)[1])
     assert codes[6002] not in pending.out and codes[6001] in pending.out
+
+
+async def test_the_owner_is_asked_in_a_dm_and_approves_with_a_button(home, fake_openrouter, fake_telegram):
+    tg, ai, grace, owner = fake_telegram, fake_openrouter, 5001, 7777
+    tg.chat(owner)  # the owner opened a chat with the bot once: it may write to them
+    async with running(home, tg, ai, dmPolicy="pairing", ownerId=owner, allowFrom=[5003]):
+        tg.message(grace, "hi, can we talk?", sender=user(grace, "Grace", "grace"))
+        (sent,) = await tg.wait_sent(grace)
+        code = code_in(sent.text)
+        (asked,) = await tg.wait_sent(owner)
+        tg.press(asked, "Approve", sender=user(owner, "Owner", None))
+        await tg.wait_sent(owner, 2)
+        await tg.wait_sent(grace, 3)
+        tg.message(5002, "me too", sender=user(5002, "Mallory", None))
+        (other,) = await tg.wait_sent(5002)
+        tg.message(5002, f"/approve {code_in(other.text)}", sender=user(5002, "Mallory", None))
+        tg.message(5003, f"/approve {code_in(other.text)}", sender=user(5003, "Trent", None))  # allowed, not the owner
+        (refused,) = await tg.wait_sent(5003)
+        tg.message(grace, "marker", sender=user(grace, "Grace", "grace"))  # after Mallory's: handled in order
+        await tg.wait_sent(grace, 4)
+        approved = await chorus(home, "pairing", "list", "telegram", "--approved")
+    assert asked.text == f"Grace (5001) asks to talk: /approve {code}"
+    assert tg.buttons(asked) == [("Approve", f"/approve {code}"), ("Deny", f"/deny {code}")]
+    assert tg.texts_in(owner)[1] == "Approved Grace (@grace) (5001)."
+    assert tg.texts_in(grace)[1:] == [APPROVED_TEXT, "echo: hi, can we talk?", "echo: marker"]
+    assert len(tg.texts_in(5002)) == 1 and "Mallory" not in approved.out  # their own /approve approved nothing
+    assert "Grace" in approved.out
+    assert refused.text == "Only the owner can answer pairing requests, in a private chat with me."
