@@ -59,3 +59,19 @@ async def test_discord_an_edited_message_is_answered_as_a_correction(home, fake_
             await discord.wait_sent(dm, 2)
         discord.assert_clean()
     assert [m.content for m in discord.bot_messages(dm)][1] == f"echo: {EDITED}\ncapital of France?"
+
+
+async def test_telegram_an_edit_of_a_message_still_waiting_replaces_it_in_the_queue(home, fake_openrouter,
+                                                                                    fake_telegram):
+    tg, ai, chat = fake_telegram, fake_openrouter, 5103
+    async with running(home, tg, ai):
+        ai.queue(Text("First answer.", delay=1.5))
+        tg.message(chat, "first")
+        await tg.wait_for(lambda: len(ai.chat_requests()) == 1)  # answering "first"; the next one waits
+        waiting = tg.message(chat, "secnod")
+        tg.edit(waiting, "second")
+        await tg.wait_sent(chat, 2)
+        tg.message(chat, "marker")  # answered after whatever the edit left in the queue
+        await tg.wait_sent(chat, 3)
+    assert tg.texts_in(chat) == ["First answer.", f"echo: {EDITED}\nsecond", "echo: marker"]
+    assert len(ai.chat_requests()) == 3  # the first version was never answered
