@@ -21,12 +21,12 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.base import Inbound
 
 from .config import ChannelBase, ChorusConfig
-from .pairing import Clock, Pairing, PairingRequest, Sender
+from .pairing import MAX_PENDING, Clock, Pairing, PairingRequest, Sender
 from .store import Store
 
 log = logging.getLogger("chorus.access")
@@ -41,12 +41,21 @@ PAIRING_TEXT = (
 )
 FULL_TEXT = (
     "Sorry, I can't take your request right now: the owner has too many pending requests. "
-    "Please try again in an hour."
+    "Please try again in {minutes}."
 )
+APPROVED_TEXT = "You're in! The owner approved you; I'll answer your message now."
 REFUSED_TEXT = (
     "Sorry, I only chat with people my owner has allowed. "
     "Your {channel} id is {sender_id}; the owner can add it to channels.{channel}.allowFrom."
 )
+
+# Why a message was refused, as the owner's log says it.
+_REASONS = {
+    "dm-disabled": "direct messages are off (channels.{channel}.dmPolicy: disabled)",
+    "not-allowed": "not in channels.{channel}.allowFrom (dmPolicy: allowlist)",
+    "pairing-pending": "their pairing code waits for approval (chorus pairing list {channel})",
+    "group-disabled": "groups are off (channels.{channel}.groupPolicy: disabled)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class Decision:
     allowed: bool
     reason: str
     reply: str | None = None
+    code: str | None = field(default=None, compare=False)  # a new pairing request's code, for the owner's log
 
 
 class AccessPolicy:
@@ -65,6 +75,7 @@ class AccessPolicy:
         self.config = config
         self.clock = clock
         self.pairing = Pairing(store, clock)
+        self._groups_told: set[tuple[str, str]] = set()  # refused groups already named to the owner at INFO
 
     def settings(self, channel: str) -> ChannelBase | None:
         """The channel's section of the config; ``None`` for the console and other local channels."""
@@ -72,7 +83,7 @@ class AccessPolicy:
         return section if isinstance(section, ChannelBase) else None
 
     async def check(self, inbound: Inbound) -> Decision:
-        """The decision for one message; a refusal is logged (never with its code)."""
+        """The decision for one message; a refusal is logged with the ids the owner needs to allow it."""
         settings = self.settings(inbound.chat.channel)
         if settings is None:
             return Decision(True, "local")
@@ -81,9 +92,28 @@ class AccessPolicy:
         else:
             decision = await self._direct(inbound, settings)
         if not decision.allowed:
-            log.info("message refused channel=%s chat=%s sender=%s reason=%s",
-                     inbound.chat.channel, inbound.chat.chat_id, inbound.sender_id, decision.reason)
+            self._log_refusal(inbound, decision)
         return decision
+
+    def _log_refusal(self, inbound: Inbound, decision: Decision) -> None:
+        """One line the owner can act on: who, which ids, and the key or command that lets them in.
+        A refused group is named at INFO once per run (every message there is refused), then at DEBUG."""
+        channel, who = inbound.chat.channel, f"{inbound.sender_name} ({inbound.sender_id})"
+        if decision.reason == "pairing-new":
+            log.info("%s: %s asked to pair: code %s (approve with: chorus pairing approve %s %s)",
+                     channel, who, decision.code, channel, decision.code)
+        elif decision.reason == "pairing-full":
+            log.warning("%s: %s asked to pair, but %d requests are pending already; they were told to try later "
+                        "(see `chorus pairing list %s`)", channel, who, MAX_PENDING, channel)
+        elif decision.reason == "group-not-allowed":
+            first = (channel, inbound.chat.chat_id) not in self._groups_told
+            self._groups_told.add((channel, inbound.chat.chat_id))
+            log.log(logging.INFO if first else logging.DEBUG,
+                    "%s: ignored a message from group %s (sender %s): not allowed; add the group's id to "
+                    "channels.%s.groupAllowFrom (or set groupPolicy: open)", channel, inbound.chat.chat_id, who, channel)
+        else:
+            log.info("%s: refused a message from %s in chat %s: %s", channel, who, inbound.chat.chat_id,
+                     _REASONS.get(decision.reason, decision.reason).format(channel=channel))
 
     async def _direct(self, inbound: Inbound, settings: ChannelBase) -> Decision:
         channel = inbound.chat.channel
@@ -91,7 +121,7 @@ class AccessPolicy:
             return Decision(False, "dm-disabled")
         if settings.dm_policy == "open":
             return Decision(True, "dm-open")
-        if listed(settings.allow_from, inbound):
+        if listed(settings.allow_from, inbound) or str(owner_of(settings)) == inbound.sender_id:
             return Decision(True, "allow-from")
         if await self.pairing.approved(channel, inbound.sender_id):
             return Decision(True, "approved")
@@ -99,15 +129,26 @@ class AccessPolicy:
             return Decision(False, "not-allowed", REFUSED_TEXT.format(channel=channel, sender_id=inbound.sender_id))
         issued = await self.pairing.request(channel, Sender(inbound.sender_id, inbound.sender_name, inbound.sender_username))
         if issued.request is None:
-            return Decision(False, "pairing-full", FULL_TEXT)
-        return Decision(False, "pairing-new" if issued.new else "pairing-pending", self._pairing_text(issued.request))
+            frees = await self.pairing.next_free(channel)
+            return Decision(False, "pairing-full", FULL_TEXT.format(minutes=_minutes((frees or 0) - self.clock())))
+        if not issued.new:  # the code was given once; saying it again to every message is noise
+            return Decision(False, "pairing-pending")
+        return Decision(False, "pairing-new", self._pairing_text(issued.request), code=issued.request.code)
 
     def _pairing_text(self, request: PairingRequest) -> str:
-        minutes = max(1, math.ceil((request.expires_at - self.clock()) / 60))
-        return PAIRING_TEXT.format(
-            name=request.sender.name, code=request.code, channel=request.channel,
-            minutes=f"{minutes} minute" + ("s" if minutes != 1 else ""),
-        )
+        return PAIRING_TEXT.format(name=request.sender.name, code=request.code, channel=request.channel,
+                                   minutes=_minutes(request.expires_at - self.clock()))
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+def owner_of(settings: ChannelBase | None) -> str | None:
+    """The channel's ``ownerId``, where it has one."""
+    owner = getattr(settings, "owner_id", None)
+    return str(owner) if owner is not None else None
 
 
 def _group(inbound: Inbound, settings: ChannelBase) -> Decision:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from channels.base import Channel, ChatRef, Inbound, Media, Replied, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -18,6 +18,7 @@ from providers.openrouter.request import ChatSpec
 from .catalog import Catalog, ModelInfo
 from .config import ChorusConfig, state_dir
 from .context import fit_context, plain_turns, short_tool_ids, wants_short_tool_ids
+from .media.documents import read_documents
 from .media.images import (
     ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
 )
@@ -122,14 +123,19 @@ class Agent:
         heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
             return await self._end_early(inbound, stream, heard.error)
+        documents = self.config.tools.media.document
+        docs = await read_documents(inbound, documents.max_bytes, documents.max_chars)
+        said = "\n\n".join(t for t in (heard.text, docs.text) if t)
+        if docs.notes and not said and not images:  # nothing left to answer but why the files were not read
+            return await self._end_early(inbound, stream, " ".join(docs.notes))
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
+        user = StoredMessage("user", user_content(user_text(inbound, group_context, said), images),
                              name=inbound.sender_name)
         pending: list[StoredMessage] = [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
-            [m.to_api() for m in history], [user.to_api()], self.context_window(info),
+            [m.to_api(for_model=ref.slug) for m in history], [user.to_api()], self.context_window(info),
         )
         if dropped:
             log.info("context trimmed session=%s: %d oldest turns left out", session_id, dropped)
@@ -139,10 +145,15 @@ class Agent:
             messages = plain_turns(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
-        shown: list[str] = []
+        # Before the answer: what a voice note was heard as (messages.stt.echo), and why a file was not read.
+        preface = [heard_line(heard.transcript) if heard.transcript and self.config.messages.stt.echo else "",
+                   f"⚠️ {' '.join(docs.notes)}" if docs.notes else ""]
+        shown: list[str] = ["\n\n".join(p for p in preface if p) + "\n\n"] if any(preface) else []
+        if shown:
+            await stream.delta(shown[0])
         media: list[Media] = []
         tokens, cost = 0, 0.0  # summed over the turn's rounds, for the log
-        log.info("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
+        log.debug("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
         try:
             for _ in range(self.config.agents.defaults.max_tool_iterations):
                 result = await self._complete(ChatSpec(
@@ -201,7 +212,7 @@ class Agent:
             reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
                                            capabilities=channel.capabilities, model=ref, on_start=stream.speaking)
         await stream.close(reply)
-        log.info("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
+        log.debug("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
                  tokens, cost)
         return True
 
@@ -274,13 +285,38 @@ def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), s
     """The user's words as the model sees them (``said``: a voice note's transcript); in groups, prefixed by
     who said them and preceded by what the group said since the bot last answered."""
     said = inbound.text if said is None else said
+    context = replied_context(inbound.replied)
     if inbound.chat.kind != "group":
-        return said
-    text = f"[{inbound.sender_name}]: {said}"
+        return f"{context}\n{said}" if context else said
+    text = f"{context}\n[{inbound.sender_name}]: {said}" if context else f"[{inbound.sender_name}]: {said}"
     if group_context:
         since = "\n".join(f"[{sender}]: {said}" for sender, said in group_context)
         text = f"[Chat messages since your last reply - for context]\n{since}\n\n[Current message - respond to this]\n{text}"
     return text
+
+
+HEARD_MAX = 300  # characters of a transcript echoed back: enough to notice a mishearing
+
+
+def heard_line(transcript: str) -> str:
+    """``🎤 "what was heard"``, capped: the user sees what the bot understood of their voice note."""
+    text = " ".join(transcript.split())
+    return f'🎤 "{text[:HEARD_MAX].rstrip() + "…" if len(text) > HEARD_MAX else text}"'
+
+
+REPLIED_MAX = 600  # characters of the replied-to message the model is shown: context, not a second message
+
+
+def replied_context(replied: Replied | None) -> str:
+    """The message the user replied to (or quoted), marked as context: whose it was, and its text, capped."""
+    if replied is None or not replied.text.strip():
+        return ""
+    text = replied.text.strip()
+    if len(text) > REPLIED_MAX:
+        text = text[:REPLIED_MAX].rstrip() + "…"
+    whose = "your own earlier answer" if replied.by_bot else f"a message from {replied.author}"
+    how = "Quoting part of" if replied.quoted else "Replying to"
+    return f"[{how} {whose} - for context]\n> " + text.replace("\n", "\n> ") + "\n[The user's message]"
 
 
 class _VisibleStream:

@@ -18,7 +18,9 @@ def _model(id: str, name: str, context: int | None, inp: tuple[str, ...], out: t
 BUNDLED_MODELS: list[dict[str, Any]] = [
     # The provider page's refs (openrouter/<id>).
     _model("openrouter/auto", "Auto Router", 2_000_000, ("text", "image"), ("text",), ("tools", "reasoning")),
+    _model("openrouter/fusion", "Fusion", 262_144, ("text", "image"), ("text",), ("tools", "reasoning")),
     _model("moonshotai/kimi-k2.6", "MoonshotAI: Kimi K2.6", 262_144, ("text", "image"), ("text",), ("tools", "reasoning")),
+    _model("moonshotai/kimi-k2.5", "MoonshotAI: Kimi K2.5", 262_144, ("text", "image"), ("text",), ("tools", "reasoning")),
     _model("openrouter/healer-alpha", "Healer Alpha", 262_144, ("text", "image", "audio"), ("text",), ("tools", "reasoning")),
     _model("openrouter/hunter-alpha", "Hunter Alpha", 1_048_576, ("text",), ("text",), ("tools",)),
     # The media defaults.

@@ -145,6 +145,27 @@ class Catalog:
         os.replace(tmp, self.cache_path)
 
 
+async def model_choices(catalog: Catalog | None, configured: list[str]) -> list[tuple[ModelRef, ModelInfo | None]]:
+    """The models a chat is offered: the configured short list (``agents.defaults.models``), else the bundled
+    chat models; each with its catalog entry (the live one, else the bundled one, else ``None``)."""
+    bundled = {m["id"]: ModelInfo.parse(m) for m in BUNDLED_MODELS}
+    return [(ref, (await catalog.lookup(ref) if catalog else None) or bundled.get(ref.slug))
+            for ref in offered_refs(configured)]
+
+
+def offered_refs(configured: list[str]) -> list[ModelRef]:
+    """The configured short list (``agents.defaults.models``), else the bundled chat models."""
+    return [ModelRef.parse(r) for r in configured] or [
+        ModelRef.from_slug(m["id"]) for m in BUNDLED_MODELS if ModelInfo.parse(m).output_modalities == ("text",)]
+
+
+def takes(info: ModelInfo | None) -> str:
+    """``takes images and audio``, ``takes images``, or nothing: what a model hears and sees besides text."""
+    kinds = [word for kind, word in (("image", "images"), ("audio", "audio"))
+             if info is not None and kind in info.input_modalities]
+    return f"takes {' and '.join(kinds)}" if kinds else ""
+
+
 def matches_modality(info: ModelInfo, modality: str | None) -> bool:
     """Whether ``info`` produces ``modality`` (``transcription`` and ``speech`` are OpenRouter's own kinds)."""
     return modality is None or modality in info.output_modalities

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
+from .catalog import offered_refs
 from .commands import HELP
 from .config import ChorusConfig
 
@@ -52,7 +53,7 @@ def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings 
         poll_timeout=cfg.poll_timeout_seconds, streaming=cfg.streaming,
         stream_throttle=cfg.stream_throttle_ms / 1000, require_mention=cfg.require_mention,
         groups={key: group.require_mention for key, group in cfg.groups.items()},
-        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
+        commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M), reply_to_mode=cfg.reply_to_mode,
     )
 
 
@@ -74,4 +75,6 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
+        reply_to_mode=cfg.reply_to_mode or "first",
+        models=tuple(str(ref) for ref in offered_refs(list(config.agents.defaults.models))),
     )

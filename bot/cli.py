@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from net import loop
@@ -30,7 +31,8 @@ from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client
 from .migrate import MigrationError
 from .cron.commands import cron_cli
-from .pairing_cli import channel_names, pairing_approve, pairing_list
+from .pairing_cli import (channel_names, pairing_approve, pairing_approved, pairing_deny, pairing_list,
+                          pairing_revoke)
 
 DEFAULT_MODEL = "openrouter/auto"
 
@@ -83,8 +85,9 @@ def remember_config_secrets(config: ChorusConfig, env: Env) -> None:
 # ---- onboarding -------------------------------------------------------------------------------
 
 
-def onboard(cli: Cli) -> int:
-    """Store an OpenRouter key in the auth profile and make sure the config names a default model."""
+def onboard(cli: Cli, *, then: str = "Next: `make run` (or `chorus run`) to chat in the terminal.") -> int:
+    """Store an OpenRouter key in the auth profile and make sure the config names a default model;
+    ``then`` says what comes next (``chorus run`` onboarding on the way into the console says so)."""
     given_key = getattr(cli.args, "openrouter_api_key", None)
     choice = getattr(cli.args, "auth_choice", None) or ("openrouter-api-key" if given_key else None)
     if choice is None:
@@ -101,7 +104,7 @@ def onboard(cli: Cli) -> int:
     print(f"Saved the OpenRouter key in profile openrouter:default ({path}, mode 0600).")
     loaded = cli.update(_default_model)
     print(f"Config: {loaded.path} (default model {loaded.config.agents.defaults.model.primary}).")
-    print("Next: `make run` (or `chorus run`) to chat in the terminal.")
+    print(then)
     return 0
 
 
@@ -282,7 +285,7 @@ async def run_service(cli: Cli) -> int:
     cred = cli.env.credential(loaded.config)
     if cred is None and _interactive():
         print("No OpenRouter key yet: let's set one up.")
-        await asyncio.to_thread(onboard, cli)
+        await asyncio.to_thread(partial(onboard, cli, then="Starting Chorus now."))
         loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
     if cred is None:
         cli.credential_or_fail()
@@ -290,7 +293,8 @@ async def run_service(cli: Cli) -> int:
     try:
         runtime = await Runtime.open(loaded, cli.env, cred)
         try:
-            refusals = await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env))
+            refusals = await runtime.serve(runtime.channels(console=getattr(cli.args, "console", False), env=cli.env),
+                                           watch=runtime.watch_config(loaded, cli.env))
         finally:
             await runtime.close()
     finally:
@@ -305,11 +309,29 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
 
 
+def _global_options(parser: argparse.ArgumentParser, kind: type) -> None:
+    """``--config`` and ``-v``: on the top parser with defaults, on every subcommand without (so that
+    ``chorus run --config X -v`` means what ``chorus --config X -v run`` does; ``-v`` counts on both)."""
+    top = kind is argparse.ArgumentParser
+    parser.add_argument("--config", default=None if top else argparse.SUPPRESS,
+                        help="config file (default: $CHORUS_CONFIG or ~/.chorus/chorus.json5)")
+    parser.add_argument("-v", "--verbose", action="count", dest="verbose" if top else "verbose_after",
+                        default=0 if top else argparse.SUPPRESS,
+                        help="-v: Chorus's debug lines; -vv: the libraries' too")
+
+
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: it takes the global options too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self, _Subcommand)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chorus", description="Chorus: chat with OpenRouter models in Telegram, Discord and the terminal.")
-    p.add_argument("--config", help="config file (default: $CHORUS_CONFIG or ~/.chorus/chorus.json5)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    _global_options(p, argparse.ArgumentParser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
     o = sub.add_parser("onboard", help="store an OpenRouter key and write a starter config")
     o.add_argument("--auth-choice", choices=["openrouter-api-key", "openrouter-oauth"])
@@ -317,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--headless", action="store_true", help="OAuth: print the URL and paste the redirect back")
     o.set_defaults(func=onboard)
 
-    m = sub.add_parser("models", help="default model and credentials").add_subparsers(dest="models_cmd", required=True)
+    m = sub.add_parser("models", help="default model and credentials").add_subparsers(dest="models_cmd", required=True, parser_class=_Subcommand)
     ms = m.add_parser("set", help="set agents.defaults.model.primary")
     ms.add_argument("ref", help="openrouter/<provider>/<model>")
     ms.set_defaults(func=models_set)
@@ -326,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--modality", choices=["text", "image", "audio", "video", "speech", "transcription"])
     ml.add_argument("--refresh", action="store_true", help="fetch the catalog again now")
     ml.set_defaults(func=models_list)
-    auth = m.add_parser("auth", help="credentials").add_subparsers(dest="auth_cmd", required=True)
+    auth = m.add_parser("auth", help="credentials").add_subparsers(dest="auth_cmd", required=True, parser_class=_Subcommand)
     login = auth.add_parser("login", help="replace the stored key")
     login.add_argument("--provider", choices=["openrouter"], default="openrouter")
     login.add_argument("--method", choices=["oauth", "api-key"], default="api-key")
@@ -334,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--headless", action="store_true")
     login.set_defaults(func=auth_login, auth_choice=None)
 
-    i = sub.add_parser("infer", help="one-off model calls").add_subparsers(dest="infer_cmd", required=True)
-    im = i.add_parser("model", help="model calls").add_subparsers(dest="infer_model_cmd", required=True)
+    i = sub.add_parser("infer", help="one-off model calls").add_subparsers(dest="infer_cmd", required=True, parser_class=_Subcommand)
+    im = i.add_parser("model", help="model calls").add_subparsers(dest="infer_model_cmd", required=True, parser_class=_Subcommand)
     run = im.add_parser("run", help="one chat completion")
     run.add_argument("--local", action="store_true", help="call OpenRouter from this process (the only mode)")
     run.add_argument("--model", help="model ref (default: the configured default)")
@@ -343,21 +365,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.set_defaults(func=infer_run)
 
-    c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True)
+    c = sub.add_parser("config", help="the config file").add_subparsers(dest="config_cmd", required=True, parser_class=_Subcommand)
     c.add_parser("validate", help="check the config and exit").set_defaults(func=config_validate)
     sub.add_parser("doctor", help="check config, credential, state dir, database, base URL").set_defaults(func=run_doctor)
     r = sub.add_parser("run", help="start the service")
     r.add_argument("--console", action="store_true", help="also chat in the terminal when Telegram is configured")
     r.set_defaults(func=run_service)
 
-    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True)
-    pl = pr.add_parser("list", help="a channel's pending pairing codes")
+    pr = sub.add_parser("pairing", help="who may chat in direct messages").add_subparsers(dest="pairing_cmd", required=True, parser_class=_Subcommand)
+    pl = pr.add_parser("list", help="a channel's pending pairing codes (--approved: who was let in)")
     pl.add_argument("channel", choices=channel_names())
-    pl.set_defaults(func=lambda cli: pairing_list(cli.env.state / "chorus.db", cli.args.channel))
+    pl.add_argument("--approved", action="store_true", help="the approved senders instead")
+    pl.set_defaults(func=lambda cli: (pairing_approved if cli.args.approved else pairing_list)(
+        cli.env.state / "chorus.db", cli.args.channel))
     pa = pr.add_parser("approve", help="let the sender who was given CODE chat")
     pa.add_argument("channel", choices=channel_names())
     pa.add_argument("code")
     pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pd = pr.add_parser("deny", help="refuse the sender who was given CODE")
+    pd.add_argument("channel", choices=channel_names())
+    pd.add_argument("code")
+    pd.set_defaults(func=lambda cli: pairing_deny(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pv = pr.add_parser("revoke", help="take back the approval of a sender")
+    pv.add_argument("channel", choices=channel_names())
+    pv.add_argument("sender_id")
+    pv.set_defaults(func=lambda cli: pairing_revoke(cli.env.state / "chorus.db", cli.args.channel, cli.args.sender_id))
     cr = sub.add_parser("cron", help="scheduled jobs (reminders) made in chats").add_subparsers(dest="cron_cmd", required=True)
     cl = cr.add_parser("list", help="jobs with their next run")
     cl.add_argument("--all", action="store_true", help="also jobs with no next run, and each last run's outcome")
@@ -373,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``chorus`` and ``python -m bot``."""
     args = build_parser().parse_args(argv)
     env = Env.load()
-    setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
+    setup_logging(args.verbose + getattr(args, "verbose_after", 0))
     cli = Cli(args, env)
     try:
         outcome = args.func(cli)

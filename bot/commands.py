@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,7 +11,10 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import stale_effort
 
+from .access import owner_of
+from .catalog import model_choices, takes
 from .cron.commands import cron_command, tz_command
+from .pairing import PairingError
 from .media.audio import AudioError
 from .media.voice import speakable
 
@@ -75,11 +79,22 @@ async def run_command(d: CommandContext, inbound: Inbound) -> Reply | None:
         return None
     arg = text[1:].partition(" ")[2] if " " in text else ""
     answer = await _COMMANDS[name](d, inbound, arg.strip())
+    if answer is None:  # answered otherwise (a stopped turn says so itself)
+        return None
     return answer if isinstance(answer, Reply) else Reply(text=answer, reply_to=inbound.message_id)
 
 
 async def _help(d: CommandContext, inbound: Inbound, arg: str) -> str:
-    return HELP
+    # A channel may add its own commands (the console's /voice, /image, /quit).
+    extra = getattr(d.channel, "help", None)
+    return f"{HELP}\n{extra}" if extra else HELP
+
+
+async def _start(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    """A private chat that just opened the bot gets the channel's greeting (a stranger got a pairing code
+    instead, before this); in a group ``/start`` is ``/help``."""
+    greeting = getattr(d.channel, "greeting", None)
+    return greeting if greeting and inbound.chat.kind == "direct" else await _help(d, inbound, arg)
 
 
 async def _new(d: CommandContext, inbound: Inbound, arg: str) -> str:
@@ -87,10 +102,10 @@ async def _new(d: CommandContext, inbound: Inbound, arg: str) -> str:
     return "Started a new conversation. The previous one is kept."
 
 
-async def _model(d: CommandContext, inbound: Inbound, arg: str) -> str:
+async def _model(d: CommandContext, inbound: Inbound, arg: str) -> str | Reply:
     agent = d.agent
     if not arg:
-        return f"Model: {await agent.model_for(inbound.chat)}"
+        return await _model_list(d, inbound)
     try:
         ref = ModelRef.parse(arg)
     except ModelRefError as exc:
@@ -101,10 +116,23 @@ async def _model(d: CommandContext, inbound: Inbound, arg: str) -> str:
     return f"Model for this chat set to {ref}."
 
 
-async def _think(d: CommandContext, inbound: Inbound, arg: str) -> str:
+async def _model_list(d: CommandContext, inbound: Inbound) -> Reply:
+    """The chat's model and the ones to choose from, saying which take images and audio; a button each."""
+    current = str(await d.agent.model_for(inbound.chat))
+    lines = [f"Model: {current}", "Choose with /model REF (OpenRouter's own ids work too, e.g. anthropic/claude-sonnet-4.5):"]
+    buttons = []
+    for ref, info in await model_choices(d.agent.catalog, list(d.agent.config.agents.defaults.models)):
+        notes = [n for n in (takes(info), "current" if str(ref) == current else "") if n]
+        lines.append(f"• {ref}" + (f" ({', '.join(notes)})" if notes else ""))
+        marks = ("🖼" if "images" in takes(info) else "") + ("🎤" if "audio" in takes(info) else "")
+        buttons.append((f"{'✓ ' if str(ref) == current else ''}{ref.model_id} {marks}".strip(), f"/model {ref}"))
+    return Reply(text="\n".join(lines), reply_to=inbound.message_id, buttons=buttons)
+
+
+async def _think(d: CommandContext, inbound: Inbound, arg: str) -> str | Reply:
     current = stale_effort(arg)
     answer = await _setting(d, inbound, "thinking", current or arg.lower(), THINKING, d.agent.config.agents.defaults.thinking_default)
-    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current else answer
+    return f"{answer}\n(Note: {arg.strip()!r} is now called {current!r}.)" if current and isinstance(answer, str) else answer
 
 
 async def _tts(d: CommandContext, inbound: Inbound, arg: str) -> str | Reply:
@@ -133,12 +161,17 @@ async def _speak_once(d: CommandContext, inbound: Inbound, text: str) -> str | R
     return Reply(voice=note, reply_to=inbound.message_id)
 
 
-async def _setting(d: CommandContext, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...], default: str) -> str:
+_COMMAND_OF = {"thinking": "think", "tts": "tts"}
+
+
+async def _setting(d: CommandContext, inbound: Inbound, name: str, value: str, allowed: tuple[str, ...],
+                   default: str) -> str | Reply:
     """Show or set one per-chat override; it outlives /new and restarts."""
     current = getattr(await d.agent.store.chat_settings(inbound.chat), name) or default
     label = {"thinking": "Thinking", "tts": "Spoken replies"}[name]
     if not value:
-        return f"{label}: {current} (choose one of {', '.join(allowed)})"
+        return Reply(text=f"{label}: {current} (choose one of {', '.join(allowed)})", reply_to=inbound.message_id,
+                     buttons=[(f"✓ {v}" if v == current else v, f"/{_COMMAND_OF[name]} {v}") for v in allowed])
     if value not in allowed:
         return f"Not changed: {value!r} is not one of {', '.join(allowed)}."
     await d.agent.store.set_chat_setting(inbound.chat, name, value)
@@ -153,14 +186,42 @@ async def _status(d: CommandContext, inbound: Inbound, arg: str) -> str:
         f"Model: {await agent.model_for(chat)}\n"
         f"Thinking: {settings.thinking or agent.config.agents.defaults.thinking_default}\n"
         f"Spoken replies: {settings.tts or agent.config.messages.tts.auto}\n"
-        f"Session: {stats.messages} messages, {stats.prompt_tokens:,} prompt + {stats.completion_tokens:,} completion tokens, "
-        f"${stats.cost:.4f} so far"
+        f"Session: {plural(stats.messages, 'message')}, {stats.prompt_tokens:,} prompt + "
+        f"{stats.completion_tokens:,} completion tokens, {money(stats.cost)} so far"
         + ("\nAnswering now (/stop to cancel)." if d.turns.busy(chat) else "")
     )
 
 
-async def _stop(d: CommandContext, inbound: Inbound, arg: str) -> str:
-    return "Stopping the answer in progress." if d.turns.stop(inbound.chat) else "Nothing to stop."
+async def _stop(d: CommandContext, inbound: Inbound, arg: str) -> str | None:
+    # A stopped answer ends with "⏹ Stopped." itself: that one message is the answer to /stop.
+    return None if d.turns.stop(inbound.chat) else "Nothing to stop."
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def money(dollars: float) -> str:
+    """``$0``, ``$0.00042`` (three significant digits for a cheap turn, not ``$0.0000``), ``$0.0123``, ``$1.25``."""
+    if dollars <= 0:
+        return "$0"
+    whole, _, cents = f"{dollars:.{max(2, 2 - math.floor(math.log10(dollars)))}f}".partition(".")
+    return f"${whole}.{cents[:2]}{cents[2:].rstrip('0')}"
+
+
+async def _decide(d: CommandContext, inbound: Inbound, code: str, approve: bool) -> str:
+    """``/approve CODE`` / ``/deny CODE``: the owner's answer to a pairing request, from their own chat."""
+    if owner_of(d.access.settings(inbound.chat.channel)) != inbound.sender_id or inbound.chat.kind != "direct":
+        return "Only the owner can answer pairing requests, in a private chat with me."
+    if not code:
+        return f"Usage: /{'approve' if approve else 'deny'} CODE"
+    pairing, channel = d.access.pairing, inbound.chat.channel
+    try:
+        request = await (pairing.approve(channel, code) if approve else pairing.deny(channel, code))
+    except PairingError as exc:
+        return f"Not done: {exc}."
+    return f"{'Approved' if approve else 'Denied'} {request.sender.label} ({request.sender.id})."
 
 
 async def _cron(d: CommandContext, inbound: Inbound, arg: str) -> str:
@@ -171,7 +232,15 @@ async def _tz(d: CommandContext, inbound: Inbound, arg: str) -> str:
     return await tz_command(d.agent.store, d.agent.config, inbound.chat, arg)
 
 
+async def _approve(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    return await _decide(d, inbound, arg, approve=True)
+
+
+async def _deny(d: CommandContext, inbound: Inbound, arg: str) -> str:
+    return await _decide(d, inbound, arg, approve=False)
+
+
 _COMMANDS = {
-    "help": _help, "start": _help, "new": _new, "reset": _new, "model": _model, "think": _think,
-    "tts": _tts, "status": _status, "stop": _stop, "cron": _cron, "tz": _tz,
+    "help": _help, "start": _start, "new": _new, "reset": _new, "model": _model, "think": _think,
+    "tts": _tts, "status": _status, "stop": _stop, "approve": _approve, "deny": _deny, "cron": _cron, "tz": _tz,
 }

@@ -197,8 +197,26 @@ class Queue(Section):
     mode: Literal["followup", "collect"] = "followup"
 
 
+class Stt(Section):
+    echo: bool = False  # show what a voice note was heard as, quoted before the answer
+
+
 class Messages(Section):
     tts: Tts = Field(default_factory=Tts)
+    stt: Stt = Field(default_factory=Stt)
+    # A reaction put on a message while it is answered in a group (where no draft shows), taken off when the
+    # answer is out; "" for none. Scope as OpenClaw's: group mentions, every group message, or all chats.
+    ack_reaction: str = ""
+    ack_reaction_scope: Literal["group-mentions", "group-all", "all"] = "group-mentions"
+
+    @field_validator("ack_reaction")
+    @classmethod
+    def _whole_emoji(cls, value: str) -> str:
+        # JSON's "\ud83d\udc40" escapes arrive as two halves of a surrogate pair: joined, they are "👀".
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    # An edited message: "answer" replaces it while it waits or is being answered, else answers the new
+    # version as a correction; "ignore" leaves edits unseen.
+    edits: Literal["answer", "ignore"] = "answer"
     group_chat: GroupChat = Field(default_factory=GroupChat)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     queue: Queue = Field(default_factory=Queue)
@@ -222,9 +240,15 @@ class ImageTools(Section):
     keep_days: int = Field(30, ge=0)  # a stored image no request has used for this long is deleted; 0: kept
 
 
+class DocumentTools(Section):
+    max_bytes: int = Field(10_000_000, gt=0)  # checked before a document is fetched; larger ones are refused
+    max_chars: int = Field(100_000, gt=0)  # of one document's text in the turn; the rest is cut, saying so
+
+
 class MediaTools(Section):
     audio: AudioTools = Field(default_factory=AudioTools)
     image: ImageTools = Field(default_factory=ImageTools)
+    document: DocumentTools = Field(default_factory=DocumentTools)
 
 
 class Tools(Section):
@@ -238,6 +262,9 @@ class ChannelBase(Section):
     group_policy: GroupPolicy = "allowlist"
     group_allow_from: list[str | int] = Field(default_factory=list)
     require_mention: bool = True
+    # Whether the answer replies to the user's message: its first part, every part, or none. Unset: Discord
+    # replies with the first part; Telegram in groups only (in a private chat a quote is noise).
+    reply_to_mode: Literal["off", "first", "all"] | None = None
 
     def lists_groups(self) -> bool:
         """Whether the channel's own allowlist of groups (Discord's ``guilds``) already admitted a group message."""
@@ -252,6 +279,9 @@ class TelegramGroup(Section):
 
 class TelegramChannel(ChannelBase):
     bot_token: SecretStr | None = None
+    # The owner's Telegram user id: always let in, and asked in a DM of their own, with Approve and Deny
+    # buttons, about each pairing request.
+    owner_id: str | int | None = None
     token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
     api_root: BotApiUrl | None = None  # a self-hosted Bot API server; larger upload limits then apply
     webhook_url: WebhookUrl | None = None  # set: webhook mode (nothing polls); unset: long polling

@@ -17,7 +17,7 @@ from typing import Any
 
 from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_text
 
-from .access import AccessPolicy
+from .access import APPROVED_TEXT, AccessPolicy, owner_of
 from .agent import CRASHED, STOP, Agent
 from .commands import IMMEDIATE, CommandContext, command_name, run_command
 from .config import Messages
@@ -28,6 +28,8 @@ log = logging.getLogger("chorus.dispatch")
 # The parts of an album come one by one (through a webhook each only once the last was acknowledged), each
 # within moments of the last: this long without another, the album is complete.
 ALBUM_QUIET = 0.5
+AWAITING_MAX = 5  # a stranger's latest messages kept (in memory) to answer once they are approved
+EDITED = "[The user edited an earlier message; this is its new version]"
 NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
              "so I cannot answer it; please send it again in a moment.")
 
@@ -48,6 +50,7 @@ class _Lane:
     items: list[list[Inbound] | _Scheduled] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[object] | None = None
+    answering: frozenset[str | None] = frozenset()  # the ids of the messages the running turn answers
     stop: bool = False  # /stop came while the next turn was still waiting: it stops as soon as it has begun
 
 
@@ -71,6 +74,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._told_not_saved: set[tuple[str, str]] = set()  # (session, sender) told their message was not saved
         self.access = AccessPolicy(inbox.store, agent.config)
+        self._awaiting: dict[tuple[str, str], list[tuple[Inbound, Channel]]] = {}  # strangers' messages, by sender
 
     @property
     def messages(self) -> Messages:
@@ -170,6 +174,20 @@ class Dispatcher:
         item = _Scheduled(inbound, asyncio.get_running_loop().create_future())
         self._enqueue(item, channel)
         return await item.done
+    async def watch_approvals(self, every: float = 1.0) -> None:
+        """While the service runs: a stranger whom the owner approves (``chorus pairing approve``, another
+        process) is told so, and the messages they sent while waiting are answered."""
+        while True:
+            await asyncio.sleep(every)
+            for key in list(self._awaiting):
+                if not await self.access.pairing.approved(*key):
+                    continue
+                waiting = self._awaiting.pop(key)
+                inbound, channel = waiting[-1]
+                log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], inbound.sender_name, key[1])
+                await self._tell(channel, inbound.chat, Reply(text=APPROVED_TEXT))
+                for inbound, channel in waiting:
+                    await self._route(inbound, channel)
 
     def stop(self, chat: ChatRef) -> bool:
         """Cancel the chat's turn in progress, or the one about to begin; ``False`` when there is none."""
@@ -197,7 +215,18 @@ class Dispatcher:
         if not (decision := await self.access.check(inbound)).allowed:
             if decision.reply:  # the pairing code or a refusal, sent aside so accepting stays fast
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
+            owner = owner_of(self.access.settings(inbound.chat.channel))
+            if decision.reason == "pairing-new" and owner and decision.code:  # asked in a DM of their own
+                self._spawn(self._tell(channel, ChatRef(inbound.chat.channel, owner), Reply(
+                    text=f"{inbound.sender_name} ({inbound.sender_id}) asks to talk: /approve {decision.code}",
+                    buttons=[("Approve", f"/approve {decision.code}"), ("Deny", f"/deny {decision.code}")])))
+            if decision.reason in ("pairing-new", "pairing-pending") and command_name(inbound.text) is None:
+                # answered once the owner approves (kept in memory: a restart forgets them)
+                waiting = self._awaiting.setdefault((inbound.chat.channel, inbound.sender_id), [])
+                waiting[:] = [*waiting, (inbound, channel)][-AWAITING_MAX:]
             await self.inbox.done([inbound])
+            return
+        if inbound.edit_of is not None and not await self._take_edit(inbound):
             return
         command = command_name(inbound.text)
         if command in IMMEDIATE and self.busy(inbound.chat):
@@ -214,6 +243,33 @@ class Dispatcher:
                        self.messages.inbound.debounce_ms / 1000)
         else:
             self._enqueue_after_held(inbound, channel)
+
+    async def _take_edit(self, inbound: Inbound) -> bool:
+        """An edited message: the old version leaves the queue (its turn, if running, is stopped) and the new
+        one is answered, marked as a correction; ``False`` when edits are ignored."""
+        if self.messages.edits == "ignore":
+            await self.inbox.done([inbound])
+            return False
+        old = inbound.edit_of
+        replaced = []
+        lane = self._lanes.get(inbound.chat.session_key)
+        if lane is not None:
+            replaced = [i for item in lane.items for i in item if any(j.message_id == old for j in item)]
+            lane.items = [item for item in lane.items if not any(i.message_id == old for i in item)]
+            if old in lane.answering and lane.turn is not None and not lane.turn.done():
+                _stop_once_begun(lane.turn)
+        for key, held in list(self._held.items()):
+            replaced += [i for i in held.inbounds if i.message_id == old]
+            held.inbounds[:] = [i for i in held.inbounds if i.message_id != old]
+            if not held.inbounds:
+                if held.timer:
+                    held.timer.cancel()
+                del self._held[key]
+        if replaced:
+            await self.inbox.done(replaced)
+        if command_name(inbound.text) is None and inbound.text:
+            inbound.text = f"{EDITED}\n{inbound.text}"
+        return True
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -282,6 +338,7 @@ class Dispatcher:
                     if command_name(batch[0].text) is not None:
                         await self._command(batch[0], channel)
                     else:
+                        lane.answering = frozenset(i.message_id for i in batch)
                         await self._turn(lane, fold(batch), channel)
                         await self.inbox.done(batch)
                 except sqlite3.Error as exc:
@@ -303,7 +360,23 @@ class Dispatcher:
         if not item.done.done():
             item.done.set_result(answered)
 
+    def _acked(self, inbound: Inbound, channel: Channel) -> Any:
+        """The channel's ``react`` when this message gets the configured reaction while it is answered."""
+        react, emoji, scope = getattr(channel, "react", None), self.messages.ack_reaction, self.messages.ack_reaction_scope
+        wanted = scope == "all" or (inbound.chat.kind == "group" and (scope == "group-all" or inbound.mentioned))
+        return react if react and emoji and wanted and inbound.message_id else None
+
     async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> bool:
+        """Answer ``inbound``; ``True`` when it was answered (or stopped by the user's choice)."""
+        if react := self._acked(inbound, channel):
+            await react(inbound.chat, inbound.message_id, self.messages.ack_reaction)
+        try:
+            return await self._answer(lane, inbound, channel)
+        finally:
+            if react:
+                await react(inbound.chat, inbound.message_id, None)  # the answer is out
+
+    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel) -> bool:
         context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
         lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
         if lane.stop:
@@ -353,5 +426,6 @@ def fold(inbounds: list[Inbound]) -> Inbound:
         chat=last.chat, sender_id=last.sender_id, sender_name=last.sender_name,
         text="\n".join(i.text for i in inbounds if i.text), message_id=last.message_id,
         mentioned=any(i.mentioned for i in inbounds), reply_to=last.reply_to,
+        replied=next((i.replied for i in reversed(inbounds) if i.replied), None),
         attachments=[a for i in inbounds for a in i.attachments], received_at=last.received_at,
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 from channels.discord import setup as discord_setup
 from providers.openrouter.keys import probe_key, probe_models
 
-from .config import ChorusConfig, ConfigError, load_config
 from .channel_settings import discord_settings, telegram_token
+from .config import DEFAULT_BASE_URL, ChorusConfig, ConfigError, load_config
 from .lock import lock_holder
 from .runtime import Env
 from .store import Store
@@ -77,7 +77,13 @@ async def _database(path: Path) -> Check:
     return Check("database", True, f"{path} at schema version {row[0] if row else 0}")
 
 
-FIX_BASE = "set models.providers.openrouter.baseUrl to https://openrouter.ai/api/v1 (or your proxy's OpenRouter API URL)"
+def fix_base(base_url: str) -> str:
+    """What to do about a base URL that does not answer as OpenRouter; never "set it to" the value it has."""
+    if base_url.rstrip("/") == DEFAULT_BASE_URL:
+        return "check the network, and HTTPS_PROXY if this machine needs a proxy"
+    return f"check the network, or set models.providers.openrouter.baseUrl to {DEFAULT_BASE_URL} (or your proxy's OpenRouter API URL)"
+
+
 FIX_KEY = ("store a valid key with `chorus onboard` or `chorus models auth login --provider openrouter` "
            "(keys: https://openrouter.ai/settings/keys)")
 
@@ -85,10 +91,10 @@ FIX_KEY = ("store a valid key with `chorus onboard` or `chorus models auth login
 async def _base_url(base_url: str) -> Check:
     probe = await probe_models(base_url)
     if probe.verdict == "unreachable":
-        return Check("base URL", False, f"{base_url} is unreachable ({probe.error}): check the network, or {FIX_BASE}")
+        return Check("base URL", False, f"{base_url} is unreachable ({probe.error}): {fix_base(base_url)}")
     if probe.verdict != "ok":
         return Check("base URL", False, f"{base_url}/models answered HTTP {probe.status} without OpenRouter's model list: "
-                                        f"this is not an OpenRouter API; {FIX_BASE}")
+                                        f"this is not an OpenRouter API; {fix_base(base_url)}")
     count = len(probe.data)
     return Check("base URL", True, f"{base_url} lists {count} model{'' if count == 1 else 's'}")
 

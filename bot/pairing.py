@@ -158,6 +158,45 @@ class Pairing:
         return request
 
 
+    async def deny(self, channel: str, code: str) -> PairingRequest:
+        """Refuse the pending request with ``code``: it is forgotten, and its slot free for someone else."""
+        code = normalize_code(code)
+        async with self.store.transaction() as db:
+            async with db.execute("SELECT * FROM pairing_requests WHERE channel = ? AND code = ? AND status = 'pending'",
+                                  (channel, code)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise PairingError(f"no pending pairing request with code {code} on {channel}; "
+                                   f"`chorus pairing list {channel}` shows the pending ones")
+            await db.execute("DELETE FROM pairing_requests WHERE id = ?", (row["id"],))
+        return _request(row)
+
+    async def revoke(self, channel: str, sender_id: str) -> Sender:
+        """Take back an approval: the sender's next message is treated as a stranger's."""
+        async with self.store.transaction() as db:
+            async with db.execute("SELECT * FROM access_approvals WHERE channel = ? AND sender_id = ?",
+                                  (channel, sender_id)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise PairingError(f"{channel} id {sender_id} is not approved; "
+                                   f"`chorus pairing list {channel} --approved` shows who is")
+            await db.execute("DELETE FROM access_approvals WHERE channel = ? AND sender_id = ?", (channel, sender_id))
+        return Sender(row["sender_id"], row["sender_name"], row["sender_username"])
+
+    async def approved_senders(self, channel: str) -> list[tuple[Sender, float]]:
+        """Who the owner approved on ``channel``, and when, oldest first."""
+        async with self.store.db.execute(
+            "SELECT * FROM access_approvals WHERE channel = ? ORDER BY approved_at", (channel,)
+        ) as cur:
+            return [(Sender(r["sender_id"], r["sender_name"], r["sender_username"]), r["approved_at"])
+                    for r in await cur.fetchall()]
+
+    async def next_free(self, channel: str) -> float | None:
+        """When the oldest pending request of a full channel expires (a slot frees), or ``None``."""
+        pending = await self.pending(channel)
+        return min(r.expires_at for r in pending) if pending else None
+
+
 def _request(row: sqlite3.Row) -> PairingRequest:
     return PairingRequest(
         row["channel"], row["code"], Sender(row["sender_id"], row["sender_name"], row["sender_username"]),

@@ -38,6 +38,53 @@ async def pairing_list(db_path: Path, channel: str) -> int:
     return 0
 
 
+async def pairing_deny(db_path: Path, channel: str, code: str) -> int:
+    """Refuse the request with ``code``; its slot is free again (a stranger who writes again gets a new code)."""
+    store = await Store.open(db_path)
+    try:
+        request = await Pairing(store).deny(channel, code)
+    except PairingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"Denied {request.sender.label}, {channel} id {request.sender.id}.")
+    return 0
+
+
+async def pairing_revoke(db_path: Path, channel: str, sender_id: str) -> int:
+    """Take back an approval; from their next message on, the sender is a stranger again."""
+    store = await Store.open(db_path)
+    try:
+        sender = await Pairing(store).revoke(channel, sender_id)
+    except PairingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"Revoked {sender.label}, {channel} id {sender.id}: they can no longer chat with the bot.")
+    return 0
+
+
+async def pairing_approved(db_path: Path, channel: str) -> int:
+    """Who was approved on ``channel``, and how long ago."""
+    store = await Store.open(db_path)
+    try:
+        approved = await Pairing(store).approved_senders(channel)
+    finally:
+        await store.close()
+    if not approved:
+        print(f"No approved senders on {channel}.")
+        return 0
+    now = time.time()
+    rows = [("SENDER ID", "NAME", "APPROVED")] + [(s.id, s.label, duration(now - at) + " ago") for s, at in approved]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
+    print(f"Revoke one with: chorus pairing revoke {channel} SENDER_ID")
+    return 0
+
+
 async def pairing_approve(db_path: Path, channel: str, code: str) -> int:
     """Approve the sender who was given ``code``; a running service lets them in from their next message."""
     store = await Store.open(db_path)

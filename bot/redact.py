@@ -28,13 +28,16 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: int, secrets: Iterable[str] = ()) -> None:
-    """Log to stderr through the redacting filter."""
+def setup_logging(verbosity: int = 0, secrets: Iterable[str] = ()) -> None:
+    """Log to stderr through the redacting filter. Chorus's own lines from INFO (what an owner needs to see:
+    channels up, pairing requests, refusals), its debug lines with ``-v``; libraries only warn, and show their
+    debug lines (the database's, the gateway's) only with ``-vv``."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    logging.getLogger("chorus").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
     # A poll tick skipped because the previous one still runs is expected, not worth a warning.
-    logging.getLogger("apscheduler").setLevel(max(level, logging.ERROR))
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity >= 2 else logging.ERROR)

@@ -8,12 +8,12 @@ import logging
 import os
 import signal
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from channels.base import Channel, InboundHandler
 from channels.console import ConsoleChannel
@@ -34,7 +34,7 @@ from .media.voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .channel_settings import discord_settings, telegram_settings
-from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
+from .config import ChorusConfig, ConfigError, LoadedConfig, load_config, load_dotenv, state_dir
 from .store import KEEP_ANSWERED_DAYS, Inbox, Store
 
 GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
@@ -147,7 +147,7 @@ class Runtime:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found
 
-    async def serve(self, channels: list[Channel]) -> list[str]:
+    async def serve(self, channels: list[Channel], watch: Coroutine[Any, Any, None] | None = None) -> list[str]:
         """Answer what the last run left pending, then run every channel until all end
         (console: /quit or end of input) or a signal stops them; queued turns finish first.
         Returns why channels gave up for good (a refused token), each also logged when it happens."""
@@ -169,7 +169,10 @@ class Runtime:
         await self.jobs.start()
         if self.config.cron.enabled:
             await self.cron.start()
-        background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet())]
+        background = [asyncio.create_task(self._sweep()), asyncio.create_task(_collect_when_quiet()),
+                      asyncio.create_task(self.dispatcher.watch_approvals())]
+        if watch is not None:  # the config file, watched for changes
+            background.append(asyncio.create_task(watch))
 
         serving = asyncio.current_task()
 
@@ -208,6 +211,38 @@ class Runtime:
             await self.cron.stop()
             await self.jobs.stop()
         return refusals
+
+    async def watch_config(self, loaded: LoadedConfig, env: Env, every: float = 1.0) -> None:
+        """Reload the config file when it changes: access lists, models, messages and agent settings count
+        from the next message on; a change that needs a restart (channels' connection, the provider) says so.
+        A config that does not validate is refused with its problems, and the running one stays."""
+        path = loaded.path
+        seen = _mtime(path)
+        while True:
+            await asyncio.sleep(every)
+            if (now := _mtime(path)) == seen:
+                continue
+            seen = now
+            try:
+                fresh = load_config(path, env={**env.dotenv, **env.vars}).config
+            except ConfigError as exc:
+                log.warning("the changed config was not taken (the running one stays):\n%s", exc)
+                continue
+            self.reload(fresh)
+
+    def reload(self, fresh: ChorusConfig) -> None:
+        """Use ``fresh`` from the next message on; log what changed and what needs a restart."""
+        old = self.config
+        changed = [key for key in type(fresh).model_fields if getattr(old, key) != getattr(fresh, key)]
+        if not changed:
+            return
+        self.config = self.agent.config = self.dispatcher.access.config = fresh
+        if self.agent.voice is not None:
+            self.agent.voice.config = fresh
+        log.info("config reloaded: %s changed", ", ".join(changed))
+        if restart := needs_restart(old, fresh):
+            log.warning("the change to %s takes effect after a restart of Chorus (the rest applies now)",
+                        ", ".join(restart))
 
     async def _sweep(self) -> None:
         """At start, then daily: delete stored images unused for ``tools.media.image.keepDays``, and inbox rows
@@ -253,6 +288,25 @@ def collect_if_quiet(seen: int) -> int:
     if gc.get_stats()[0]["collections"] == seen:
         gc.collect(1)
     return gc.get_stats()[0]["collections"]
+
+
+ACCESS_KEYS = {"dm_policy", "allow_from", "group_policy", "group_allow_from"}  # read per message: apply at once
+
+
+def needs_restart(old: ChorusConfig, fresh: ChorusConfig) -> list[str]:
+    """The changed parts that were built into something at start: a channel's connection and its settings
+    other than the access lists, the provider, the media tools."""
+    changed = [f"channels.{name}" for name in type(fresh.channels).model_fields
+               if getattr(old.channels, name).model_dump(exclude=ACCESS_KEYS)
+               != getattr(fresh.channels, name).model_dump(exclude=ACCESS_KEYS)]
+    return changed + [key for key in ("models", "tools") if getattr(old, key) != getattr(fresh, key)]
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
+from providers.openrouter.refs import same_family
 
 from .lock import migration_lock
 from .migrate import migrate
@@ -40,10 +41,13 @@ class StoredMessage:
     reasoning_details: list[dict[str, Any]] | None = None
     id: int | None = None
 
-    def to_api(self) -> dict[str, Any]:
-        """The message as chat completions takes it (reasoning fields are sorted out per model when sent)."""
+    def to_api(self, for_model: str | None = None) -> dict[str, Any]:
+        """The message as chat completions takes it. Its thoughts go only to a model of the family that had
+        them (``for_model``: the slug it is sent to): Gemini's signatures mean nothing to Kimi or DeepSeek.
+        The request builder then sorts out, per model, which reasoning fields it reads."""
         msg: dict[str, Any] = {"role": self.role, "content": self.content}
-        for key in ("tool_calls", "tool_call_id", "reasoning", "reasoning_details"):
+        thoughts = for_model is None or self.model is None or same_family(self.model, for_model)
+        for key in ("tool_calls", "tool_call_id", *(("reasoning", "reasoning_details") if thoughts else ())):
             if getattr(self, key):
                 msg[key] = getattr(self, key)
         return msg

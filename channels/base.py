@@ -86,6 +86,16 @@ class ChatRef:
         return f"{base}:{self.thread_id}" if self.thread_id else base
 
 
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """The message an inbound one replies to (or the part of it the user quoted), as context for the model."""
+
+    text: str
+    author: str
+    by_bot: bool = False  # the bot's own earlier answer
+    quoted: bool = False  # ``text`` is the part the user selected, not the whole message
+
+
 @dataclass(slots=True)
 class Inbound:
     """One normalized incoming message."""
@@ -105,6 +115,15 @@ class Inbound:
     # is acknowledged (a Telegram album through a webhook): the core answers the parts with one key together.
     album: str | None = None
     scheduled: bool = False  # a scheduled job's run (bot.cron), not a person's message
+    replied: Replied | None = None  # what ``reply_to`` said, when the platform told
+    edit_of: str | None = None  # an edit: the id of the message it changes (``message_id`` is the edit's own)
+
+
+def as_edit(inbound: Inbound, version: object) -> Inbound:
+    """``inbound`` as the edit ``version`` (an edit time) of its message: an id of its own, so the inbox takes
+    each version once, and ``edit_of`` naming the message it changes."""
+    inbound.edit_of, inbound.message_id = inbound.message_id, f"{inbound.message_id}~edit{version}"
+    return inbound
 
 
 @dataclass(slots=True)
@@ -128,6 +147,9 @@ class Reply:
     media: list[Media] = field(default_factory=list)
     voice: Media | None = None
     reply_to: str | None = None
+    # Choices offered under the text, as (label, the command pressing it sends): a channel that can show
+    # buttons does (Telegram's inline keyboard); the text says the same for those that cannot.
+    buttons: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +176,8 @@ class ReplyStream(Protocol):
         """Finish: ``reply.text`` is the whole text (already shown in pieces where the channel streams)."""
         ...
 
+    # A channel may also offer ``async def react(self, chat: ChatRef, message_id: str, emoji: str | None)``:
+    # put ``emoji`` on a message as a sign it is being answered (``None`` takes it off again).
     # A stream may also offer ``async def notice(self, text: str) -> None``: a passing status
     # ("the model is busy, trying again in 30 s…") that is not part of the answer; and
     # ``async def speaking(self) -> None``: the answer is being made into a voice note now.

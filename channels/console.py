@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import itertools
 import mimetypes
 import sys
@@ -16,14 +17,17 @@ from typing import TextIO
 
 from .base import NotAccepted, Attachment, AttachmentKind, Capabilities, ChatRef, Inbound, InboundHandler, Media, Reply
 
-BANNER = "Chorus console. Type a message, /help for commands, /voice PATH or /image PATH to send a file, /quit to leave."
-FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE}
+BANNER = ("Chorus console. Type a message, /help for commands, /voice PATH, /image PATH or /file PATH to send a file, "
+          "/quit to leave.")
+FILE_COMMANDS = {"/voice": AttachmentKind.VOICE, "/image": AttachmentKind.IMAGE, "/file": AttachmentKind.DOCUMENT}
 
 
 class ConsoleChannel:
     """One local user, one persistent session; reads lines from ``stdin``, writes answers to ``stdout``."""
 
     name = "console"
+    help = ("/voice PATH, /image PATH, /file PATH — send a voice note, a picture or a document (text, PDF)\n"
+            "/quit — leave (also /exit, or Ctrl-D)")
     capabilities = Capabilities(text_limit=1_000_000, markdown="none", voice_format="mp3", streams_text=True)
 
     def __init__(self, media_dir: Path, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
@@ -98,8 +102,9 @@ class ConsoleChannel:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         for stream in (self.stdin, self.stdout):  # a stray byte becomes U+FFFD, never a dead reader or writer
             reconfigure = getattr(stream, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(errors="replace")
+            with suppress(io.UnsupportedOperation):  # stdin already read from (onboarding asked for the key first)
+                if reconfigure is not None:
+                    reconfigure(errors="replace")
 
         def pump() -> None:
             try:

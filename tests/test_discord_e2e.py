@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.access import PAIRING_TEXT, REFUSED_TEXT
+from bot.access import APPROVED_TEXT, PAIRING_TEXT, REFUSED_TEXT
 from bot.agent import Agent
 from bot.auth import Credential
 from bot.channel_settings import discord_settings
@@ -497,10 +497,12 @@ async def test_a_stranger_gets_a_pairing_code_and_the_owner_lets_them_in(home, f
         assert pairing.content == PAIRING_TEXT.format(name="Ann", code=code, channel="discord", minutes="60 minutes")
         approved = await chorus(home, "pairing", "approve", "discord", code)
         assert approved.out == f"Approved Ann (@ann), discord id {ann['id']}: they can chat with the bot now.\n"
+        await fake_discord.wait_sent(dm, 3)  # told, and the message that waited is answered
         await fake_discord.say(dm, ann, "hello again")
-        await fake_discord.wait_sent(dm, 2)
-    assert fake_discord.bot_messages(dm)[1].content == "Welcome in, Ann."
-    assert len(fake_openrouter.chat_requests()) == 1  # the first message never reached the model
+        await fake_discord.wait_sent(dm, 4)
+    assert [m.content for m in fake_discord.bot_messages(dm)][1:] == [APPROVED_TEXT, "Welcome in, Ann.", "echo: hello again"]
+    first = fake_openrouter.chat_requests()[0]
+    assert [m["content"] for m in first.json["messages"] if m["role"] == "user"] == ["hi"]  # heard once approved
 
 
 async def test_the_allowlist_refuses_others_with_their_id(home, fake_openrouter, fake_discord):
@@ -728,7 +730,8 @@ async def test_a_reply_to_the_bot_addresses_it_and_mentions_read_as_names(home, 
     assert [m.content for m in fake_discord.bot_messages(general)] == ["Ask them.", "Tomorrow."]
     first, second = fake_openrouter.chat_requests()
     assert first.json["messages"][-1]["content"] == "[Ann]: hey who are @moderators in #releases?"
-    assert second.json["messages"][-1]["content"] == "[Ann]: and when?"
+    assert second.json["messages"][-1]["content"] == (
+        "[Replying to your own earlier answer - for context]\n> Ask them.\n[The user's message]\n[Ann]: and when?")
 
 
 @pytest.mark.parametrize("allow_bots", [False, True])
@@ -781,4 +784,5 @@ async def test_a_slash_command_without_its_optional_argument_shows_the_setting(b
     dm = bot.discord.dm(ann)
     await bot.discord.slash(dm, ann, "model")  # the argument left empty, as Discord allows
     await bot.discord.wait_sent(dm)
-    assert [m.content for m in bot.discord.bot_messages(dm)] == ["Model: openrouter/auto"]
+    (shown,) = [m.content for m in bot.discord.bot_messages(dm)]
+    assert shown.startswith("Model: openrouter/auto\n")

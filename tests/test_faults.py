@@ -49,7 +49,7 @@ async def test_stop_is_read_while_the_answer_is_still_coming(home, fake_openrout
     started = time.monotonic()
     result = await chorus(home, "run", stdin="write an essay\n/stop\n")
     assert result.code == 0, result.err
-    assert result.out.splitlines() == ["Stopping the answer in progress.", "⏹ Stopped."], result.err
+    assert result.out.splitlines() == ["⏹ Stopped."], result.err  # one message answers /stop
     assert time.monotonic() - started < 60  # far sooner than the 300 s answer (a loose bound: CI may be busy)
     fake_openrouter.answers.clear()  # the hang is unused when /stop came before the model was asked
     await chorus(home, "run", stdin="go on\n")  # the stopped words are kept for the next turn

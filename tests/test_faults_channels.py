@@ -214,9 +214,9 @@ def poison(tg: FakeTelegram, shape: str) -> int:
         return tg.push({"message": {**base, "chat": chat, "from": {**user(USER), "first_name": "\ud83d", "username": "a\udc00"},
                                     "text": "hi from a broken client"}})
     assert shape == "surrogate file name"
-    file_id = tg.upload(b"%PDF-1.4", "documents/file_1.pdf")
+    file_id = tg.upload(b"minutes of the meeting", "documents/file_1.txt")
     return tg.push({"message": {**base, "chat": chat, "caption": "look", "document": {
-        "file_id": file_id, "file_unique_id": "U" + file_id, "file_name": "report\udcff.pdf", "mime_type": "application/pdf"}}})
+        "file_id": file_id, "file_unique_id": "U" + file_id, "file_name": "report\udcff.txt", "mime_type": "text/plain"}}})
 
 
 @pytest.mark.parametrize("shape", ["no chat", "chat without type", "not a message", "surrogate username",

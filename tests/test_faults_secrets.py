@@ -109,7 +109,7 @@ async def test_doctor_checks_that_openrouter_accepts_the_key(home, fake_openrout
     assert revoked not in bad.out + bad.err
 
 
-FIX_BASE = "set models.providers.openrouter.baseUrl to https://openrouter.ai/api/v1 (or your proxy's OpenRouter API URL)"
+FIX_BASE = "check the network, or set models.providers.openrouter.baseUrl to https://openrouter.ai/api/v1 (or your proxy's OpenRouter API URL)"
 
 
 @pytest.mark.parametrize("path, status", [("/nothing-here", 404), ("/files", 200)])
@@ -133,8 +133,8 @@ async def test_doctor_explains_an_unreachable_base_url(home, unused_tcp_port):
     result = await chorus(home, "doctor")
     assert result.code == 1
     assert doctor_line(result.out, "base URL") == (
-        f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (ClientConnectorError): check the network, "
-        f"or {FIX_BASE}"
+        f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (ClientConnectorError): "
+        f"{FIX_BASE}"
     )
 
 
@@ -255,3 +255,23 @@ async def test_doctor_on_a_proxy_without_a_key_endpoint_says_the_key_was_not_che
     assert doctor_line(result.out, "base URL") == f"ok   base URL: {base} lists 1 model"
     assert doctor_line(result.out, "key") == (
         f"ok   key: not checked: {base} has no /key endpoint (a proxy?); the first chat will tell")
+
+
+async def test_run_without_a_key_onboards_and_goes_straight_into_the_console(home, fake_openrouter):
+    home.write_config(fake_openrouter)
+    code, shown = await asyncio.to_thread(on_terminal, home, "run", script=[
+        (CHOICE, "k"), (KEY_PROMPT, fake_openrouter.api_key), ("you> ", "/quit")])
+    assert code == 0, shown
+    assert "Saved the OpenRouter key in profile openrouter:default" in shown
+    assert "Starting Chorus now." in shown
+    assert "Next:" not in shown, shown  # not "run it next" while the console is already opening
+
+
+async def test_doctor_does_not_advise_setting_the_base_url_to_the_value_it_has(home, unused_tcp_port):
+    """The default URL unreachable (here: through a proxy that is down, so nothing leaves this machine)."""
+    home.write_config(models={"providers": {"openrouter": {"apiKey": "sk-or-v1-" + "12" * 32}}})
+    home.env["HTTPS_PROXY"] = f"http://127.0.0.1:{unused_tcp_port}"
+    result = await chorus(home, "doctor")
+    line = doctor_line(result.out, "base URL")
+    assert line.startswith("FAIL  base URL: https://openrouter.ai/api/v1 is unreachable ("), line
+    assert line.endswith("): check the network, and HTTPS_PROXY if this machine needs a proxy"), line

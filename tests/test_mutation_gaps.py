@@ -148,14 +148,15 @@ def test_setup_logging_installs_the_redacting_filter(monkeypatch):
     """Mutation: ``setup_logging`` without ``handler.addFilter(RedactingFilter(...))``."""
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    root, chorus = logging.getLogger(), logging.getLogger("chorus")
+    saved = root.handlers[:], root.level, chorus.level
     try:
-        setup_logging(logging.INFO, ["hunter2-of-this-process"])
+        setup_logging(0, ["hunter2-of-this-process"])
         logging.getLogger("chorus.test").warning("key %s and %s", "sk-or-v1-0123456789abcdef", "hunter2-of-this-process")
     finally:
-        root.handlers[:], _ = saved
+        root.handlers[:], _, _ = saved
         root.setLevel(saved[1])
+        chorus.setLevel(saved[2])
     assert stream.getvalue().rstrip("\n").endswith("WARNING chorus.test: key *** and ***")
 
 

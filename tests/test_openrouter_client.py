@@ -270,13 +270,15 @@ async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, f
         "openrouter/google/lyria-3-pro-preview                           -  audio,text",
         "openrouter/google/veo-3.1-fast                                  -  video",
         "openrouter/hexgrad/kokoro-82m                                   -  speech",
+        "openrouter/moonshotai/kimi-k2.5                           262,144  text",
         "openrouter/moonshotai/kimi-k2.6                           262,144  text",
         "openrouter/openai/whisper-large-v3-turbo                        -  transcription",
         "openrouter/auto                                         2,000,000  text",
+        "openrouter/openrouter/fusion                              262,144  text",
         "openrouter/openrouter/healer-alpha                        262,144  text",
         "openrouter/openrouter/hunter-alpha                      1,048,576  text",
     ]
-    assert bundled.err == "10 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
+    assert bundled.err == "12 models, from the bundled catalog (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
 
 
 # ---- transport failures, over the wire --------------------------------------------------------

@@ -23,7 +23,8 @@ def test_model_refs_become_upstream_slugs():
     assert build("openrouter/moonshotai/kimi-k2.6").body["model"] == "moonshotai/kimi-k2.6"
     assert build("openrouter/openrouter/fusion").body["model"] == "openrouter/fusion"
     assert build("openrouter/auto").body["model"] == "openrouter/auto"
-    for bad in ("claude-sonnet", "anthropic/claude", "openrouter/"):
+    assert str(ModelRef.parse("anthropic/claude-sonnet-4.5")) == "openrouter/anthropic/claude-sonnet-4.5"  # OpenRouter's id
+    for bad in ("claude-sonnet", "/claude", "openrouter/", "anthropic/ claude"):
         with pytest.raises(ModelRefError, match="known providers: openrouter"):
             ModelRef.parse(bad)
 
@@ -205,3 +206,12 @@ def test_fusion_note_names_only_slugs():
     crowd = {"extraBody": {"plugins": [{"id": "fusion", "analysis_models": [f"m/{i}" for i in range(50)]}]}}
     assert fusion_note(crowd).count("m/") == 12
     assert "default panel" in fusion_note({"extraBody": {"plugins": [{"id": "fusion", "analysis_models": "a/one"}]}})
+
+
+def test_stored_reasoning_details_go_to_gemini_only():
+    """Whatever reaches the builder, Gemini's thought signatures are never sent to another family."""
+    answered = {"role": "assistant", "content": "g", "reasoning_details": [{"type": "reasoning.text", "text": "x"}]}
+    messages = [{"role": "user", "content": "hi"}, answered, {"role": "user", "content": "again"}]
+    for ref in ("openrouter/moonshotai/kimi-k2.6", "openrouter/deepseek/deepseek-v4-flash", "openrouter/auto"):
+        assert "reasoning_details" not in build(ref, messages=messages).body["messages"][1], ref
+    assert build("openrouter/google/gemini-3.1-pro-preview", messages=messages).body["messages"][1]["reasoning_details"]

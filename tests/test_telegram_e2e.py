@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from bot.commands import HELP
 from tests.conftest import Home, new_home, onboarded
-from tests.fakes.media import decode_info, make_audio, make_png
+from tests.fakes.media import decode_info, make_audio, make_pdf, make_png
 from tests.fakes.openrouter import FakeOpenRouter, Images, Music, Recorded, Text, ToolCalls
 from tests.fakes.telegram import BOT, FakeTelegram, user
 from tests.telegram_service import Service, start, telegram_config
@@ -239,8 +239,8 @@ async def test_an_album_with_a_video_gets_the_sentence_and_its_photo_reaches_the
     tg.message(chat, None, video=video, media_group_id="album-2")
     await tg.wait_sent(chat, 2)
     assert tg.texts_in(chat) == [
-        "I can't read clip.mp4: I understand text, photos, voice notes and audio files. I'll answer the rest of "
-        "your message.",
+        "I can't read clip.mp4: I understand text, photos, voice notes, audio files, text files and PDFs. "
+        "I'll answer the rest of your message.",
         "A gradient.",
     ]
     (call,) = bot.model_calls()
@@ -269,21 +269,47 @@ async def test_images_and_music_arrive_as_photo_and_audio(bot):
     assert "upload_photo" in bot.actions(chat) and "upload_document" in bot.actions(chat)
 
 
-async def test_a_document_the_model_cannot_read_gets_a_sentence(bot):
-    tg, chat = bot.tg, 5011
-    pdf = tg.upload(b"%PDF-1.4 ...", "documents/report.pdf")
-    doc = {"file_id": pdf, "file_unique_id": "U" + pdf, "file_name": "report.pdf", "mime_type": "application/pdf"}
-    tg.message(chat, None, document=doc)
+def document(tg: FakeTelegram, data: bytes, name: str, mime: str) -> dict:
+    file_id = tg.upload(data, f"documents/{name}")
+    return {"file_id": file_id, "file_unique_id": "U" + file_id, "file_name": name, "mime_type": mime,
+            "file_size": len(data)}
+
+
+async def test_text_files_and_pdfs_are_read_into_the_turn(bot):
+    tg, ai, chat = bot.tg, bot.ai, 5011
+    report = document(tg, make_pdf("Quarterly report\nRevenue grew 12%", "Costs fell"), "report.pdf", "application/pdf")
+    notes = document(tg, "name,city\nAda,London\n".encode(), "people.csv", "text/csv")
+    ai.queue(Text("Revenue grew."), Text("Ada lives in London."))
+    tg.message(chat, None, document=report, caption="summarise it")
     await tg.wait_sent(chat)
-    tg.message(chat, None, document=doc, caption="summarise it")
+    tg.message(chat, None, document=notes)
+    await tg.wait_sent(chat, 2)
+    assert tg.texts_in(chat) == ["Revenue grew.", "Ada lives in London."]
+    pdf_turn, csv_turn = (call.json["messages"][-1]["content"] for call in bot.model_calls())
+    assert pdf_turn == ("summarise it\n\n[File report.pdf]\nQuarterly report\nRevenue grew 12%\n\nCosts fell\n"
+                        "[End of report.pdf]")
+    assert csv_turn == "[File people.csv]\nname,city\nAda,London\n\n[End of people.csv]"
+
+
+async def test_a_document_that_cannot_be_read_gets_a_sentence_and_the_rest_is_answered(bot):
+    tg, ai, chat = bot.tg, bot.ai, 5017
+    broken = document(tg, b"%PDF-1.4 ...", "minutes.pdf", "application/pdf")
+    archive = document(tg, b"PK\x03\x04" + bytes(100), "photos.zip", "application/zip")
+    huge = {**document(tg, b"big", "huge.txt", "text/plain"), "file_size": 12_000_000}  # over maxBytes (10 MB)
+    tg.message(chat, None, document=broken)
+    await tg.wait_sent(chat)
+    tg.message(chat, None, document=huge)
+    await tg.wait_sent(chat, 2)
+    tg.message(chat, None, document=archive, caption="what is in it?")
     await tg.wait_sent(chat, 3)
     assert tg.texts_in(chat) == [
-        "I can't read report.pdf: I understand text, photos, voice notes and audio files.",
-        "I can't read report.pdf: I understand text, photos, voice notes and audio files. I'll answer the rest of "
-        "your message.",
-        "echo: summarise it",
+        "I couldn't read minutes.pdf: the file seems damaged or is not what its name says.",
+        "huge.txt is too large for me to read (12.0 MB; the limit is 10.0 MB).",
+        "⚠️ I can't read photos.zip: I read text files (.txt, .md, .csv, .json, source code) and PDFs, photos, voice "
+        "notes and audio.\n\necho: what is in it?",
     ]
-    assert [c for c in tg.calls_to("getFile") if c.params["file_id"] == pdf] == []
+    fetched = {c.params["file_id"] for c in tg.calls_to("getFile")}
+    assert archive["file_id"] not in fetched and huge["file_id"] not in fetched  # neither was downloaded
 
 
 async def test_in_a_group_the_bot_answers_only_when_addressed(bot):
@@ -306,7 +332,9 @@ async def test_in_a_group_the_bot_answers_only_when_addressed(bot):
     await tg.wait_sent(group, 3)
     earlier = await tg.settled(group, "@chorus_test_bot marker", sender=ada, chat_type="supergroup",
                                entities=[{"type": "mention", "offset": 0, "length": 16}])
-    assert [s.text for s in earlier] == ["Hello, Ada.", "Yes?", "Model: openrouter/auto"]  # not the other bot's /status
+    said = [s.text for s in earlier]
+    assert said[:2] == ["Hello, Ada.", "Yes?"] and len(said) == 3  # not the other bot's /status
+    assert said[2].startswith("Model: openrouter/auto\n")
     assert hello.reply_to == asked["message_id"]  # in a group the answer quotes the question
     first = bot.model_calls()[0].json["messages"][-1]["content"]
     assert first == ("[Chat messages since your last reply - for context]\n[Bob]: lunch at noon?\n\n"
@@ -404,23 +432,24 @@ async def test_start_in_a_group_lists_the_commands_and_does_not_greet(bot):
     assert bot.model_calls() == []
 
 
-async def test_a_document_in_a_group_gets_its_sentence_only_when_the_bot_is_addressed(bot):
+async def test_a_video_in_a_group_gets_its_sentence_only_when_the_bot_is_addressed(bot):
     """In a group that wants a mention, a file not meant for the bot is not the bot's business to refuse; one
     that is gets the sentence quoting it, as every answer in a group does."""
     tg, group = bot.tg, -1002469
     tg.chat(group, "supergroup", title="Reports")
-    pdf = tg.upload(b"%PDF-1.4 ...", "documents/minutes.pdf")
-    doc = {"file_id": pdf, "file_unique_id": "U" + pdf, "file_name": "minutes.pdf", "mime_type": "application/pdf"}
+    clip = tg.upload(b"\x00\x00\x00\x18ftypmp42", "videos/minutes.mp4")
+    video = {"file_id": clip, "file_unique_id": "U" + clip, "width": 64, "height": 36, "duration": 3,
+             "file_name": "minutes.mp4", "mime_type": "video/mp4"}
     bob = user(43, "Bob", None)
-    tg.message(group, None, document=doc, sender=bob, chat_type="supergroup")
-    asked = tg.message(group, None, document=doc, caption="@chorus_test_bot summarise", sender=bob,
+    tg.message(group, None, video=video, sender=bob, chat_type="supergroup")
+    asked = tg.message(group, None, video=video, caption="@chorus_test_bot summarise", sender=bob,
                        chat_type="supergroup", caption_entities=[{"type": "mention", "offset": 0, "length": 16}])
     note, answer = await tg.wait_sent(group, 2)
     earlier = await tg.settled(group, "@chorus_test_bot marker", sender=bob, chat_type="supergroup",
                                entities=[{"type": "mention", "offset": 0, "length": 16}])
     assert [s.text for s in earlier] == [
-        "I can't read minutes.pdf: I understand text, photos, voice notes and audio files. I'll answer the rest of "
-        "your message.",
+        "I can't read minutes.mp4: I understand text, photos, voice notes, audio files, text files and PDFs. "
+        "I'll answer the rest of your message.",
         "echo: @chorus_test_bot summarise",
     ]
     assert note.reply_to == answer.reply_to == asked["message_id"]
@@ -435,5 +464,5 @@ async def test_a_video_alone_is_taken_up_and_gets_its_sentence(bot):
     tg.message(chat, None, video=video)
     await tg.wait_sent(chat)
     earlier = await tg.settled(chat)
-    assert [s.text for s in earlier] == ["I can't read holiday.mp4: I understand text, photos, voice notes and audio files."]
+    assert [s.text for s in earlier] == ["I can't read holiday.mp4: I understand text, photos, voice notes, audio files, text files and PDFs."]
     assert [c.json["messages"][-1]["content"] for c in bot.model_calls()] == ["marker"]  # the video never did

@@ -42,6 +42,7 @@ class Preflight:
     text: str
     spoken: bool = False
     error: str | None = None
+    transcript: str = ""  # what the voice note was heard as, alone
 
 
 def split_tags(text: str) -> tuple[str, str | None, bool]:
@@ -149,7 +150,7 @@ class Voice:
         if not transcript.text:
             return Preflight(inbound.text, error="I couldn't understand the audio. Could you say it again, or type it?")
         caption = f"\n{inbound.text}" if inbound.text else ""
-        return Preflight(SPOKEN + transcript.text + caption, spoken=True)
+        return Preflight(SPOKEN + transcript.text + caption, spoken=True, transcript=transcript.text)
 
     # ---- out: text to speech -----------------------------------------------------------------
 

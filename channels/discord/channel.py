@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 
 from ..backoff import Backoff
-from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
+from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply, as_edit
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
 from .outbound import DiscordStream, Outbox
@@ -25,18 +25,22 @@ TOKEN_REFUSED = ("Discord refused the bot token; the Discord channel stops. Put 
                  "(Bot > Reset Token) in channels.discord.token (or DISCORD_BOT_TOKEN) and restart")
 UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.GatewayNotFound, discord.DiscordServerError)
 
-# The chat commands as slash commands: (name, description, argument name or None, argument description).
-SLASH_COMMANDS = (
-    ("new", "Start a fresh conversation (the old one is kept)", None, ""),
-    ("model", "Show or set this chat's model", "ref", "e.g. openrouter/moonshotai/kimi-k2.6"),
-    ("think", "How hard the model thinks", "level", "off, minimal, low, medium, high or xhigh"),
-    ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status"),
-    ("status", "Model, thinking, TTS, session length, tokens and cost", None, ""),
-    ("stop", "Cancel the answer in progress", None, ""),
-    ("cron", "This chat's reminders and scheduled jobs", "action", "empty to list them, or rm ID to remove one"),
-    ("tz", "Show or set this chat's time zone", "zone", "e.g. Europe/Berlin"),
-    ("help", "The commands", None, ""),
+# The chat commands as slash commands: (name, description, argument name or None, argument description,
+# the argument's choices: a fixed list, or "models" for autocomplete from the offered models).
+SLASH_COMMANDS: tuple[tuple[str, str, str | None, str, tuple[str, ...] | str], ...] = (
+    ("new", "Start a fresh conversation (the old one is kept)", None, "", ()),
+    ("model", "Show or set this chat's model", "ref", "e.g. openrouter/moonshotai/kimi-k2.6", "models"),
+    ("think", "How hard the model thinks", "level", "off, minimal, low, medium, high or xhigh",
+     ("off", "minimal", "low", "medium", "high", "xhigh")),
+    ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status",
+     ("off", "always", "inbound", "tagged", "status")),
+    ("status", "Model, thinking, TTS, session length, tokens and cost", None, "", ()),
+    ("stop", "Cancel the answer in progress", None, "", ()),
+    ("cron", "This chat's reminders and scheduled jobs", "action", "empty to list them, or rm ID to remove one", ()),
+    ("tz", "Show or set this chat's time zone", "zone", "e.g. Europe/Berlin", ()),
+    ("help", "The commands", None, "", ()),
 )
+AUTOCOMPLETE_MAX = 25  # choices Discord shows
 
 
 class DiscordChannel:
@@ -52,6 +56,8 @@ class DiscordChannel:
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._acked: dict[str, str] = {}  # message id -> the reaction put on it while it is answered
 
     async def run(self, on_message: InboundHandler) -> str | None:
         """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
@@ -59,49 +65,71 @@ class DiscordChannel:
         the channel: the sentence returned says what to do."""
         handler = self._handler(on_message)
         backoff = Backoff()
-        while not self._stopping:
-            client = self._connect(handler)  # built here: its webhook context is this task's
-            try:
-                await client.start(self.settings.token)
-                return None
-            except UNREACHABLE as exc:
-                pause = backoff.failed()
-                if backoff.first_failure:
-                    log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
-                else:
-                    log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
-            except discord.PrivilegedIntentsRequired:
-                return ("Discord refused the connection: enable the Message Content intent for this bot "
-                        "in the Developer Portal (Bot > Privileged Gateway Intents)")
-            except discord.LoginFailure:
-                return TOKEN_REFUSED
-            except discord.ConnectionClosed as exc:
-                if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
+        try:
+            while not self._stopping:
+                client = self._connect(handler)  # built here: its webhook context is this task's
+                try:
+                    await client.start(self.settings.token)
+                    return None
+                except UNREACHABLE as exc:
+                    pause = backoff.failed()
+                    if backoff.first_failure:
+                        log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
+                    else:
+                        log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
+                except discord.PrivilegedIntentsRequired:
+                    return ("Discord refused the connection: enable the Message Content intent for this bot "
+                            "in the Developer Portal (Bot > Privileged Gateway Intents)")
+                except discord.LoginFailure:
                     return TOKEN_REFUSED
-                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
-                    return (f"Discord's gateway closed the connection for good (code {exc.code}: "
-                            f"{exc.reason or 'no reason'}); the Discord channel stops. Check "
-                            "channels.discord.gatewayUrl, and report it if it is unset")
-                pause = backoff.failed()
-                log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
-            finally:
-                if not client.is_closed():
-                    await client.close()
-            await asyncio.sleep(pause)
-        return None
+                except discord.ConnectionClosed as exc:
+                    if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
+                        return TOKEN_REFUSED
+                    if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
+                        return (f"Discord's gateway closed the connection for good (code {exc.code}: "
+                                f"{exc.reason or 'no reason'}); the Discord channel stops. Check "
+                                "channels.discord.gatewayUrl, and report it if it is unset")
+                    pause = backoff.failed()
+                    log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
+                finally:
+                    if not client.is_closed():
+                        await client.close()
+                await asyncio.sleep(pause)
+            return None
+        finally:
+            log.info("Discord: stopped")
 
     def _connect(self, handler: InboundHandler) -> ChorusClient:
         """A new client with its events and slash commands."""
         client = self.client = ChorusClient(self.settings, self._setup)
         self.outbox = Outbox(client)
         self._tree = app_commands.CommandTree(client)
-        for name, text, arg, arg_text in SLASH_COMMANDS:
-            self._tree.add_command(self._command(name, text, arg, arg_text, handler))
+        for name, text, arg, arg_text, choices in SLASH_COMMANDS:
+            self._tree.add_command(self._command(name, text, arg, arg_text, choices, handler))
 
         @client.event
         async def on_ready() -> None:
-            log.info("discord connected as %s in %d server(s)", client.user, len(client.guilds))
+            shards = f"shard {client.shard_id} of {client.shard_count}" if client.shard_count else "1 shard"
+            log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
+                     client.user.id if client.user else "?", len(client.guilds), shards)
             self._ready.set()
+
+        @client.event
+        async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
+            edited_at = payload.data.get("edited_timestamp")  # none: only an embed unfurled, not a user's edit
+            assert client.user is not None
+            inbound = to_inbound(payload.message, client.user, self.settings) if edited_at else None
+            if inbound is not None:
+                await handler(as_edit(inbound, edited_at))
+
+        @client.event
+        async def on_disconnect() -> None:
+            if not self._stopping:
+                log.info("Discord: gateway connection lost; reconnecting")
+
+        @client.event
+        async def on_resumed() -> None:
+            log.info("Discord: gateway connection resumed")
 
         @client.event
         async def on_message(message: discord.Message) -> None:
@@ -131,6 +159,21 @@ class DiscordChannel:
         await self._ready.wait()
         assert self.outbox is not None
         return self.outbox
+
+    async def react(self, chat: ChatRef, message_id: str, emoji: str | None) -> None:
+        """``emoji`` on the message as the bot's own reaction; ``None`` takes the bot's reactions off."""
+        if not message_id.isdigit():
+            return  # a slash command: no message to react to
+        message = (await self._connected_outbox()).target(chat).get_partial_message(int(message_id))
+        try:
+            if emoji:
+                self._acked[message_id] = emoji
+                await message.add_reaction(emoji)
+            elif (shown := self._acked.pop(message_id, None)) is not None:
+                assert self.client is not None and self.client.user is not None
+                await message.remove_reaction(shown, self.client.user)
+        except discord.HTTPException as exc:
+            log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment of a message accepted before a restart, fetched again from its URL."""
@@ -188,7 +231,7 @@ class DiscordChannel:
                 await tree.sync(guild=guild)  # the tree holds none for it: Discord's list becomes empty
                 log.info("removed the slash commands an earlier set-up registered in server %s", guild.id)
 
-    def _command(self, name: str, text: str, arg: str | None, arg_text: str,
+    def _command(self, name: str, text: str, arg: str | None, arg_text: str, choices: tuple[str, ...] | str,
                  handler: InboundHandler) -> app_commands.Command:  # type: ignore[type-arg]
         """A slash command that is handled as the typed command ``/name arg``."""
         if arg is None:
@@ -201,6 +244,14 @@ class DiscordChannel:
         async def with_arg(interaction: discord.Interaction, value: str | None = None) -> None:
             await self._slash(interaction, f"/{name} {value or ''}".strip(), handler)
 
+        async def models(interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+            found = [ref for ref in self.settings.models if typed.lower() in ref.lower()]
+            return [app_commands.Choice(name=ref, value=ref) for ref in found[:AUTOCOMPLETE_MAX]]
+
+        if choices == "models":
+            app_commands.autocomplete(value=models)(with_arg)
+        elif choices:
+            app_commands.choices(value=[app_commands.Choice(name=c, value=c) for c in choices])(with_arg)
         return app_commands.Command(name=name, description=text, callback=with_arg)
 
     async def _slash(self, interaction: discord.Interaction, text: str, handler: InboundHandler) -> None:
@@ -209,8 +260,11 @@ class DiscordChannel:
         if where is None or not may_speak(where, str(interaction.user.id)):
             await interaction.response.send_message("I'm not enabled here.", ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
         message_id = f"interaction-{interaction.id}"
-        self.outbox.interactions[message_id] = interaction
+        if text == "/stop":  # a stopped answer ends with "⏹ Stopped." itself: only the user sees this receipt
+            await interaction.response.send_message("⏹", ephemeral=True)
+        else:
+            await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
+            self.outbox.interactions[message_id] = interaction
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
                               sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))

@@ -9,7 +9,7 @@ from typing import Literal
 
 import discord
 
-from ..base import Attachment, AttachmentKind, ChatRef, Inbound
+from ..base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from .settings import ChannelRule, DiscordSettings, GuildRule
 
 CHANNEL = "discord"
@@ -76,8 +76,9 @@ def to_inbound(message: discord.Message, me: discord.ClientUser, settings: Disco
     where = chat_of(message.channel, settings)
     if where is None or not may_speak(where, str(message.author.id)):
         return None
-    replied_to_me = isinstance(message.reference and message.reference.resolved, discord.Message) and \
-        message.reference.resolved.author.id == me.id  # type: ignore[union-attr]
+    earlier = message.reference.resolved if message.reference else None
+    earlier = earlier if isinstance(earlier, discord.Message) else None  # a deleted one resolves to no Message
+    replied_to_me = earlier is not None and earlier.author.id == me.id
     mentioned = me in message.mentions or replied_to_me
     # ``mentioned`` tells the core the bot is addressed: where no mention is needed, every message is.
     addressed = mentioned or (where.chat.kind == "group" and not needs_mention(where, settings))
@@ -88,7 +89,14 @@ def to_inbound(message: discord.Message, me: discord.ClientUser, settings: Disco
         reply_to=str(message.reference.message_id) if message.reference and message.reference.message_id else None,
         attachments=[attachment(a, voice=message.flags.voice) for a in message.attachments],
         received_at=message.created_at,
+        replied=Replied(text=readable(earlier, me) or _files(earlier), author=earlier.author.display_name,
+                        by_bot=replied_to_me) if earlier is not None else None,
     )
+
+
+def _files(message: discord.Message) -> str:
+    """What a message without text showed: ``[a file: notes.txt]``."""
+    return " ".join(f"[a file: {a.filename}]" for a in message.attachments)
 
 
 def readable(message: discord.Message, me: discord.ClientUser) -> str:

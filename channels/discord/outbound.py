@@ -61,7 +61,7 @@ class Outbox:
             return await interaction.followup.send(content, files=files or discord.utils.MISSING, wait=True,
                                                    allowed_mentions=safe_mentions())
         reference = None
-        if reply_to and reply_to.isdigit():
+        if reply_to and reply_to.isdigit() and self.client.settings.reply_to_mode != "off":
             reference = discord.MessageReference(message_id=int(reply_to), channel_id=int(chat.thread_id or chat.chat_id),
                                                  fail_if_not_exists=False)
         params = handle_message_parameters(
@@ -77,13 +77,14 @@ class Outbox:
         """The whole reply: text parts (reconciled with ``posted``, the parts a stream already showed),
         then the voice message, then the files."""
         await self.text(chat, reply.text, reply.reply_to, posted or [])
-        reply_to = None if reply.text or posted else reply.reply_to
+        every = self.client.settings.reply_to_mode == "all"
+        reply_to = None if (reply.text or posted) and not every else reply.reply_to
         if reply.voice is not None:
             await self.voice(chat, reply.voice, reply_to)
-            reply_to = None
+            reply_to = reply_to if every else None
         for media in reply.media:
             await self.file(chat, media, reply_to)
-            reply_to = None
+            reply_to = reply_to if every else None
 
     async def text(self, chat: ChatRef, text: str, reply_to: str | None, posted: list[discord.Message]) -> None:
         """Make the chat show exactly the parts of ``text``: edit what differs, post what is missing,
@@ -94,7 +95,8 @@ class Outbox:
                 if posted[i].content != part:
                     posted[i] = await posted[i].edit(content=part, allowed_mentions=safe_mentions())
             else:
-                posted.append(await self.post(chat, part, reply_to=reply_to if i == 0 else None))
+                every = self.client.settings.reply_to_mode == "all"
+                posted.append(await self.post(chat, part, reply_to=reply_to if i == 0 or every else None))
         for extra in posted[len(parts):]:
             with suppress(discord.NotFound):
                 await extra.delete()

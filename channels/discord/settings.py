@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's upload limit for bots and unboosted servers
 
@@ -36,6 +37,8 @@ class DiscordSettings:
     stream: bool = True
     throttle: float = 1.2  # seconds between edits of a streamed answer
     media_max_bytes: int | None = None
+    reply_to_mode: Literal["off", "first", "all"] = "first"  # which parts of an answer reply to the user's message
+    models: tuple[str, ...] = ()  # the model refs /model's autocomplete offers
 
     def upload_limit(self, chat_limit: int = UPLOAD_LIMIT) -> int:
         """The most a file may weigh in a chat whose own limit is ``chat_limit``."""

@@ -17,16 +17,16 @@ from typing import Any
 from net import wirejson
 
 from ..backoff import Backoff
-from ..base import Attachment, Capabilities, ChatRef, InboundHandler, NotAccepted, Reply
+from ..base import Attachment, Capabilities, ChatRef, InboundHandler, NotAccepted, Reply, as_edit
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
-from .inbound import (UNREADABLE, Albums, MentionRules, command, for_another_bot, lazy, to_inbound,
+from .inbound import (UNREADABLE, Albums, MentionRules, for_another_bot, lazy, parse_ref, to_inbound,
                       unreadable_note)
 from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
-ALLOWED_UPDATES = ["message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 
@@ -41,9 +41,11 @@ class TelegramChannel:
         self.settings = settings
         self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()])
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
-        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
+        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit,
+                                                                reply_to_mode=settings.reply_to_mode))
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
+        self.greeting = settings.greeting  # the core's answer to /start in a private chat
         self._stopped = asyncio.Event()
         self._later: set[asyncio.Task[None]] = set()  # notices sent after accepting
 
@@ -58,11 +60,13 @@ class TelegramChannel:
                 return reason
             if self.settings.webhook_url:
                 return await self._serve_webhook(on_message)
+            log.info("Telegram: %s ready (long polling)", self._who())
             return await self._poll(on_message)
         finally:
             for task in list(self._later):  # notes still on their way: a stopped channel cannot send them
                 task.cancel()
             await self.api.aclose()
+            log.info("Telegram: stopped")
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -72,6 +76,16 @@ class TelegramChannel:
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> TelegramStream:
         return TelegramStream(self.sender, chat)
+
+    async def react(self, chat: ChatRef, message_id: str, emoji: str | None) -> None:
+        """``emoji`` on the message (``None``: none); a chat where reactions are off is not worth a failure."""
+        reaction = [{"type": "emoji", "emoji": emoji}] if emoji else []
+        if (number := parse_ref(message_id)) is None:
+            return
+        try:
+            await self.api.call("setMessageReaction", chat_id=int(chat.chat_id), message_id=number, reaction=reaction)
+        except TelegramError as exc:
+            log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment from the inbox, fetchable again by its file_id."""
@@ -124,12 +138,16 @@ class TelegramChannel:
         """One update (not part of an album): /start greets, a migrated group moves its conversation along,
         anything with text or files is handed to the core."""
         message = update.get("message")
-        if message is None:
+        if (pressed := update.get("callback_query")) is not None:
+            await self._pressed(pressed, handle)
             return
-        if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
-            chat = ChatRef(self.name, str(message["chat"]["id"]))
-            self._send_later(chat, Reply(text=self.settings.greeting))
-        elif "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
+        if message is None:
+            if (edited := update.get("edited_message")) is not None and any(k in edited for k in ("text", "caption")):
+                await self._accept([edited], handle)
+            return
+        if not isinstance(message, dict):  # unreadable: skipped by the caller with the update's id
+            raise TypeError(f"the message is a {type(message).__name__}, not an object")
+        if "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
             inbound = to_inbound([message], self._me(), self.rules, self.api.download)
             inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)
@@ -143,6 +161,8 @@ class TelegramChannel:
         inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
         if len(parts) == 1 and (album := parts[0].get("media_group_id")):
             inbound.album = str(album)
+        if "edit_date" in parts[0]:
+            as_edit(inbound, parts[0]["edit_date"])
         note = unreadable_note(inbound) if inbound.mentioned else None
         if note is None:
             await handle(inbound)
@@ -176,6 +196,18 @@ class TelegramChannel:
         task = asyncio.get_running_loop().create_task(send())
         self._later.add(task)
         task.add_done_callback(self._later.discard)
+
+    async def _pressed(self, query: dict[str, Any], handle: InboundHandler) -> None:
+        """A button of ours was pressed: its command is handled as if the presser had typed it."""
+        await self.api.call("answerCallbackQuery", callback_query_id=query["id"])  # stops the button's spinner
+        shown = query.get("message")
+        if not shown or not str(query.get("data") or "").startswith("/"):
+            return
+        typed = {**shown, "from": query["from"], "text": query["data"], "entities": [], "caption": None}
+        typed.pop("reply_to_message", None)
+        inbound = to_inbound([typed], self._me(), self.rules, self.api.download)
+        inbound.message_id, inbound.mentioned = f"callback-{query['id']}", True
+        await handle(inbound)
 
     async def _poll(self, handle: InboundHandler) -> str | None:
         """Long polling; the offset confirms an update only once ``handle`` has returned for it (or it was
@@ -312,13 +344,18 @@ class TelegramChannel:
                         "to a free port (or stop the program using it) and restart")
             if reason := await self._until_done("setWebhook", set_webhook):
                 return reason
-            log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, settings.webhook_path)
+            log.info("Telegram: %s ready (webhook %s, listening on %s:%s%s)", self._who(), settings.webhook_url,
+                     settings.webhook_host, settings.webhook_port, settings.webhook_path)
             await self._stopped.wait()
             return None
         finally:
             await runner.cleanup()
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _who(self) -> str:
+        """``@name_bot (id 123)``: the bot as its owner finds it in Telegram."""
+        return f"@{self._me().get('username')} (id {self._me()['id']})"
 
     def _me(self) -> User:
         assert self.me is not None, "getMe runs before anything is received"

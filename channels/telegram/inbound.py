@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..base import Attachment, AttachmentKind, ChatRef, Inbound
+from ..base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from .api import File, Message, MessageEntity, User
 
 Download = Callable[[str], Awaitable[bytes]]
@@ -111,6 +112,8 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
     text = next((m.get("text") or m.get("caption") for m in messages if m.get("text") or m.get("caption")), "") or ""
     mentioned = any(addressed(m, me) for m in messages) or (chat.kind == "group" and not rules.required(chat_id))
     reply = first.get("reply_to_message")
+    if reply is not None and "forum_topic_created" in reply:
+        reply = None  # every message in a forum topic "replies" to the topic's first one: not a reply
     return Inbound(
         chat=chat,
         sender_id=str(sender["id"]) if sender else str(chat_id),
@@ -121,7 +124,22 @@ def to_inbound(messages: list[Message], me: User, rules: MentionRules, download:
         reply_to=message_ref(chat_id, reply["message_id"]) if reply else None,
         attachments=[a for m in messages for a in attachments(m, download)],
         sender_username=sender.get("username") if sender else None,
+        replied=replied(reply, first.get("quote"), me) if reply else None,
     )
+
+
+_SHOWN_AS = {"photo": "[a photo]", "voice": "[a voice note]", "video": "[a video]", "video_note": "[a video note]",
+             "audio": "[an audio file]", "document": "[a file]", "sticker": "[a sticker]"}
+
+
+def replied(reply: Message, quote: dict[str, Any] | None, me: User) -> Replied:
+    """The replied-to message as context: the part the user quoted, else its text or caption (a file says what
+    it was), who wrote it, and whether that was the bot."""
+    author = reply.get("from")
+    text = (quote or {}).get("text") or reply.get("text") or reply.get("caption") or next(
+        (shown for key, shown in _SHOWN_AS.items() if key in reply), "")
+    return Replied(text=text, author=full_name(author) if author else reply["chat"].get("title") or "someone",
+                   by_bot=bool(author) and author["id"] == me["id"], quoted=bool((quote or {}).get("text")))
 
 
 def attachments(message: Message, download: Download) -> list[Attachment]:
@@ -160,15 +178,16 @@ def lazy(kind: AttachmentKind, file_id: str, download: Download, **kw: object) -
     return Attachment(kind=kind, fetch=fetch, source=file_id, **kw)  # type: ignore[arg-type]
 
 
-UNREADABLE = (AttachmentKind.DOCUMENT, AttachmentKind.VIDEO)
+UNREADABLE = (AttachmentKind.VIDEO,)  # documents are read by the core (text files, PDFs) or it says why not
 
 
 def unreadable_note(inbound: Inbound) -> str | None:
-    """A sentence about the files the model cannot take (documents, videos), or ``None``."""
+    """A sentence about the files the model cannot take (videos), or ``None``."""
     names = [a.filename or a.kind.value for a in inbound.attachments if a.kind in UNREADABLE]
     if not names:
         return None
-    return (f"I can't read {', '.join(names)}: I understand text, photos, voice notes and audio files."
+    return (f"I can't read {', '.join(names)}: I understand text, photos, voice notes, audio files, "
+            "text files and PDFs."
             + (" I'll answer the rest of your message." if inbound.text else ""))
 
 

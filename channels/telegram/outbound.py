@@ -23,6 +23,7 @@ PHOTO_LIMIT = 10 * MB  # sendPhoto refuses larger photos: they go as documents
 UPLOAD_LIMIT = 50 * MB  # the Bot API's upload limit; a self-hosted Bot API server takes up to 2000 MB
 LOCAL_UPLOAD_LIMIT = 2000 * MB
 Streaming = Literal["off", "partial", "block", "progress"]
+ReplyToMode = Literal["off", "first", "all"]
 ACTION_EVERY = 4.5  # Telegram shows a chat action for 5 s: repeated a little sooner, it never flickers off
 
 
@@ -32,6 +33,7 @@ class OutboundSettings:
     throttle: float = 0.7  # seconds between two draft updates or edits of one reply
     upload_limit: int = UPLOAD_LIMIT
     performer: str = "Chorus"
+    reply_to_mode: ReplyToMode | None = None  # None: the first part, in groups only
 
 
 class Sender:
@@ -43,10 +45,10 @@ class Sender:
 
     async def reply(self, chat: ChatRef, reply: Reply, *, first_message: int | None = None) -> None:
         """Text (in parts), then media, then the voice note; ``first_message`` is a preview to edit into part one."""
-        target = _Target.of(chat, reply.reply_to)
+        target = _Target.of(chat, reply.reply_to, self.settings.reply_to_mode)
         try:
             if reply.text.strip():
-                await self.text(target, reply.text, first_message)
+                await self.text(target, reply.text, first_message, keyboard(reply.buttons))
             for media in reply.media:
                 await self.media(target, media)
             if reply.voice is not None:
@@ -55,15 +57,21 @@ class Sender:
             if not exc.forbidden:  # forbidden: the user blocked the bot, logged once by FloodControl
                 raise
 
-    async def text(self, target: _Target, markdown: str, first_message: int | None = None) -> None:
-        for i, part in enumerate(fmt.render(markdown)):
-            if i == 0 and first_message is not None:
+    async def text(self, target: _Target, markdown: str, first_message: int | None = None,
+                   markup: dict[str, Any] | None = None) -> None:
+        """``markdown`` in parts; ``markup`` (buttons) goes under the last part."""
+        parts = fmt.render(markdown)
+        for i, part in enumerate(parts):
+            if i == 0 and first_message is not None and not (markup and len(parts) == 1):
                 await self._edit(target, first_message, part)
             else:
-                await self._send_part(target, part, quote=i == 0)
+                await self._send_part(target, part, quote=i == 0, markup=markup if i == len(parts) - 1 else None)
 
-    async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool) -> None:
+    async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool,
+                         markup: dict[str, Any] | None = None) -> None:
         kw = target.kwargs(quote=quote)
+        if markup:
+            kw["reply_markup"] = markup
         try:
             await self.api.call("sendMessage", text=part.text, entities=part.entities or None, **kw)
         except TelegramError as exc:
@@ -166,23 +174,35 @@ async def _show(api: TelegramAPI, target: _Target, action: str) -> None:
         log.debug("chat action %s not shown: %s", action, exc)
 
 
+CALLBACK_DATA_MAX = 64  # bytes Telegram keeps of a button's callback_data
+
+
+def keyboard(buttons: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """An inline keyboard, a button a row, each sending its command back as callback data; a command too
+    long for callback data gets no button (the text names it)."""
+    rows = [[{"text": label, "callback_data": command}] for label, command in buttons
+            if len(command.encode()) <= CALLBACK_DATA_MAX]
+    return {"inline_keyboard": rows} if rows else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     chat_id: int
     thread_id: int | None
     reply_to: int | None
+    every_part: bool = False  # replyToMode "all": every message of the answer replies, not just the first
 
     @classmethod
-    def of(cls, chat: ChatRef, reply_to: str | None) -> _Target:
-        # In groups the answer quotes the message it answers; in a private chat that is only noise.
-        quoted = parse_ref(reply_to) if chat.kind == "group" else None
-        return cls(int(chat.chat_id), int(chat.thread_id) if chat.thread_id else None, quoted)
+    def of(cls, chat: ChatRef, reply_to: str | None, mode: ReplyToMode | None = None) -> _Target:
+        # Unset: in groups the answer quotes the message it answers; in a private chat that is only noise.
+        quoted = parse_ref(reply_to) if mode in ("first", "all") or (mode is None and chat.kind == "group") else None
+        return cls(int(chat.chat_id), int(chat.thread_id) if chat.thread_id else None, quoted, mode == "all")
 
     def kwargs(self, *, quote: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {"chat_id": self.chat_id}
         if self.thread_id is not None:
             kw["message_thread_id"] = self.thread_id
-        if quote and self.reply_to is not None:
+        if (quote or self.every_part) and self.reply_to is not None:
             kw["reply_parameters"] = {"message_id": self.reply_to, "allow_sending_without_reply": True}
         return kw
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .outbound import Streaming
+from .outbound import ReplyToMode, Streaming
 
 GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
 
@@ -28,3 +28,4 @@ class TelegramSettings:
     groups: Mapping[str, bool | None] = field(default_factory=dict)
     commands: Sequence[tuple[str, str]] = ()
     greeting: str = GREETING
+    reply_to_mode: ReplyToMode | None = None

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 KNOWN_PROVIDERS = ("openrouter",)
 
 
+def same_family(slug: str, other: str) -> bool:
+    """Whether two upstream slugs are one vendor's models (``google/…``), whose stored thoughts the other reads."""
+    return slug.partition("/")[0] == other.partition("/")[0]
+
+
 class ModelRefError(ValueError):
     """A model ref that names no known provider or no model."""
 
@@ -20,8 +25,13 @@ class ModelRef:
 
     @classmethod
     def parse(cls, ref: str) -> ModelRef:
-        """Parse a config ref; refuse one without a known provider prefix."""
-        provider, sep, model_id = ref.strip().partition("/")
+        """Parse a ref. OpenRouter being the only provider, its own ids are refs too: ``anthropic/claude-sonnet-4.5``
+        is ``openrouter/anthropic/claude-sonnet-4.5``, ``auto`` is ``openrouter/auto``."""
+        ref = ref.strip()
+        provider, sep, model_id = ref.partition("/")
+        if ref == "auto" or (sep and provider and model_id and provider not in KNOWN_PROVIDERS
+                             and not any(c.isspace() for c in ref)):
+            return cls.from_slug("openrouter/auto" if ref == "auto" else ref)
         if not sep or provider not in KNOWN_PROVIDERS or not model_id:
             known = ", ".join(f"{p}/<model id>" for p in KNOWN_PROVIDERS)
             raise ModelRefError(f"model ref {ref!r} is not of the form {known} (known providers: {', '.join(KNOWN_PROVIDERS)})")

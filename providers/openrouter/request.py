@@ -235,8 +235,8 @@ def _reasoning_replay(req: PreparedRequest, spec: ChatSpec, settings: ProviderSe
     for message in req.body["messages"]:
         if message.get("role") != "assistant":
             continue
-        thought = message.pop("reasoning", None)
-        details = sanitize_reasoning_details(message.pop("reasoning_details", None)) if gemini else []
+        thought, stored = message.pop("reasoning", None), message.pop("reasoning_details", None)
+        details = sanitize_reasoning_details(stored) if gemini else []  # popped for every family, kept for Gemini
         if details:
             message["reasoning_details"] = details
         if not deepseek:

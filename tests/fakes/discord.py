@@ -16,6 +16,7 @@ import itertools
 import json
 import secrets
 import time
+from datetime import datetime, timezone
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,20 +259,40 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
+    async def edit(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """The author edits ``message``: a MESSAGE_UPDATE with the whole new message, as Discord sends it."""
+        edited = {**message, "content": content,
+                  "edited_timestamp": datetime.now(timezone.utc).isoformat()}  # microseconds: each edit its own
+        await self.dispatch("MESSAGE_UPDATE", edited)
+        return edited
+
+    async def autocomplete(self, channel: dict[str, Any], author: dict[str, Any], name: str, option: str,
+                           typed: str) -> list[dict[str, Any]]:
+        """``author`` types ``typed`` into ``option`` of /``name``: an autocomplete interaction (type 4);
+        returns the choices the bot answered with (callback type 8)."""
+        interaction = await self.slash(channel, author, name, {option: typed}, kind=4, focused=option)
+        path = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+        await self.wait_for(lambda: any(c.path.endswith(path) for c in self.calls))
+        (answer,) = [c.json for c in self.calls if c.path.endswith(path)]
+        assert answer["type"] == 8, answer
+        return answer["data"]["choices"]
+
     async def slash(self, channel: dict[str, Any], author: dict[str, Any], name: str,
-                    options: dict[str, str] | None = None) -> dict[str, Any]:
+                    options: dict[str, str] | None = None, *, kind: int = 2,
+                    focused: str | None = None) -> dict[str, Any]:
         """Run a registered slash command as ``author`` in ``channel``; returns the interaction."""
         scope = self.commands.get(channel.get("guild_id", ""), []) or self.commands.get("global", [])
         command = next((c for c in scope if c["name"] == name), None)
         if command is None:
             raise AssertionError(f"/{name} is not registered (registered: {[c['name'] for c in scope]})")
         interaction = {
-            "id": str(next(self.ids)), "application_id": self.application_id, "type": 2, "token": secrets.token_urlsafe(24),
+            "id": str(next(self.ids)), "application_id": self.application_id, "type": kind, "token": secrets.token_urlsafe(24),
             "version": 1, "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": "0",
             "entitlements": [], "authorizing_integration_owners": {}, "context": 0 if "guild_id" in channel else 1,
             "attachment_size_limit": UPLOAD_LIMIT,
             "data": {"id": command["id"], "name": name, "type": 1,
-                     "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
+                     "options": [{"name": k, "type": 3, "value": v, **({"focused": True} if k == focused else {})}
+                                 for k, v in (options or {}).items()]},
         }
         if self.commands.get(channel.get("guild_id", "")):  # a command registered to the server says so
             interaction["data"]["guild_id"] = channel["guild_id"]
@@ -504,6 +525,9 @@ class FakeDiscord:
             return self._edit(ids[3], call)
         if route == ("DELETE", "/channels/{channel_id}/messages/{message_id}"):
             return web.Response(status=204) if self.sent.pop(ids[3], None) else _not_found("Unknown Message", 10008)
+        if route in (("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me"),
+                     ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji_name}/@me")):
+            return web.Response(status=204)  # the calls are recorded; a test reads them in order
         if route == ("POST", "/interactions/{interaction_id}/{interaction_token}/callback"):
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):

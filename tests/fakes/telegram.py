@@ -121,6 +121,7 @@ class FakeTelegram:
         self.sent: list[Sent] = []
         self._sent_by_id: dict[tuple[int, int], Sent] = {}  # (chat_id, message_id): edits find theirs at once
         self.chats: dict[int, Chat] = {}
+        self.allowed_updates: list[str] | None = None  # the update kinds the bot asked for (None: all but a few)
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.updates: list[dict[str, Any]] = []  # not yet confirmed
         self.pushed_at: dict[int, float] = {}  # update_id -> when it became available (time.monotonic)
@@ -197,6 +198,25 @@ class FakeTelegram:
         msg.update(extra)
         self.push({"message": msg})
         return msg
+
+    def edit(self, message: dict[str, Any], text: str) -> dict[str, Any]:
+        """The user edits ``message`` (one of theirs) to say ``text``: an ``edited_message`` update."""
+        edited = {**message, "text": text, "edit_date": int(time.time()) + len(self.updates)}
+        self.push({"edited_message": edited})
+        return edited
+
+    def buttons(self, sent: Sent) -> list[tuple[str, str]]:
+        """The inline keyboard under a message the bot sent, as (label, callback data)."""
+        rows = (sent.params.get("reply_markup") or {}).get("inline_keyboard") or []
+        return [(b["text"], b["callback_data"]) for row in rows for b in row]
+
+    def press(self, sent: Sent, label: str, *, sender: dict[str, Any] | None = None) -> str:
+        """A user presses the button ``label`` under ``sent``: a ``callback_query`` update; returns its id."""
+        data = dict(self.buttons(sent))[label]
+        query_id = secrets.token_hex(8)
+        self.push({"callback_query": {"id": query_id, "from": sender or user(sent.chat_id), "chat_instance": "1",
+                                      "message": self._message_json(sent), "data": data}})
+        return query_id
 
     def delete(self, chat_id: int, message_id: int) -> None:
         """A user deletes a message of theirs."""
@@ -400,7 +420,11 @@ class FakeTelegram:
                                "make sure that only one bot instance is running")
         mine.set_result(None)
         limit = int(params.get("limit") or 100)
-        return _ok(self.updates[:limit])
+        if "allowed_updates" in params:  # as Telegram does: remembered until the next call that gives it
+            self.allowed_updates = params["allowed_updates"] or None
+        wanted = [u for u in self.updates if self.allowed_updates is None
+                  or any(kind in u for kind in self.allowed_updates)]
+        return _ok(wanted[:limit])
 
     async def _m_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         self.webhook = {"url": params["url"], "secret": params.get("secret_token"),
@@ -438,6 +462,15 @@ class FakeTelegram:
             if path == request.match_info["path"]:
                 return web.Response(body=data)
         return _error(404, "Not Found")
+
+    async def _m_setMessageReaction(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        chat = self.chats.get(params["chat_id"])
+        if chat is None or not chat.has(params["message_id"]):
+            raise Problem("Bad Request: message to react not found")
+        return _ok(True)
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        return _ok(True)
 
     async def _m_sendMessage(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         return _ok(self._store("sendMessage", params, files, text=params["text"],
