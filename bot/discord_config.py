@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from net.http import choose_proxy
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
 
-from .config import ChorusConfig
+from .config import ChorusConfig, check_secret
 
 Lookup = Callable[[str, ChorusConfig], "str | None"]  # a variable by name, as ``Env.lookup`` finds it
 
@@ -15,7 +16,8 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
     """The Discord adapter's settings, when a token is configured (``channels.discord.token``, else
     ``DISCORD_BOT_TOKEN`` found by ``lookup``, the runtime's ``Env.lookup``) and the channel is enabled."""
     cfg = config.channels.discord
-    token = cfg.token.get_secret_value() if cfg.token else lookup("DISCORD_BOT_TOKEN", config)
+    token = cfg.token.get_secret_value() if cfg.token else check_secret(lookup("DISCORD_BOT_TOKEN", config),
+                                                                        "DISCORD_BOT_TOKEN")
     if not token or not cfg.enabled:
         return None
 
@@ -27,6 +29,7 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         for gid, g in cfg.guilds.items()}
     return DiscordSettings(
         token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, require_mention=cfg.require_mention,
+        proxy=choose_proxy(cfg.proxy, cfg.api_base or "https://discord.com", key="channels.discord.proxy"),
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,

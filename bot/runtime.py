@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from net.http import Proxy, choose_proxy
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -32,7 +33,7 @@ from .media.voice import Voice
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .commands import HELP
-from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
+from .config import ChorusConfig, LoadedConfig, check_secret, load_dotenv, state_dir
 from .config import TelegramChannel as TelegramConfig
 from .discord_config import discord_settings
 from .store import KEEP_ANSWERED_DAYS, Inbox, Store
@@ -90,11 +91,24 @@ def make_client(config: ChorusConfig, credential: Credential | None) -> OpenRout
     """The one OpenRouter client of this process (keyless only for the public catalog)."""
     openrouter = config.models.providers.openrouter
     return OpenRouterClient(
-        credential.key if credential else None, provider_settings(config),
+        credential.key if credential else None, provider_settings(config), proxy=openrouter_proxy(config),
         timeout=openrouter.timeout_ms / 1000, first_byte_timeout=openrouter.first_byte_timeout_ms / 1000,
         idle_timeout=openrouter.idle_timeout_ms / 1000,
         retry=RetryPolicy(attempts=openrouter.max_retries + 1, budget=openrouter.retry_budget_ms / 1000),
     )
+
+
+def openrouter_proxy(config: ChorusConfig) -> Proxy | None:
+    """``models.providers.openrouter.proxy``, else the environment's proxy for the base URL."""
+    openrouter = config.models.providers.openrouter
+    return choose_proxy(openrouter.proxy, openrouter.base_url, key="models.providers.openrouter.proxy")
+
+
+def telegram_proxy(settings: TelegramConfig) -> Proxy | None:
+    """``channels.telegram.proxy``, else the environment's proxy for the Bot API root."""
+    from channels.telegram.api import DEFAULT_ROOT
+
+    return choose_proxy(settings.proxy, settings.api_root or DEFAULT_ROOT, key="channels.telegram.proxy")
 
 
 @dataclass(slots=True)
@@ -241,8 +255,9 @@ def telegram_token(config: ChorusConfig, env: Env) -> str | None:
     if settings.bot_token is not None:
         return settings.bot_token.get_secret_value().strip() or None
     if settings.token_file:
-        return Path(settings.token_file).expanduser().read_text(encoding="utf-8").strip() or None
-    return env.lookup("TELEGRAM_BOT_TOKEN", config)
+        token = Path(settings.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+        return check_secret(token, f"channels.telegram.tokenFile ({settings.token_file})")
+    return check_secret(env.lookup("TELEGRAM_BOT_TOKEN", config), "TELEGRAM_BOT_TOKEN")
 
 
 def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
@@ -251,7 +266,8 @@ def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
 
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     return TelegramSettings(
-        token=token, api_root=settings.api_root, webhook_url=settings.webhook_url, webhook_secret=secret,
+        token=token, api_root=settings.api_root, proxy=telegram_proxy(settings), webhook_url=settings.webhook_url,
+        webhook_secret=secret,
         webhook_path=settings.webhook_path, webhook_host=settings.webhook_host, webhook_port=settings.webhook_port,
         poll_timeout=settings.poll_timeout_seconds, streaming=settings.streaming,
         stream_throttle=settings.stream_throttle_ms / 1000, require_mention=settings.require_mention,
