@@ -9,7 +9,8 @@ rules for trust, proxies, deadlines and what a failure tells about the request's
   the tunnel. ``Proxy.shown`` is the only form of a proxy URL that may be logged or printed.
 - Deadlines: each request gets ``ClientTimeout(total=...)``, a deadline, not a bound on silence between bytes;
   ``upload_deadline`` scales one to a body's size.
-- Fate: ``unsent`` tells whether a failed request certainly never reached the remote (``unsent``).
+- Fate: ``unsent`` tells whether a failed request certainly never reached the remote whole (its ``Body``
+  tracks whether it was handed over).
 """
 
 from __future__ import annotations
@@ -185,16 +186,30 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, aiohttp_socks.ProxyError,
                     aiohttp_socks.ProxyTimeoutError)
 
 
-def unsent(exc: BaseException) -> bool:
+class Body(aiohttp.payload.Payload):
+    """A request body that knows whether it was handed to the connection whole (``done``): until then, a failure
+    certainly left the request incomplete at the remote, which cannot have acted on it."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        super().__init__(data, content_type=content_type)
+        self._size = len(data)
+        self.done = False
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: Any) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await writer.write(self._value if content_length is None else self._value[:content_length])
+        self.done = True
+
+
+def unsent(exc: BaseException, body: Body | None) -> bool:
     """Whether a request that failed with ``exc`` certainly did not reach the remote whole: no connection, tunnel
-    or TLS session was made, or the connection broke while the request was still being written (aiohttp reports
-    that as an ``OSError`` caused by the write, with this wording, in the releases pyproject.toml allows)."""
-    if isinstance(exc, _NEVER_CONNECTED):
-        return True
-    return isinstance(exc, aiohttp.ClientConnectionError) and str(exc).startswith(_WRITE_FAILED)
-
-
-_WRITE_FAILED = ("Can not write request body", "Failed to send bytes into the underlying connection")
+    or TLS session was made, or it failed (a reset, its deadline) while ``body`` was still being written."""
+    return isinstance(exc, _NEVER_CONNECTED) or (body is not None and not body.done)
 
 
 def describe(exc: BaseException) -> str:
@@ -203,7 +218,7 @@ def describe(exc: BaseException) -> str:
         return f"TLS certificate not trusted ({exc.certificate_error.__class__.__name__}: {exc.certificate_error})"
     if isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
-        why = error.strerror or (os.strerror(error.errno) if error.errno else str(error) or type(error).__name__)
+        why = os.strerror(error.errno) if error.errno else error.strerror or str(error) or type(error).__name__
         return f"cannot connect to {exc.host}:{exc.port}: {why}"
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return f"the proxy refused the tunnel (HTTP {exc.status})"

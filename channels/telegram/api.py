@@ -191,7 +191,7 @@ class TelegramAPI:
                     raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
                 return await response.read()
         except http.TRANSPORT_ERRORS as exc:
-            raise self._unreachable("download", exc) from None
+            raise self._unreachable("download", exc, None) from None
 
     async def aclose(self) -> None:
         """Close the connections; a call after this fails with a ``TelegramError``."""
@@ -230,18 +230,16 @@ class TelegramAPI:
     async def _request(self, request: Request) -> Any:
         url = f"{self.root}/bot{self._token}/{request.method}"
         files = [v for v in request.params.values() if isinstance(v, InputFile)]
-        body: bytes | aiohttp.FormData
         if files:
-            body, headers = _form(request.params), None
+            form = _form(request.params)()
+            body = http.Body(await form.as_bytes(), form.content_type)
         else:
-            body, headers = wirejson.dumps(request.params), _JSON
+            body = http.Body(wirejson.dumps(request.params), "application/json")
         try:
-            session = self._http(request.method)
-            async with session.post(url, data=body, headers=headers,
-                                    timeout=self._deadline(request, sum(len(f.data) for f in files))) as response:
+            async with self._http(request.method).post(url, data=body, timeout=self._deadline(request, body.size or 0)) as response:
                 status, raw = response.status, await response.read()
         except http.TRANSPORT_ERRORS as exc:
-            raise self._unreachable(request.method, exc) from None
+            raise self._unreachable(request.method, exc, body) from None
         log.debug("%s -> %s", request.method, status)  # the method only: the URL holds the token
         try:
             body = wirejson.loads(raw)
@@ -256,12 +254,12 @@ class TelegramAPI:
                             retry_after=parameters.get("retry_after"),
                             migrate_to_chat_id=parameters.get("migrate_to_chat_id"))
 
-    def _unreachable(self, method: str, exc: BaseException) -> TelegramError:
+    def _unreachable(self, method: str, exc: BaseException, body: http.Body | None) -> TelegramError:
         # An error's text might quote the URL, token and all: only its masked text goes on (raised ``from None``).
         detail = self.mask(http.describe(exc)) or "no answer"
         via = f" through the proxy {self.proxy.shown}" if self.proxy else ""
         log.debug("telegram %s failed%s: %s", method, via, detail)
-        return TelegramError(method, 0, f"{self.root} unreachable{via}: {detail}", unsent=http.unsent(exc))
+        return TelegramError(method, 0, f"{self.root} unreachable{via}: {detail}", unsent=http.unsent(exc, body))
 
 
 def _wrap(middleware: Middleware, send: Send) -> Send:
@@ -269,9 +267,6 @@ def _wrap(middleware: Middleware, send: Send) -> Send:
         return await middleware(request, send)
 
     return wrapped
-
-
-_JSON = {"Content-Type": "application/json"}
 
 
 def _form(params: dict[str, Any]) -> aiohttp.FormData:
