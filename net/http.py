@@ -179,9 +179,6 @@ def upload_deadline(seconds: float, size: int) -> float:
 
 # ---- what a failure says about the request's fate ---------------------------------------------------------
 
-# Raised before a byte of the request could reach the remote: no connection, no tunnel, no TLS.
-_NEVER_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientHttpProxyError,
-                    aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError)
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError,
                     aiohttp_socks.ProxyTimeoutError)
 
@@ -206,10 +203,11 @@ class Body(aiohttp.payload.Payload):
         self.done = True
 
 
-def unsent(exc: BaseException, body: Body | None) -> bool:
-    """Whether a request that failed with ``exc`` certainly did not reach the remote whole: no connection, tunnel
-    or TLS session was made, or it failed (a reset, its deadline) while ``body`` was still being written."""
-    return isinstance(exc, _NEVER_CONNECTED) or (body is not None and not body.done)
+def unsent(body: Body | None) -> bool:
+    """Whether a request that failed certainly did not reach the remote whole: it failed before ``body`` was
+    handed over (no connection, tunnel or TLS session; a reset or its deadline while it was being written).
+    A request without a body is never known to be unsent."""
+    return body is not None and not body.done
 
 
 def describe(exc: BaseException) -> str:

@@ -106,7 +106,7 @@ class TelegramError(Exception):
         self.retry_after = retry_after
         self.migrate_to_chat_id = migrate_to_chat_id
         self.answered = answered and code != 0
-        self.unsent = unsent and not self.answered
+        self.unsent = unsent
 
     @property
     def bad_request(self) -> bool:
@@ -259,7 +259,7 @@ class TelegramAPI:
         detail = self.mask(http.describe(exc)) or "no answer"
         via = f" through the proxy {self.proxy.shown}" if self.proxy else ""
         log.debug("telegram %s failed%s: %s", method, via, detail)
-        return TelegramError(method, 0, f"{self.root} unreachable{via}: {detail}", unsent=http.unsent(exc, body))
+        return TelegramError(method, 0, f"{self.root} unreachable{via}: {detail}", unsent=http.unsent(body))
 
 
 def _wrap(middleware: Middleware, send: Send) -> Send:
