@@ -116,9 +116,10 @@ class HTTPProxy(_Proxy):
         url = target.removeprefix("http://")
         authority, _, path = url.partition("/")
         host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "80")
-        # Forwarded as an origin-form request, its proxy header dropped (the origin never sees the login).
-        forwarded = head.replace(f"{method} {target} ", f"{method} /{path} ", 1)
-        forwarded = "\r\n".join(line for line in forwarded.split("\r\n") if not line.lower().startswith("proxy-"))
+        # One request per connection (each is logged): forwarded in origin form with "Connection: close", its
+        # proxy headers dropped (the origin never sees the login).
+        kept = [line for line in head.split("\r\n")[1:] if line and not line.lower().startswith(("proxy-", "connection:"))]
+        forwarded = "\r\n".join([f"{method} /{path} HTTP/1.1", *kept, "Connection: close", "", ""])
         await self._pipe(reader, writer, host, int(port), forwarded.encode("latin-1"))
 
 
