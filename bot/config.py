@@ -47,8 +47,8 @@ ModelRefStr = Annotated[str, AfterValidator(_model_ref)]  # "openrouter/<model i
 
 
 def _one_line(value: SecretStr) -> SecretStr:
-    if one_line_problem(value.get_secret_value()):
-        raise ValueError(one_line_problem(value.get_secret_value()))
+    if problem := one_line_problem(value.get_secret_value().strip()):  # a pasted trailing newline is trimmed later
+        raise ValueError(problem)
     return value
 
 

@@ -41,24 +41,24 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     base_url = loaded.config.models.providers.openrouter.base_url
     proxy = openrouter_proxy(loaded.config)
     checks.append(base := await _base_url(base_url, proxy))
-    checks.append(_proxy("openrouter", proxy, base))
+    checks += _proxy("openrouter", proxy, base)
     if cred is not None:
         checks.append(await _key(base_url, cred.key, cred.source, proxy) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
     checks += await _telegram(loaded.config, env)
     if (discord := discord_settings(loaded.config, env.lookup)) is not None:
         found = [Check(*found) for found in await discord_setup.check(discord)]
-        checks += [*found, _proxy("discord", discord.proxy, found[0])]
+        checks += [*found, *_proxy("discord", discord.proxy, found[0])]
     return checks
 
 
-def _proxy(name: str, proxy: Proxy | None, call: Check) -> Check:
-    """Which proxy ``name`` goes through (its login masked) and where that was set, and whether ``call``, the
-    first call made through it, worked."""
+def _proxy(name: str, proxy: Proxy | None, call: Check) -> list[Check]:
+    """When ``name`` goes through a proxy: which (its login masked), where that was set, and whether ``call``,
+    the first call made through it, worked."""
     if proxy is None:
-        return Check(f"{name} proxy", True, "none (direct connection)")
+        return []
     where = f"{proxy.shown} ({proxy.source})"
-    return Check(f"{name} proxy", call.ok, f"{where} works" if call.ok else f"{where}: a call through it failed")
+    return [Check(f"{name} proxy", call.ok, f"{where} works" if call.ok else f"{where}: a call through it failed")]
 
 
 def _writable(state: Path) -> Check:
@@ -140,10 +140,10 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         try:
             me = await api.call("getMe")
         except TelegramError as exc:  # answered (a refused token) means the proxy carried the call
-            checks.append(_proxy("telegram", proxy, Check("getMe", exc.answered, "")))
+            checks += _proxy("telegram", proxy, Check("getMe", exc.answered, ""))
             raise
         checks.append(Check("telegram", True, f"bot @{me.get('username')} (token accepted)"))
-        checks.append(_proxy("telegram", proxy, checks[-1]))
+        checks += _proxy("telegram", proxy, checks[-1])
         hook = await api.call("getWebhookInfo") or {}
         if settings.webhook_url:
             same = hook.get("url") == settings.webhook_url
