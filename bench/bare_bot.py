@@ -2,8 +2,8 @@
 
 ``python -m bench.bare_bot API_ROOT TOKEN OPENROUTER_ORIGIN KEY MODEL``: long polling, a chat action, the
 model's answer streamed, a draft at most every 0.7 s, the final message. No storage, history, formatting,
-access rules or retries; Chorus's own HTTP client, JSON codec and event loop, so the difference between the two
-columns is what Chorus does beyond moving the bytes.
+access rules or retries; Chorus's own HTTP client (aiohttp with ``net.http``'s sessions), JSON codec and event
+loop, so the difference between the two columns is what Chorus does beyond moving the bytes.
 """
 
 from __future__ import annotations
@@ -13,25 +13,31 @@ import sys
 import time
 from typing import Any
 
-from net import wirejson
-from net.http1 import Origin
+from net import http, wirejson
 from net.loop import run
 
-JSON = "Content-Type: application/json\r\n"
+JSON = {"Content-Type": "application/json"}
 THROTTLE = 0.7  # Chorus's default draft throttle
+DEADLINE = http.deadline(60)
 
 
 class BareBot:
     def __init__(self, api_root: str, token: str, openrouter: str, key: str, model: str) -> None:
-        self.telegram, self.openrouter = Origin(api_root, limit=None), Origin(openrouter, limit=None)
-        self.prefix = f"/bot{token}"
-        self.model, self.auth = model, f"Authorization: Bearer {key}\r\n"
+        self.roots = api_root, openrouter
+        self.prefix = f"{api_root}/bot{token}"
+        self.completions = f"{openrouter}/api/v1/chat/completions"
+        self.model, self.auth = model, {**JSON, "Authorization": f"Bearer {key}"}
         self.turns: set[asyncio.Task[None]] = set()
 
     async def call(self, method: str, **params: Any) -> Any:
-        answer = await self.telegram.request("POST", f"{self.prefix}/{method}", body=wirejson.dumps(params),
-                                             headers=JSON, timeout=60)
-        return wirejson.loads(answer.body)["result"]
+        async with self.telegram.post(f"{self.prefix}/{method}", data=wirejson.dumps(params), headers=JSON,
+                                      timeout=DEADLINE) as answer:
+            return wirejson.loads(await answer.read())["result"]
+
+    async def serve(self) -> None:
+        async with http.session(self.roots[0], proxy=None) as self.telegram, \
+                http.session(self.roots[1], proxy=None) as self.openrouter:
+            await self.poll()
 
     async def poll(self) -> None:
         offset = 0
@@ -47,12 +53,11 @@ class BareBot:
         chat = message["chat"]["id"]
         typing = asyncio.create_task(self.call("sendChatAction", chat_id=chat, action="typing"))
         request = {"model": self.model, "stream": True, "messages": [{"role": "user", "content": message["text"]}]}
-        stream = await self.openrouter.stream("POST", "/api/v1/chat/completions", body=wirejson.dumps(request),
-                                              headers=JSON + self.auth, timeout=60)
         text, shown_at, rest = "", 0.0, b""
         draft: asyncio.Task[Any] | None = None
-        async with stream:
-            while piece := await stream.read(None):
+        async with self.openrouter.post(self.completions, data=wirejson.dumps(request), headers=self.auth,
+                                        timeout=DEADLINE) as stream:
+            while piece := await stream.content.readany():
                 *events, rest = (rest + piece).split(b"\n\n")
                 for line in (line for event in events for line in event.split(b"\n")):
                     if line.startswith(b"data: {"):
@@ -66,4 +71,4 @@ class BareBot:
 
 
 if __name__ == "__main__":
-    run(BareBot(*sys.argv[1:6]).poll())
+    run(BareBot(*sys.argv[1:6]).serve())

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .config import check_secret
+
 PROFILE = "openrouter:default"
 ENV_VAR = "OPENROUTER_API_KEY"
 
@@ -73,5 +75,5 @@ def resolve_key(
         return Credential(profile["key"], f"auth profile {PROFILE} ({profiles_path(state)})")
     for where, values in (("environment", env), ("config env block", config_env), (".env file", dotenv)):
         if values.get(ENV_VAR):
-            return Credential(values[ENV_VAR], f"{ENV_VAR} ({where})")
+            return Credential(check_secret(values[ENV_VAR], f"{ENV_VAR} ({where})") or "", f"{ENV_VAR} ({where})")
     return None

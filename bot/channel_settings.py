@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
+from net.http import Proxy, choose_proxy
+
 from .catalog import offered_refs
 from .commands import HELP
-from .config import ChorusConfig
+from .config import ChorusConfig, TelegramChannel, check_secret
 
 if TYPE_CHECKING:
     from channels.telegram.settings import TelegramSettings
@@ -34,8 +36,16 @@ def telegram_token(config: ChorusConfig, lookup: Lookup) -> str | None:
     if cfg.bot_token is not None:
         return cfg.bot_token.get_secret_value().strip() or None
     if cfg.token_file:
-        return Path(cfg.token_file).expanduser().read_text(encoding="utf-8").strip() or None
-    return lookup("TELEGRAM_BOT_TOKEN", config)
+        token = Path(cfg.token_file).expanduser().read_text(encoding="utf-8").strip() or None
+        return check_secret(token, f"channels.telegram.tokenFile ({cfg.token_file})")
+    return check_secret(lookup("TELEGRAM_BOT_TOKEN", config), "TELEGRAM_BOT_TOKEN")
+
+
+def telegram_proxy(cfg: TelegramChannel) -> Proxy | None:
+    """``channels.telegram.proxy``, else the environment's proxy for the Bot API root."""
+    from channels.telegram.api import DEFAULT_ROOT
+
+    return choose_proxy(cfg.proxy, cfg.api_root or DEFAULT_ROOT, key="channels.telegram.proxy")
 
 
 def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings | None:
@@ -47,7 +57,7 @@ def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings 
     from channels.telegram.settings import TelegramSettings  # its module loads the Bot API client: only when used
 
     return TelegramSettings(
-        token=token, api_root=cfg.api_root, webhook_url=cfg.webhook_url,
+        token=token, api_root=cfg.api_root, proxy=telegram_proxy(cfg), webhook_url=cfg.webhook_url,
         webhook_secret=cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None,
         webhook_path=cfg.webhook_path, webhook_host=cfg.webhook_host, webhook_port=cfg.webhook_port,
         poll_timeout=cfg.poll_timeout_seconds, streaming=cfg.streaming,
@@ -60,7 +70,8 @@ def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings 
 def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | None:
     """The Discord adapter's settings from ``channels.discord`` (token: ``token``, else ``DISCORD_BOT_TOKEN``)."""
     cfg = config.channels.discord
-    token = cfg.token.get_secret_value() if cfg.token else lookup("DISCORD_BOT_TOKEN", config)
+    token = cfg.token.get_secret_value() if cfg.token else check_secret(lookup("DISCORD_BOT_TOKEN", config),
+                                                                        "DISCORD_BOT_TOKEN")
     if not token or not cfg.enabled:
         return None
 
@@ -72,6 +83,7 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         for gid, g in cfg.guilds.items()}
     return DiscordSettings(
         token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, require_mention=cfg.require_mention,
+        proxy=choose_proxy(cfg.proxy, cfg.api_base or "https://discord.com", key="channels.discord.proxy"),
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from net import loop
+from net.http import Proxy, ProxyURLError
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.keys import probe_key
 from providers.openrouter.refs import ModelRef, ModelRefError
@@ -28,7 +29,7 @@ from .catalog import CATALOG_FILE, Catalog, matches_modality
 from .config import ChorusConfig, ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
 from .redact import redact, setup_logging
 from .lock import AlreadyRunning, StateLock
-from .runtime import Env, Runtime, make_client
+from .runtime import Env, Runtime, make_client, openrouter_proxy
 from .migrate import MigrationError
 from .cron.commands import cron_cli
 from .pairing_cli import (channel_names, pairing_approve, pairing_approved, pairing_deny, pairing_list,
@@ -98,7 +99,8 @@ def onboard(cli: Cli, *, then: str = "Next: `make run` (or `chorus run`) to chat
         (key, user_id), method = asyncio.run(_oauth(cli)), "oauth"
     else:
         base_url = cli.loaded.config.models.providers.openrouter.base_url
-        key, user_id, method = asyncio.run(_ask_key(given_key, base_url)), None, "api-key"
+        proxy = openrouter_proxy(cli.loaded.config)
+        key, user_id, method = asyncio.run(_ask_key(given_key, base_url, proxy)), None, "api-key"
     remember_secrets(key)
     path = save_key(cli.env.state, key, method=method, user_id=user_id)
     print(f"Saved the OpenRouter key in profile openrouter:default ({path}, mode 0600).")
@@ -131,7 +133,7 @@ def _ask_choice() -> str:
     raise UsageError("no valid answer to 'browser or key?'; nothing was changed")
 
 
-async def _ask_key(given: str | None, base_url: str) -> str:
+async def _ask_key(given: str | None, base_url: str, proxy: Proxy | None) -> str:
     """A key that has OpenRouter's shape and, when ``base_url`` can be reached, that OpenRouter accepts.
 
     On a terminal a bad key is asked for again; on a pipe or in CI it is refused with the reason."""
@@ -141,7 +143,7 @@ async def _ask_key(given: str | None, base_url: str) -> str:
             if not _interactive():
                 raise UsageError("no key given: pass --openrouter-api-key KEY, or run onboarding in a terminal")
             key = (await asyncio.to_thread(getpass.getpass, f"OpenRouter API key (input hidden; from {KEYS_PAGE}): ")).strip()
-        problem = "no key entered" if not key else _key_shape_problem(key) or await _key_refused(key, base_url)
+        problem = "no key entered" if not key else _key_shape_problem(key) or await _key_refused(key, base_url, proxy)
         if problem is None:
             return key
         if not _interactive():
@@ -159,9 +161,9 @@ def _key_shape_problem(key: str) -> str | None:
     return None
 
 
-async def _key_refused(key: str, base_url: str) -> str | None:
+async def _key_refused(key: str, base_url: str, proxy: Proxy | None) -> str | None:
     """Why OpenRouter refuses ``key``, or ``None``; when it cannot be asked, the key is taken with a warning."""
-    probe = await probe_key(base_url, key)
+    probe = await probe_key(base_url, key, proxy=proxy)
     if probe.verdict == "refused":
         return f"OpenRouter did not accept that key (HTTP {probe.status}): it is wrong or was revoked ({KEYS_PAGE})"
     if probe.verdict != "ok":
@@ -181,6 +183,7 @@ async def _oauth(cli: Cli) -> tuple[str, str | None]:
 
     result = await oauth.login(
         base_url=cli.loaded.config.models.providers.openrouter.base_url,
+        proxy=openrouter_proxy(cli.loaded.config),
         open_browser=webbrowser.open,
         read_line=read_line,
         say=print,
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return loop.run(outcome) if asyncio.iscoroutine(outcome) else int(outcome)
     except ConfigError as exc:
         print(f"Config error in {cli.path}:\n{exc}", file=sys.stderr)
-    except (UsageError, ModelRefError, MigrationError, AlreadyRunning) as exc:
+    except (UsageError, ModelRefError, MigrationError, AlreadyRunning, ProxyURLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OpenRouterError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

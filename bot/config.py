@@ -19,9 +19,11 @@ from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 import json5
+from dotenv import dotenv_values
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from net.http import check_proxy_url
 from providers.openrouter.refs import ModelRef, ModelRefError
 from providers.openrouter.request import OPENAI_ONLY, stale_effort
 from providers.redact import looks_secret, redact
@@ -65,6 +67,31 @@ DiscordApiUrl = Annotated[str, _url(("https", "http"), "https://discord.com/api/
 GatewayUrl = Annotated[str, _url(("wss", "ws"), "wss://gateway.discord.gg")]
 
 
+
+def _one_line(value: SecretStr) -> SecretStr:
+    if problem := one_line_problem(value.get_secret_value().strip()):  # a pasted trailing newline is trimmed later
+        raise ValueError(problem)
+    return value
+
+
+def one_line_problem(secret: str) -> str:
+    """Why ``secret`` cannot go into an HTTP header (a line break would be sent as extra header lines), or ""."""
+    if any(c in secret for c in "\r\n\0"):
+        return "holds a line break (CR or LF) or NUL, which would be sent as extra header lines; put it on one line"
+    return ""
+
+
+def check_secret(secret: str | None, where: str) -> str | None:
+    """``secret`` (from a variable or file named by ``where``), or ``ConfigError`` when it is not one line."""
+    if secret and (problem := one_line_problem(secret.strip())):
+        raise ConfigError(f"{where}: {problem}")
+    return secret
+
+
+# A key or token: shown nowhere, and refused at load when it could not stand in a header.
+Secret = Annotated[SecretStr, AfterValidator(_one_line)]
+# A proxy URL: http(s)://, socks5:// or socks5h://, a login allowed (then hidden like a secret).
+ProxyURL = Annotated[str, AfterValidator(check_proxy_url)]
 Thinking = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
 DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 GroupPolicy = Literal["allowlist", "open", "disabled"]
@@ -86,8 +113,9 @@ class ProviderParams(Section):
 
 
 class OpenRouterProvider(Section):
-    api_key: SecretStr | None = None
+    api_key: Secret | None = None
     base_url: str = DEFAULT_BASE_URL
+    proxy: ProxyURL | None = None  # else HTTPS_PROXY / ALL_PROXY (NO_PROXY honoured)
     params: ProviderParams = Field(default_factory=ProviderParams)
     timeout_ms: int = Field(120_000, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
@@ -168,7 +196,7 @@ class TtsOpenRouter(Section):
     model: str = "hexgrad/kokoro-82m"
     speaker_voice: str = "af_alloy"
     response_format: Literal["mp3", "pcm"] = "mp3"
-    api_key: SecretStr | None = None
+    api_key: Secret | None = None
 
 
 class TtsProviders(Section):
@@ -278,7 +306,8 @@ class TelegramGroup(Section):
 
 
 class TelegramChannel(ChannelBase):
-    bot_token: SecretStr | None = None
+    bot_token: Secret | None = None
+    proxy: ProxyURL | None = None  # OpenClaw's key; else HTTPS_PROXY / ALL_PROXY (NO_PROXY honoured)
     # The owner's Telegram user id: always let in, and asked in a DM of their own, with Approve and Deny
     # buttons, about each pairing request.
     owner_id: str | int | None = None
@@ -334,7 +363,8 @@ class DiscordStreaming(Section):
 
 
 class DiscordChannel(ChannelBase):
-    token: SecretStr | None = None
+    token: Secret | None = None
+    proxy: ProxyURL | None = None  # REST and gateway; else HTTPS_PROXY / ALL_PROXY (NO_PROXY honoured)
     api_base: DiscordApiUrl | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
     gateway_url: GatewayUrl | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
     allow_bots: bool = False
@@ -373,7 +403,7 @@ class ChorusConfig(Section):
 
 # Dicts whose keys are the user's own (env vars, model refs, routing fields): never checked as unknown keys.
 _FREE_FORM = {"env", "agents.defaults.models", "models.providers.openrouter.params", "channels.telegram.groups"}
-_SECRET_KEYS = {"apiKey", "botToken", "token", "webhookSecret"}
+_SECRET_KEYS = {"apiKey", "botToken", "token", "webhookSecret", "proxy"}  # a proxy URL may hold a login
 
 
 @dataclass(frozen=True)
@@ -488,20 +518,9 @@ def set_in(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a ``.env`` file (``export`` prefix, quotes and comments allowed)."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key.strip()] = value
-    return values
+    """``KEY=VALUE`` lines of a ``.env`` file, read by python-dotenv as shells and docker compose read them
+    (``export``, quotes, escapes, inline comments); nothing is put into the process environment."""
+    return {key: value for key, value in dotenv_values(path, interpolate=False).items() if value is not None}
 
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

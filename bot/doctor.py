@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from channels.discord import setup as discord_setup
+from net.http import Proxy
 from providers.openrouter.keys import probe_key, probe_models
 
-from .channel_settings import discord_settings, telegram_token
+from .channel_settings import discord_settings, telegram_proxy, telegram_token
 from .config import DEFAULT_BASE_URL, ChorusConfig, ConfigError, load_config
 from .lock import lock_holder
-from .runtime import Env
+from .runtime import Env, openrouter_proxy
 from .store import Store
 
 
@@ -38,14 +39,26 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     checks.append(await _database(env.state / "chorus.db"))
     checks.append(_service(env.state))
     base_url = loaded.config.models.providers.openrouter.base_url
-    checks.append(base := await _base_url(base_url))
+    proxy = openrouter_proxy(loaded.config)
+    checks.append(base := await _base_url(base_url, proxy))
+    checks += _proxy("openrouter", proxy, base)
     if cred is not None:
-        checks.append(await _key(base_url, cred.key, cred.source) if base.ok else Check(
+        checks.append(await _key(base_url, cred.key, cred.source, proxy) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
     checks += await _telegram(loaded.config, env)
     if (discord := discord_settings(loaded.config, env.lookup)) is not None:
-        checks += [Check(*found) for found in await discord_setup.check(discord)]
+        found = [Check(*found) for found in await discord_setup.check(discord)]
+        checks += [*found, *_proxy("discord", discord.proxy, found[0])]
     return checks
+
+
+def _proxy(name: str, proxy: Proxy | None, call: Check) -> list[Check]:
+    """When ``name`` goes through a proxy: which (its login masked), where that was set, and whether ``call``,
+    the first call made through it, worked."""
+    if proxy is None:
+        return []
+    where = f"{proxy.shown} ({proxy.source})"
+    return [Check(f"{name} proxy", call.ok, f"{where} works" if call.ok else f"{where}: a call through it failed")]
 
 
 def _writable(state: Path) -> Check:
@@ -88,8 +101,8 @@ FIX_KEY = ("store a valid key with `chorus onboard` or `chorus models auth login
            "(keys: https://openrouter.ai/settings/keys)")
 
 
-async def _base_url(base_url: str) -> Check:
-    probe = await probe_models(base_url)
+async def _base_url(base_url: str, proxy: Proxy | None) -> Check:
+    probe = await probe_models(base_url, proxy=proxy)
     if probe.verdict == "unreachable":
         return Check("base URL", False, f"{base_url} is unreachable ({probe.error}): {fix_base(base_url)}")
     if probe.verdict != "ok":
@@ -99,8 +112,8 @@ async def _base_url(base_url: str) -> Check:
     return Check("base URL", True, f"{base_url} lists {count} model{'' if count == 1 else 's'}")
 
 
-async def _key(base_url: str, key: str, source: str) -> Check:
-    probe = await probe_key(base_url, key)
+async def _key(base_url: str, key: str, source: str, proxy: Proxy | None) -> Check:
+    probe = await probe_key(base_url, key, proxy=proxy)
     if probe.verdict == "refused":
         return Check("key", False, f"OpenRouter refused the key from {source} (HTTP {probe.status}): {FIX_KEY}")
     if probe.status == 404:  # a proxy that speaks the chat API but has no key endpoint: nothing to check against
@@ -126,11 +139,17 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
         return []
     from channels.telegram.api import TelegramAPI, TelegramError  # the channel's own client, its TLS and masking
 
-    api = TelegramAPI(token, settings.api_root, timeout=15)
+    proxy = telegram_proxy(settings)
+    api = TelegramAPI(token, settings.api_root, timeout=15, proxy=proxy)
     checks: list[Check] = []
     try:
-        me = await api.call("getMe")
+        try:
+            me = await api.call("getMe")
+        except TelegramError as exc:  # answered (a refused token) means the proxy carried the call
+            checks += _proxy("telegram", proxy, Check("getMe", exc.answered, ""))
+            raise
         checks.append(Check("telegram", True, f"bot @{me.get('username')} (token accepted)"))
+        checks += _proxy("telegram", proxy, checks[-1])
         hook = await api.call("getWebhookInfo") or {}
         if settings.webhook_url:
             same = hook.get("url") == settings.webhook_url
@@ -152,7 +171,7 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
             problem = exc.description  # "<root> unreachable: <why>"
         elif not exc.answered:
             problem = f"{api.root} did not answer like the Bot API ({exc.description})"
-        elif not checks:
+        elif not any(c.name == "telegram" for c in checks):  # getMe itself was refused
             problem = f"the bot token was refused: {exc.description}; get a new one from @BotFather (/token)"
         else:
             problem = str(exc)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from channels.base import Channel, InboundHandler
 from channels.console import ConsoleChannel
+from net.http import Proxy, choose_proxy
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -87,11 +88,17 @@ def make_client(config: ChorusConfig, credential: Credential | None) -> OpenRout
     """The one OpenRouter client of this process (keyless only for the public catalog)."""
     openrouter = config.models.providers.openrouter
     return OpenRouterClient(
-        credential.key if credential else None, provider_settings(config),
+        credential.key if credential else None, provider_settings(config), proxy=openrouter_proxy(config),
         timeout=openrouter.timeout_ms / 1000, first_byte_timeout=openrouter.first_byte_timeout_ms / 1000,
         idle_timeout=openrouter.idle_timeout_ms / 1000,
         retry=RetryPolicy(attempts=openrouter.max_retries + 1, budget=openrouter.retry_budget_ms / 1000),
     )
+
+
+def openrouter_proxy(config: ChorusConfig) -> Proxy | None:
+    """``models.providers.openrouter.proxy``, else the environment's proxy for the base URL."""
+    openrouter = config.models.providers.openrouter
+    return choose_proxy(openrouter.proxy, openrouter.base_url, key="models.providers.openrouter.proxy")
 
 
 @dataclass(slots=True)

@@ -17,19 +17,6 @@ from tests.fakes.openrouter import FakeOpenRouter
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Tests run on asyncio's own loop, but net/http1.py's on uvloop as well (where installed: ``chorus run``
-    uses it), since that client drives the loop's transports and timers itself."""
-    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
-    if not item.nodeid.split("::")[0].endswith("test_http1.py"):
-        return factories
-    try:
-        import uvloop
-    except ImportError:
-        return factories
-    return factories | {"uvloop": uvloop.new_event_loop}
-
-
 @dataclass
 class Home:
     """A state directory and environment of one's own, as a new user would have."""

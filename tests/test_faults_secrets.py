@@ -133,7 +133,7 @@ async def test_doctor_explains_an_unreachable_base_url(home, unused_tcp_port):
     result = await chorus(home, "doctor")
     assert result.code == 1
     assert doctor_line(result.out, "base URL") == (
-        f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (ClientConnectorError): "
+        f"FAIL  base URL: http://127.0.0.1:{unused_tcp_port}/api/v1 is unreachable (cannot connect to 127.0.0.1:{unused_tcp_port}: Connection refused): "
         f"{FIX_BASE}"
     )
 

@@ -292,7 +292,7 @@ async def test_text_files_and_pdfs_are_read_into_the_turn(bot):
 
 
 async def test_a_document_that_cannot_be_read_gets_a_sentence_and_the_rest_is_answered(bot):
-    tg, ai, chat = bot.tg, bot.ai, 5017
+    tg, ai, chat = bot.tg, bot.ai, 5031
     broken = document(tg, b"%PDF-1.4 ...", "minutes.pdf", "application/pdf")
     archive = document(tg, b"PK\x03\x04" + bytes(100), "photos.zip", "application/zip")
     huge = {**document(tg, b"big", "huge.txt", "text/plain"), "file_size": 12_000_000}  # over maxBytes (10 MB)

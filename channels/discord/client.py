@@ -20,6 +20,8 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
+from net import http
+
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
@@ -90,13 +92,24 @@ class _RebasedWebhooks(AsyncWebhookAdapter):
 SetupHook = Callable[["ChorusClient"], Awaitable[None]]
 
 
+def proxy_options(settings: DiscordSettings) -> dict[str, Any]:
+    """discord.py's own options for ``settings.proxy``: an HTTP(S) proxy by URL (REST and gateway; the login goes
+    to the proxy only), a SOCKS one as the connector of its session. Needs the running loop."""
+    if settings.proxy is None:
+        return {}
+    if settings.proxy.scheme.startswith("socks"):
+        connector, _ = http.connector(settings.api_base or "https://discord.com", proxy=settings.proxy)
+        return {"connector": connector}
+    return {"proxy": settings.proxy.url}
+
+
 class ChorusClient(discord.Client):
     """A plain client whose start-up (after login, before the gateway) runs ``on_setup``."""
 
     def __init__(self, settings: DiscordSettings, on_setup: SetupHook) -> None:
         # Chorus joins no voice channels: discord.py's warn-once flags for missing voice libraries stay quiet.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-        super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None)
+        super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None, **proxy_options(settings))
         self.settings = settings
         self.rebase = Rebase(settings.api_base, settings.gateway_url)
         self.rebase.install(self.http)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from net.http import Proxy
+
 UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's upload limit for bots and unboosted servers
 
 
@@ -31,6 +33,7 @@ class DiscordSettings:
     token: str = field(repr=False)
     api_base: str | None = None
     gateway_url: str | None = None
+    proxy: Proxy | None = None  # REST and gateway: the configured one, else the environment's
     require_mention: bool = True
     allow_bots: bool = False
     guilds: dict[str, GuildRule] = field(default_factory=dict)  # empty: every server the bot is in

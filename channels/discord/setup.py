@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from net import http as net_http
+
 from .settings import DiscordSettings
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
@@ -18,18 +20,19 @@ async def check(settings: DiscordSettings) -> list[tuple[str, bool, str]]:
     base = (settings.api_base or DEFAULT_API_BASE).rstrip("/")
     headers = {"Authorization": f"Bot {settings.token}", "User-Agent": "DiscordBot (chorus, 0.1)"}
     try:
-        # No proxy from the environment, as discord.py itself (the channel this checks) uses none.
-        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.get(f"{base}/users/@me") as me:
+        # Through the channel's own proxy (the configured one, else the environment's), as discord.py goes.
+        async with net_http.session(base, proxy=settings.proxy, headers=headers) as http:
+            async with http.get(f"{base}/users/@me", timeout=net_http.deadline(10)) as me:
                 if me.status == 401:
                     return [("discord token", False, "Discord refused the token (channels.discord.token or DISCORD_BOT_TOKEN)")]
                 me.raise_for_status()
                 user = await me.json()
-            async with http.get(f"{base}/applications/@me") as app:
+            async with http.get(f"{base}/applications/@me", timeout=net_http.deadline(10)) as app:
                 app.raise_for_status()
                 flags = int((await app.json()).get("flags") or 0)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return [("discord token", False, f"{base} could not be asked ({type(exc).__name__})")]
+    except net_http.TRANSPORT_ERRORS as exc:
+        via = f" through the proxy {settings.proxy.shown}" if settings.proxy else ""
+        return [("discord token", False, f"{base} could not be asked{via} ({type(exc).__name__})")]
     found = [("discord token", True, f"logged in as {user.get('username')} (id {user.get('id')})")]
     if flags & MESSAGE_CONTENT:
         return found + [("discord intents", True, "Message Content intent enabled")]

@@ -9,27 +9,29 @@ parameters. The bot token is part of every URL: it is masked in every error text
 Cross-cutting concerns (flood control, logging) are middlewares: ``(request, send) -> result``, applied in
 order around the HTTP call, so no ``send_*`` call site has to care.
 
-The HTTP underneath is ``http1``, a lean keep-alive client for one origin: a bot makes several Bot API calls
-per turn (chat action, drafts, the message, the poll), and each costs a third of the CPU it did on aiohttp's
-``ClientSession`` (see that module for the figures), and ~0.7 ms on httpx.
+The HTTP underneath is one aiohttp session per API root (``net.http``: trust, proxy, deadlines). Every call has a
+deadline, not a bound on silence: its own (a long poll's ``timeout`` plus ``POLL_MARGIN``), stretched for an
+upload by the body's size; a stalled answer is ended by it. A failure that certainly never reached Telegram is
+marked ``unsent``, so a caller may send it again without risking a duplicate.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
-from net import wirejson
-from net.http1 import HTTPError, Origin
+import aiohttp
+
+from net import http, wirejson
 
 log = logging.getLogger("chorus.telegram")
 DEFAULT_ROOT = "https://api.telegram.org"
 MASK = "***"
+POLL_MARGIN = 15.0  # seconds a long poll's answer may take beyond its own ``timeout``
 
 # ---- the parts of the Bot API's types that Chorus reads (updates are plain dicts, typed by these) ----------
 
@@ -91,10 +93,12 @@ class Update(TypedDict):
 
 class TelegramError(Exception):
     """The Bot API refused a call (``code`` is its ``error_code``), or it could not be reached (``code`` 0);
-    ``answered`` is false when something else answered (an HTTP status, but no Bot API JSON)."""
+    ``answered`` is false when something else answered (an HTTP status, but no Bot API JSON). ``unsent`` is true
+    only when the request certainly did not reach Telegram (no connection, proxy or TLS; broken while still
+    being written): sending it again cannot duplicate it. Unanswered and not ``unsent``: its fate is unknown."""
 
     def __init__(self, method: str, code: int, description: str, *, retry_after: float | None = None,
-                 migrate_to_chat_id: int | None = None, answered: bool = True) -> None:
+                 migrate_to_chat_id: int | None = None, answered: bool = True, unsent: bool = False) -> None:
         super().__init__(f"{method}: {description} ({code})" if code else f"{method}: {description}")
         self.method = method
         self.code = code
@@ -102,6 +106,7 @@ class TelegramError(Exception):
         self.retry_after = retry_after
         self.migrate_to_chat_id = migrate_to_chat_id
         self.answered = answered and code != 0
+        self.unsent = unsent
 
     @property
     def bad_request(self) -> bool:
@@ -154,13 +159,15 @@ class TelegramAPI:
     """One bot's connection to the Bot API (or a self-hosted Bot API server at ``api_root``)."""
 
     def __init__(self, token: str, api_root: str | None = None, *, middlewares: Sequence[Middleware] = (),
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, proxy: http.Proxy | None = None, upload_rate: float = http.UPLOAD_RATE) -> None:
+        """``timeout``: a call's deadline (an upload gets ``upload_rate`` bytes/s more); ``proxy``: the one
+        to go through (``net.http.choose_proxy`` picks the configured or the environment's)."""
         self.root = (api_root or DEFAULT_ROOT).rstrip("/")
-        self._prefix = urlsplit(self.root).path  # a self-hosted server may sit under a path
         self._token = token
-        # Silence, not a total: a 50 MB upload may take minutes, a stalled one is given up.
         self._timeout = timeout
-        self._origin: Origin | None = None  # made on first use, in the running loop
+        self._upload_rate = upload_rate
+        self.proxy = proxy
+        self._session: aiohttp.ClientSession | None = None  # made on first use, in the running loop
         self._closed = False
         self._send: Send = self._request
         for middleware in reversed(middlewares):
@@ -176,48 +183,63 @@ class TelegramAPI:
         path = file.get("file_path")
         if not path:
             raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
-        target = f"{self._prefix}/file/bot{self._token}/{quote(path, safe='/%')}"
+        url = f"{self.root}/file/bot{self._token}/{quote(path, safe='/%')}"
+        deadline = http.deadline(self._timeout + (file.get("file_size") or 0) / self._upload_rate)
         try:
-            response = await self._http("download").request("GET", target, timeout=self._timeout)
-        except HTTPError as exc:
-            raise self._unreachable("download", exc) from None
-        if response.status != 200:
-            raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
-        return response.body
+            async with self._http("download").get(url, timeout=deadline) as response:
+                if response.status != 200:
+                    raise TelegramError("download", response.status, f"HTTP {response.status} for the file")
+                return await response.read()
+        except http.TRANSPORT_ERRORS as exc:
+            raise self._unreachable("download", exc, None) from None
 
     async def aclose(self) -> None:
         """Close the connections; a call after this fails with a ``TelegramError``."""
         self._closed = True
-        if self._origin is not None:
-            await self._origin.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def mask(self, text: str) -> str:
         """``text`` with the bot token (and its secret half alone) masked."""
         return text.replace(self._token, MASK).replace(self._token.partition(":")[2] or self._token, MASK)
 
-    def _http(self, method: str) -> Origin:
+    def _http(self, method: str) -> aiohttp.ClientSession:
         if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
-            raise TelegramError(method, 0, "the Telegram channel is stopped")
-        if self._origin is None:
+            raise TelegramError(method, 0, "the Telegram channel is stopped", unsent=True)
+        if self._session is None:
             try:
-                self._origin = Origin(self.root)
+                parts = urlsplit(self.root)
+                parts.port  # noqa: B018 (raises ValueError when out of range)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise ValueError("an http(s) URL is needed")
             except ValueError as exc:
-                raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}") from None
-        return self._origin
+                raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}",
+                                    unsent=True) from None
+            self._session = http.session(self.root, proxy=self.proxy)
+        return self._session
+
+    def _deadline(self, request: Request, size: int) -> aiohttp.ClientTimeout:
+        if request.timeout is not None:
+            seconds = request.timeout
+        elif request.method == "getUpdates":  # a long poll is answered after its own timeout at the latest
+            seconds = float(request.params.get("timeout") or 0) + POLL_MARGIN
+        else:
+            seconds = self._timeout
+        return http.deadline(seconds + size / self._upload_rate)
 
     async def _request(self, request: Request) -> Any:
-        target = f"{self._prefix}/bot{self._token}/{request.method}"
-        if any(isinstance(v, InputFile) for v in request.params.values()):
-            body, content_type = _form(request.params)
+        url = f"{self.root}/bot{self._token}/{request.method}"
+        files = [v for v in request.params.values() if isinstance(v, InputFile)]
+        if files:
+            form = _form(request.params)()
+            body = http.Body(await form.as_bytes(), form.content_type)
         else:
-            body, content_type = wirejson.dumps(request.params), "application/json"
-        timeout = self._timeout if request.timeout is None else request.timeout
+            body = http.Body(wirejson.dumps(request.params), "application/json")
         try:
-            response = await self._http(request.method).request(
-                "POST", target, body=body, headers=f"Content-Type: {content_type}\r\n", timeout=timeout)
-        except HTTPError as exc:
-            raise self._unreachable(request.method, exc) from None
-        status, raw = response.status, response.body
+            async with self._http(request.method).post(url, data=body, timeout=self._deadline(request, body.size or 0)) as response:
+                status, raw = response.status, await response.read()
+        except http.TRANSPORT_ERRORS as exc:
+            raise self._unreachable(request.method, exc, body) from None
         log.debug("%s -> %s", request.method, status)  # the method only: the URL holds the token
         try:
             body = wirejson.loads(raw)
@@ -232,10 +254,12 @@ class TelegramAPI:
                             retry_after=parameters.get("retry_after"),
                             migrate_to_chat_id=parameters.get("migrate_to_chat_id"))
 
-    def _unreachable(self, method: str, exc: HTTPError) -> TelegramError:
+    def _unreachable(self, method: str, exc: BaseException, body: http.Body | None) -> TelegramError:
         # An error's text might quote the URL, token and all: only its masked text goes on (raised ``from None``).
-        detail = self.mask(str(exc)) or "no answer"
-        return TelegramError(method, 0, f"{self.root} unreachable: {detail}")
+        detail = self.mask(http.describe(exc)) or "no answer"
+        via = f" through the proxy {self.proxy.shown}" if self.proxy else ""
+        log.debug("telegram %s failed%s: %s", method, via, detail)
+        return TelegramError(method, 0, f"{self.root} unreachable{via}: {detail}", unsent=http.unsent(body))
 
 
 def _wrap(middleware: Middleware, send: Send) -> Send:
@@ -245,28 +269,17 @@ def _wrap(middleware: Middleware, send: Send) -> Send:
     return wrapped
 
 
-def _form(params: dict[str, Any]) -> tuple[bytes, str]:
-    """A multipart call's body and content type: files as parts named ``fileN``, referenced as ``attach://fileN``;
-    strings as they are, everything else (numbers, booleans, entities, reply parameters) as JSON, as the Bot API
-    reads form fields."""
-    boundary = secrets.token_hex(16)
-    parts: list[bytes] = []
+def _form(params: dict[str, Any]) -> aiohttp.FormData:
+    """A multipart call's body: files as parts named ``fileN``, referenced as ``attach://fileN``; strings as they
+    are, everything else (numbers, booleans, entities, reply parameters) as JSON, as the Bot API reads form fields."""
+    form = aiohttp.FormData(quote_fields=False, charset="utf-8")
     files = 0
     for key, value in params.items():
         if isinstance(value, InputFile):
             name, files = f"file{files}", files + 1
-            parts.append(_part(boundary, name, value.data, f'; filename="{_quoted(value.filename)}"', value.mime))
+            # A line break cannot stand in a header (aiohttp refuses it): escaped as browsers do (WHATWG).
+            filename = value.filename.replace("\r", "%0D").replace("\n", "%0A")
+            form.add_field(name, value.data, filename=filename, content_type=value.mime)
             value = f"attach://{name}"
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        parts.append(_part(boundary, key, text.encode()))
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def _part(boundary: str, name: str, data: bytes, filename: str = "", mime: str = "text/plain; charset=utf-8") -> bytes:
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\nContent-Type: {mime}\r\n\r\n'
-    return head.encode() + data + b"\r\n"
-
-
-def _quoted(filename: str) -> str:
-    """A file name inside a quoted header parameter, escaped as browsers do (WHATWG multipart/form-data)."""
-    return filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+        form.add_field(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return form

@@ -39,7 +39,7 @@ class TelegramChannel:
 
     def __init__(self, settings: TelegramSettings) -> None:
         self.settings = settings
-        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()])
+        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], proxy=settings.proxy)
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
         self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit,
                                                                 reply_to_mode=settings.reply_to_mode))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from net.http import Proxy
+
 from .outbound import ReplyToMode, Streaming
 
 GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
@@ -16,6 +18,7 @@ class TelegramSettings:
 
     token: str
     api_root: str | None = None
+    proxy: Proxy | None = None  # the configured one, else the environment's
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_path: str = "/telegram-webhook"

@@ -1,10 +1,8 @@
-"""The OpenRouter HTTP client: one connection pool (``net.http1``), chat completions plain and streamed, the catalog.
+"""The OpenRouter HTTP client: one aiohttp session (``net.http``: trust, proxy, deadlines), chat completions plain
+and streamed, the catalog, and the one-off calls to OpenRouter's site (onboarding, doctor, OAuth) and downloads.
 
-Not httpx, nor aiohttp's client: per request httpx + httpcore + anyio measured 1.4 ms of CPU for a plain POST
-and 3.1 ms for a streamed one on loopback, and its pool scanned every open connection at each request event (18%
-of all samples at 1,000 open chats); aiohttp took 0.3 and 0.5 ms, and ~200 Python calls for each piece of a
-streamed answer, ``http1`` ~150 and no timer per read. Calls elsewhere than the base URL (onboarding,
-doctor, a download from another host) are rare and may be redirected: they go on a one-off aiohttp session.
+A plain request has a deadline (``ClientTimeout(total=...)``), stretched for an upload by its size; a streamed
+answer is bounded by its first-byte and idle timeouts instead, each read timed, never the consumer's work.
 """
 
 from __future__ import annotations
@@ -23,13 +21,11 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from net import wirejson
-from net.http1 import HTTPError, Origin, Stream, tls_context
+from net import http, wirejson
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
@@ -101,7 +97,6 @@ class Done:
 StreamEvent = TextDelta | Done
 
 MAX_REDIRECTS = 10  # as aiohttp and httpx allow
-CONNECT_TIMEOUT = 10.0  # DNS, TCP and TLS of a new connection; the read timeout is the client's ``timeout``
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +128,12 @@ class OpenRouterClient:
         first_byte_timeout: float = 90.0,
         idle_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        proxy: http.Proxy | None = None,
         connect_to: tuple[str, int] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        """``connect_to`` dials another address for the base URL's host and ``tls`` trusts other certificates:
+        """``proxy``: the one to go through (``net.http.choose_proxy`` picks the configured or the environment's).
+        ``connect_to`` dials another address for the base URL's host and ``tls`` trusts other certificates:
         tests reach their fake as ``https://openrouter.ai`` with them."""
         self.settings = settings or ProviderSettings()
         self.retry = retry or RetryPolicy()
@@ -146,33 +143,28 @@ class OpenRouterClient:
         self.base_url = self.settings.base_url.rstrip("/") + "/"
         # Attribution goes on every request to the real openrouter.ai: speech, videos, polls, models too.
         self.headers = {**attribution_headers(self.settings), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-        self._header_lines = _lines(self.headers)
+        self.proxy = proxy if proxy is not None else http.choose_proxy(None, self.base_url)
         self._connect_to = connect_to
-        # Made here, not with the pool: loading the CA bundle takes ~16 ms, which the first turn would pay.
-        self._tls = tls or tls_context()
-        self._origin: Origin | None = None
+        self._tls = tls
+        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def http(self) -> Origin:
-        """The connection pool to the base URL's origin, made at first use."""
-        if self._origin is None:
-            try:
-                # One answer holds one connection for its whole length, so chats answered at once need as many
-                # connections: no limit, and idle ones are kept for the next turn rather than paying a new
-                # handshake. HTTPS_PROXY and friends are read once, here.
-                self._origin = Origin(self.base_url, tls=self._tls, limit=None, connect_timeout=CONNECT_TIMEOUT,
-                                      idle_timeout=30.0, proxy=env_proxy(self.base_url), connect_to=self._connect_to)
-            except ValueError as exc:
-                raise OpenRouterError(f"cannot reach {self.base_url}: {exc}") from None
-        return self._origin
+    def session(self) -> aiohttp.ClientSession:
+        """The session to the base URL's origin, made at first use (in the running loop)."""
+        if self._session is None:
+            # One answer holds one connection for its whole length, so chats answered at once need as many
+            # connections: no limit, and idle ones are kept for the next turn rather than paying a new handshake.
+            self._session = http.session(self.base_url, proxy=self.proxy, tls=self._tls, headers=self.headers,
+                                         connect_to=self._connect_to)
+        return self._session
 
     async def aclose(self) -> None:
-        if self._origin is not None:
-            await self._origin.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def warm_up(self) -> None:
-        """Make the pool now, rather than in the first turn."""
-        _ = self.http
+        """Make the session (and load the CA bundles) now, rather than in the first turn."""
+        _ = self.session
 
     async def __aenter__(self) -> OpenRouterClient:
         return self
@@ -193,14 +185,18 @@ class OpenRouterClient:
         """
 
         async def once() -> Response:
-            with _transport_errors():
-                whole = await self._send(method, path, timeout=timeout, **kw)
-            answer = Response(whole.status, whole.headers, whole.body)
+            answer = await self.fetch(method, path, timeout=timeout, **kw)
             if answer.status >= 400:
                 raise _error_from(answer)
             return answer
 
         return await with_retries(once, self.retry)
+
+    async def fetch(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Response:
+        """One try, its body read whole, whatever its status; a transport failure is a typed ``OpenRouterError``
+        (``ConnectionFailedError``, ``RequestTimeoutError``)."""
+        with _transport_errors():
+            return await self._send(method, path, timeout=timeout, **kw)
 
     async def chat(self, spec: ChatSpec, *, timeout: float | None = None) -> ChatResult:
         """A non-streaming completion."""
@@ -272,13 +268,14 @@ class OpenRouterClient:
         try:
             while True:
                 try:  # the deadline bounds the wait for bytes only, never the consumer's work after a yield
-                    piece = await stream.read(deadline)
-                except TimeoutError:  # the deadline, or the connection's own silence timeout
+                    async with asyncio.timeout_at(deadline):
+                        piece = await stream.content.readany()
+                except TimeoutError:
                     if waiting_first:
                         raise nothing_yet from None
                     raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
-                except HTTPError as exc:  # reset, closed early, a broken chunked body
-                    raise IncompleteStreamError(f"connection lost: {exc}") from None
+                except http.TRANSPORT_ERRORS as exc:  # reset, closed early, a broken chunked body
+                    raise IncompleteStreamError(f"connection lost: {http.describe(exc)}") from None
                 for payload in parser.feed(piece) if piece else parser.end():
                     deadline, waiting_first = loop.time() + self.idle_timeout, False
                     if payload == DONE:
@@ -293,7 +290,7 @@ class OpenRouterClient:
                 if not piece:
                     break
         finally:
-            stream.close()  # back to the pool when the body was read to its end, else closed
+            stream.release()  # back to the pool when the body was read to its end, else closed
         if not (done or acc.result.finish_reason):
             raise IncompleteStreamError("the stream ended without a finish reason")
         if acc.empty:  # a thinking model can spend its whole output limit before the first word of the answer
@@ -311,12 +308,13 @@ class OpenRouterClient:
             url = urljoin(url, resp.headers["location"])
         else:
             raise ConnectionFailedError(f"download failed: more than {MAX_REDIRECTS} redirects")
-        # A session of its own, without the client's headers; aiohttp follows redirects.
-        async with one_off_session(url, _timeout(timeout or self.timeout)) as plain:
+        # A session of its own, without the client's headers (nor key); aiohttp follows redirects.
+        async with one_off_session(url, proxy=self.proxy) as plain:
             try:
-                resp = await _whole(await plain.get(url))
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise ConnectionFailedError(f"download failed: {type(exc).__name__}") from exc
+                async with plain.get(url, timeout=http.deadline(timeout or self.timeout)) as answer:
+                    resp = Response(answer.status, answer.headers, await answer.read())
+            except http.TRANSPORT_ERRORS as exc:
+                raise ConnectionFailedError(f"download failed: {http.describe(exc)}") from exc
         if resp.status >= 400:
             raise _error_from(resp)
         return resp.content
@@ -327,36 +325,45 @@ class OpenRouterClient:
         resp = await self.request("GET", "models", params=params)
         return list(_json(resp).get("data") or [])
 
-    async def _open_stream(self, req: PreparedRequest) -> Stream:
-        """The answer with its head read and its body still to come; the caller closes it."""
+    async def _open_stream(self, req: PreparedRequest) -> aiohttp.ClientResponse:
+        """The answer with its head read and its body still to come; the caller releases it."""
         with _transport_errors():
             stream = await self._send("POST", req.path, json=req.body, headers=req.headers, stream=True)
             if stream.status < 400:
                 return stream
             async with stream:
-                error = Response(stream.status, stream.headers, await stream.whole())
+                error = Response(stream.status, stream.headers, await stream.read())
         raise _error_from(error)
 
     async def _send(self, method: str, path: str, *, timeout: float | None = None, json: Any = None,
                     params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
                     stream: bool = False) -> Any:
-        """Send a request; the whole answer, or with ``stream`` a ``Stream`` whose body is still to come.
+        """Send a request; the whole answer, or with ``stream`` the response with its body still to come (no
+        deadline: the stream's own first-byte and idle timeouts bound it).
 
         ``path`` is joined to the base URL (as httpx's ``base_url`` did) unless it is a whole URL on its origin.
         """
-        if "://" in path and not self.same_origin(path):  # the pool dials the base URL's host whatever the URL says
+        if "://" in path and not self.same_origin(path):  # the key must not leave the base URL's origin
             raise OpenRouterError("a whole URL given to the client must be on the base URL's origin")
-        url = urlsplit(path if "://" in path else self.base_url + path.lstrip("/"))
-        target = "?".join(filter(None, (url.path or "/", "&".join(filter(None, (url.query, urlencode(params or {})))))))
-        lines = _lines({**self.headers, **headers}) if headers else self._header_lines
-        body = b""
+        url = path if "://" in path else self.base_url + path.lstrip("/")
+        body: bytes | None = None
+        extra = dict(headers or {})
         if json is not None:
-            body, lines = wirejson.dumps(json), lines + "Content-Type: application/json\r\n"
-        send = self.http.stream if stream else self.http.request
-        resp = await send(method, target, body=body, headers=lines, timeout=timeout or self.timeout)
+            body = wirejson.dumps(json)
+            extra["Content-Type"] = "application/json"
+        seconds = http.upload_deadline(timeout or self.timeout, len(body or b""))
+        resp = await self.session.request(
+            method, url, data=body, params=params, headers=extra or None,
+            timeout=_STREAM_TIMEOUT if stream else http.deadline(seconds))
         # Method, path and status only: never headers, which carry the key.
-        log.debug("%s %s -> %s", method, url.path, resp.status)
-        return resp
+        log.debug("%s %s -> %s", method, urlsplit(url).path, resp.status)
+        if stream:
+            return resp
+        async with resp:
+            return Response(resp.status, resp.headers, await resp.read())
+
+
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=http.CONNECT_TIMEOUT)
 
 
 class _StreamAccumulator:
@@ -501,29 +508,10 @@ def _join_details(joined: dict[int, dict[str, Any]], fragments: object) -> None:
                 slot[key] = value
 
 
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """Each read may take ``seconds`` (as httpx's read timeout), with no limit on the whole: a long answer
-    that keeps sending is not cut off."""
-    return aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=seconds)
-
-
-def one_off_session(url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    """A session for a call or two to ``url``'s host (onboarding, doctor, a download elsewhere): none of the
-    client's headers, the same CA bundle and proxy as its own session."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls_context()), timeout=timeout,
-                                 proxy=env_proxy(url))
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy that ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` name for ``url``, unless ``NO_PROXY`` exempts it."""
-    parts = urlsplit(url)
-    proxies = getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    return None if not proxy or proxy_bypass(parts.hostname or "") else proxy
-
-
-def _lines(headers: Mapping[str, str]) -> str:
-    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+def one_off_session(url: str, *, proxy: http.Proxy | None = None) -> aiohttp.ClientSession:
+    """A session for a call or two to ``url``'s host (a download elsewhere): none of the client's headers, the
+    same trust, and ``proxy`` (else the environment's)."""
+    return http.session(url, proxy=proxy or http.choose_proxy(None, url))
 
 
 @contextlib.contextmanager
@@ -531,18 +519,10 @@ def _transport_errors() -> Iterator[None]:
     """A request that could not be made or answered becomes a typed, retryable error."""
     try:
         yield
-    except TimeoutError as exc:  # no connection, or silence, in time
-        raise RequestTimeoutError(f"no answer in time ({exc or type(exc).__name__})", status=None) from exc
-    except (HTTPError, aiohttp.ClientError) as exc:
-        raise ConnectionFailedError(str(exc) or type(exc).__name__) from exc
-
-
-async def _whole(resp: aiohttp.ClientResponse) -> Response:
-    """A one-off session's answer with its body read; its connection goes back (closed if the body broke off)."""
-    try:
-        return Response(resp.status, resp.headers, await resp.read())
-    finally:
-        resp.release()
+    except TimeoutError as exc:  # no connection, or no whole answer, by the deadline
+        raise RequestTimeoutError(f"no answer in time ({http.describe(exc)})", status=None) from exc
+    except http.TRANSPORT_ERRORS as exc:
+        raise ConnectionFailedError(http.describe(exc)) from exc
 
 
 def _json(resp: Response) -> dict[str, Any]:

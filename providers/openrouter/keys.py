@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
+from net.http import Proxy
 
-from .client import Response, one_off_session
+from .client import OpenRouterClient, Response
+from .errors import OpenRouterError
+from .request import ProviderSettings
+from .retry import RetryPolicy
 
 Verdict = Literal["ok", "refused", "unreachable", "unexpected"]
 
@@ -26,16 +29,16 @@ class Probe:
     error: str = ""
 
 
-async def _get(base_url: str, path: str, key: str | None, timeout: float) -> tuple[Response | None, str]:
-    """The whole answer, or ``None`` and why there was none."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = base_url.rstrip("/") + path
+async def _get(base_url: str, path: str, key: str | None, timeout: float,
+               proxy: Proxy | None) -> tuple[Response | None, str]:
+    """The whole answer, or ``None`` and why there was none; through the client every call to OpenRouter takes
+    (its attribution headers, trust and proxy), tried once."""
     try:
-        async with one_off_session(url, aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(url, headers=headers) as resp:
-                return Response(resp.status, resp.headers, await resp.read()), ""
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return None, type(exc).__name__
+        async with OpenRouterClient(key, ProviderSettings(base_url=base_url), timeout=timeout, proxy=proxy,
+                                    retry=RetryPolicy(attempts=1)) as client:
+            return await client.fetch("GET", path), ""
+    except OpenRouterError as exc:
+        return None, exc.detail or str(exc)
 
 
 def _data(resp: Response) -> Any:
@@ -46,9 +49,9 @@ def _data(resp: Response) -> Any:
     return body.get("data") if isinstance(body, dict) else None
 
 
-async def probe_models(base_url: str, *, timeout: float = 10.0) -> Probe:
+async def probe_models(base_url: str, *, timeout: float = 10.0, proxy: Proxy | None = None) -> Probe:
     """``GET /models`` must answer 200 with ``{data: [{id, ...}, ...]}``: the shape of OpenRouter's catalog."""
-    resp, error = await _get(base_url, "/models", None, timeout)
+    resp, error = await _get(base_url, "models", None, timeout, proxy)
     if resp is None:
         return Probe("unreachable", error=error)
     data = _data(resp) if resp.status == 200 else None
@@ -57,9 +60,9 @@ async def probe_models(base_url: str, *, timeout: float = 10.0) -> Probe:
     return Probe("ok", 200, data)
 
 
-async def probe_key(base_url: str, key: str, *, timeout: float = 10.0) -> Probe:
+async def probe_key(base_url: str, key: str, *, timeout: float = 10.0, proxy: Proxy | None = None) -> Probe:
     """``GET /key`` with ``key``: ``ok`` with the key's details, ``refused`` on 401/403."""
-    resp, error = await _get(base_url, "/key", key, timeout)
+    resp, error = await _get(base_url, "key", key, timeout, proxy)
     if resp is None:
         return Probe("unreachable", error=error)
     if resp.status in (401, 403):

@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import aiohttp
+from net.http import Proxy
 
-from .client import one_off_session
+from .client import OpenRouterClient
+from .errors import OpenRouterError
+from .request import ProviderSettings
+from .retry import RetryPolicy
 
 SITE = "https://openrouter.ai"
 CALLBACK_PATH = "/openrouter-oauth/callback"
@@ -187,17 +190,17 @@ async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
 
 
 async def exchange_code(
-    code: str, verifier: str, *, base_url: str = SITE + "/api/v1", timeout: float = 30.0
+    code: str, verifier: str, *, base_url: str = SITE + "/api/v1", timeout: float = 30.0, proxy: Proxy | None = None
 ) -> OAuthResult:
     """Trade the code for a key at ``POST /auth/keys``."""
     body = {"code": code, "code_verifier": verifier, "code_challenge_method": "S256"}
-    url = base_url.rstrip("/") + "/auth/keys"
-    try:
-        async with one_off_session(url, aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.post(url, json=body) as resp:
-                status, answer = resp.status, await resp.read()
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise ExchangeError(f"Could not reach OpenRouter to finish sign-in ({type(exc).__name__}). {RERUN}.") from None
+    try:  # the client every call to OpenRouter takes: its attribution headers, trust and proxy; tried once
+        async with OpenRouterClient(None, ProviderSettings(base_url=base_url), timeout=timeout, proxy=proxy,
+                                    retry=RetryPolicy(attempts=1)) as client:
+            resp = await client.fetch("POST", "auth/keys", json=body)
+    except OpenRouterError as exc:
+        raise ExchangeError(f"Could not reach OpenRouter to finish sign-in ({exc}). {RERUN}.") from None
+    status, answer = resp.status, resp.content
     if status != 200:
         raise ExchangeError(
             f"OpenRouter refused the sign-in code (HTTP {status}); codes work once and expire quickly. {RERUN}."
@@ -220,6 +223,7 @@ async def login(
     port: int = 3000,
     timeout: float = 300.0,
     site: str = SITE,
+    proxy: Proxy | None = None,
 ) -> OAuthResult:
     """The whole sign-in: browser and local listener, or (headless) a pasted redirect URL."""
     pkce = PkcePair.new()
@@ -237,4 +241,4 @@ async def login(
             say(f"{lead} this URL in your browser to sign in:\n\n  {url}\n")
             say("Waiting for you to sign in in the browser…")
             code = await listener.code(timeout)
-    return await exchange_code(code, pkce.verifier, base_url=base_url)
+    return await exchange_code(code, pkce.verifier, base_url=base_url, proxy=proxy)
