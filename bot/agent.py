@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Reply
+from channels.base import Channel, ChatRef, FetchError, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -115,9 +115,9 @@ class Agent:
             return await self._end_early(inbound, stream, cannot_see(ref))
         try:
             images = await self.images.accept(inbound)
-        except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
+            heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
+        except (ImageError, FetchError) as exc:  # too large, not an image, not fetched: say why, store nothing
             return await self._end_early(inbound, stream, str(exc))
-        heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
             return await self._end_early(inbound, stream, heard.error)
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from channels.base import Channel
 from channels.console import ConsoleChannel
+from channels.outbox import RetrySettings
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
@@ -29,10 +30,11 @@ from .media.jobs import MediaJobs
 from .media.tools import media_tools
 from .tools import ToolRegistry
 from .media.voice import Voice
+from .outbox import StoredParts
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .commands import HELP
-from .config import ChorusConfig, LoadedConfig, load_dotenv, state_dir
+from .config import ChorusConfig, LoadedConfig, Retry, load_dotenv, state_dir
 from .config import TelegramChannel as TelegramConfig
 from .discord_config import discord_settings
 from .store import KEEP_ANSWERED_DAYS, Inbox, Store
@@ -108,6 +110,7 @@ class Runtime:
     agent: Agent
     dispatcher: Dispatcher
     jobs: MediaJobs
+    parts: StoredParts  # the channels' unsent parts of answers
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
@@ -121,7 +124,7 @@ class Runtime:
         video = config.agents.defaults.video_generation_model
         jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
         tools.add(*media_tools(config, llm, jobs))
-        return cls(config, env.state, store, llm, agent, dispatcher, jobs)
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs, StoredParts(store, env.state / "media"))
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -137,7 +140,7 @@ class Runtime:
         if token and configured.telegram.enabled:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
-            found.append(TelegramChannel(telegram_settings(configured.telegram, token)))
+            found.append(TelegramChannel(telegram_settings(configured.telegram, token, env), parts=self.parts))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
@@ -245,7 +248,13 @@ def telegram_token(config: ChorusConfig, env: Env) -> str | None:
     return env.lookup("TELEGRAM_BOT_TOKEN", config)
 
 
-def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
+def retry_settings(retry: Retry, env: Env | None = None) -> RetrySettings:
+    """A channel's ``retry`` block as the outbox takes it; ``CHORUS_TIME_SCALE`` shortens every wait (tests)."""
+    scale = float((env.vars if env else os.environ).get("CHORUS_TIME_SCALE") or 1)
+    return RetrySettings(retry.attempts, retry.min_delay_ms / 1000, retry.max_delay_ms / 1000, retry.jitter, scale)
+
+
+def telegram_settings(settings: TelegramConfig, token: str, env: Env | None = None) -> TelegramSettings:
     """The adapter's plain view of ``channels.telegram``; the chat commands fill Telegram's command menu."""
     from channels.telegram.settings import TelegramSettings
 
@@ -257,6 +266,7 @@ def telegram_settings(settings: TelegramConfig, token: str) -> TelegramSettings:
         stream_throttle=settings.stream_throttle_ms / 1000, require_mention=settings.require_mention,
         groups={key: group.require_mention for key, group in settings.groups.items()},
         commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M),
+        retry=retry_settings(settings.retry, env), timeout=settings.timeout_seconds,
     )
 
 

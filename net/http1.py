@@ -42,6 +42,14 @@ class Timeout(HTTPError, TimeoutError):
     """No connection, or nothing moved, within the time given."""
 
 
+class ConnectError(HTTPError):
+    """No connection was made (refused, DNS, TLS, connect timeout, the client closed): nothing was sent."""
+
+
+class ConnectTimeout(ConnectError, Timeout):
+    """No connection within the connect timeout."""
+
+
 class DeadlineError(Timeout):
     """A streamed read's own deadline passed while it waited (see ``Stream.read``)."""
 
@@ -137,7 +145,7 @@ class Origin:
         woken = False
         while True:
             if self._closed:
-                raise HTTPError("the client is closed")
+                raise ConnectError("the client is closed")
             while self._idle:
                 conn = self._idle.pop()
                 if conn.usable and loop.time() - conn.idle_since < self._idle_timeout:
@@ -173,9 +181,9 @@ class Origin:
                     server_hostname=self.host if self._tls else None)
                 return conn
         except TimeoutError:
-            raise Timeout(f"no connection to {where} within {self._connect_timeout:g} s") from None
+            raise ConnectTimeout(f"no connection to {where} within {self._connect_timeout:g} s") from None
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
-            raise HTTPError(f"cannot connect to {where}: {_why(exc)}") from None
+            raise ConnectError(f"cannot connect to {where}: {_why(exc)}") from None
 
     async def _tunnel(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         """CONNECT through the proxy, then TLS with the origin inside the tunnel."""

@@ -25,7 +25,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
 from net import wirejson
-from net.http1 import HTTPError, Origin
+from net.http1 import ConnectError, HTTPError, Origin
 
 log = logging.getLogger("chorus.telegram")
 DEFAULT_ROOT = "https://api.telegram.org"
@@ -91,10 +91,12 @@ class Update(TypedDict):
 
 class TelegramError(Exception):
     """The Bot API refused a call (``code`` is its ``error_code``), or it could not be reached (``code`` 0);
-    ``answered`` is false when something else answered (an HTTP status, but no Bot API JSON)."""
+    ``answered`` is false when something else answered (an HTTP status, but no Bot API JSON); ``unsent`` is true
+    only when the request certainly never reached Telegram (no connection was made), so sending it again
+    cannot make it arrive twice."""
 
     def __init__(self, method: str, code: int, description: str, *, retry_after: float | None = None,
-                 migrate_to_chat_id: int | None = None, answered: bool = True) -> None:
+                 migrate_to_chat_id: int | None = None, answered: bool = True, unsent: bool = False) -> None:
         super().__init__(f"{method}: {description} ({code})" if code else f"{method}: {description}")
         self.method = method
         self.code = code
@@ -102,6 +104,7 @@ class TelegramError(Exception):
         self.retry_after = retry_after
         self.migrate_to_chat_id = migrate_to_chat_id
         self.answered = answered and code != 0
+        self.unsent = unsent
 
     @property
     def bad_request(self) -> bool:
@@ -175,7 +178,7 @@ class TelegramAPI:
         file: File = await self.call("getFile", file_id=file_id)
         path = file.get("file_path")
         if not path:
-            raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
+            raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out)")
         target = f"{self._prefix}/file/bot{self._token}/{quote(path, safe='/%')}"
         try:
             response = await self._http("download").request("GET", target, timeout=self._timeout)
@@ -197,12 +200,13 @@ class TelegramAPI:
 
     def _http(self, method: str) -> Origin:
         if self._closed:  # the channel has stopped: a late reply fails like any unsendable one
-            raise TelegramError(method, 0, "the Telegram channel is stopped")
+            raise TelegramError(method, 0, "the Telegram channel is stopped", unsent=True)
         if self._origin is None:
             try:
                 self._origin = Origin(self.root)
             except ValueError as exc:
-                raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}") from None
+                raise TelegramError(method, 0, f"the Bot API root {self.root} is not a usable URL: {exc}",
+                                    unsent=True) from None
         return self._origin
 
     async def _request(self, request: Request) -> Any:
@@ -235,7 +239,7 @@ class TelegramAPI:
     def _unreachable(self, method: str, exc: HTTPError) -> TelegramError:
         # An error's text might quote the URL, token and all: only its masked text goes on (raised ``from None``).
         detail = self.mask(str(exc)) or "no answer"
-        return TelegramError(method, 0, f"{self.root} unreachable: {detail}")
+        return TelegramError(method, 0, f"{self.root} unreachable: {detail}", unsent=isinstance(exc, ConnectError))
 
 
 def _wrap(middleware: Middleware, send: Send) -> Send:

@@ -12,16 +12,20 @@ import asyncio
 import hmac
 import logging
 
-from ..base import Attachment, Capabilities, ChatRef, InboundHandler, Reply
+from ..base import Attachment, Capabilities, ChatRef, FetchError, InboundHandler, Reply
+from ..outbox import PartStore, attempt
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
 from .inbound import (UNREADABLE, Albums, AlbumWaiter, MentionRules, command, for_another_bot, lazy, to_inbound,
                       unreadable_note)
-from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
+from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream, classify
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
 ALLOWED_UPDATES = ["message"]
+NOT_FETCHED = "I couldn't fetch the file you sent from Telegram; please send it again."
+TOO_BIG = ("Your file is over the 20 MB that Telegram lets bots download, so I can't read it; "
+           "please send a smaller one.")
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 
@@ -32,11 +36,13 @@ class TelegramChannel:
     name = "telegram"
     capabilities = Capabilities(text_limit=4096, markdown="markdown", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: TelegramSettings) -> None:
+    def __init__(self, settings: TelegramSettings, *, parts: PartStore | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
         self.settings = settings
-        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()])
+        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], timeout=settings.timeout)
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
-        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit))
+        self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit),
+                             parts=parts, retry=settings.retry)
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
         self._stopped = asyncio.Event()
@@ -44,11 +50,14 @@ class TelegramChannel:
     # ---- the Channel protocol ----------------------------------------------------------------
 
     async def run(self, on_message: InboundHandler) -> str | None:
-        """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``."""
+        """Start (getMe, commands menu), send what the last run left unsent, then poll or serve the webhook
+        until ``stop()``."""
+        resuming: asyncio.Task[None] | None = None
         try:
             self.me = await self.api.call("getMe")
             log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
                      "webhook" if self.settings.webhook_url else "polling")
+            resuming = asyncio.create_task(self.sender.outbox.resume())
             await self._set_commands()
             if self.settings.webhook_url:
                 await self._serve_webhook(on_message)
@@ -59,6 +68,8 @@ class TelegramChannel:
                 raise
             return "Telegram refused the bot token (401 Unauthorized); check channels.telegram.botToken"
         finally:
+            if resuming is not None:
+                resuming.cancel()  # what it had not sent stays pending
             await self.api.aclose()
 
     async def stop(self) -> None:
@@ -74,8 +85,19 @@ class TelegramChannel:
         """An attachment from the inbox, fetchable again by its file_id."""
         if not attachment.source:
             return None
-        return lazy(attachment.kind, attachment.source, self.api.download, mime=attachment.mime,
+        return lazy(attachment.kind, attachment.source, self.download, mime=attachment.mime,
                     filename=attachment.filename, size=attachment.size, duration=attachment.duration)
+
+    async def download(self, file_id: str) -> bytes:
+        """A file a user sent, retried like a send while the failure may be transient; one that remains is a
+        ``FetchError`` whose text asks the user to send it again (or says it is over the download limit)."""
+        try:
+            return await attempt(lambda: self.api.download(file_id), classify, self.settings.retry,
+                                 f"channel=telegram file={file_id}")
+        except TelegramError as exc:
+            log.warning("could not download a file the user sent (%s)", exc)
+            too_big = "too big" in exc.description and not self.settings.api_root
+            raise FetchError(TOO_BIG if too_big else NOT_FETCHED) from None
 
     # ---- receiving ---------------------------------------------------------------------------
 
@@ -88,7 +110,7 @@ class TelegramChannel:
         if message["chat"]["type"] == "private" and command(message, self._me()) == "start":
             await self.sender.reply(ChatRef(self.name, str(message["chat"]["id"])), Reply(text=self.settings.greeting))
         elif "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
-            inbound = to_inbound([message], self._me(), self.rules, self.api.download)
+            inbound = to_inbound([message], self._me(), self.rules, self.download)
             inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)
         elif any(key in message for key in CONTENT) and not for_another_bot(message, self._me()):
@@ -96,7 +118,7 @@ class TelegramChannel:
 
     async def _accept(self, parts: list[Message], handle: InboundHandler) -> None:
         """A message, or an album's parts as one: files the model cannot take get a sentence at once."""
-        inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
+        inbound = to_inbound(parts, self._me(), self.rules, self.download)
         note = unreadable_note(inbound) if inbound.mentioned else None
         if note:  # said at once, by the channel: no model turn can do anything with these files
             await self.sender.reply(inbound.chat, Reply(text=note, reply_to=inbound.message_id))

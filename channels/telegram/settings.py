@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..outbox import RetrySettings
 from .outbound import Streaming
 
 GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
@@ -28,3 +29,5 @@ class TelegramSettings:
     groups: Mapping[str, bool | None] = field(default_factory=dict)
     commands: Sequence[tuple[str, str]] = ()
     greeting: str = GREETING
+    retry: RetrySettings = RetrySettings()
+    timeout: float = 60.0  # seconds of silence after which a call is given up
