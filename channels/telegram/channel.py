@@ -96,8 +96,7 @@ class TelegramChannel:
                                  f"channel=telegram file={file_id}")
         except TelegramError as exc:
             log.warning("could not download a file the user sent (%s)", exc)
-            too_big = "too big" in exc.description and not self.settings.api_root
-            raise FetchError(TOO_BIG if too_big else NOT_FETCHED) from None
+            raise FetchError(TOO_BIG if "too big" in exc.description else NOT_FETCHED) from None
 
     # ---- receiving ---------------------------------------------------------------------------
 
