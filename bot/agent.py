@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, FetchError, Inbound, Media, Reply
+from channels.base import AttachmentKind, Channel, ChatRef, FetchError, Inbound, Media, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -33,6 +33,8 @@ CUT_SHORT = {
     "length": "\n\n(The answer reached the model's length limit here. Say \"continue\" for the rest.)",
     "content_filter": "\n\n(The model's provider stopped the answer here with its content filter.)",
 }
+CANNOT_ANSWER = "I can't answer right now. (The reason is in the service log.)"
+NOTHING_TO_RETRY = "There is no unanswered message to ask again; the last one was answered."
 LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
 
 
@@ -79,16 +81,18 @@ class Agent:
             f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
         )
 
-    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> None:
+    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = (), *,
+                   again: bool = False) -> None:
         """Load history, call the model (running tools it asks for), stream the answer, store the turn.
 
-        ``group_context`` holds the group messages since the bot last answered (sender, text).
+        ``group_context`` holds the group messages since the bot last answered (sender, text); ``again``
+        (``/retry``) asks the model once more for the last message of the conversation, if none answered it.
         The reply stream opens first, so the user sees "typing" before history, settings or a voice note's
         transcription are ready; every way out of the turn closes it (its typing stops with the last word).
         """
         stream = _VisibleStream(channel.open_stream(inbound.chat, inbound.message_id))
         try:
-            return await self._turn(inbound, channel, stream, group_context)
+            return await self._turn(inbound, channel, stream, group_context, again)
         except asyncio.CancelledError as exc:
             if exc.args != (STOP,):
                 raise
@@ -102,17 +106,22 @@ class Agent:
         return await self._end_early(inbound, stream, "⏹ Stopped.")
 
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
-                    group_context: Sequence[tuple[str, str]]) -> None:
+                    group_context: Sequence[tuple[str, str]], again: bool = False) -> None:
         chat = inbound.chat
         state = await self.store.turn_state(chat)
         session_id, history, settings = state.session_id, state.history, state.settings
+        if again and (not history or history[-1].role != "user"):
+            return await self._end_early(inbound, stream, NOTHING_TO_RETRY)
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         # What the model cannot take, OpenRouter refuses the whole request for (404, "No endpoints found...").
         sees_images = info.sees_images if info else True
         takes_tools = info.supports_tools if info else True
-        if not sees_images and image_attachments(inbound):
-            return await self._end_early(inbound, stream, cannot_see(ref))
+        unseen = cannot_see(ref) if not sees_images and image_attachments(inbound) else None
+        if unseen:  # the images are dropped with a note; their caption and the rest go on
+            inbound.attachments = [a for a in inbound.attachments if a.kind is not AttachmentKind.IMAGE]
+            if not inbound.text.strip() and not inbound.attachments:
+                return await self._end_early(inbound, stream, unseen)
         try:
             images = await self.images.accept(inbound)
             heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
@@ -122,9 +131,12 @@ class Agent:
             return await self._end_early(inbound, stream, heard.error)
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
-                             name=inbound.sender_name)
-        pending: list[StoredMessage] = [user]
+        if again:  # the question is in the history already, unanswered: asked again, not stored again
+            user, history = history[-1], history[:-1]
+        else:
+            user = StoredMessage("user", user_content(user_text(inbound, group_context, heard.text), images),
+                                 name=inbound.sender_name)
+        pending: list[StoredMessage] = [] if again else [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
             [m.to_api() for m in history], [user.to_api()], self.context_window(info),
@@ -138,6 +150,9 @@ class Agent:
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
         shown: list[str] = []
+        if unseen:
+            shown.append(f"{unseen}\n\n")
+            await stream.delta(shown[0])
         media: list[Media] = []
         tokens, cost = 0, 0.0  # summed over the turn's rounds, for the log
         log.info("turn start channel=%s chat=%s session=%s model=%s", chat.channel, chat.chat_id, session_id, ref)
@@ -184,10 +199,11 @@ class Agent:
                 log.error("turn crashed channel=%s chat=%s session=%s", chat.channel, chat.chat_id, session_id, exc_info=exc)
             # Keep what the user said (and any finished tool rounds): nothing is lost. The next turn sees it,
             # unless it would fail again: then it is kept out of later requests, so rephrasing can work.
-            left_out = bool(failed and failed.repeats)
-            await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
+            left_out = bool(failed and failed.repeats and pending)
+            if pending:
+                await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
             text = split_tags("".join(shown))[0]
-            ending = f"⚠️ {failed}" if failed else "⏹ Stopped." if stopped else CRASHED
+            ending = self._failure_sentence(failed, chat) if failed else "⏹ Stopped." if stopped else CRASHED
             if left_out:
                 ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
@@ -201,6 +217,13 @@ class Agent:
         await stream.close(reply)
         log.info("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
                  tokens, cost)
+
+    def _failure_sentence(self, failed: OpenRouterError, chat: ChatRef) -> str:
+        """What the user reads of a failed model call. Advice meant for the operator (a key, credits) is for the
+        log and direct chats; a group's members read only that the bot cannot answer now."""
+        if failed.for_operator and chat.kind == "group":
+            return f"⚠️ {CANNOT_ANSWER}"
+        return f"⚠️ {failed}"
 
     async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> None:
         """End the turn before the model is asked (a refusal, /stop, a crash): the reason closes the open

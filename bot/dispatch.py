@@ -19,7 +19,7 @@ from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_t
 
 from .access import AccessPolicy
 from .agent import CRASHED, STOP, Agent
-from .commands import IMMEDIATE, command_name, run_command
+from .commands import IMMEDIATE, TURNS, command_name, run_command
 from .config import Messages
 from .store import Inbox
 
@@ -238,7 +238,11 @@ class Dispatcher:
                 batch = [i for item in lane.items[:take] for i in item]
                 del lane.items[:take]
                 try:
-                    if command_name(batch[0].text) is not None:
+                    command = command_name(batch[0].text)
+                    if command in TURNS:
+                        await self._turn(lane, batch[0], channel, again=True)
+                        await self.inbox.done(batch)
+                    elif command is not None:
                         await self._command(batch[0], channel)
                     else:
                         await self._turn(lane, fold(batch), channel)
@@ -250,9 +254,9 @@ class Dispatcher:
             if self._lanes.get(key) is lane and not lane.items:
                 del self._lanes[key]
 
-    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> None:
-        context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
-        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
+    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel, *, again: bool = False) -> None:
+        context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" and not again else []
+        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context, again=again))
         if lane.stop:
             lane.stop = False
             _stop_once_begun(lane.turn)

@@ -11,8 +11,9 @@ import sqlite3
 
 import pytest
 
-from tests.fakes.media import make_audio
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.media import make_audio, make_png
+from tests.fakes.openrouter import Error
+from tests.fakes.telegram import FakeTelegram, user
 from tests.telegram_service import running, start
 
 USER = 5001
@@ -163,3 +164,39 @@ async def test_a_file_over_the_download_limit_is_explained(scaled, fake_telegram
                                   "please send a smaller one.")]
 
 
+
+
+# ---- the platform's or the account's failure is not the message's, nor Chorus's bug ------------------------
+
+
+async def test_operator_advice_goes_to_the_log_and_direct_chats_a_group_reads_a_short_sentence(
+        scaled, fake_telegram, fake_openrouter):
+    tg, ai, group = fake_telegram, fake_openrouter, -1004242
+    tg.chat(group, "supergroup")
+    async with running(scaled, tg, ai, streaming="off", requireMention=False) as service:
+        ai.queue(Error(402, "Insufficient credits"), Error(402, "Insufficient credits"))
+        tg.message(group, "hi all", sender=user(42, "Ada"), chat_type="supergroup")
+        await tg.wait_sent(group)
+        tg.message(USER, "hello")
+        await tg.wait_sent(USER)
+        tg.message(USER, "/retry")
+        await tg.wait_sent(USER, 2)
+    assert tg.texts_in(group) == ["⚠️ I can't answer right now. (The reason is in the service log.)"]
+    assert "out of credits" in tg.texts_in(USER)[0] and "openrouter.ai/settings/credits" in tg.texts_in(USER)[0]
+    assert tg.texts_in(USER)[1] == "echo: hello"  # the question was kept: asked again once the account is fixed
+    assert service.log.count("The OpenRouter account is out of credits") == 2
+    assert "Something went wrong" not in service.log
+
+
+async def test_a_photo_the_model_cannot_see_is_dropped_with_a_note_and_its_caption_answered(
+        scaled, fake_telegram, fake_openrouter):
+    tg, ai = fake_telegram, fake_openrouter
+    text_only = {"agents": {"defaults": {"model": {"primary": "openrouter/deepseek/deepseek-v4-flash"}}}}
+    async with running(scaled, tg, ai, text_only, streaming="off"):
+        tg.photo(USER, make_png(40, 30), caption="what breed is a grey cat usually?")
+        await tg.wait_sent(USER)
+    assert tg.texts_in(USER) == [
+        "⚠️ openrouter/deepseek/deepseek-v4-flash cannot see images. Choose a model that can with /model, or say "
+        "in words what the image shows.\n\necho: what breed is a grey cat usually?"]
+    assert [m["content"] for m in ai.chat_requests()[-1].json["messages"] if m["role"] == "user"] == [
+        "what breed is a grey cat usually?"]

@@ -30,6 +30,7 @@ SLASH_COMMANDS = (
     ("tts", "Spoken replies in this chat", "mode", "off, always, inbound, tagged or status"),
     ("status", "Model, thinking, TTS, session length, tokens and cost", None, ""),
     ("stop", "Cancel the answer in progress", None, ""),
+    ("retry", "Ask the model again for your last message, if it went unanswered", None, ""),
     ("help", "The commands", None, ""),
 )
 
