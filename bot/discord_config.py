@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
+from channels.outbox import RetrySettings
 
 from .config import ChorusConfig
 
 Lookup = Callable[[str, ChorusConfig], "str | None"]  # a variable by name, as ``Env.lookup`` finds it
 
 
-def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | None:
+def discord_settings(config: ChorusConfig, lookup: Lookup, retry: RetrySettings = RetrySettings()
+                     ) -> DiscordSettings | None:
     """The Discord adapter's settings, when a token is configured (``channels.discord.token``, else
     ``DISCORD_BOT_TOKEN`` found by ``lookup``, the runtime's ``Env.lookup``) and the channel is enabled."""
     cfg = config.channels.discord
@@ -30,4 +32,5 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
+        retry=retry,
     )

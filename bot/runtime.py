@@ -141,10 +141,10 @@ class Runtime:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
             found.append(TelegramChannel(telegram_settings(configured.telegram, token, env), parts=self.parts))
-        if (discord := discord_settings(self.config, env.lookup)) is not None:
+        if (discord := discord_settings(self.config, env.lookup, retry_settings(configured.discord.retry, env))) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
-            found.append(DiscordChannel(discord))
+            found.append(DiscordChannel(discord, parts=self.parts))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

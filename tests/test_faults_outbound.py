@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes.media import make_audio, make_png
 from tests.fakes.openrouter import Error
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram, user
 from tests.telegram_service import running, start
 
@@ -200,3 +201,46 @@ async def test_a_photo_the_model_cannot_see_is_dropped_with_a_note_and_its_capti
         "in words what the image shows.\n\necho: what breed is a grey cat usually?"]
     assert [m["content"] for m in ai.chat_requests()[-1].json["messages"] if m["role"] == "user"] == [
         "what breed is a grey cat usually?"]
+
+
+# ---- Discord: the same outbox, discord.py's errors read the same way --------------------------------------
+
+
+async def test_discord_a_500_past_discord_py_s_own_retries_is_retried_by_the_outbox_and_arrives_once(
+        scaled, fake_openrouter):
+    from tests.test_discord_e2e import chorus_on_discord
+
+    async with FakeDiscord(heartbeat_ms=500) as discord:
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with chorus_on_discord(scaled, fake_openrouter, discord, retry=RETRY) as service:
+            # discord.py tries a 5xx five times itself (pausing 1, 3, 5, 7 s); the outbox's next attempt succeeds.
+            discord.fail("POST", "/channels/{channel_id}/messages", 500, "500: Internal Server Error", times=5)
+            await discord.say(dm, ann, "hello")
+            await discord.wait_sent(dm, timeout=40)
+            await discord.say(dm, ann, "after")
+            await discord.wait_sent(dm, 2)
+        discord.assert_clean()
+    assert [m.content for m in discord.bot_messages(dm)] == ["echo: hello", "echo: after"]
+    assert service.log.count("Something went wrong") == 0
+    assert answers_stored(scaled) == ["echo: hello", "echo: after"]
+    assert rows(scaled, "SELECT COUNT(*) FROM outbox") == [(0,)]
+
+
+async def test_discord_a_channel_that_refuses_the_bot_is_said_once_and_answered_when_it_allows_again(
+        scaled, fake_openrouter):
+    from tests.test_discord_e2e import chorus_on_discord
+
+    async with FakeDiscord(heartbeat_ms=500) as discord:
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with chorus_on_discord(scaled, fake_openrouter, discord, retry=RETRY) as service:
+            discord.fail("POST", "/channels/{channel_id}/messages", 403, "Missing Permissions", code=50013, times=2)
+            await discord.say(dm, ann, "one")
+            await discord.say(dm, ann, "two")
+            await discord.wait_for(lambda: len(discord.calls_to("POST", "/channels/{channel_id}/messages")) == 2)
+            await discord.say(dm, ann, "three")
+            await discord.wait_sent(dm)
+    assert [m.content for m in discord.bot_messages(dm)] == ["echo: three"]
+    assert service.log.count("the chat refuses messages") == 1
+    assert [c.status for c in discord.calls_to("POST", "/channels/{channel_id}/messages")] == [403, 403, 200]

@@ -89,7 +89,7 @@ async def test_private_text_is_answered_with_telegram_formatting(bot):
     assert bot.model_calls()[0].json["messages"][-1]["content"] == "hello"
     assert bot.actions(chat)[0] == "typing"
     (commands,) = tg.calls_to("setMyCommands")
-    assert [c["command"] for c in commands.params["commands"]] == ["help", "new", "model", "think", "tts", "status", "stop"]
+    assert [c["command"] for c in commands.params["commands"]] == ["help", "new", "model", "think", "tts", "status", "stop", "retry"]
 
 
 async def test_start_greets(bot):

@@ -16,7 +16,8 @@ from discord import app_commands
 from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
-from .outbound import DiscordStream, Outbox
+from ..outbox import Outbox as DurableOutbox, Part, PartStore
+from .outbound import DiscordStream, Outbox, classify, reply_parts
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
@@ -41,10 +42,12 @@ class DiscordChannel:
     name = CHANNEL
     capabilities = Capabilities(text_limit=2000, markdown="discord", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: DiscordSettings) -> None:
+    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
         self.settings = settings
         self.client: ChorusClient | None = None
         self.outbox: Outbox | None = None
+        self.durable = DurableOutbox(CHANNEL, self._send_part, classify, store=parts, retry=settings.retry)
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
@@ -84,7 +87,12 @@ class DiscordChannel:
         @client.event
         async def on_ready() -> None:
             log.info("discord connected as %s in %d server(s)", client.user, len(client.guilds))
+            first = not self._ready.is_set()
             self._ready.set()
+            if first:  # what the last run left unsent goes first
+                resuming = asyncio.create_task(self.durable.resume())
+                self._background.add(resuming)
+                resuming.add_done_callback(self._background.discard)
 
         @client.event
         async def on_message(message: discord.Message) -> None:
@@ -106,12 +114,15 @@ class DiscordChannel:
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         """A whole reply; waits for the connection (a finished video may be delivered before it is up)."""
-        await (await self._connected_outbox()).send(chat, reply)
+        await self.durable.deliver(reply_parts(chat, reply))
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
         """A stream that writes once connected: a turn recovered at start may open it before that."""
-        return DiscordStream(self._connected_outbox, chat, reply_to,
-                             live=self.settings.stream, throttle=self.settings.throttle)
+        return DiscordStream(self._connected_outbox, chat, reply_to, live=self.settings.stream,
+                             throttle=self.settings.throttle, deliver=self.durable.deliver)
+
+    async def _send_part(self, part: Part) -> None:
+        await (await self._connected_outbox()).send_part(part)
 
     async def _connected_outbox(self) -> Outbox:
         """The outbox, once the gateway is up (it is made on connecting)."""

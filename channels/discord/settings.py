@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..outbox import RetrySettings
+
 UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's upload limit for bots and unboosted servers
 
 
@@ -36,6 +38,7 @@ class DiscordSettings:
     stream: bool = True
     throttle: float = 1.2  # seconds between edits of a streamed answer
     media_max_bytes: int | None = None
+    retry: RetrySettings = RetrySettings()  # how the final parts of an answer are retried
 
     def upload_limit(self, chat_limit: int = UPLOAD_LIMIT) -> int:
         """The most a file may weigh in a chat whose own limit is ``chat_limit``."""

@@ -178,7 +178,7 @@ class TelegramAPI:
         file: File = await self.call("getFile", file_id=file_id)
         path = file.get("file_path")
         if not path:
-            raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out)")
+            raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
         target = f"{self._prefix}/file/bot{self._token}/{quote(path, safe='/%')}"
         try:
             response = await self._http("download").request("GET", target, timeout=self._timeout)
