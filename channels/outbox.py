@@ -122,6 +122,7 @@ async def attempt(call: Callable[[], Awaitable[T]], classify: Classify, retry: R
 class _Chat:
     queue: list[Part] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    flushes: int = 0  # sending or waiting to: the chat is forgotten only when none is and its queue is empty
 
 
 class Outbox:
@@ -183,6 +184,7 @@ class Outbox:
             self._chat(part.chat).queue.append(part)
 
     async def _flush(self, key: str, chat: _Chat) -> Outcome:
+        chat.flushes += 1
         async with chat.lock:
             try:
                 while chat.queue:
@@ -197,7 +199,8 @@ class Outbox:
                         return "dropped"
                 return "sent"
             finally:
-                if not chat.queue and not chat.lock._waiters and self._chats.get(key) is chat:  # type: ignore[attr-defined]
+                chat.flushes -= 1
+                if not chat.queue and not chat.flushes and self._chats.get(key) is chat:
                     del self._chats[key]
 
     async def _send_one(self, part: Part) -> Outcome | Literal["gone"]:
