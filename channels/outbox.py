@@ -185,8 +185,8 @@ class Outbox:
 
     async def _flush(self, key: str, chat: _Chat) -> Outcome:
         chat.flushes += 1
-        async with chat.lock:
-            try:
+        try:
+            async with chat.lock:
                 while chat.queue:
                     part = chat.queue[0]
                     outcome = await self._send_one(part)
@@ -198,10 +198,10 @@ class Outbox:
                     if outcome == "gone":
                         return "dropped"
                 return "sent"
-            finally:
-                chat.flushes -= 1
-                if not chat.queue and not chat.flushes and self._chats.get(key) is chat:
-                    del self._chats[key]
+        finally:
+            chat.flushes -= 1
+            if not chat.queue and not chat.flushes and self._chats.get(key) is chat:
+                del self._chats[key]
 
     async def _send_one(self, part: Part) -> Outcome | Literal["gone"]:
         """Send one part until it is sent, refused, or out of attempts."""
