@@ -18,7 +18,9 @@ from channels.telegram.channel import TelegramChannel
 from channels.telegram.settings import TelegramSettings
 from channels.telegram.api import InputFile, Request, Send, TelegramAPI, TelegramError
 from channels.telegram.inbound import message_ref
-from channels.telegram.outbound import PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action
+from channels.outbox import Fate
+from channels.telegram.outbound import (PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action,
+                                        classify)
 from channels.telegram.flood import FloodControl
 from tests.fakes.media import make_png
 from tests.fakes.telegram import FakeTelegram
@@ -130,6 +132,10 @@ async def test_the_token_never_appears_in_an_error(tg, api):
     assert (timed_out.value.code, refused.value.code, stray.value.code) == (0, 0, 404)
     for exc in (echoed.value, timed_out.value, refused.value, stray.value):
         assert not shows_token(exc, tg.token), exc
+    # Only the refused connection certainly never reached Telegram: the timed-out call went out, its fate unknown.
+    assert (refused.value.unsent, timed_out.value.unsent, echoed.value.unsent) == (True, False, False)
+    fates = [classify(e.value).fate for e in (refused, timed_out, stray, echoed)]  # type: ignore[union-attr]
+    assert fates == [Fate.RETRY, Fate.UNKNOWN, Fate.REFUSED, Fate.REFUSED]
 
 
 async def test_flood_control_resends_after_retry_after_but_drops_what_is_worthless_late(tg, caplog):
@@ -227,6 +233,19 @@ async def test_an_answer_whose_formatting_telegram_refuses_is_sent_again_as_plai
     assert (refused.status, refused.params["entities"][0]["type"]) == (400, "bold")
     assert (plain.status, "entities" in plain.params) == (200, False)
     assert tg.texts_in(5) == ["Hi there"]
+
+
+@pytest.mark.parametrize(("status", "description", "fate"), [
+    (500, "Internal Server Error", Fate.RETRY), (429, "Too Many Requests: retry after 7", Fate.WAIT),
+    (403, "Forbidden: bot was kicked from the supergroup chat", Fate.GONE), (400, "Bad Request: chat not found", Fate.GONE),
+    (400, "Bad Request: message is too long", Fate.REFUSED)])
+async def test_what_each_bot_api_answer_means_for_a_part_of_an_answer(tg, api, status, description, fate):
+    tg.chat(5)
+    tg.fail("sendMessage", status, description, retry_after=7 if status == 429 else None)
+    with pytest.raises(TelegramError) as failed:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    failure = classify(failed.value)
+    assert failure is not None and (failure.fate, failure.wait) == (fate, 7.0 if status == 429 else 0.0)
 
 
 async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, api, caplog):

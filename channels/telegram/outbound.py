@@ -147,9 +147,7 @@ def classify(exc: BaseException) -> Failure | None:
         return Failure(Fate.RETRY, why)
     if exc.code == 0:  # it went out, and no answer came back
         return Failure(Fate.UNKNOWN, why)
-    if not exc.answered:  # an HTTP error from something before the Bot API (a proxy's page): not delivered
-        return Failure(Fate.RETRY, why)
-    return Failure(Fate.REFUSED, why)
+    return Failure(Fate.REFUSED, why)  # any other 4xx, from the Bot API or a proxy before it: sending again won't do
 
 
 @contextlib.asynccontextmanager
