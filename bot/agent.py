@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from channels.base import Channel, ChatRef, Inbound, Media, Replied, Reply
+from channels.base import AttachmentKind, Channel, ChatRef, FetchError, Inbound, Media, Replied, Reply
 from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
@@ -34,6 +34,8 @@ CUT_SHORT = {
     "length": "\n\n(The answer reached the model's length limit here. Say \"continue\" for the rest.)",
     "content_filter": "\n\n(The model's provider stopped the answer here with its content filter.)",
 }
+CANNOT_ANSWER = "I can't answer right now. (The reason is in the service log.)"
+NOTHING_TO_RETRY = "There is no unanswered message to ask again; the last one was answered."
 LEFT_OUT = "(That message is kept, but I will leave it out of our conversation from now on, so it cannot break the next one.)"
 
 
@@ -80,17 +82,19 @@ class Agent:
             f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
         )
 
-    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = ()) -> bool:
+    async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = (), *,
+                   again: bool = False) -> bool:
         """Load history, call the model (running tools it asks for), stream the answer, store the turn;
         ``False`` when it ended in an error instead of an answer (a scheduled run then backs off).
 
-        ``group_context`` holds the group messages since the bot last answered (sender, text).
+        ``group_context`` holds the group messages since the bot last answered (sender, text); ``again``
+        (``/retry``) asks the model once more for the last message of the conversation, if none answered it.
         The reply stream opens first, so the user sees "typing" before history, settings or a voice note's
         transcription are ready; every way out of the turn closes it (its typing stops with the last word).
         """
         stream = _VisibleStream(channel.open_stream(inbound.chat, inbound.message_id))
         try:
-            return await self._turn(inbound, channel, stream, group_context)
+            return await self._turn(inbound, channel, stream, group_context, again)
         except asyncio.CancelledError as exc:
             if exc.args != (STOP,):
                 raise
@@ -105,22 +109,27 @@ class Agent:
         return True
 
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
-                    group_context: Sequence[tuple[str, str]]) -> bool:
+                    group_context: Sequence[tuple[str, str]], again: bool = False) -> bool:
         chat = inbound.chat
         state = await self.store.turn_state(chat)
         session_id, history, settings = state.session_id, state.history, state.settings
+        if again and (not history or history[-1].role != "user"):
+            return await self._end_early(inbound, stream, NOTHING_TO_RETRY)
         ref = self._ref(settings)
         info = await self.catalog.lookup(ref) if self.catalog else None
         # What the model cannot take, OpenRouter refuses the whole request for (404, "No endpoints found...").
         sees_images = info.sees_images if info else True
         takes_tools = info.supports_tools if info else True
-        if not sees_images and image_attachments(inbound):
-            return await self._end_early(inbound, stream, cannot_see(ref))
+        unseen = cannot_see(ref) if not sees_images and image_attachments(inbound) else None
+        if unseen:  # the images are dropped with a note; their caption and the rest go on
+            inbound.attachments = [a for a in inbound.attachments if a.kind is not AttachmentKind.IMAGE]
+            if not inbound.text.strip() and not inbound.attachments:
+                return await self._end_early(inbound, stream, unseen)
         try:
             images = await self.images.accept(inbound)
-        except ImageError as exc:  # too large, or not an image: say why, store nothing, send nothing
+            heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
+        except (ImageError, FetchError) as exc:  # too large, not an image, not fetched: say why, store nothing
             return await self._end_early(inbound, stream, str(exc))
-        heard = await self.voice.preflight(inbound) if self.voice else Preflight(inbound.text)
         if heard.error:  # the voice note could not become words: say why, store nothing
             return await self._end_early(inbound, stream, heard.error)
         documents = self.config.tools.media.document
@@ -130,9 +139,12 @@ class Agent:
             return await self._end_early(inbound, stream, " ".join(docs.notes))
         tts_mode = self.voice.mode(settings.tts) if self.voice else "off"
         note = self.voice.prompt_note(tts_mode, heard.spoken) if self.voice else None
-        user = StoredMessage("user", user_content(user_text(inbound, group_context, said), images),
-                             name=inbound.sender_name)
-        pending: list[StoredMessage] = [user]
+        if again:  # the question is in the history already, unanswered: asked again, not stored again
+            user, history = history[-1], history[:-1]
+        else:
+            user = StoredMessage("user", user_content(user_text(inbound, group_context, said), images),
+                                 name=inbound.sender_name)
+        pending: list[StoredMessage] = [] if again else [user]
         messages, dropped = fit_context(
             [{"role": "system", "content": self.system_prompt(chat) + (f"\n\n{note}" if note else "")}],
             [m.to_api(for_model=ref.slug) for m in history], [user.to_api()], self.context_window(info),
@@ -145,8 +157,9 @@ class Agent:
             messages = plain_turns(messages)
         ctx = ToolContext(chat=chat, session_id=session_id, inbound=with_images(inbound, images))
         stream.live = not self._voice_only(tts_mode, heard.spoken)
-        # Before the answer: what a voice note was heard as (messages.stt.echo), and why a file was not read.
-        preface = [heard_line(heard.transcript) if heard.transcript and self.config.messages.stt.echo else "",
+        # Before the answer: why images were dropped, what a voice note was heard as (messages.stt.echo), and
+        # why a file was not read.
+        preface = [unseen or "", heard_line(heard.transcript) if heard.transcript and self.config.messages.stt.echo else "",
                    f"⚠️ {' '.join(docs.notes)}" if docs.notes else ""]
         shown: list[str] = ["\n\n".join(p for p in preface if p) + "\n\n"] if any(preface) else []
         if shown:
@@ -197,10 +210,11 @@ class Agent:
                 log.error("turn crashed channel=%s chat=%s session=%s", chat.channel, chat.chat_id, session_id, exc_info=exc)
             # Keep what the user said (and any finished tool rounds): nothing is lost. The next turn sees it,
             # unless it would fail again: then it is kept out of later requests, so rephrasing can work.
-            left_out = bool(failed and failed.repeats)
-            await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
+            left_out = bool(failed and failed.repeats and pending)
+            if pending:
+                await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
             text = split_tags("".join(shown))[0]
-            ending = f"⚠️ {failed}" if failed else "⏹ Stopped." if stopped else CRASHED
+            ending = self._failure_sentence(failed, chat) if failed else "⏹ Stopped." if stopped else CRASHED
             if left_out:
                 ending += f"\n\n{LEFT_OUT}"
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
@@ -215,6 +229,13 @@ class Agent:
         log.debug("turn done channel=%s chat=%s session=%s tokens=%d cost=%.6g", chat.channel, chat.chat_id, session_id,
                  tokens, cost)
         return True
+
+    def _failure_sentence(self, failed: OpenRouterError, chat: ChatRef) -> str:
+        """What the user reads of a failed model call. Advice meant for the operator (a key, credits) is for the
+        log and direct chats; a group's members read only that the bot cannot answer now."""
+        if failed.for_operator and chat.kind == "group":
+            return f"⚠️ {CANNOT_ANSWER}"
+        return f"⚠️ {failed}"
 
     async def _end_early(self, inbound: Inbound, stream: _VisibleStream, text: str) -> bool:
         """End the turn before the model is asked (a refusal, /stop, a crash): the reason closes the open

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.discord.settings import ChannelRule, DiscordSettings, GuildRule
+from channels.outbox import RetrySettings
 from net.http import Proxy, choose_proxy
 
 from .catalog import offered_refs
 from .commands import HELP
-from .config import ChorusConfig, TelegramChannel, check_secret
+from .config import ChorusConfig, Retry, TelegramChannel, check_secret
 
 if TYPE_CHECKING:
     from channels.telegram.settings import TelegramSettings
@@ -64,6 +65,7 @@ def telegram_settings(config: ChorusConfig, lookup: Lookup) -> TelegramSettings 
         stream_throttle=cfg.stream_throttle_ms / 1000, require_mention=cfg.require_mention,
         groups={key: group.require_mention for key, group in cfg.groups.items()},
         commands=re.findall(r"^/(\w+)[^—\n]*— (.+)$", HELP, re.M), reply_to_mode=cfg.reply_to_mode,
+        retry=retry_settings(cfg.retry, config, lookup), timeout=cfg.timeout_seconds,
     )
 
 
@@ -88,5 +90,12 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         throttle=cfg.streaming.throttle_ms / 1000,
         media_max_bytes=int(cfg.media_max_mb * 1_048_576) if cfg.media_max_mb else None,
         reply_to_mode=cfg.reply_to_mode or "first",
+        retry=retry_settings(cfg.retry, config, lookup),
         models=tuple(str(ref) for ref in offered_refs(list(config.agents.defaults.models))),
     )
+
+
+def retry_settings(retry: Retry, config: ChorusConfig, lookup: Lookup) -> RetrySettings:
+    """A channel's ``retry`` block as the outbox takes it; ``CHORUS_TIME_SCALE`` shortens every wait (tests)."""
+    scale = float(lookup("CHORUS_TIME_SCALE", config) or 1)
+    return RetrySettings(retry.attempts, retry.min_delay_ms / 1000, retry.max_delay_ms / 1000, retry.jitter, scale)

@@ -34,11 +34,14 @@ HELP = """Commands:
 /status — model, thinking, TTS, session length, tokens and cost so far
 /stop — cancel the answer in progress
 /cron [rm ID] — this chat's reminders and scheduled jobs; rm removes one
-/tz [ZONE] — show or set this chat's time zone, e.g. /tz Europe/Berlin"""
+/tz [ZONE] — show or set this chat's time zone, e.g. /tz Europe/Berlin
+/retry — ask the model again for your last message, if it went unanswered"""
 
 
 # Answered the moment they arrive, even while a turn runs; the others wait their turn in the session's lane.
 IMMEDIATE = frozenset({"stop", "status", "help", "start"})
+# Commands that are a model turn of their own, run in the session's lane like a message.
+TURNS = frozenset({"retry"})
 
 
 class Turns(Protocol):
@@ -68,7 +71,7 @@ def command_name(text: str) -> str | None:
     if not text.startswith("/") or len(text) < 2 or text[1].isspace():
         return None
     name = text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower()  # Telegram appends @botname in groups
-    return name if name in _COMMANDS else None
+    return name if name in _COMMANDS or name in TURNS else None
 
 
 async def run_command(d: CommandContext, inbound: Inbound) -> Reply | None:

@@ -283,8 +283,25 @@ class Tools(Section):
     media: MediaTools = Field(default_factory=MediaTools)
 
 
+class Retry(Section):
+    """How a channel retries sending a part of an answer (OpenClaw's ``retry`` block): ``attempts`` sends in
+    all, pauses from ``minDelayMs`` doubling up to ``maxDelayMs``, each moved by up to ``jitter`` either way."""
+
+    attempts: int = Field(3, ge=1, le=20)
+    min_delay_ms: int = Field(400, ge=0)
+    max_delay_ms: int = Field(30_000, ge=0)
+    jitter: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Retry:
+        if self.max_delay_ms < self.min_delay_ms:
+            raise ValueError("maxDelayMs must not be below minDelayMs")
+        return self
+
+
 class ChannelBase(Section):
     enabled: bool = True
+    retry: Retry = Field(default_factory=Retry)
     dm_policy: DmPolicy = "pairing"
     allow_from: list[str | int] = Field(default_factory=list)
     group_policy: GroupPolicy = "allowlist"
@@ -323,6 +340,7 @@ class TelegramChannel(ChannelBase):
     streaming: Literal["off", "partial", "block", "progress"] = "partial"
     stream_throttle_ms: int = Field(700, ge=100)
     poll_timeout_seconds: int = Field(30, ge=0, le=50)
+    timeout_seconds: float = Field(60, gt=0)  # a Bot API call silent this long is given up (and retried)
     groups: dict[str, TelegramGroup] = Field(default_factory=dict)
 
     @field_validator("webhook_secret")

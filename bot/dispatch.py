@@ -19,7 +19,7 @@ from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_t
 
 from .access import APPROVED_TEXT, AccessPolicy, owner_of
 from .agent import CRASHED, STOP, Agent
-from .commands import IMMEDIATE, CommandContext, command_name, run_command
+from .commands import IMMEDIATE, TURNS, CommandContext, command_name, run_command
 from .config import Messages
 from .store import Inbox
 
@@ -335,7 +335,11 @@ class Dispatcher:
                 batch = [i for item in lane.items[:take] if isinstance(item, list) for i in item]
                 del lane.items[:take]
                 try:
-                    if command_name(batch[0].text) is not None:
+                    command = command_name(batch[0].text)
+                    if command in TURNS:
+                        await self._turn(lane, batch[0], channel, again=True)
+                        await self.inbox.done(batch)
+                    elif command is not None:
                         await self._command(batch[0], channel)
                     else:
                         lane.answering = frozenset(i.message_id for i in batch)
@@ -366,19 +370,19 @@ class Dispatcher:
         wanted = scope == "all" or (inbound.chat.kind == "group" and (scope == "group-all" or inbound.mentioned))
         return react if react and emoji and wanted and inbound.message_id else None
 
-    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel) -> bool:
+    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel, *, again: bool = False) -> bool:
         """Answer ``inbound``; ``True`` when it was answered (or stopped by the user's choice)."""
         if react := self._acked(inbound, channel):
             await react(inbound.chat, inbound.message_id, self.messages.ack_reaction)
         try:
-            return await self._answer(lane, inbound, channel)
+            return await self._answer(lane, inbound, channel, again)
         finally:
             if react:
                 await react(inbound.chat, inbound.message_id, None)  # the answer is out
 
-    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel) -> bool:
-        context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" else []
-        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context))
+    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel, again: bool) -> bool:
+        context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" and not again else []
+        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context, again=again))
         if lane.stop:
             lane.stop = False
             _stop_once_begun(lane.turn)

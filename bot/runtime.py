@@ -32,6 +32,7 @@ from .media.jobs import MediaJobs
 from .media.tools import media_tools
 from .tools import ToolRegistry
 from .media.voice import Voice
+from .outbox import StoredParts
 from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .channel_settings import discord_settings, telegram_settings
@@ -113,6 +114,7 @@ class Runtime:
     dispatcher: Dispatcher
     jobs: MediaJobs
     cron: CronRunner
+    parts: StoredParts  # the channels' unsent parts of answers
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
@@ -131,7 +133,7 @@ class Runtime:
                           grace=config.cron.misfire_grace_ms / 1000)
         if config.cron.enabled:
             tools.add(CronTool(cron_jobs, config, dispatcher.access, cron.wake))
-        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron)
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron, StoredParts(store, env.state / "media"))
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -145,11 +147,11 @@ class Runtime:
         if (telegram := telegram_settings(self.config, env.lookup)) is not None:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
-            found.append(TelegramChannel(telegram))
+            found.append(TelegramChannel(telegram, parts=self.parts))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
-            found.append(DiscordChannel(discord))
+            found.append(DiscordChannel(discord, parts=self.parts))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

@@ -18,6 +18,10 @@ class NotAccepted(Exception):
     """The core could not store a message (disk full): do not acknowledge it, the platform may deliver it again."""
 
 
+class FetchError(Exception):
+    """A file a user sent could not be fetched from the platform (after retries); the text says so to the user."""
+
+
 def clean_text(text: str) -> str:
     """``text`` with anything that is not valid Unicode (undecodable bytes, lone surrogates) replaced."""
     return text.encode("utf-8", "replace").decode("utf-8")

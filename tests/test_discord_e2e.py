@@ -249,7 +249,7 @@ async def test_threads_and_forum_posts_are_sessions_of_their_own(home, fake_open
 async def test_slash_command_and_typed_command(bot):
     ann = bot.discord.user("ann")
     dm = bot.discord.dm(ann)
-    assert [c["name"] for c in bot.discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "cron", "tz", "help"]
+    assert [c["name"] for c in bot.discord.commands["global"]] == ["new", "model", "think", "tts", "status", "stop", "cron", "tz", "retry", "help"]
     interaction = await bot.discord.slash(dm, ann, "model", {"ref": "openrouter/moonshotai/kimi-k2.6"})
     await bot.discord.wait_sent(dm)
     await bot.discord.say(dm, ann, "/new")

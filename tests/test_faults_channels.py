@@ -240,20 +240,20 @@ async def test_an_update_that_cannot_be_read_blocks_nothing_after_it(home, fake_
 
 
 async def test_a_note_the_group_refuses_blocks_nothing(home, fake_telegram, fake_openrouter):
-    """The "I can't read report.pdf" note goes out after accepting: a group refusing it costs only the note."""
+    """The "I can't read report.zip" note goes out after accepting: a group refusing it costs only the note."""
     tg, ai = fake_telegram, fake_openrouter
     group = -100500
     tg.fail("sendMessage", 400, "Bad Request: not enough rights to send text messages to the chat",
             chat_id=group, times=1000)
     async with both(home, tg, ai, groups={"*": {"requireMention": False}}) as (service, dc):
         await tg.wait_for(lambda: tg.calls_to("getUpdates"), timeout=30)
-        file_id = tg.upload(b"%PDF-1.4", "documents/file_2.pdf")
+        file_id = tg.upload(b"PK\x03\x04", "documents/file_2.zip")
         tg.message(group, None, chat_type="group", sender=user(42, "Bob", "bob"),
-                   document={"file_id": file_id, "file_unique_id": "U" + file_id, "file_name": "report.pdf",
-                             "mime_type": "application/pdf"})
+                   document={"file_id": file_id, "file_unique_id": "U" + file_id, "file_name": "report.zip",
+                             "mime_type": "application/zip"})
         await tg.wait_for(lambda: any(c.method == "sendMessage" and c.params.get("chat_id") == group for c in tg.calls))
         await telegram_answers(tg, ai, "Hello, Ada.")
-    assert "could not send a notice" in service.log and "not enough rights" in service.log
+    assert "a part was refused and is dropped" in service.log and "not enough rights" in service.log
 
 
 # ---- webhook bodies ------------------------------------------------------------------------------------------

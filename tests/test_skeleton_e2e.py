@@ -115,14 +115,30 @@ async def test_upstream_errors_reach_the_user_as_sentences_and_lose_nothing(home
     assert "rate limiting" in out
     assert "down or sent a broken answer" in out
     assert fake_openrouter.api_key not in out + result.err
-    # Refused turns (401, 402, 500 after retries) would fail again: kept, but no longer sent.
-    # The rate-limited one is transient, so the next turn still carries it.
-    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["three", "five"]
-    assert out.count("I will leave it out of our conversation") == 3
+    # None of these is the message's fault (a key, credits, a rate limit, a provider down): each stays in
+    # the conversation, so the next turn still carries it.
+    assert user_texts(fake_openrouter.chat_requests()[-1]) == ["one", "two", "three", "four", "five"]
+    assert "I will leave it out of our conversation" not in out
     with sqlite3.connect(home.path / "chorus.db") as db:
         kept = db.execute("SELECT content, excluded FROM messages WHERE role = 'user' ORDER BY id").fetchall()
-    assert kept == [("one", 1), ("two", 1), ("three", 0), ("four", 1), ("five", 0)]
+    assert kept == [("one", 0), ("two", 0), ("three", 0), ("four", 0), ("five", 0)]
     assert "echo: five" in out
+
+
+async def test_retry_asks_again_for_the_last_unanswered_message_once(home, fake_openrouter):
+    await onboarded(home, fake_openrouter)
+    fake_openrouter.queue(Error(402, "Insufficient credits"))
+    result = await chorus(home, "run", stdin="what is the capital of Peru?\n/retry\n/retry\n")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert "out of credits" in lines[0]
+    assert lines[1:] == ["echo: what is the capital of Peru?",
+                         "There is no unanswered message to ask again; the last one was answered."]
+    asked, again = fake_openrouter.chat_requests()
+    assert user_texts(asked) == user_texts(again) == ["what is the capital of Peru?"]  # asked, not stored, again
+    with sqlite3.connect(home.path / "chorus.db") as db:
+        stored = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    assert stored == [("user", "what is the capital of Peru?"), ("assistant", "echo: what is the capital of Peru?")]
 
 
 async def test_a_rate_limited_request_is_retried_after_retry_after(home, fake_openrouter):

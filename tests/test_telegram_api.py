@@ -18,7 +18,9 @@ from channels.telegram.channel import TelegramChannel
 from channels.telegram.settings import TelegramSettings
 from channels.telegram.api import InputFile, Request, Send, TelegramAPI, TelegramError
 from channels.telegram.inbound import message_ref
-from channels.telegram.outbound import PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action
+from channels.outbox import Fate
+from channels.telegram.outbound import (PHOTO_LIMIT, OutboundSettings, Sender, TelegramStream, _Target, chat_action,
+                                        classify)
 from channels.telegram.flood import FloodControl
 from tests.fakes.media import make_png
 from tests.fakes.telegram import FakeTelegram
@@ -130,6 +132,10 @@ async def test_the_token_never_appears_in_an_error(tg, api):
     assert (timed_out.value.code, refused.value.code, stray.value.code) == (0, 0, 404)
     for exc in (echoed.value, timed_out.value, refused.value, stray.value):
         assert not shows_token(exc, tg.token), exc
+    # Only the refused connection certainly never reached Telegram: the timed-out call went out, its fate unknown.
+    assert (refused.value.unsent, timed_out.value.unsent, echoed.value.unsent) == (True, False, False)
+    fates = [classify(e.value).fate for e in (refused, timed_out, stray, echoed)]  # type: ignore[union-attr]
+    assert fates == [Fate.RETRY, Fate.UNKNOWN, Fate.REFUSED, Fate.REFUSED]
 
 
 async def test_flood_control_resends_after_retry_after_but_drops_what_is_worthless_late(tg, caplog):
@@ -148,13 +154,11 @@ async def test_flood_control_resends_after_retry_after_but_drops_what_is_worthle
             with pytest.raises(TelegramError) as dropped:
                 await api.call(method, chat_id=5, **params)
             assert dropped.value.flood and time.monotonic() - started < 1  # a late indicator is worthless
-        tg.fail("sendMessage", 403, "Forbidden: bot was blocked by the user", times=2)
-        for _ in range(2):
-            with pytest.raises(TelegramError) as blocked:
-                await api.call("sendMessage", chat_id=5, text="anyone there?")
-            assert blocked.value.forbidden
-        assert caplog.text.count("Telegram refuses messages to chat 5") == 1
-        assert len([c for c in tg.calls if c.method == "sendMessage"]) == 4  # never retried
+        tg.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+        with pytest.raises(TelegramError) as blocked:
+            await api.call("sendMessage", chat_id=5, text="anyone there?")
+        assert blocked.value.forbidden  # raised at once: the outbox decides what a refusing chat means
+        assert len([c for c in tg.calls if c.method == "sendMessage"]) == 3  # never retried
     finally:
         await api.aclose()
 
@@ -231,19 +235,32 @@ async def test_an_answer_whose_formatting_telegram_refuses_is_sent_again_as_plai
     assert tg.texts_in(5) == ["Hi there"]
 
 
-async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, api):
+@pytest.mark.parametrize(("status", "description", "fate"), [
+    (500, "Internal Server Error", Fate.RETRY), (429, "Too Many Requests: retry after 7", Fate.WAIT),
+    (403, "Forbidden: bot was kicked from the supergroup chat", Fate.GONE), (400, "Bad Request: chat not found", Fate.GONE),
+    (400, "Bad Request: message is too long", Fate.REFUSED)])
+async def test_what_each_bot_api_answer_means_for_a_part_of_an_answer(tg, api, status, description, fate):
+    tg.chat(5)
+    tg.fail("sendMessage", status, description, retry_after=7 if status == 429 else None)
+    with pytest.raises(TelegramError) as failed:
+        await api.call("sendMessage", chat_id=5, text="hi")
+    failure = classify(failed.value)
+    assert failure is not None and (failure.fate, failure.wait) == (fate, 7.0 if status == 429 else 0.0)
+
+
+async def test_a_bad_request_that_is_not_about_formatting_is_not_sent_again(tg, api, caplog):
     tg.chat(5)
     tg.fail("sendMessage", 400, "Bad Request: message is too long")
-    with pytest.raises(TelegramError, match="too long"):
-        await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(text="**Hi** there"))
+    await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(text="**Hi** there"))
     assert len([c for c in tg.calls if c.method == "sendMessage"]) == 1
+    assert "a part was refused and is dropped (sendMessage: Bad Request: message is too long)" in caplog.text
 
 
 async def test_a_file_of_exactly_the_upload_limit_is_sent_one_byte_more_is_explained(tg, api):
     tg.chat(5)
-    sender, target = Sender(api, OutboundSettings(upload_limit=4000)), _Target.of(ChatRef("telegram", "5"), None)
-    await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4000), "application/pdf", "fits.pdf"))
-    await sender.media(target, Media(AttachmentKind.DOCUMENT, bytes(4001), "application/pdf", "over.pdf"))
+    sender, chat = Sender(api, OutboundSettings(upload_limit=4000)), ChatRef("telegram", "5")
+    await sender.reply(chat, Reply(media=[Media(AttachmentKind.DOCUMENT, bytes(4000), "application/pdf", "fits.pdf")]))
+    await sender.reply(chat, Reply(media=[Media(AttachmentKind.DOCUMENT, bytes(4001), "application/pdf", "over.pdf")]))
     sent, explained = tg.messages_in(5)
     assert (sent.method, [len(data) for data in sent.files.values()]) == ("sendDocument", [4000])
     assert explained.method == "sendMessage"
@@ -255,8 +272,8 @@ async def test_a_caption_over_1024_utf16_units_follows_the_photo_as_its_own_mess
     """Telegram counts a caption in UTF-16 units: 600 emoji are 1,200 of them, over the limit of 1,024."""
     tg.chat(5)
     caption = "😀" * 600
-    await Sender(api, OutboundSettings()).media(_Target.of(ChatRef("telegram", "5"), None),
-                                                Media(AttachmentKind.IMAGE, make_png(), "image/png", "a.png", caption))
+    await Sender(api, OutboundSettings()).reply(ChatRef("telegram", "5"), Reply(
+        media=[Media(AttachmentKind.IMAGE, make_png(), "image/png", "a.png", caption)]))
     photo, text = tg.messages_in(5)
     assert (photo.method, photo.caption, text.method, text.text) == ("sendPhoto", None, "sendMessage", caption)
 
@@ -306,9 +323,9 @@ async def test_an_answer_quotes_the_question_in_a_group_only_and_arrives_when_th
 
 async def test_a_photo_up_to_ten_mb_goes_as_a_photo_one_byte_more_as_a_document(tg, api):
     tg.chat(5)
-    sender, target = Sender(api, OutboundSettings()), _Target.of(ChatRef("telegram", "5"), None)
-    await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 4), "image/png", "a.png"))
-    await sender.media(target, Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 3), "image/png", "b.png"))
+    sender, chat = Sender(api, OutboundSettings()), ChatRef("telegram", "5")
+    await sender.reply(chat, Reply(media=[Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 4), "image/png", "a.png"),
+                                          Media(AttachmentKind.IMAGE, b"\x89PNG" + bytes(PHOTO_LIMIT - 3), "image/png", "b.png")]))
     assert [m.method for m in tg.messages_in(5)] == ["sendPhoto", "sendDocument"]
 
 

@@ -92,7 +92,7 @@ async def test_private_text_is_answered_with_telegram_formatting(bot):
     assert bot.model_calls()[0].json["messages"][-1]["content"] == "hello"
     assert bot.actions(chat)[0] == "typing"
     (commands,) = tg.calls_to("setMyCommands")
-    assert [c["command"] for c in commands.params["commands"]] == ["help", "new", "model", "think", "tts", "status", "stop", "cron", "tz"]
+    assert [c["command"] for c in commands.params["commands"]] == ["help", "new", "model", "think", "tts", "status", "stop", "cron", "tz", "retry"]
 
 
 async def test_start_greets(bot):
@@ -164,7 +164,7 @@ async def test_a_blocked_user_is_logged_once_and_not_retried(bot):
     tg.message(chat, "two")
     tg.message(chat, "three")  # the marker: tried after whatever the two before it caused
     await tg.wait_for(lambda: any(c.params["text"] == "echo: three" for c in sends()))
-    assert bot.service.log.count(f"Telegram refuses messages to chat {chat}") == 1
+    assert bot.service.log.count(f"the chat refuses messages (sendMessage: Forbidden: bot was blocked by the user)") == 1
     assert [c.params["text"] for c in sends()] == ["echo: one", "echo: two", "echo: three"]  # one try each, no retry
 
 

@@ -13,6 +13,7 @@ import statistics
 
 import aiohttp
 
+from bot.access import APPROVED_TEXT
 from tests.conftest import chorus, onboarded
 from tests.fakes.media import make_png
 from tests.fakes.openrouter import Hang, Text
@@ -178,11 +179,13 @@ async def test_pairing_from_code_to_approval_while_running(home, fake_telegram, 
         assert code in listed.out and str(USER) in listed.out
         approved = await chorus(home, "pairing", "approve", "telegram", code)
         assert approved.out.strip() == f"Approved Grace (@grace), telegram id {USER}: they can chat with the bot now."
+        # Told they are in, and the message that waited is answered (not before the approval).
+        await tg.wait_sent(USER, 3)
         tg.message(USER, "hello again", sender=user(USER, "Grace", "grace"))
-        await tg.wait_sent(USER, 2)
-    assert tg.texts_in(USER)[1] == "echo: hello again"
-    assert [m["content"] for r in ai.chat_requests() for m in r.json["messages"] if m["role"] == "user"] == \
-        ["hello again"]  # the stranger's first message never reached the model
+        await tg.wait_sent(USER, 4)
+    assert tg.texts_in(USER)[1:] == [APPROVED_TEXT, "echo: hi, who are you?", "echo: hello again"]
+    assert [[m["content"] for m in r.json["messages"] if m["role"] == "user"] for r in ai.chat_requests()] == [
+        ["hi, who are you?"], ["hi, who are you?", "hello again"]]  # the model was asked only once approved
 
 
 async def test_allowlist_lets_in_a_listed_username_and_refuses_others(home, fake_telegram, fake_openrouter):

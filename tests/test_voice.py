@@ -232,6 +232,16 @@ async def test_video_jobs_report_each_outcome_once_and_give_up_after_the_deadlin
         assert await v.jobs.pending() == 0
 
 
+async def test_a_video_past_its_deadline_is_polled_once_more_and_delivered_if_it_finished(fake_openrouter, job_store):
+    """Chorus was down (or OpenRouter unreachable) until after the deadline; the video was made meanwhile."""
+    async with video_jobs(fake_openrouter, job_store, poll_interval=100) as v:
+        job = await fake_openrouter_submit(v.llm)
+        await v.jobs.submit(ChatRef("t", "c"), "m1", job, "openrouter/google/veo-3.1-fast", "waves", timeout=50)
+        await v.at(1500.0)  # the first poll comes long past the deadline (1050): the video is done by then
+    assert [(r.text, [m.filename for m in r.media]) for r in v.sent] == [("", [f"video-{job.id}.mp4"])]
+    assert await v.jobs.pending() == 0
+
+
 async def fake_openrouter_submit(llm: OpenRouterClient) -> VideoJob:
     return await submit_video(llm, ModelRef.parse("openrouter/google/veo-3.1-fast"), "waves")
 

@@ -104,17 +104,19 @@ class MediaJobs:
                 for r in rows]
 
     async def _check(self, job: PendingJob) -> None:
-        if self.clock() > job.deadline:
-            await self._finish(job, "failed", "gave up waiting", Reply(
-                text=f"⚠️ The video “{job.prompt}” took too long and was given up.", reply_to=job.reply_to))
-            return
+        """Poll the job: deliver it, report its failure, or look again later. Past its deadline it is polled
+        once more before it is given up: after an outage (ours or OpenRouter's) a finished, paid video may wait."""
         try:
             status = await poll_video(self.llm, job.job)
         except OpenRouterError as exc:
             log.warning("video job %s poll failed: %s", job.job.id, exc)
             status = None
         if status is None or not status.finished:
-            await self._later(job)
+            if self.clock() > job.deadline:
+                await self._finish(job, "failed", "gave up waiting", Reply(
+                    text=f"⚠️ The video “{job.prompt}” took too long and was given up.", reply_to=job.reply_to))
+            else:
+                await self._later(job)
             return
         if status.status != "completed":
             reason = status.error or status.status

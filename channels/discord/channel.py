@@ -17,7 +17,8 @@ from ..backoff import Backoff
 from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply, as_edit
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, may_speak, to_inbound
-from .outbound import DiscordStream, Outbox
+from ..outbox import Outbox as DurableOutbox, Part, PartStore
+from .outbound import DiscordStream, Outbox, classify, reply_parts
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
@@ -38,6 +39,7 @@ SLASH_COMMANDS: tuple[tuple[str, str, str | None, str, tuple[str, ...] | str], .
     ("stop", "Cancel the answer in progress", None, "", ()),
     ("cron", "This chat's reminders and scheduled jobs", "action", "empty to list them, or rm ID to remove one", ()),
     ("tz", "Show or set this chat's time zone", "zone", "e.g. Europe/Berlin", ()),
+    ("retry", "Ask the model again for your last message, if it went unanswered", None, "", ()),
     ("help", "The commands", None, "", ()),
 )
 AUTOCOMPLETE_MAX = 25  # choices Discord shows
@@ -49,10 +51,12 @@ class DiscordChannel:
     name = CHANNEL
     capabilities = Capabilities(text_limit=2000, markdown="discord", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: DiscordSettings) -> None:
+    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
         self.settings = settings
         self.client: ChorusClient | None = None
         self.outbox: Outbox | None = None
+        self.durable = DurableOutbox(CHANNEL, self._send_part, classify, store=parts, retry=settings.retry)
         self._ready = asyncio.Event()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
@@ -112,7 +116,12 @@ class DiscordChannel:
             shards = f"shard {client.shard_id} of {client.shard_count}" if client.shard_count else "1 shard"
             log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
                      client.user.id if client.user else "?", len(client.guilds), shards)
+            first = not self._ready.is_set()
             self._ready.set()
+            if first:  # what the last run left unsent goes first
+                resuming = asyncio.create_task(self.durable.resume())
+                self._background.add(resuming)
+                resuming.add_done_callback(self._background.discard)
 
         @client.event
         async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
@@ -147,12 +156,16 @@ class DiscordChannel:
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         """A whole reply; waits for the connection (a finished video may be delivered before it is up)."""
-        await (await self._connected_outbox()).send(chat, reply)
+        await self.durable.deliver(reply_parts(chat, reply, every=self.settings.reply_to_mode == "all"))
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
         """A stream that writes once connected: a turn recovered at start may open it before that."""
-        return DiscordStream(self._connected_outbox, chat, reply_to,
-                             live=self.settings.stream, throttle=self.settings.throttle)
+        return DiscordStream(self._connected_outbox, chat, reply_to, live=self.settings.stream,
+                             throttle=self.settings.throttle, deliver=self.durable.deliver,
+                             every=self.settings.reply_to_mode == "all")
+
+    async def _send_part(self, part: Part) -> None:
+        await (await self._connected_outbox()).send_part(part)
 
     async def _connected_outbox(self) -> Outbox:
         """The outbox, once the gateway is up (it is made on connecting)."""

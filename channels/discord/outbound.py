@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
+import aiohttp
 import discord
 from discord.http import handle_message_parameters
 
-from ..base import ChatRef, Media, Reply
+from ..base import AttachmentKind, ChatRef, Media, Reply
+from ..outbox import Failure, Fate, Part
 from ..chunking import split_text
 from .client import ChorusClient, safe_mentions
 from .settings import UPLOAD_LIMIT
@@ -73,18 +75,25 @@ class Outbox:
             data = await self.client.http.send_message(int(chat.thread_id or chat.chat_id), params=params)
         return discord.Message(state=self.client._connection, channel=self.target(chat), data=data)
 
-    async def send(self, chat: ChatRef, reply: Reply, posted: list[discord.Message] | None = None) -> None:
-        """The whole reply: text parts (reconciled with ``posted``, the parts a stream already showed),
-        then the voice message, then the files."""
-        await self.text(chat, reply.text, reply.reply_to, posted or [])
-        every = self.client.settings.reply_to_mode == "all"
-        reply_to = None if (reply.text or posted) and not every else reply.reply_to
-        if reply.voice is not None:
-            await self.voice(chat, reply.voice, reply_to)
-            reply_to = reply_to if every else None
-        for media in reply.media:
-            await self.file(chat, media, reply_to)
-            reply_to = reply_to if every else None
+    async def send_part(self, part: Part) -> None:
+        """One outbox part (see ``reply_parts``); an edit of a message deleted meanwhile posts the text anew."""
+        body, chat = part.body, part.chat
+        op, reply_to = body["op"], body.get("reply_to")
+        if op == "post":
+            await self.post(chat, body["content"], reply_to=reply_to)
+        elif op == "edit":
+            try:
+                await self.target(chat).get_partial_message(body["message_id"]).edit(
+                    content=body["content"], allowed_mentions=safe_mentions())
+            except discord.NotFound:
+                await self.post(chat, body["content"])
+        elif op == "delete":
+            with suppress(discord.NotFound):
+                await self.target(chat).get_partial_message(body["message_id"]).delete()
+        else:
+            assert part.data is not None, "a file part has its bytes"
+            media = Media(AttachmentKind(body["kind"]), part.data, body["mime"], body["filename"], body.get("caption"))
+            await (self.voice if op == "voice" else self.file)(chat, media, reply_to)
 
     async def text(self, chat: ChatRef, text: str, reply_to: str | None, posted: list[discord.Message]) -> None:
         """Make the chat show exactly the parts of ``text``: edit what differs, post what is missing,
@@ -132,13 +141,59 @@ class Outbox:
         return guild.filesize_limit if guild is not None else UPLOAD_LIMIT
 
 
+def reply_parts(chat: ChatRef, reply: Reply, posted: list[discord.Message] | None = None, *,
+                every: bool = False) -> list[Part]:
+    """The outbox parts of a whole reply: text parts (reconciled with ``posted``, the parts a stream already
+    showed: edited where they differ, the rest posted, leftovers deleted), then the voice message, then files.
+    ``every`` (replyToMode "all"): every message replies to the user's, not only the first."""
+    posted = posted or []
+    parts = split_text(reply.text, TEXT_LIMIT) if reply.text.strip() else []
+    out: list[Part] = []
+    for i, text in enumerate(parts):
+        if i < len(posted):
+            if posted[i].content != text:
+                out.append(Part(chat, {"op": "edit", "message_id": posted[i].id, "content": text}))
+        else:
+            out.append(Part(chat, {"op": "post", "content": text, "reply_to": reply.reply_to if i == 0 or every else None}))
+    out += [Part(chat, {"op": "delete", "message_id": extra.id}) for extra in posted[len(parts):]]
+    reply_to = None if (reply.text or posted) and not every else reply.reply_to
+    if reply.voice is not None and reply.voice.caption:  # its own message, above the voice message
+        out += [Part(chat, {"op": "post", "content": text, "reply_to": reply_to if i == 0 or every else None})
+                for i, text in enumerate(split_text(reply.voice.caption, TEXT_LIMIT))]
+        reply_to = reply_to if every else None
+    for op, media in [*([("voice", reply.voice)] if reply.voice is not None else []), *(("file", m) for m in reply.media)]:
+        out.append(Part(chat, {"op": op, "kind": media.kind.value, "mime": media.mime, "filename": media.filename,
+                               "caption": media.caption if op == "file" else None, "reply_to": reply_to},
+                        data=media.data))
+        reply_to = reply_to if every else None
+    return out
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """What a failed Discord call means for an outbox part, as for Telegram (``None``: not Discord's failure)."""
+    why = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (discord.Forbidden, discord.NotFound)):  # no access to the channel, or it is gone
+        return Failure(Fate.GONE, why)
+    if isinstance(exc, discord.HTTPException):
+        if exc.status == 429:  # discord.py waits out rate limits itself; one that still reaches here is waited too
+            return Failure(Fate.WAIT, why, float(exc.response.headers.get("Retry-After", 1) or 1))
+        return Failure(Fate.RETRY if exc.status >= 500 else Fate.REFUSED, why)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made: nothing was sent
+        return Failure(Fate.RETRY, why)
+    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):  # it may have gone out
+        return Failure(Fate.UNKNOWN, why)
+    return None
+
+
 class DiscordStream:
     """An answer as it is written: shown after ``throttle`` seconds and then edited in place at most that often,
     with the typing indicator on until the answer is out."""
 
     def __init__(self, outbox: Callable[[], Awaitable[Outbox]], chat: ChatRef, reply_to: str | None, *, live: bool,
-                 throttle: float) -> None:
+                 throttle: float, deliver: Callable[[list[Part]], Awaitable[object]], every: bool = False) -> None:
         self.outbox = outbox  # the channel's current one, once connected
+        self.every = every  # replyToMode "all": each message of the answer replies
+        self.deliver = deliver  # the channel's durable outbox: the final parts go there
         self.chat = chat
         self.reply_to = reply_to
         self.live = live
@@ -157,7 +212,7 @@ class DiscordStream:
 
     async def close(self, reply: Reply) -> None:
         try:
-            await (await self.outbox()).send(self.chat, reply, self.posted)
+            await self.deliver(reply_parts(self.chat, reply, self.posted, every=self.every))
         finally:
             self.typing.cancel()
 

@@ -7,6 +7,8 @@ from typing import Literal
 
 from net.http import Proxy
 
+from ..outbox import RetrySettings
+
 UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's upload limit for bots and unboosted servers
 
 
@@ -42,6 +44,7 @@ class DiscordSettings:
     media_max_bytes: int | None = None
     reply_to_mode: Literal["off", "first", "all"] = "first"  # which parts of an answer reply to the user's message
     models: tuple[str, ...] = ()  # the model refs /model's autocomplete offers
+    retry: RetrySettings = RetrySettings()  # how the final parts of an answer are retried
 
     def upload_limit(self, chat_limit: int = UPLOAD_LIMIT) -> int:
         """The most a file may weigh in a chat whose own limit is ``chat_limit``."""

@@ -17,16 +17,20 @@ from typing import Any
 from net import wirejson
 
 from ..backoff import Backoff
-from ..base import Attachment, Capabilities, ChatRef, InboundHandler, NotAccepted, Reply, as_edit
+from ..base import Attachment, Capabilities, ChatRef, FetchError, InboundHandler, NotAccepted, Reply, as_edit
+from ..outbox import PartStore, attempt
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
 from .inbound import (UNREADABLE, Albums, MentionRules, for_another_bot, lazy, parse_ref, to_inbound,
                       unreadable_note)
-from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream
+from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream, classify
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+NOT_FETCHED = "I couldn't fetch the file you sent from Telegram; please send it again."
+TOO_BIG = ("Your file is over the 20 MB that Telegram lets bots download, so I can't read it; "
+           "please send a smaller one.")
 # What the bot takes up: a message with none of these (a sticker, a member joining) is confirmed and dropped.
 CONTENT = ("text", "caption", "photo", "voice", "audio", "video_note", "document", "video")
 
@@ -37,12 +41,15 @@ class TelegramChannel:
     name = "telegram"
     capabilities = Capabilities(text_limit=4096, markdown="markdown", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: TelegramSettings) -> None:
+    def __init__(self, settings: TelegramSettings, *, parts: PartStore | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
         self.settings = settings
-        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], proxy=settings.proxy)
+        self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], proxy=settings.proxy,
+                               timeout=settings.timeout)
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
         self.sender = Sender(self.api, OutboundSettings(settings.streaming, settings.stream_throttle, limit,
-                                                                reply_to_mode=settings.reply_to_mode))
+                                                        reply_to_mode=settings.reply_to_mode),
+                             parts=parts, retry=settings.retry)
         self.rules = MentionRules(settings.require_mention, settings.groups)
         self.me: User | None = None
         self.greeting = settings.greeting  # the core's answer to /start in a private chat
@@ -52,12 +59,15 @@ class TelegramChannel:
     # ---- the Channel protocol ----------------------------------------------------------------
 
     async def run(self, on_message: InboundHandler) -> str | None:
-        """Start (getMe, commands menu), then poll or serve the webhook until ``stop()``. A start-up Telegram
-        cannot answer now is tried again with growing pauses; returns why the channel gave up for good (a refused
-        token, webhook settings Telegram or this machine refuse), else ``None`` once stopped."""
+        """Start (getMe, commands menu), send what the last run left unsent, then poll or serve the webhook until
+        ``stop()``. A start-up Telegram cannot answer now is tried again with growing pauses; returns why the
+        channel gave up for good (a refused token, webhook settings Telegram or this machine refuse), else
+        ``None`` once stopped."""
+        resuming: asyncio.Task[None] | None = None
         try:
             if reason := await self._start():
                 return reason
+            resuming = asyncio.create_task(self.sender.outbox.resume())
             if self.settings.webhook_url:
                 return await self._serve_webhook(on_message)
             log.info("Telegram: %s ready (long polling)", self._who())
@@ -65,6 +75,8 @@ class TelegramChannel:
         finally:
             for task in list(self._later):  # notes still on their way: a stopped channel cannot send them
                 task.cancel()
+            if resuming is not None:
+                resuming.cancel()  # what it had not sent stays pending
             await self.api.aclose()
             log.info("Telegram: stopped")
 
@@ -91,7 +103,7 @@ class TelegramChannel:
         """An attachment from the inbox, fetchable again by its file_id."""
         if not attachment.source:
             return None
-        return lazy(attachment.kind, attachment.source, self.api.download, mime=attachment.mime,
+        return lazy(attachment.kind, attachment.source, self.download, mime=attachment.mime,
                     filename=attachment.filename, size=attachment.size, duration=attachment.duration)
 
     # ---- starting ----------------------------------------------------------------------------
@@ -105,11 +117,7 @@ class TelegramChannel:
             if not self.settings.webhook_url:
                 await self._drop_stale_webhook()
 
-        if reason := await self._until_done("start", start):
-            return reason
-        log.info("Telegram bot @%s is up (%s mode)", self._me().get("username"),
-                 "webhook" if self.settings.webhook_url else "polling")
-        return None
+        return await self._until_done("start", start)  # the "ready" line follows once receiving starts
 
     async def _until_done(self, what: str, attempt: Callable[[], Awaitable[None]]) -> str | None:
         """``attempt`` again, with growing pauses, while it fails in a way that may pass (the outage is logged
@@ -132,6 +140,16 @@ class TelegramChannel:
                 await self._pause(pause)
         return None
 
+    async def download(self, file_id: str) -> bytes:
+        """A file a user sent, retried like a send while the failure may be transient; one that remains is a
+        ``FetchError`` whose text asks the user to send it again (or says it is over the download limit)."""
+        try:
+            return await attempt(lambda: self.api.download(file_id), classify, self.settings.retry,
+                                 f"channel=telegram file={file_id}")
+        except TelegramError as exc:
+            log.warning("could not download a file the user sent (%s)", exc)
+            raise FetchError(TOO_BIG if "too big" in exc.description else NOT_FETCHED) from None
+
     # ---- receiving ---------------------------------------------------------------------------
 
     async def _feed(self, update: Update, handle: InboundHandler) -> None:
@@ -148,7 +166,7 @@ class TelegramChannel:
         if not isinstance(message, dict):  # unreadable: skipped by the caller with the update's id
             raise TypeError(f"the message is a {type(message).__name__}, not an object")
         if "migrate_from_chat_id" in message:  # the first message of a group that became a supergroup
-            inbound = to_inbound([message], self._me(), self.rules, self.api.download)
+            inbound = to_inbound([message], self._me(), self.rules, self.download)
             inbound.moved_from = str(message["migrate_from_chat_id"])
             await handle(inbound)
         elif any(key in message for key in CONTENT) and not for_another_bot(message, self._me()):
@@ -158,7 +176,7 @@ class TelegramChannel:
         """A message, or an album's parts as one: files the model cannot take get a sentence, sent once the
         message is accepted (never from inside accepting: a chat refusing it must not block the updates). A part
         of an album taken alone (webhook mode) is marked with the album, for the core to fold."""
-        inbound = to_inbound(parts, self._me(), self.rules, self.api.download)
+        inbound = to_inbound(parts, self._me(), self.rules, self.download)
         if len(parts) == 1 and (album := parts[0].get("media_group_id")):
             inbound.album = str(album)
         if "edit_date" in parts[0]:
@@ -205,7 +223,7 @@ class TelegramChannel:
             return
         typed = {**shown, "from": query["from"], "text": query["data"], "entities": [], "caption": None}
         typed.pop("reply_to_message", None)
-        inbound = to_inbound([typed], self._me(), self.rules, self.api.download)
+        inbound = to_inbound([typed], self._me(), self.rules, self.download)
         inbound.message_id, inbound.mentioned = f"callback-{query['id']}", True
         await handle(inbound)
 

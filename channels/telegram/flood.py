@@ -1,7 +1,8 @@
 """Cross-cutting request concerns of the Telegram bot, as one middleware of ``TelegramAPI``.
 
-A 429 (flood control) is waited out and the request sent again after ``retry_after`` seconds: nothing is
-lost. A chat whose user blocked the bot (403) is logged once and the error raised at once, never retried.
+A 429 (flood control) is waited out and the request sent again after ``retry_after`` seconds, up to
+``max_wait`` in all; a longer wait is raised to the caller (the outbox waits out any length for the parts of
+an answer, and says what happens to a chat that refuses the bot).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ EPHEMERAL = frozenset({"sendChatAction", "sendMessageDraft"})
 
 
 class FloodControl:
-    """Wait out 429s and resend; log 403s once per chat."""
+    """Wait out 429s and resend."""
 
     def __init__(self, *, max_wait: float = 300.0) -> None:
         self.max_wait = max_wait
-        self._blocked: set[Any] = set()
 
     async def __call__(self, request: Request, send: Send) -> Any:
         waited = 0.0
@@ -34,14 +34,10 @@ class FloodControl:
                 if exc.flood and exc.retry_after is not None:
                     if request.method in EPHEMERAL or waited + exc.retry_after > self.max_wait:
                         raise
-                    log.warning("Telegram flood control on %s: waiting %s s, then sending again",
-                                request.method, exc.retry_after)
+                    if not waited:  # once per request, however often Telegram asks again
+                        log.warning("Telegram flood control on %s: waiting %s s, then sending again",
+                                    request.method, exc.retry_after)
                     waited += exc.retry_after
                     await asyncio.sleep(exc.retry_after)
                     continue
-                if exc.forbidden:
-                    chat = request.params.get("chat_id")
-                    if chat not in self._blocked:
-                        self._blocked.add(chat)
-                        log.warning("Telegram refuses messages to chat %s (%s); not retrying", chat, exc.description)
                 raise

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from . import format as fmt
 from ..base import AttachmentKind, ChatRef, Media, Reply
+from ..outbox import Fate, Failure, Outbox, Outcome, Part, PartStore, RetrySettings
 from .api import InputFile, TelegramAPI, TelegramError
 from .inbound import parse_ref
 
@@ -37,94 +38,122 @@ class OutboundSettings:
 
 
 class Sender:
-    """Sends whole replies; shared by streams and by late deliveries (finished videos)."""
+    """Sends whole replies through the durable outbox; shared by streams and by late deliveries (finished
+    videos). Each Bot API message of a reply is one outbox part: ``{"call", "params"}``, and for a file the
+    parameter it goes in, its name, type and chat action (its bytes are the part's file)."""
 
-    def __init__(self, api: TelegramAPI, settings: OutboundSettings) -> None:
+    def __init__(self, api: TelegramAPI, settings: OutboundSettings, *, parts: PartStore | None = None,
+                 retry: RetrySettings = RetrySettings()) -> None:
         self.api = api
         self.settings = settings
+        self.outbox = Outbox("telegram", self.send_part, classify, store=parts, retry=retry)
 
-    async def reply(self, chat: ChatRef, reply: Reply, *, first_message: int | None = None) -> None:
+    async def reply(self, chat: ChatRef, reply: Reply, *, first_message: int | None = None) -> Outcome:
         """Text (in parts), then media, then the voice note; ``first_message`` is a preview to edit into part one."""
+        return await self.outbox.deliver(self.parts(chat, reply, first_message))
+
+    def parts(self, chat: ChatRef, reply: Reply, first_message: int | None = None) -> list[Part]:
+        """The outbox parts of ``reply``, in the order they are sent."""
         target = _Target.of(chat, reply.reply_to, self.settings.reply_to_mode)
-        try:
-            if reply.text.strip():
-                await self.text(target, reply.text, first_message, keyboard(reply.buttons))
-            for media in reply.media:
-                await self.media(target, media)
-            if reply.voice is not None:
-                await self.media(target, reply.voice)
-        except TelegramError as exc:
-            if not exc.forbidden:  # forbidden: the user blocked the bot, logged once by FloodControl
-                raise
+        parts = self._text(chat, target, reply.text, first_message, keyboard(reply.buttons)) if reply.text.strip() else []
+        for media in [*reply.media, *([reply.voice] if reply.voice is not None else [])]:
+            parts += self._media(chat, target, media)
+        return parts
 
-    async def text(self, target: _Target, markdown: str, first_message: int | None = None,
-                   markup: dict[str, Any] | None = None) -> None:
-        """``markdown`` in parts; ``markup`` (buttons) goes under the last part."""
-        parts = fmt.render(markdown)
-        for i, part in enumerate(parts):
-            if i == 0 and first_message is not None and not (markup and len(parts) == 1):
-                await self._edit(target, first_message, part)
+    def _text(self, chat: ChatRef, target: _Target, markdown: str, first_message: int | None = None,
+              markup: dict[str, Any] | None = None) -> list[Part]:
+        """``markdown`` in parts; ``markup`` (buttons) goes under the last part, which is then sent, not edited."""
+        parts, rendered = [], fmt.render(markdown)
+        for i, part in enumerate(rendered):
+            text: dict[str, Any] = {"text": part.text, "entities": part.entities or None}
+            if markup and i == len(rendered) - 1:
+                text["reply_markup"] = markup
+            if i == 0 and first_message is not None and not (markup and len(rendered) == 1):
+                parts.append(Part(chat, {"call": "editMessageText", "anew": target.kwargs(quote=False), "params": {
+                    "chat_id": target.chat_id, "message_id": first_message, **text}}))
             else:
-                await self._send_part(target, part, quote=i == 0, markup=markup if i == len(parts) - 1 else None)
+                parts.append(Part(chat, {"call": "sendMessage", "params": {**text, **target.kwargs(quote=i == 0)}}))
+        return parts
 
-    async def _send_part(self, target: _Target, part: fmt.Part, *, quote: bool,
-                         markup: dict[str, Any] | None = None) -> None:
-        kw = target.kwargs(quote=quote)
-        if markup:
-            kw["reply_markup"] = markup
-        try:
-            await self.api.call("sendMessage", text=part.text, entities=part.entities or None, **kw)
-        except TelegramError as exc:
-            if not exc.bad_request or ("parse" not in exc.description and "entit" not in exc.description):
-                raise
-            log.warning("Telegram refused the formatting (%s); sending plain text", exc.description)
-            await self.api.call("sendMessage", text=part.text, **kw)
-
-    async def _edit(self, target: _Target, message_id: int, part: fmt.Part) -> None:
-        try:
-            await self.api.call("editMessageText", chat_id=target.chat_id, message_id=message_id, text=part.text,
-                                entities=part.entities or None)
-        except TelegramError as exc:
-            if not exc.bad_request:
-                raise
-            if "not modified" not in exc.description:
-                log.warning("could not edit the preview into the answer (%s); sending it anew", exc.description)
-                await self._send_part(target, part, quote=False)
-
-    async def media(self, target: _Target, media: Media) -> None:
+    def _media(self, chat: ChatRef, target: _Target, media: Media) -> list[Part]:
         """A photo as a photo, a video as a video, music as audio, a voice note as a voice bubble; too big for its
         kind as a document; over the upload limit, a sentence saying so."""
         size = len(media.data)
-        if size > self.settings.upload_limit:
-            await self.api.call("sendMessage", text=(
-                f"The {media.kind.value} is too large to send here ({size / MB:.1f} MB; Telegram bots can send "
-                f"at most {self.settings.upload_limit / MB:g} MB)."), **target.kwargs(quote=False))
-            return
-        caption = fmt.caption(media.caption) if media.caption else None
         kw: dict[str, Any] = target.kwargs(quote=False)
+        if size > self.settings.upload_limit:
+            return [Part(chat, {"call": "sendMessage", "params": {**kw, "text": (
+                f"The {media.kind.value} is too large to send here ({size / MB:.1f} MB; Telegram bots can send "
+                f"at most {self.settings.upload_limit / MB:g} MB).")}})]
+        caption = fmt.caption(media.caption) if media.caption else None
         if caption is not None:
             kw.update(caption=caption.text, caption_entities=caption.entities or None)
-        action, method, params = self._method(media)
-        async with chat_action(self.api, target, action):  # shown before the upload starts, repeated during it
-            await self.api.call(method, **params, **kw)
+        action, method, param, params = self._method(media)
+        parts = [Part(chat, {"call": method, "params": {**params, **kw}, "file": param, "filename": media.filename,
+                             "mime": media.mime, "action": action}, data=media.data)]
         if media.caption and caption is None:  # too long for a caption: sent as its own text
-            await self.text(target, media.caption)
+            parts += self._text(chat, target, media.caption)
+        return parts
 
-    def _method(self, media: Media) -> tuple[str, str, dict[str, Any]]:
-        """The chat action, the Bot API method and its parameters (the file among them) for one file."""
-        kind, file = media.kind, InputFile(media.data, media.filename, media.mime)
+    def _method(self, media: Media) -> tuple[str, str, str, dict[str, Any]]:
+        """The chat action, the Bot API method, the file's parameter and the other parameters for one file."""
+        kind = media.kind
         duration = round(media.duration) if media.duration else None
         if kind is AttachmentKind.VOICE:
-            return "upload_voice", "sendVoice", {"voice": file, "duration": duration}
+            return "upload_voice", "sendVoice", "voice", {"duration": duration}
         if kind is AttachmentKind.IMAGE and len(media.data) <= PHOTO_LIMIT:
-            return "upload_photo", "sendPhoto", {"photo": file}
+            return "upload_photo", "sendPhoto", "photo", {}
         if kind is AttachmentKind.VIDEO:
-            return "upload_video", "sendVideo", {"video": file, "duration": duration, "supports_streaming": True}
+            return "upload_video", "sendVideo", "video", {"duration": duration, "supports_streaming": True}
         if kind is AttachmentKind.AUDIO:
             title = media.title or media.filename.rsplit(".", 1)[0]
-            return "upload_document", "sendAudio", {"audio": file, "duration": duration, "title": title,
-                                                    "performer": self.settings.performer}
-        return "upload_document", "sendDocument", {"document": file}
+            return "upload_document", "sendAudio", "audio", {"duration": duration, "title": title,
+                                                             "performer": self.settings.performer}
+        return "upload_document", "sendDocument", "document", {}
+
+    async def send_part(self, part: Part) -> None:
+        """One part to the Bot API. Formatting Telegram refuses goes again as plain text; a preview that cannot
+        be edited into the answer is left, and the text sent anew."""
+        body = part.body
+        method, params = body["call"], dict(body["params"])
+        if "file" in body:
+            assert part.data is not None, "a file part has its bytes"
+            params[body["file"]] = InputFile(part.data, body["filename"], body["mime"])
+            target = _Target(params["chat_id"], params.get("message_thread_id"), None)
+            async with chat_action(self.api, target, body["action"]):  # shown before the upload, repeated during it
+                await self.api.call(method, **params)
+            return
+        try:
+            await self.api.call(method, **params)
+        except TelegramError as exc:
+            if not exc.bad_request:
+                raise
+            if method == "editMessageText":
+                if "not modified" in exc.description:
+                    return
+                log.warning("could not edit the preview into the answer (%s); sending it anew", exc.description)
+                anew = {"text": params["text"], "entities": params.get("entities"), **body["anew"]}
+                await self.send_part(Part(part.chat, {"call": "sendMessage", "params": anew}))
+            elif params.get("entities") and ("parse" in exc.description or "entit" in exc.description):
+                log.warning("Telegram refused the formatting (%s); sending plain text", exc.description)
+                await self.api.call(method, **{k: v for k, v in params.items() if k != "entities"})
+            else:
+                raise
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """What a failed Bot API call means for an outbox part (``None``: not a Bot API failure)."""
+    if not isinstance(exc, TelegramError):
+        return None
+    why = f"{exc.method}: {exc.description}"
+    if exc.flood:
+        return Failure(Fate.WAIT, why, float(exc.retry_after or 1))
+    if exc.forbidden or (exc.bad_request and "chat not found" in exc.description.lower()):
+        return Failure(Fate.GONE, why)
+    if exc.unsent or exc.code >= 500 or exc.unauthorized:  # a revoked token: kept until the channel stops
+        return Failure(Fate.RETRY, why)
+    if exc.code == 0:  # it went out, and no answer came back
+        return Failure(Fate.UNKNOWN, why)
+    return Failure(Fate.REFUSED, why)  # any other 4xx, from the Bot API or a proxy before it: sending again won't do
 
 
 @contextlib.asynccontextmanager

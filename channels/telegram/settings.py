@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from net.http import Proxy
 
+from ..outbox import RetrySettings
 from .outbound import ReplyToMode, Streaming
 
 GREETING = "Hi! I'm Chorus. Write to me, or send a voice note or a photo. /help lists the commands."
@@ -32,3 +33,5 @@ class TelegramSettings:
     commands: Sequence[tuple[str, str]] = ()
     greeting: str = GREETING
     reply_to_mode: ReplyToMode | None = None
+    retry: RetrySettings = RetrySettings()
+    timeout: float = 60.0  # seconds of silence after which a call is given up

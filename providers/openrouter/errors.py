@@ -21,6 +21,8 @@ class OpenRouterError(Exception):
     # Whether sending the same message again would fail the same way (a refused input, a
     # provider that crashes on it): such a turn is kept but left out of later requests.
     repeats = True
+    # Whether the advice is for whoever runs the bot (a key, credits), not for a group's members.
+    for_operator = False
     advice = "Try again in a moment."
 
     def __init__(self, detail: str = "", *, status: int | None = None, code: Any = None, retry_after: float | None = None) -> None:
@@ -80,6 +82,8 @@ class BadRequestError(OpenRouterError):
 
 class AuthError(OpenRouterError):
     status = 401
+    repeats = False  # the key's fault, not the message's: it stays in the conversation
+    for_operator = True
     advice = "Run `chorus onboard` or `chorus models auth login --provider openrouter` to store a valid key."
 
     def headline(self) -> str:
@@ -88,6 +92,8 @@ class AuthError(OpenRouterError):
 
 class CreditsError(OpenRouterError):
     status = 402
+    repeats = False  # once the owner tops up, the question is still there
+    for_operator = True
     advice = "Add credits at https://openrouter.ai/settings/credits, or pick a cheaper or free model with /model."
 
     def headline(self) -> str:
@@ -137,6 +143,7 @@ class RateLimitError(OpenRouterError):
 class UpstreamError(OpenRouterError):
     status = 502
     retryable = True
+    repeats = False  # the provider's trouble, not the message's
     advice = "The model's provider is having trouble; try again shortly or switch models with /model."
 
     def headline(self) -> str:

@@ -122,6 +122,7 @@ class FakeDiscord:
         # zlib-stream, as the client asked in the gateway URL: one deflate stream per connection, every frame
         # binary and ending in a sync flush (00 00 ff ff), as Discord sends them
         self._deflate: dict[int, Any] = {}
+        self._failures: list[list[Any]] = []  # [method, template, status, body, times left]
         self.compressed_frames = 0
         self._open = asyncio.Event()
         self._open.set()
@@ -332,6 +333,7 @@ class FakeDiscord:
         """Forget rate limits scripted but not yet used up (a shared fake between two tests)."""
         self._limits.clear()
         self.raw_answers.clear()
+        self._failures.clear()
 
     # ---- faults at start-up and while running -------------------------------------------------
 
@@ -353,6 +355,20 @@ class FakeDiscord:
                     self.raw_answers.remove(entry)
                 call.status = entry[3]
                 return _json(entry[2], status=entry[3])
+
+    # ---- faults of the platform (issue 27, outbound): one block, kept together --------------------------
+
+    def fail(self, method: str, template: str, status: int, message: str, *, code: int = 0, times: int = 1) -> None:
+        """The next ``times`` requests to ``method template`` are answered ``status`` with Discord's error body."""
+        self._failures.append([method, template, status, {"message": message, "code": code}, times])
+
+    def _failure(self, call: Call) -> web.Response | None:
+        for failure in self._failures:
+            method, template, status, body, times = failure
+            if times and method == call.method and template == call.template:
+                failure[4] -= 1
+                call.status = status
+                return _json(body, status=status)
         return None
 
     # ---- inspection --------------------------------------------------------------------------
@@ -475,6 +491,8 @@ class FakeDiscord:
         if not path.startswith(NO_AUTH) and request.headers.get("Authorization") != f"Bot {self.token}":
             call.status = 401
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        if (failed := self._failure(call)) is not None:
+            return failed
         for limit in self._limits:
             if limit.times and limit.method == call.method and limit.template == call.template:
                 limit.times -= 1

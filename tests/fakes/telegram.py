@@ -58,6 +58,7 @@ class Failure:
     chat_id: int | None = None
     times: int = 1
     after: int = 0  # let this many matching calls through first
+    kind: str = "error"  # error | html | reset | hang | late (see the fault block of FakeTelegram)
 
 
 @dataclass
@@ -289,6 +290,43 @@ class FakeTelegram:
                 return _ok(entry[1])
         return None
 
+    # ---- faults of the transport and the platform (issue 27, outbound): one block, kept together ----------
+
+    def fail_html(self, method: str, status: int = 502, *, times: int = 1) -> None:
+        """Answer ``times`` calls of ``method`` with a proxy's HTML error page (no Bot API JSON)."""
+        self.failures.append(Failure(method, status, "Bad Gateway", times=times, kind="html"))
+
+    def reset(self, method: str, *, times: int = 1) -> None:
+        """Read ``times`` calls of ``method`` whole, then drop the connection without doing or answering them."""
+        self.failures.append(Failure(method, 0, "reset", times=times, kind="reset"))
+
+    def hang(self, method: str, *, times: int = 1, done: bool = False) -> None:
+        """Never answer ``times`` calls of ``method``; ``done``: do what they asked first (the message is in the
+        chat, only the answer is lost), else leave them undone (lost on the way)."""
+        self.failures.append(Failure(method, 0, "hang", times=times, kind="late" if done else "hang"))
+
+    def fail_download(self, status: int = 404, *, times: int = 1, kind: str = "error") -> None:
+        """Make the next ``times`` file downloads fail: ``status`` with an error page, or ``kind`` reset/hang."""
+        self.failures.append(Failure("download", status, "Not Found", times=times, kind=kind))
+
+    async def _misbehave(self, failure: Failure, request: web.Request, method: str, params: dict[str, Any],
+                         files: dict[str, bytes], call: Call | None) -> web.Response:
+        if call is not None:
+            call.status = failure.status or 599  # not counted among the calls that were answered
+        if failure.kind == "html":
+            return web.Response(status=failure.status, content_type="text/html",
+                                text=f"<html><body><h1>{failure.status} {failure.description}</h1></body></html>")
+        if failure.kind == "error":
+            return _error(failure.status, failure.description)
+        if failure.kind == "late" and (handler := getattr(self, "_m_" + method, None)) is not None:
+            await handler(params, files)
+        if failure.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing is answered: the connection is gone
+        await asyncio.Event().wait()  # hang: cancelled when the client gives up and closes the connection
+        raise AssertionError("unreachable")
+
     # ---- inspection --------------------------------------------------------------------------
 
     def calls_to(self, *methods: str) -> list[Call]:
@@ -349,6 +387,8 @@ class FakeTelegram:
             call.status = 400
             return self._violation(method, str(exc))
         failure = self._failure_for(method, params)
+        if failure is not None and failure.kind != "error":
+            return await self._misbehave(failure, request, method, params, files, call)
         if failure is not None:
             call.status = failure.status
             extra = {"parameters": {"retry_after": failure.retry_after}} if failure.retry_after else {}
@@ -458,6 +498,8 @@ class FakeTelegram:
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
+        if (failure := self._failure_for("download", {})) is not None:
+            return await self._misbehave(failure, request, "download", {}, {}, None)
         for path, data in self.files.values():
             if path == request.match_info["path"]:
                 return web.Response(body=data)
