@@ -243,3 +243,24 @@ async def test_discord_a_channel_that_refuses_the_bot_is_said_once_and_answered_
     assert [m.content for m in discord.bot_messages(dm)] == ["echo: three"]
     assert service.log.count("the chat refuses messages") == 1
     assert [c.status for c in discord.calls_to("POST", "/channels/{channel_id}/messages")] == [403, 403, 200]
+
+
+@pytest.mark.parametrize("status", [404, 503])
+async def test_discord_a_file_that_cannot_be_downloaded_is_asked_for_again(scaled, fake_openrouter, status):
+    """A 404 at once, a 503 after the retries: either way the user reads that the file could not be fetched,
+    never that Chorus crashed, and the next message is answered."""
+    from tests.test_discord_e2e import chorus_on_discord
+
+    async with FakeDiscord(heartbeat_ms=500) as discord:
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with chorus_on_discord(scaled, fake_openrouter, discord, retry=RETRY) as service:
+            discord.fail_cdn(status, times=RETRY["attempts"])
+            photo = discord.attachment("pic.png", make_png(32, 32), "image/png")
+            await discord.say(dm, ann, "what is this?", attachments=[photo])
+            await discord.wait_sent(dm)
+            await discord.say(dm, ann, "after")
+            await discord.wait_sent(dm, 2)
+    assert [m.content for m in discord.bot_messages(dm)] == [
+        "I couldn't fetch the file you sent from Discord; please send it again.", "echo: after"]
+    assert "Something went wrong" not in service.log

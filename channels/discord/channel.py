@@ -16,7 +16,7 @@ from discord import app_commands
 from ..backoff import Backoff
 from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply, as_edit
 from .client import ChorusClient
-from .inbound import CHANNEL, chat_of, may_speak, to_inbound
+from .inbound import CHANNEL, chat_of, fetcher, may_speak, to_inbound
 from ..outbox import Outbox as DurableOutbox, Part, PartStore
 from .outbound import DiscordStream, Outbox, classify, reply_parts
 from .settings import DiscordSettings
@@ -194,13 +194,14 @@ class DiscordChannel:
             return None
         url = attachment.source
 
-        async def fetch() -> bytes:
+        async def read() -> bytes:
             await self._ready.wait()
             assert self.client is not None
             return await self.client.http.get_from_cdn(url)
 
         return Attachment(kind=attachment.kind, mime=attachment.mime, filename=attachment.filename, size=attachment.size,
-                          duration=attachment.duration, fetch=fetch, source=url)
+                          duration=attachment.duration, fetch=fetcher(read, self.settings.retry, attachment.filename),
+                          source=url)
 
     @staticmethod
     def _handler(on_message: InboundHandler) -> InboundHandler:

@@ -3,14 +3,23 @@ and whether the bot should hear it at all (other bots, servers and channels not 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import aiohttp
 import discord
 
-from ..base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
+from ..base import Attachment, AttachmentKind, ChatRef, FetchError, Inbound, Replied
+from ..outbox import RetrySettings, attempt
+from .outbound import classify
 from .settings import ChannelRule, DiscordSettings, GuildRule
+
+log = logging.getLogger("chorus.discord")
+NOT_FETCHED = "I couldn't fetch the file you sent from Discord; please send it again."
 
 CHANNEL = "discord"
 _USER = re.compile(r"<@!?(\d+)>")
@@ -87,7 +96,7 @@ def to_inbound(message: discord.Message, me: discord.ClientUser, settings: Disco
         sender_username=message.author.name,
         text=readable(message, me), message_id=str(message.id), mentioned=addressed or where.chat.kind == "direct",
         reply_to=str(message.reference.message_id) if message.reference and message.reference.message_id else None,
-        attachments=[attachment(a, voice=message.flags.voice) for a in message.attachments],
+        attachments=[attachment(a, voice=message.flags.voice, retry=settings.retry) for a in message.attachments],
         received_at=message.created_at,
         replied=Replied(text=readable(earlier, me) or _files(earlier), author=earlier.author.display_name,
                         by_bot=replied_to_me) if earlier is not None else None,
@@ -115,11 +124,23 @@ def readable(message: discord.Message, me: discord.ClientUser) -> str:
     return re.sub(r"[ \t]{2,}", " ", _CHANNEL.sub(channel_name, text)).strip()
 
 
-def attachment(a: discord.Attachment, *, voice: bool) -> Attachment:
+def attachment(a: discord.Attachment, *, voice: bool, retry: RetrySettings = RetrySettings()) -> Attachment:
     """A Discord attachment, fetched only when needed; its URL is kept to fetch it again after a restart."""
     mime = (a.content_type or "").split(";", 1)[0] or None
     return Attachment(kind=kind_of(mime, voice), mime=mime, filename=a.filename, size=a.size,
-                      duration=a.duration, fetch=a.read, source=a.url)
+                      duration=a.duration, fetch=fetcher(a.read, retry, a.filename), source=a.url)
+
+
+def fetcher(read: Callable[[], Awaitable[bytes]], retry: RetrySettings, name: str) -> Callable[[], Awaitable[bytes]]:
+    """``read`` retried like a send while its failure may pass; one that remains is a ``FetchError`` whose text
+    asks the user to send the file again (the core says it instead of apologising for a crash)."""
+    async def fetch() -> bytes:
+        try:
+            return await attempt(read, classify, retry, f"channel=discord file={name}")
+        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("could not download a file the user sent (%s: %s)", type(exc).__name__, exc)
+            raise FetchError(NOT_FETCHED) from None
+    return fetch
 
 
 def kind_of(mime: str | None, voice: bool) -> AttachmentKind:

@@ -356,7 +356,11 @@ class FakeDiscord:
                 call.status = entry[3]
                 return _json(entry[2], status=entry[3])
 
-    # ---- faults of the platform (issue 27, outbound): one block, kept together --------------------------
+    # ---- faults of the platform when the bot sends or fetches: one block, kept together ----------------
+
+    def fail_cdn(self, status: int = 404, *, times: int = 1) -> None:
+        """The next ``times`` downloads of an attachment from the CDN are answered ``status``."""
+        self._failures.append(["GET", "/attachments", status, {"message": "fake CDN failure", "code": 0}, times])
 
     def fail(self, method: str, template: str, status: int, message: str, *, code: int = 0, times: int = 1) -> None:
         """The next ``times`` requests to ``method template`` are answered ``status`` with Discord's error body."""
@@ -470,6 +474,10 @@ class FakeDiscord:
     # ---- CDN ---------------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.Response:
+        for failure in self._failures:
+            if failure[:2] == ["GET", "/attachments"] and failure[4]:
+                failure[4] -= 1
+                return web.Response(status=failure[2], text="fake CDN failure")
         found = self.files.get(request.match_info["path"])
         if found is None:
             return web.Response(status=404)
