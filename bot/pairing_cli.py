@@ -1,14 +1,18 @@
-"""``chorus pairing list|approve``: the owner's side of pairing, beside a running service."""
+"""``chorus pairing list|approve|deny|revoke``: the owner's side of pairing, beside a running service."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .config import Channels
 from .pairing import Pairing, PairingError
 from .store import Store
+
+T = TypeVar("T")
 
 
 def channel_names() -> list[str]:
@@ -40,30 +44,15 @@ async def pairing_list(db_path: Path, channel: str) -> int:
 
 async def pairing_deny(db_path: Path, channel: str, code: str) -> int:
     """Refuse the request with ``code``; its slot is free again (a stranger who writes again gets a new code)."""
-    store = await Store.open(db_path)
-    try:
-        request = await Pairing(store).deny(channel, code)
-    except PairingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
-    print(f"Denied {request.sender.label}, {channel} id {request.sender.id}.")
-    return 0
+    return await _change(db_path, lambda pairing: pairing.deny(channel, code),
+                         lambda request: f"Denied {request.sender.label}, {channel} id {request.sender.id}.")
 
 
 async def pairing_revoke(db_path: Path, channel: str, sender_id: str) -> int:
     """Take back an approval; from their next message on, the sender is a stranger again."""
-    store = await Store.open(db_path)
-    try:
-        sender = await Pairing(store).revoke(channel, sender_id)
-    except PairingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
-    print(f"Revoked {sender.label}, {channel} id {sender.id}: they can no longer chat with the bot.")
-    return 0
+    return await _change(db_path, lambda pairing: pairing.revoke(channel, sender_id),
+                         lambda sender: f"Revoked {sender.label}, {channel} id {sender.id}: they can no longer chat "
+                                        "with the bot.")
 
 
 async def pairing_approved(db_path: Path, channel: str) -> int:
@@ -87,15 +76,22 @@ async def pairing_approved(db_path: Path, channel: str) -> int:
 
 async def pairing_approve(db_path: Path, channel: str, code: str) -> int:
     """Approve the sender who was given ``code``; a running service lets them in from their next message."""
+    return await _change(db_path, lambda pairing: pairing.approve(channel, code),
+                         lambda request: f"Approved {request.sender.label}, {channel} id {request.sender.id}: they "
+                                         "can chat with the bot now.")
+
+
+async def _change(db_path: Path, change: Callable[[Pairing], Awaitable[T]], said: Callable[[T], str]) -> int:
+    """One pairing decision from the command line: done and said (exit 0), or the reason on stderr (exit 1)."""
     store = await Store.open(db_path)
     try:
-        request = await Pairing(store).approve(channel, code)
+        done = await change(Pairing(store))
     except PairingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         await store.close()
-    print(f"Approved {request.sender.label}, {channel} id {request.sender.id}: they can chat with the bot now.")
+    print(said(done))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""One channel's fault stops only that channel; no update blocks the ones after it (issue 27, the channels half).
+"""One channel's fault stops only that channel; no update blocks the ones after it.
 
 The real ``chorus run`` against the fake Bot API and the fake Discord, which inject faults per method: start-up
 failures that pass (``getMe`` 500, a result of the wrong type), ones that do not (a refused token, a busy webhook

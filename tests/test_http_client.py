@@ -1,6 +1,6 @@
 """The HTTP stack of the Bot API and OpenRouter clients against small misbehaving servers on 127.0.0.1: each defect
-that retired net/http1.py (issue 28's D1..D6 and the smaller ones) has its test here, beside the production
-defaults (issue 32) and the ``unsent`` fate the outbox relies on."""
+that retired net/http1.py (D1..D6 and the smaller ones) has its test here, beside the production
+defaults and the ``unsent`` fate the outbox relies on."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ async def test_a_post_is_sent_once_when_the_connection_drops_after_the_server_re
     assert not error.answered and not error.unsent
 
 
-# ---- D2 and issue 27 point 5: deadlines -------------------------------------------------------------------
+# ---- D2 and the deadline of every call --------------------------------------------------------------------
 
 
 async def test_an_upload_to_a_server_that_stops_reading_fails_by_its_deadline():
@@ -276,7 +276,7 @@ def test_dotenv_values_lose_their_quotes_and_comments(tmp_path):
     assert load_dotenv(env) == {"TOKEN": "123:abc", "KEY": "sk-or-1", "PLAIN": "value", "HASH": "a#b"}
 
 
-# ---- production defaults (issue 32) ------------------------------------------------------------------------
+# ---- production defaults --------------------------------------------------------------------------------------
 
 
 async def test_the_production_session_verifies_tls_and_closes_idle_connections():

@@ -290,7 +290,7 @@ class FakeTelegram:
                 return _ok(entry[1])
         return None
 
-    # ---- faults of the transport and the platform (issue 27, outbound): one block, kept together ----------
+    # ---- faults of the transport and the platform when the bot sends: one block, kept together -----------
 
     def fail_html(self, method: str, status: int = 502, *, times: int = 1) -> None:
         """Answer ``times`` calls of ``method`` with a proxy's HTML error page (no Bot API JSON)."""
