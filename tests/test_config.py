@@ -56,11 +56,11 @@ async def test_infer_honours_thinking_default(home, fake_openrouter):
     assert "reasoning" not in fake_openrouter.chat_requests()[1].json  # the catalog says it does not reason
 
 
-def test_the_readme_provider_page_snippet_loads_as_pasted(tmp_path):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    after = readme.split("<!-- provider-page snippet:", 1)[1]
+def test_the_documented_provider_page_snippet_loads_as_pasted(tmp_path):
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    after = reference.split("<!-- provider-page snippet:", 1)[1]
     snippet = after.split("```json5\n", 1)[1].split("```", 1)[0]
-    assert "timeoutMs: 180_000" in snippet  # the page's own spelling, kept in the README
+    assert "timeoutMs: 180_000" in snippet  # the page's own spelling, kept in the docs
     path = tmp_path / "chorus.json5"
     path.write_text(snippet)
     loaded = load_config(path, env={})
