@@ -18,7 +18,7 @@ from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, R
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, fetcher, may_speak, to_inbound
 from ..outbox import Outbox as DurableOutbox, Part, PartStore
-from .outbound import DiscordStream, Outbox, classify, reply_parts
+from .outbound import DiscordStream, Outbox, chosen, classify, reply_parts
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
@@ -130,6 +130,14 @@ class DiscordChannel:
             inbound = to_inbound(payload.message, client.user, self.settings) if edited_at else None
             if inbound is not None:
                 await handler(as_edit(inbound, edited_at))
+
+        @client.event
+        async def on_interaction(interaction: discord.Interaction) -> None:
+            """A button pressed or a menu option picked under a reply: handled as the command it carries."""
+            if interaction.type is discord.InteractionType.component:
+                command = chosen(dict(interaction.data or {}))
+                if command is not None:
+                    await self._slash(interaction, command, handler)
 
         @client.event
         async def on_disconnect() -> None:
@@ -278,7 +286,9 @@ class DiscordChannel:
         if text == "/stop":  # a stopped answer ends with "⏹ Stopped." itself: only the user sees this receipt
             await interaction.response.send_message("⏹", ephemeral=True)
         else:
-            await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
+            # Discord wants an answer within 3 s; the reply follows ("thinking…" for a slash command, nothing
+            # for a press: the message with the buttons stays as it is)
+            await interaction.response.defer(thinking=interaction.type is discord.InteractionType.application_command)
             self.outbox.interactions[message_id] = interaction
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
                               sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))
