@@ -228,7 +228,7 @@ class Dispatcher:
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
             owner = owner_of(self.access.settings(inbound.chat.channel))
             if decision.reason == "pairing-new" and owner and decision.code:  # asked in a DM of their own
-                self._spawn(self._tell(channel, ChatRef(inbound.chat.channel, owner), Reply(
+                self._spawn(self._ask_owner(channel, owner, Reply(
                     text=f"{inbound.sender_name} ({inbound.sender_id}) asks to talk: /approve {decision.code}",
                     buttons=[("Approve", f"/approve {decision.code}"), ("Deny", f"/deny {decision.code}")])))
             await self.inbox.done([inbound])
@@ -292,6 +292,17 @@ class Dispatcher:
             await channel.send(chat, reply)
         except Exception:
             log.exception("could not send a notice channel=%s chat=%s", chat.channel, chat.chat_id)
+
+    async def _ask_owner(self, channel: Channel, owner: str, reply: Reply) -> None:
+        """Send ``reply`` to the owner in a DM: a channel whose DMs have ids of their own (Discord) opens it
+        (``direct_chat``); elsewhere the owner's user id is their DM's."""
+        opener = getattr(channel, "direct_chat", None)
+        try:
+            chat = await opener(owner) if opener else ChatRef(channel.name, owner)
+        except Exception:
+            log.exception("could not open a DM with the owner channel=%s owner=%s", channel.name, owner)
+            return
+        await self._tell(channel, chat, reply)
 
     async def _command(self, inbound: Inbound, channel: Channel) -> None:
         reply = await run_command(CommandContext(self.agent, channel, self, self.access), inbound)

@@ -196,6 +196,13 @@ class DiscordChannel:
         except discord.HTTPException as exc:
             log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
 
+    async def direct_chat(self, user_id: str) -> ChatRef:
+        """The DM with a user (opened if need be: a DM's id is not the user's), once connected."""
+        await self._ready.wait()
+        assert self.client is not None
+        dm = await self.client.create_dm(discord.Object(int(user_id)))
+        return ChatRef(CHANNEL, str(dm.id), kind="direct")
+
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment of a message accepted before a restart, fetched again from its URL."""
         if not attachment.source or not attachment.source.startswith(("https://", "http://")):

@@ -98,6 +98,7 @@ class FakeDiscord:
         self.token = token
         self.heartbeat_ms = heartbeat_ms
         self.ids = snowflakes()
+        self.users: dict[str, dict[str, Any]] = {}  # every user made, by id (create_dm looks them up)
         self.bot = self.user("chorus", bot=True)
         self.application_id = str(next(self.ids))
         self.application_flags = MESSAGE_CONTENT_FLAG
@@ -184,8 +185,10 @@ class FakeDiscord:
     # ---- the world the tests build -----------------------------------------------------------
 
     def user(self, name: str, *, bot: bool = False) -> dict[str, Any]:
-        return {"id": str(next(self.ids)), "username": name, "global_name": name.title(), "discriminator": "0",
+        user = {"id": str(next(self.ids)), "username": name, "global_name": name.title(), "discriminator": "0",
                 "avatar": None, "bot": bot}
+        self.users[user["id"]] = user
+        return user
 
     def dm(self, user: dict[str, Any]) -> dict[str, Any]:
         channel = {"id": str(next(self.ids)), "type": 1, "recipients": [user], "last_message_id": None}
@@ -593,6 +596,12 @@ class FakeDiscord:
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
             return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+        if route == ("POST", "/users/@me/channels"):  # create_dm: the DM with a user, the same one each time
+            recipient = str((call.json or {}).get("recipient_id"))
+            if recipient not in self.users:
+                return _not_found("Unknown User", 10013)
+            dms = [c for c in self.channels.values() if c["type"] == 1 and c["recipients"][0]["id"] == recipient]
+            return _json(dms[0] if dms else self.dm(self.users[recipient]))
         if route == ("GET", "/users/@me/guilds"):
             return _json([{"id": g["id"], "name": g["name"], "icon": None, "owner": False, "permissions": "0",
                            "features": []} for g in self.guilds.values()])
