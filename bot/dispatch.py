@@ -186,11 +186,10 @@ class Dispatcher:
         while True:
             await asyncio.sleep(every)
             by_sender: dict[tuple[str, str], list[Inbound]] = {}
-            for inbound in await self.inbox.awaiting():
+            for inbound in await self.inbox.awaiting_approved():
                 by_sender.setdefault((inbound.chat.channel, inbound.sender_id), []).append(inbound)
             for key, waiting in by_sender.items():
-                channel = self.channels.get(key[0])
-                if channel is None or not await self.access.pairing.approved(*key):
+                if (channel := self.channels.get(key[0])) is None:
                     continue
                 last = waiting[-1]
                 log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], last.sender_name, key[1])

@@ -471,9 +471,11 @@ class Inbox:
 
         await self.store.write(mark)
 
-    async def awaiting(self) -> list[Inbound]:
-        """Strangers' messages kept for their approval, oldest first."""
-        return await self._select("awaiting = 1")
+    async def awaiting_approved(self) -> list[Inbound]:
+        """Strangers' kept messages whose senders the owner has approved since, oldest first (one query, however
+        many strangers still wait)."""
+        return await self._select("awaiting = 1 AND EXISTS (SELECT 1 FROM access_approvals a"
+                                  " WHERE a.channel = inbox.channel AND a.sender_id = inbox.sender_id)")
 
     async def release(self, inbounds: list[Inbound]) -> None:
         """Hand awaited messages back to be answered: pending again (a restart answers them), no longer awaited,
