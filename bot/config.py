@@ -310,6 +310,9 @@ class ChannelBase(Section):
     # Whether the answer replies to the user's message: its first part, every part, or none. Unset: Discord
     # replies with the first part; Telegram in groups only (in a private chat a quote is noise).
     reply_to_mode: Literal["off", "first", "all"] | None = None
+    # The owner's user id on this platform: always let in, and asked in a DM of their own, with Approve and
+    # Deny buttons, about each pairing request.
+    owner_id: str | int | None = None
 
     def lists_groups(self) -> bool:
         """Whether the channel's own allowlist of groups (Discord's ``guilds``) already admitted a group message."""
@@ -325,9 +328,6 @@ class TelegramGroup(Section):
 class TelegramChannel(ChannelBase):
     bot_token: Secret | None = None
     proxy: ProxyURL | None = None  # OpenClaw's key; else HTTPS_PROXY / ALL_PROXY (NO_PROXY honoured)
-    # The owner's Telegram user id: always let in, and asked in a DM of their own, with Approve and Deny
-    # buttons, about each pairing request.
-    owner_id: str | int | None = None
     token_file: str | None = None  # a file holding the token (e.g. a mounted secret); else TELEGRAM_BOT_TOKEN
     api_root: BotApiUrl | None = None  # a self-hosted Bot API server; larger upload limits then apply
     webhook_url: WebhookUrl | None = None  # set: webhook mode (nothing polls); unset: long polling

@@ -28,7 +28,7 @@ log = logging.getLogger("chorus.dispatch")
 # The parts of an album come one by one (through a webhook each only once the last was acknowledged), each
 # within moments of the last: this long without another, the album is complete.
 ALBUM_QUIET = 0.5
-AWAITING_MAX = 5  # a stranger's latest messages kept (in memory) to answer once they are approved
+AWAITING_MAX = 5  # a stranger's latest messages kept (in the inbox) to answer once they are approved
 EDITED = "[The user edited an earlier message; this is its new version]"
 NOT_SAVED = ("⚠️ I could not save your message (the disk is full or the database cannot be written), "
              "so I cannot answer it; please send it again in a moment.")
@@ -74,7 +74,6 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._told_not_saved: set[tuple[str, str]] = set()  # (session, sender) told their message was not saved
         self.access = AccessPolicy(inbox.store, agent.config)
-        self._awaiting: dict[tuple[str, str], list[tuple[Inbound, Channel]]] = {}  # strangers' messages, by sender
 
     @property
     def messages(self) -> Messages:
@@ -124,17 +123,23 @@ class Dispatcher:
                 log.warning("pending message for channel %s, which is not running; kept for later", inbound.chat.channel)
                 continue
             log.info("answering a message left pending by the last run channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id)
-            reattach = getattr(channel, "reattach", None)
-            saved = inbound.attachments
-            inbound.attachments = [a for a in (reattach(x) if reattach else None for x in saved) if a is not None]
-            if len(inbound.attachments) < len(saved):
-                await self._tell(channel, inbound.chat, Reply(
-                    text="Sorry, I restarted while handling your last message and its attachment was lost; "
-                         "please send it again.", reply_to=inbound.message_id))
-                if not inbound.text and not inbound.attachments:
-                    await self.inbox.done([inbound])
-                    continue
-            await self._route(inbound, channel)
+            if await self._reattached(inbound, channel):
+                await self._route(inbound, channel)
+
+    async def _reattached(self, inbound: Inbound, channel: Channel) -> bool:
+        """Restore a stored message's attachments from their sources; a lost one is told to the user, and a
+        message left with nothing to answer is marked done (``False``)."""
+        reattach = getattr(channel, "reattach", None)
+        saved = inbound.attachments
+        inbound.attachments = [a for a in (reattach(x) if reattach else None for x in saved) if a is not None]
+        if len(inbound.attachments) < len(saved):
+            await self._tell(channel, inbound.chat, Reply(
+                text="Sorry, I restarted while handling your last message and its attachment was lost; "
+                     "please send it again.", reply_to=inbound.message_id))
+            if not inbound.text and not inbound.attachments:
+                await self.inbox.done([inbound])
+                return False
+        return True
 
     async def drain(self) -> None:
         """Wait until every accepted message has been answered (debounced ones included)."""
@@ -176,18 +181,23 @@ class Dispatcher:
         return await item.done
     async def watch_approvals(self, every: float = 1.0) -> None:
         """While the service runs: a stranger whom the owner approves (``chorus pairing approve``, another
-        process) is told so, and the messages they sent while waiting are answered."""
+        process, perhaps while this one was stopped) is told so, and the messages they sent while waiting
+        (kept in the inbox) are answered, once."""
         while True:
             await asyncio.sleep(every)
-            for key in list(self._awaiting):
-                if not await self.access.pairing.approved(*key):
+            by_sender: dict[tuple[str, str], list[Inbound]] = {}
+            for inbound in await self.inbox.awaiting_approved():
+                by_sender.setdefault((inbound.chat.channel, inbound.sender_id), []).append(inbound)
+            for key, waiting in by_sender.items():
+                if (channel := self.channels.get(key[0])) is None:
                     continue
-                waiting = self._awaiting.pop(key)
-                inbound, channel = waiting[-1]
-                log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], inbound.sender_name, key[1])
-                await self._tell(channel, inbound.chat, Reply(text=APPROVED_TEXT))
-                for inbound, channel in waiting:
-                    await self._route(inbound, channel)
+                last = waiting[-1]
+                log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], last.sender_name, key[1])
+                await self._tell(channel, last.chat, Reply(text=APPROVED_TEXT))
+                await self.inbox.release(waiting)  # pending from here: a restart answers them, nothing twice
+                for inbound in waiting:
+                    if await self._reattached(inbound, channel):
+                        await self._route(inbound, channel)
 
     def stop(self, chat: ChatRef) -> bool:
         """Cancel the chat's turn in progress, or the one about to begin; ``False`` when there is none."""
@@ -217,14 +227,13 @@ class Dispatcher:
                 self._spawn(self._tell(channel, inbound.chat, Reply(text=decision.reply, reply_to=inbound.message_id)))
             owner = owner_of(self.access.settings(inbound.chat.channel))
             if decision.reason == "pairing-new" and owner and decision.code:  # asked in a DM of their own
-                self._spawn(self._tell(channel, ChatRef(inbound.chat.channel, owner), Reply(
+                self._spawn(self._ask_owner(channel, owner, Reply(
                     text=f"{inbound.sender_name} ({inbound.sender_id}) asks to talk: /approve {decision.code}",
                     buttons=[("Approve", f"/approve {decision.code}"), ("Deny", f"/deny {decision.code}")])))
-            if decision.reason in ("pairing-new", "pairing-pending") and command_name(inbound.text) is None:
-                # answered once the owner approves (kept in memory: a restart forgets them)
-                waiting = self._awaiting.setdefault((inbound.chat.channel, inbound.sender_id), [])
-                waiting[:] = [*waiting, (inbound, channel)][-AWAITING_MAX:]
             await self.inbox.done([inbound])
+            if (decision.reason in ("pairing-new", "pairing-pending") and command_name(inbound.text) is None
+                    and inbound.message_id is not None):
+                await self.inbox.await_approval(inbound, AWAITING_MAX)  # answered once the owner approves
             return
         if inbound.edit_of is not None and not await self._take_edit(inbound):
             return
@@ -282,6 +291,17 @@ class Dispatcher:
             await channel.send(chat, reply)
         except Exception:
             log.exception("could not send a notice channel=%s chat=%s", chat.channel, chat.chat_id)
+
+    async def _ask_owner(self, channel: Channel, owner: str, reply: Reply) -> None:
+        """Send ``reply`` to the owner in a DM: a channel whose DMs have ids of their own (Discord) opens it
+        (``direct_chat``); elsewhere the owner's user id is their DM's."""
+        opener = getattr(channel, "direct_chat", None)
+        try:
+            chat = await opener(owner) if opener else ChatRef(channel.name, owner)
+        except Exception:
+            log.exception("could not open a DM with the owner channel=%s owner=%s", channel.name, owner)
+            return
+        await self._tell(channel, chat, reply)
 
     async def _command(self, inbound: Inbound, channel: Channel) -> None:
         reply = await run_command(CommandContext(self.agent, channel, self, self.access), inbound)

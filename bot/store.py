@@ -8,13 +8,13 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
+from channels.base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from providers.openrouter.refs import same_family
 
 from .lock import migration_lock
@@ -86,7 +86,7 @@ _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
 _HISTORY_AFTER = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 AND id > ? ORDER BY id"
 _CHAT_SETTINGS = "SELECT model, thinking, tts, tz FROM chat_settings WHERE key = ?"
 _ACCEPT = ("INSERT OR IGNORE INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id, sender_name,"
-           " text, mentioned, reply_to, attachments, sender_username) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           " text, mentioned, reply_to, attachments, sender_username, replied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class Store:
@@ -435,7 +435,7 @@ class Inbox:
         row = (chat.channel, inbound.message_id, chat.chat_id, chat.thread_id, chat.kind, inbound.sender_id,
                inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
                json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None,
-               inbound.sender_username)
+               inbound.sender_username, json.dumps(asdict(inbound.replied)) if inbound.replied else None)
         return await self.store.write(lambda conn: conn.execute(_ACCEPT, row).rowcount) == 1
 
     async def done(self, inbounds: list[Inbound]) -> None:
@@ -456,7 +456,37 @@ class Inbox:
 
     async def pending(self) -> list[Inbound]:
         """Messages accepted but never answered (the process died mid-turn), oldest first."""
-        async with self.store.db.execute("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id") as cur:
+        return await self._select("status = 'pending'")
+
+    async def await_approval(self, inbound: Inbound, keep: int) -> None:
+        """Keep a stranger's message to answer once the owner approves them: only their newest ``keep``."""
+        key = (inbound.chat.channel, inbound.sender_id)
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE inbox SET awaiting = 1 WHERE channel = ? AND message_id = ?",
+                         (inbound.chat.channel, inbound.message_id))
+            conn.execute("UPDATE inbox SET awaiting = 0 WHERE channel = ? AND sender_id = ? AND awaiting = 1 AND id NOT IN"
+                         " (SELECT id FROM inbox WHERE channel = ? AND sender_id = ? AND awaiting = 1"
+                         " ORDER BY id DESC LIMIT ?)", (*key, *key, keep))
+
+        await self.store.write(mark)
+
+    async def awaiting_approved(self) -> list[Inbound]:
+        """Strangers' kept messages whose senders the owner has approved since, oldest first (one query, however
+        many strangers still wait)."""
+        return await self._select("awaiting = 1 AND EXISTS (SELECT 1 FROM access_approvals a"
+                                  " WHERE a.channel = inbox.channel AND a.sender_id = inbox.sender_id)")
+
+    async def release(self, inbounds: list[Inbound]) -> None:
+        """Hand awaited messages back to be answered: pending again (a restart answers them), no longer awaited,
+        so they are answered once."""
+        keys = [(i.chat.channel, i.message_id) for i in inbounds]
+        await self.store.write(lambda conn: conn.executemany(
+            "UPDATE inbox SET awaiting = 0, status = 'pending', done_at = NULL WHERE channel = ? AND message_id = ?",
+            keys))
+
+    async def _select(self, where: str) -> list[Inbound]:
+        async with self.store.db.execute(f"SELECT * FROM inbox WHERE {where} ORDER BY id") as cur:
             rows = await cur.fetchall()
         return [
             Inbound(
@@ -466,6 +496,7 @@ class Inbox:
                 attachments=[Attachment(**{**meta, "kind": AttachmentKind(meta["kind"])})
                              for meta in json.loads(r["attachments"] or "[]")],
                 sender_username=r["sender_username"],
+                replied=Replied(**json.loads(r["replied"])) if r["replied"] else None,
             )
             for r in rows
         ]

@@ -10,6 +10,7 @@ from bot.access import APPROVED_TEXT
 from tests.conftest import chorus
 from tests.fakes.telegram import user
 from tests.telegram_service import running
+from tests.test_discord_e2e import chorus_on_discord, fake_discord  # noqa: F401 (a fixture)
 
 
 def code_in(text: str | None) -> str:
@@ -89,3 +90,24 @@ async def test_the_owner_is_asked_in_a_dm_and_approves_with_a_button(home, fake_
     assert len(tg.texts_in(5002)) == 1 and "Mallory" not in approved.out  # their own /approve approved nothing
     assert "Grace" in approved.out
     assert refused.text == "Only the owner can answer pairing requests, in a private chat with me."
+
+
+async def test_the_discord_owner_is_asked_in_a_dm_and_approves_with_a_button(home, fake_openrouter, fake_discord):
+    discord, grace, owner = fake_discord, fake_discord.user("grace"), fake_discord.user("owner")
+    dm = discord.dm(grace)
+    async with chorus_on_discord(home, fake_openrouter, discord, dmPolicy="pairing", ownerId=owner["id"]):
+        await discord.say(dm, grace, "hi, can we talk?")
+        (sent,) = await discord.wait_sent(dm)
+        code = code_in(sent.content)
+        await discord.wait_for(lambda: any(m.data["channel_id"] != dm["id"] for m in discord.sent.values()))
+        (owners,) = {m.data["channel_id"] for m in discord.sent.values()} - {dm["id"]}
+        owners_dm = discord.channels[owners]
+        (asked,) = await discord.wait_sent(owners_dm)
+        await discord.choose(asked, owner, "Approve")
+        await discord.wait_sent(owners_dm, 2)
+        await discord.wait_sent(dm, 3)
+    assert owners_dm["recipients"] == [owner]  # a DM with the owner, opened by the bot
+    assert asked.content == f"Grace ({grace['id']}) asks to talk: /approve {code}"
+    assert discord.choices(asked) == [("Approve", f"chorus:/approve {code}"), ("Deny", f"chorus:/deny {code}")]
+    assert discord.bot_messages(owners_dm)[1].content == f"Approved Grace (@grace) ({grace['id']})."
+    assert [m.content for m in discord.bot_messages(dm)][1:] == [APPROVED_TEXT, "echo: hi, can we talk?"]

@@ -18,7 +18,7 @@ from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, R
 from .client import ChorusClient
 from .inbound import CHANNEL, chat_of, fetcher, may_speak, to_inbound
 from ..outbox import Outbox as DurableOutbox, Part, PartStore
-from .outbound import DiscordStream, Outbox, classify, reply_parts
+from .outbound import DiscordStream, Outbox, chosen, classify, reply_parts
 from .settings import DiscordSettings
 
 log = logging.getLogger("chorus.discord")
@@ -132,6 +132,14 @@ class DiscordChannel:
                 await handler(as_edit(inbound, edited_at))
 
         @client.event
+        async def on_interaction(interaction: discord.Interaction) -> None:
+            """A button pressed or a menu option picked under a reply: handled as the command it carries."""
+            if interaction.type is discord.InteractionType.component:
+                command = chosen(dict(interaction.data or {}))
+                if command is not None:
+                    await self._slash(interaction, command, handler)
+
+        @client.event
         async def on_disconnect() -> None:
             if not self._stopping:
                 log.info("Discord: gateway connection lost; reconnecting")
@@ -187,6 +195,13 @@ class DiscordChannel:
                 await message.remove_reaction(shown, self.client.user)
         except discord.HTTPException as exc:
             log.debug("reaction not set chat=%s: %s", chat.session_key, exc)
+
+    async def direct_chat(self, user_id: str) -> ChatRef:
+        """The DM with a user (opened if need be: a DM's id is not the user's), once connected."""
+        await self._ready.wait()
+        assert self.client is not None
+        dm = await self.client.create_dm(discord.Object(int(user_id)))
+        return ChatRef(CHANNEL, str(dm.id), kind="direct")
 
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """An attachment of a message accepted before a restart, fetched again from its URL."""
@@ -278,7 +293,9 @@ class DiscordChannel:
         if text == "/stop":  # a stopped answer ends with "⏹ Stopped." itself: only the user sees this receipt
             await interaction.response.send_message("⏹", ephemeral=True)
         else:
-            await interaction.response.defer(thinking=True)  # Discord wants an answer within 3 s; the reply follows
+            # Discord wants an answer within 3 s; the reply follows ("thinking…" for a slash command, nothing
+            # for a press: the message with the buttons stays as it is)
+            await interaction.response.defer(thinking=interaction.type is discord.InteractionType.application_command)
             self.outbox.interactions[message_id] = interaction
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
                               sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))

@@ -26,6 +26,13 @@ log = logging.getLogger("chorus.discord")
 TEXT_LIMIT = 2000
 TYPING_EVERY = 8.0  # seconds between typing requests: Discord shows one for 10 s
 VOICE_FALLBACK = "I may not send voice messages here, so here is my answer as an audio file; nothing is lost."
+# A reply's choices (``Reply.buttons``): a decision between two is two buttons; more (models, levels) a select
+# menu, which holds 25 with room for their labels. Each carries the command it stands for, so a press is
+# understood by any run of Chorus, after a restart too: a button in its custom_id, a menu option in its value.
+MENU_FROM = 3
+BUTTON = "chorus:"  # + the command: a button's custom_id
+MENU = "chorus:menu"  # the select menu's custom_id
+ID_MAX = 100  # characters of a custom_id or an option's value
 
 
 class VoiceFile(discord.File):
@@ -56,18 +63,21 @@ class Outbox:
             await self.client.http.send_typing(int(chat.thread_id or chat.chat_id))
 
     async def post(self, chat: ChatRef, content: str, *, reply_to: str | None = None,
-                   files: list[discord.File] | None = None, flags: discord.MessageFlags | None = None) -> discord.Message:
-        """One message; the first of a reply references the message it answers (or answers its interaction)."""
+                   files: list[discord.File] | None = None, flags: discord.MessageFlags | None = None,
+                   buttons: list[tuple[str, str]] | None = None) -> discord.Message:
+        """One message; the first of a reply references the message it answers (or answers its interaction);
+        ``buttons`` go under it (see ``choices``)."""
         interaction = self.interactions.pop(reply_to, None) if reply_to else None
+        view = choices(buttons) if buttons else discord.utils.MISSING
         if interaction is not None:
             return await interaction.followup.send(content, files=files or discord.utils.MISSING, wait=True,
-                                                   allowed_mentions=safe_mentions())
+                                                   allowed_mentions=safe_mentions(), view=view)
         reference = None
         if reply_to and reply_to.isdigit() and self.client.settings.reply_to_mode != "off":
             reference = discord.MessageReference(message_id=int(reply_to), channel_id=int(chat.thread_id or chat.chat_id),
                                                  fail_if_not_exists=False)
         params = handle_message_parameters(
-            content or None, files=files or discord.utils.MISSING, flags=flags or discord.utils.MISSING,
+            content or None, files=files or discord.utils.MISSING, flags=flags or discord.utils.MISSING, view=view,
             allowed_mentions=safe_mentions(reply=reference is not None),
             message_reference=reference.to_message_reference_dict() if reference else discord.utils.MISSING,
         )
@@ -79,14 +89,16 @@ class Outbox:
         """One outbox part (see ``reply_parts``); an edit of a message deleted meanwhile posts the text anew."""
         body, chat = part.body, part.chat
         op, reply_to = body["op"], body.get("reply_to")
+        buttons = [(label, command) for label, command in body.get("buttons") or []]
         if op == "post":
-            await self.post(chat, body["content"], reply_to=reply_to)
+            await self.post(chat, body["content"], reply_to=reply_to, buttons=buttons)
         elif op == "edit":
             try:
                 await self.target(chat).get_partial_message(body["message_id"]).edit(
-                    content=body["content"], allowed_mentions=safe_mentions())
+                    content=body["content"], allowed_mentions=safe_mentions(),
+                    view=choices(buttons) if buttons else discord.utils.MISSING)
             except discord.NotFound:
-                await self.post(chat, body["content"])
+                await self.post(chat, body["content"], buttons=buttons)
         elif op == "delete":
             with suppress(discord.NotFound):
                 await self.target(chat).get_partial_message(body["message_id"]).delete()
@@ -155,6 +167,8 @@ def reply_parts(chat: ChatRef, reply: Reply, posted: list[discord.Message] | Non
                 out.append(Part(chat, {"op": "edit", "message_id": posted[i].id, "content": text}))
         else:
             out.append(Part(chat, {"op": "post", "content": text, "reply_to": reply.reply_to if i == 0 or every else None}))
+    if out and reply.buttons:  # under the last part of the text
+        out[-1].body["buttons"] = [list(b) for b in reply.buttons]
     out += [Part(chat, {"op": "delete", "message_id": extra.id}) for extra in posted[len(parts):]]
     reply_to = None if (reply.text or posted) and not every else reply.reply_to
     if reply.voice is not None and reply.voice.caption:  # its own message, above the voice message
@@ -167,6 +181,30 @@ def reply_parts(chat: ChatRef, reply: Reply, posted: list[discord.Message] | Non
                         data=media.data))
         reply_to = reply_to if every else None
     return out
+
+
+def choices(buttons: list[tuple[str, str]]) -> discord.ui.View:
+    """A reply's choices as message components: buttons, or a select menu from ``MENU_FROM`` on (see there);
+    a choice whose command is too long to carry is left out (its text still names it)."""
+    fit = [(label, command) for label, command in buttons if len(BUTTON) + len(command) <= ID_MAX]
+    view = discord.ui.View(timeout=None)
+    if len(fit) >= MENU_FROM:
+        view.add_item(discord.ui.Select(custom_id=MENU, placeholder="Choose…", options=[
+            discord.SelectOption(label=label[:100], value=command) for label, command in fit[:25]]))
+    else:
+        for label, command in fit:
+            view.add_item(discord.ui.Button(label=label[:80], custom_id=BUTTON + command))
+    return view
+
+
+def chosen(data: dict[str, Any]) -> str | None:
+    """The command a pressed button or a picked menu option (an interaction's ``data``) stands for; ``None``
+    for a component that is not one of ours."""
+    custom_id = str(data.get("custom_id") or "")
+    if custom_id == MENU:
+        values = data.get("values") or []
+        return str(values[0]) if values else None
+    return custom_id.removeprefix(BUTTON) if custom_id.startswith(BUTTON + "/") else None
 
 
 def classify(exc: BaseException) -> Failure | None:

@@ -98,6 +98,7 @@ class FakeDiscord:
         self.token = token
         self.heartbeat_ms = heartbeat_ms
         self.ids = snowflakes()
+        self.users: dict[str, dict[str, Any]] = {}  # every user made, by id (create_dm looks them up)
         self.bot = self.user("chorus", bot=True)
         self.application_id = str(next(self.ids))
         self.application_flags = MESSAGE_CONTENT_FLAG
@@ -184,8 +185,10 @@ class FakeDiscord:
     # ---- the world the tests build -----------------------------------------------------------
 
     def user(self, name: str, *, bot: bool = False) -> dict[str, Any]:
-        return {"id": str(next(self.ids)), "username": name, "global_name": name.title(), "discriminator": "0",
+        user = {"id": str(next(self.ids)), "username": name, "global_name": name.title(), "discriminator": "0",
                 "avatar": None, "bot": bot}
+        self.users[user["id"]] = user
+        return user
 
     def dm(self, user: dict[str, Any]) -> dict[str, Any]:
         channel = {"id": str(next(self.ids)), "type": 1, "recipients": [user], "last_message_id": None}
@@ -286,17 +289,22 @@ class FakeDiscord:
         command = next((c for c in scope if c["name"] == name), None)
         if command is None:
             raise AssertionError(f"/{name} is not registered (registered: {[c['name'] for c in scope]})")
+        data = {"id": command["id"], "name": name, "type": 1,
+                "options": [{"name": k, "type": 3, "value": v, **({"focused": True} if k == focused else {})}
+                            for k, v in (options or {}).items()]}
+        if self.commands.get(channel.get("guild_id", "")):  # a command registered to the server says so
+            data["guild_id"] = channel["guild_id"]
+        return await self._interact(channel, author, kind, data)
+
+    async def _interact(self, channel: dict[str, Any], author: dict[str, Any], kind: int, data: dict[str, Any],
+                        **more: Any) -> dict[str, Any]:
+        """An INTERACTION_CREATE of ``kind`` by ``author`` in ``channel``, sent; returns the interaction."""
         interaction = {
             "id": str(next(self.ids)), "application_id": self.application_id, "type": kind, "token": secrets.token_urlsafe(24),
             "version": 1, "channel_id": channel["id"], "channel": channel, "locale": "en-US", "app_permissions": "0",
             "entitlements": [], "authorizing_integration_owners": {}, "context": 0 if "guild_id" in channel else 1,
-            "attachment_size_limit": UPLOAD_LIMIT,
-            "data": {"id": command["id"], "name": name, "type": 1,
-                     "options": [{"name": k, "type": 3, "value": v, **({"focused": True} if k == focused else {})}
-                                 for k, v in (options or {}).items()]},
+            "attachment_size_limit": UPLOAD_LIMIT, "data": data, **more,
         }
-        if self.commands.get(channel.get("guild_id", "")):  # a command registered to the server says so
-            interaction["data"]["guild_id"] = channel["guild_id"]
         if "guild_id" in channel:
             interaction["guild_id"] = channel["guild_id"]
             interaction["member"] = {"user": author, "roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
@@ -305,6 +313,36 @@ class FakeDiscord:
             interaction["user"] = author
         await self.dispatch("INTERACTION_CREATE", interaction)
         return interaction
+
+    def choices(self, message: Sent) -> list[tuple[str, str]]:
+        """What the components under a bot message offer, as (label, what choosing it sends: a button's
+        custom_id, a menu option's value)."""
+        offered: list[tuple[str, str]] = []
+        for item in (item for row in message.data.get("components") or [] for item in row["components"]):
+            if item["type"] == 3:
+                offered += [(o["label"], o["value"]) for o in item["options"]]
+            else:
+                offered.append((item.get("label", ""), item.get("custom_id", "")))
+        return offered
+
+    async def choose(self, message: Sent, author: dict[str, Any], label: str) -> dict[str, Any]:
+        """``author`` clicks the button labelled ``label`` under ``message``, or picks that option of its select
+        menu: a component interaction (type 3) as Discord sends it, with the message as stored (its components
+        checked against the spec's message first); returns the interaction."""
+        shape = SPEC.doc["components"]["schemas"]["MessageResponse"]["properties"]["components"]
+        problems = SPEC.check(shape, message.data.get("components") or [], "message.components")
+        assert not problems, problems
+        for row in message.data.get("components") or []:
+            for item in row["components"]:
+                if item["type"] == 2 and item.get("label") == label:
+                    data = {"custom_id": item["custom_id"], "component_type": 2}
+                elif item["type"] == 3 and (picked := [o for o in item["options"] if o["label"] == label]):
+                    data = {"custom_id": item["custom_id"], "component_type": 3, "values": [picked[0]["value"]]}
+                else:
+                    continue
+                channel = self.channels[message.data["channel_id"]]
+                return await self._interact(channel, author, 3, data, message=message.data)
+        raise AssertionError(f"no button or option {label!r} under the message (offered: {self.choices(message)})")
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """An event of this session; delivered now if connected, else on RESUME (as Discord does)."""
@@ -558,6 +596,12 @@ class FakeDiscord:
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
             return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+        if route == ("POST", "/users/@me/channels"):  # create_dm: the DM with a user, the same one each time
+            recipient = str((call.json or {}).get("recipient_id"))
+            if recipient not in self.users:
+                return _not_found("Unknown User", 10013)
+            dms = [c for c in self.channels.values() if c["type"] == 1 and c["recipients"][0]["id"] == recipient]
+            return _json(dms[0] if dms else self.dm(self.users[recipient]))
         if route == ("GET", "/users/@me/guilds"):
             return _json([{"id": g["id"], "name": g["name"], "icon": None, "owner": False, "permissions": "0",
                            "features": []} for g in self.guilds.values()])
@@ -576,7 +620,8 @@ class FakeDiscord:
             return web.Response(status=204)
         kind = (call.json or {}).get("type")
         flags = ((call.json or {}).get("data") or {}).get("flags") or 0
-        return _json({"interaction": {"id": interaction_id, "type": 2, "response_message_loading": kind == 5,
+        asked = next((f["d"]["type"] for f in self._log if f["t"] == "INTERACTION_CREATE" and f["d"]["id"] == interaction_id), 2)
+        return _json({"interaction": {"id": interaction_id, "type": asked, "response_message_loading": kind == 5,
                                       "response_message_ephemeral": bool(flags & 64)},
                       "resource": {"type": kind}})
 
@@ -610,6 +655,8 @@ class FakeDiscord:
                "attachments": self._stored(call.files, body.get("attachments") or [])}
         if "guild_id" in channel:
             msg["guild_id"] = channel["guild_id"]
+        if body.get("components"):
+            msg["components"] = self._components(body["components"])
         if body.get("message_reference"):
             ref = {k: str(v) if k.endswith("_id") else v for k, v in body["message_reference"].items()}  # ids are strings
             msg["message_reference"] = {"type": 0, "channel_id": channel_id, **ref}
@@ -621,11 +668,20 @@ class FakeDiscord:
         sent = self.sent.get(message_id)
         if sent is None:
             return _not_found("Unknown Message", 10008)
+        if "components" in (call.json or {}):
+            sent.data["components"] = self._components(call.json["components"] or [])
         if "content" in (call.json or {}):
             sent.data["content"] = call.json["content"] or ""
             sent.data["edited_timestamp"] = _now()
             sent.history.append(sent.data["content"])
         return _json(sent.data)
+
+    def _components(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Components as Discord returns them in a message: each with a numeric id, a menu with its bounds."""
+        ids = itertools.count(1)
+        defaults = {2: {"style": 2}, 3: {"min_values": 1, "max_values": 1}}
+        return [{**row, "id": next(ids), "components": [{**defaults.get(c["type"], {}), **c, "id": next(ids)}
+                                                         for c in row["components"]]} for row in rows]
 
     def _stored(self, files: list[UploadedFile], meta: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
