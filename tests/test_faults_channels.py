@@ -143,7 +143,7 @@ async def test_a_webhook_that_cannot_be_set_up_stops_only_telegram(home, fake_te
         if fault == "busy port":
             squatter.bind(("127.0.0.1", port))
             squatter.listen()
-            expected = f"Set channels.telegram.webhookPort to a free port"
+            expected = "Set channels.telegram.webhookPort to a free port"
         else:
             tg.fail("setWebhook", 400, "Bad Request: bad webhook: HTTPS url must be provided for webhook", times=1000)
             expected = "Check channels.telegram.webhookUrl and restart"

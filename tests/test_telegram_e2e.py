@@ -164,7 +164,7 @@ async def test_a_blocked_user_is_logged_once_and_not_retried(bot):
     tg.message(chat, "two")
     tg.message(chat, "three")  # the marker: tried after whatever the two before it caused
     await tg.wait_for(lambda: any(c.params["text"] == "echo: three" for c in sends()))
-    assert bot.service.log.count(f"the chat refuses messages (sendMessage: Forbidden: bot was blocked by the user)") == 1
+    assert bot.service.log.count("the chat refuses messages (sendMessage: Forbidden: bot was blocked by the user)") == 1
     assert [c.params["text"] for c in sends()] == ["echo: one", "echo: two", "echo: three"]  # one try each, no retry
 
 
@@ -292,7 +292,7 @@ async def test_text_files_and_pdfs_are_read_into_the_turn(bot):
 
 
 async def test_a_document_that_cannot_be_read_gets_a_sentence_and_the_rest_is_answered(bot):
-    tg, ai, chat = bot.tg, bot.ai, 5031
+    tg, chat = bot.tg, 5031
     broken = document(tg, b"%PDF-1.4 ...", "minutes.pdf", "application/pdf")
     archive = document(tg, b"PK\x03\x04" + bytes(100), "photos.zip", "application/zip")
     huge = {**document(tg, b"big", "huge.txt", "text/plain"), "file_size": 12_000_000}  # over maxBytes (10 MB)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from net import http as net_http
 
 from .settings import DiscordSettings
