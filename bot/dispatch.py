@@ -344,6 +344,7 @@ class Dispatcher:
         messages waiting up to the next command join one turn."""
         try:
             while lane.items:
+                lane.answering = frozenset()  # set below for a turn that answers messages (an edit may stop it)
                 if isinstance(first := lane.items[0], _Scheduled):
                     del lane.items[0]
                     await self._scheduled_turn(lane, first, channel)
