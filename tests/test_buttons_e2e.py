@@ -32,15 +32,12 @@ async def test_model_and_think_offer_buttons_and_a_press_switches(home, fake_ope
 
 async def test_discord_think_and_tts_have_choices_and_model_autocompletes_from_the_catalog(home, fake_openrouter):
     from tests.fakes.discord import FakeDiscord
-    from tests.service import running as running_chorus
-    from tests.test_discord_e2e import configure
+    from tests.test_discord_e2e import chorus_on_discord
 
     async with FakeDiscord(heartbeat_ms=500) as discord:
-        configure(home, fake_openrouter, discord)
         ann = discord.user("ann")
         dm = discord.dm(ann)
-        async with running_chorus(home):
-            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        async with chorus_on_discord(home, fake_openrouter, discord):
             suggested = await discord.autocomplete(dm, ann, "model", "ref", "kimi")
         discord.assert_clean()
     commands = {c["name"]: c for c in discord.commands["global"]}

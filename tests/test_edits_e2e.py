@@ -6,7 +6,6 @@ from __future__ import annotations
 from bot.dispatch import EDITED
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import Hang, Text
-from tests.service import running as running_chorus
 from tests.telegram_service import running
 
 
@@ -46,13 +45,11 @@ async def test_telegram_edits_can_be_ignored(home, fake_openrouter, fake_telegra
 
 async def test_discord_an_edited_message_is_answered_as_a_correction(home, fake_openrouter):
     async with FakeDiscord(heartbeat_ms=500) as discord:
-        from tests.test_discord_e2e import configure
+        from tests.test_discord_e2e import chorus_on_discord
 
-        configure(home, fake_openrouter, discord)
         ann = discord.user("ann")
         dm = discord.dm(ann)
-        async with running_chorus(home):
-            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        async with chorus_on_discord(home, fake_openrouter, discord):
             typo = await discord.say(dm, ann, "capital of Frnace?")
             await discord.wait_sent(dm)
             await discord.edit(typo, "capital of France?")

@@ -8,7 +8,6 @@ from urllib.parse import unquote
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import Text
 from tests.fakes.telegram import user
-from tests.service import running as running_chorus
 from tests.telegram_service import running
 
 
@@ -32,13 +31,11 @@ async def test_telegram_a_group_message_wears_the_ack_reaction_while_it_is_answe
 
 async def test_discord_a_server_message_wears_the_ack_reaction_while_it_is_answered(home, fake_openrouter):
     async with FakeDiscord(heartbeat_ms=500) as discord:
-        from tests.test_discord_e2e import configure
+        from tests.test_discord_e2e import chorus_on_discord
 
-        configure(home, fake_openrouter, discord, messages={"ackReaction": "👀"})
         ann = discord.user("ann")
         general = discord.text_channel(discord.guild())
-        async with running_chorus(home):
-            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        async with chorus_on_discord(home, fake_openrouter, discord, messages={"ackReaction": "👀"}):
             fake_openrouter.queue(Text("On it."))
             asked = await discord.say(general, ann, f"<@{discord.bot['id']}> what's new?", mentions=[discord.bot])
             await discord.wait_sent(general)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import Text
 from tests.fakes.telegram import BOT, user
-from tests.service import running as running_chorus
 from tests.telegram_service import running
 
 
@@ -42,13 +41,11 @@ async def test_telegram_replies_and_quotes_carry_what_was_replied_to(home, fake_
 
 async def test_discord_replies_carry_the_referenced_message(home, fake_openrouter):
     async with FakeDiscord(heartbeat_ms=500) as discord:
-        from tests.test_discord_e2e import configure
+        from tests.test_discord_e2e import chorus_on_discord
 
-        configure(home, fake_openrouter, discord)
         ann = discord.user("ann")
         dm = discord.dm(ann)
-        async with running_chorus(home):
-            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        async with chorus_on_discord(home, fake_openrouter, discord):
             fake_openrouter.queue(Text("The answer is 42."))
             await discord.say(dm, ann, "the question?")
             (answer,) = await discord.wait_sent(dm)
@@ -76,13 +73,11 @@ async def test_telegram_reply_to_mode_decides_which_parts_reply_to_the_users_mes
 
 async def test_discord_reply_to_mode_off_sends_the_answer_without_a_reference(home, fake_openrouter):
     async with FakeDiscord(heartbeat_ms=500) as discord:
-        from tests.test_discord_e2e import configure
+        from tests.test_discord_e2e import chorus_on_discord
 
-        configure(home, fake_openrouter, discord, replyToMode="off")
         ann = discord.user("ann")
         room = discord.dm(ann)
-        async with running_chorus(home):
-            await discord.wait_for(lambda: discord.ready.is_set() and bool(discord.commands), timeout=30)
+        async with chorus_on_discord(home, fake_openrouter, discord, replyToMode="off"):
             fake_openrouter.queue(Text("Plain answer."))
             await discord.say(room, ann, "hello")
             (answer,) = await discord.wait_sent(room)
