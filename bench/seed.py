@@ -25,17 +25,20 @@ def seed_chorus(db_path: str, count: int) -> None:
     import asyncio
     from pathlib import Path
 
+    from bot.db.base import Tx
     from bot.store import Store
 
     async def run() -> None:
         store = await Store.open(Path(db_path))
-        async with store.transaction() as db:
-            await db.executemany(
+        async def seed(tx: Tx) -> None:
+            await tx.executemany(
                 "INSERT INTO sessions (key, channel, chat_id, thread_id) VALUES (?, 'telegram', ?, NULL)",
                 [(f"telegram:{FIRST_CHAT + i}", str(FIRST_CHAT + i)) for i in range(count)])
-            await db.executemany(
+            await tx.executemany(
                 "INSERT INTO messages (session_id, role, content) SELECT id, ?, ? FROM sessions"
                 " WHERE sessions.channel = 'telegram' ORDER BY id", CONVERSATION)
+
+        await store.db.in_thread(seed)
         await store.close()
 
     asyncio.run(run())

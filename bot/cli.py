@@ -13,7 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from net import loop
 from net.http import Proxy, ProxyURLError
@@ -52,6 +54,11 @@ class Cli:
         self._loaded: LoadedConfig | None = None
 
     @property
+    def database(self) -> Path | str:
+        """The SQLite file or PostgreSQL URL of the state (``storage.url``, ``CHORUS_DATABASE_URL``)."""
+        return self.env.database(self.loaded.config)
+
+    @property
     def loaded(self) -> LoadedConfig:
         if self._loaded is None:
             self._loaded = load_config(self.path, env={**self.env.dotenv, **self.env.vars})
@@ -80,7 +87,9 @@ def remember_config_secrets(config: ChorusConfig, env: Env) -> None:
     cred = env.credential(config)
     slots = (config.models.providers.openrouter.api_key, config.messages.tts.providers.openrouter.api_key,
              config.channels.telegram.bot_token, config.channels.discord.token)
-    remember_secrets(cred.key if cred else None, *(s.get_secret_value() for s in slots if s is not None))
+    database = env.database(config)
+    remember_secrets(cred.key if cred else None, *(s.get_secret_value() for s in slots if s is not None),
+                     urlsplit(database).password if isinstance(database, str) else None)
 
 
 # ---- onboarding -------------------------------------------------------------------------------
@@ -292,7 +301,9 @@ async def run_service(cli: Cli) -> int:
         loaded, cred = cli.loaded, cli.env.credential(cli.loaded.config)
     if cred is None:
         cli.credential_or_fail()
-    lock = StateLock.acquire(cli.env.state)  # before the database: recovery must not take another run's messages
+    # SQLite is one instance's: the lock is taken before the database, so recovery never takes another run's
+    # messages. On PostgreSQL several instances share the database, each its own state directory or not.
+    lock = None if isinstance(cli.database, str) else StateLock.acquire(cli.env.state)
     try:
         runtime = await Runtime.open(loaded, cli.env, cred)
         try:
@@ -301,7 +312,8 @@ async def run_service(cli: Cli) -> int:
         finally:
             await runtime.close()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return 1 if refusals else 0  # a supervisor must not take a refused token for a clean stop
 
 
@@ -380,27 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("channel", choices=channel_names())
     pl.add_argument("--approved", action="store_true", help="the approved senders instead")
     pl.set_defaults(func=lambda cli: (pairing_approved if cli.args.approved else pairing_list)(
-        cli.env.state / "chorus.db", cli.args.channel))
+        cli.database, cli.args.channel))
     pa = pr.add_parser("approve", help="let the sender who was given CODE chat")
     pa.add_argument("channel", choices=channel_names())
     pa.add_argument("code")
-    pa.set_defaults(func=lambda cli: pairing_approve(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pa.set_defaults(func=lambda cli: pairing_approve(cli.database, cli.args.channel, cli.args.code))
     pd = pr.add_parser("deny", help="refuse the sender who was given CODE")
     pd.add_argument("channel", choices=channel_names())
     pd.add_argument("code")
-    pd.set_defaults(func=lambda cli: pairing_deny(cli.env.state / "chorus.db", cli.args.channel, cli.args.code))
+    pd.set_defaults(func=lambda cli: pairing_deny(cli.database, cli.args.channel, cli.args.code))
     pv = pr.add_parser("revoke", help="take back the approval of a sender")
     pv.add_argument("channel", choices=channel_names())
     pv.add_argument("sender_id")
-    pv.set_defaults(func=lambda cli: pairing_revoke(cli.env.state / "chorus.db", cli.args.channel, cli.args.sender_id))
+    pv.set_defaults(func=lambda cli: pairing_revoke(cli.database, cli.args.channel, cli.args.sender_id))
     cr = sub.add_parser("cron", help="scheduled jobs (reminders) made in chats").add_subparsers(dest="cron_cmd", required=True)
     cl = cr.add_parser("list", help="jobs with their next run")
     cl.add_argument("--all", action="store_true", help="also jobs with no next run, and each last run's outcome")
-    cl.set_defaults(func=lambda cli: cron_cli(cli.env.state / "chorus.db", cli.loaded.config, "list", show_all=cli.args.all))
+    cl.set_defaults(func=lambda cli: cron_cli(cli.database, cli.loaded.config, "list", show_all=cli.args.all))
     for verb, what in (("rm", "remove job ID"), ("run", "fire job ID now (in the running service)")):
         cv = cr.add_parser(verb, help=what)
         cv.add_argument("id", type=int)
-        cv.set_defaults(func=lambda cli: cron_cli(cli.env.state / "chorus.db", cli.loaded.config, cli.args.cron_cmd, cli.args.id))
+        cv.set_defaults(func=lambda cli: cron_cli(cli.database, cli.loaded.config, cli.args.cron_cmd, cli.args.id))
     return p
 
 

@@ -407,6 +407,21 @@ class Cron(Section):
     max_jobs_per_chat: int = Field(20, ge=0)
 
 
+class Storage(Section):
+    """Where the state lives: SQLite in the state directory (one instance), or a PostgreSQL database that several
+    instances share (``url``, or ``CHORUS_DATABASE_URL``)."""
+
+    url: Secret | None = None  # postgresql://user:password@host:5432/db
+    lease_ms: int = Field(15_000, ge=1_000)  # an instance silent this long is dead; its work is taken over
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("storage.url is a PostgreSQL URL: postgresql://user:password@host:5432/database")
+        return value
+
+
 class ChorusConfig(Section):
     """The whole config file."""
 
@@ -417,11 +432,12 @@ class ChorusConfig(Section):
     tools: Tools = Field(default_factory=Tools)
     channels: Channels = Field(default_factory=Channels)
     cron: Cron = Field(default_factory=Cron)
+    storage: Storage = Field(default_factory=Storage)
 
 
 # Dicts whose keys are the user's own (env vars, model refs, routing fields): never checked as unknown keys.
 _FREE_FORM = {"env", "agents.defaults.models", "models.providers.openrouter.params", "channels.telegram.groups"}
-_SECRET_KEYS = {"apiKey", "botToken", "token", "webhookSecret", "proxy"}  # a proxy URL may hold a login
+_SECRET_KEYS = {"apiKey", "botToken", "token", "webhookSecret", "proxy", "url"}  # a proxy or database URL holds a login
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from .access import APPROVED_TEXT, AccessPolicy, owner_of
 from .agent import CRASHED, STOP, Agent
 from .commands import IMMEDIATE, TURNS, CommandContext, command_name, run_command
 from .config import Messages
+from .db.base import DB_ERRORS
 from .store import Inbox
 
 log = logging.getLogger("chorus.dispatch")
@@ -97,7 +97,7 @@ class Dispatcher:
             sender = (inbound.chat.session_key, inbound.sender_id)
             try:
                 fresh = await self.inbox.accept(inbound)
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 log.error("could not store a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
                 if sender not in self._told_not_saved:  # once per sender, not on every redelivery
                     self._told_not_saved.add(sender)
@@ -110,7 +110,7 @@ class Dispatcher:
                 return False
         try:
             await self._route(inbound, channel)
-        except sqlite3.Error as exc:  # stored, but not yet routed: unconfirmed, its redelivery is answered then
+        except DB_ERRORS as exc:  # stored, but not yet routed: unconfirmed, its redelivery is answered then
             log.error("could not route a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
             raise NotAccepted(str(exc)) from exc
         return True
@@ -366,7 +366,7 @@ class Dispatcher:
                         lane.answering = frozenset(i.message_id for i in batch)
                         await self._turn(lane, fold(batch), channel)
                         await self.inbox.done(batch)
-                except sqlite3.Error as exc:
+                except DB_ERRORS as exc:
                     # The messages stay pending in the inbox and are answered after a restart; the lane goes on.
                     log.error("storage failed session=%s: %s", key, exc)
         finally:

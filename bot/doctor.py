@@ -14,6 +14,8 @@ from .channel_settings import discord_settings, telegram_proxy, telegram_token
 from .config import DEFAULT_BASE_URL, ChorusConfig, ConfigError, load_config
 from .lock import lock_holder
 from .runtime import Env, openrouter_proxy
+from .db.base import masked
+from .redact import redact
 from .store import Store
 
 
@@ -36,7 +38,7 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     cred = env.credential(loaded.config)
     checks.append(Check("credential", cred is not None, cred.source if cred else "none; run `chorus onboard`"))
     checks.append(_writable(env.state))
-    checks.append(await _database(env.state / "chorus.db"))
+    checks.append(await _database(env.database(loaded.config)))
     checks.append(_service(env.state))
     base_url = loaded.config.models.providers.openrouter.base_url
     proxy = openrouter_proxy(loaded.config)
@@ -79,15 +81,17 @@ def _service(state: Path) -> Check:
     return Check("service", True, f"running on this state directory ({f'pid {pid}' if pid > 0 else 'pid unknown'})")
 
 
-async def _database(path: Path) -> Check:
+async def _database(where: Path | str) -> Check:
+    shown = masked(where) if isinstance(where, str) else where
     try:
-        store = await Store.open(path)
-    except Exception as exc:  # any failure (migration refused, file unreadable) is the finding
-        return Check("database", False, f"{path}: {exc}")
-    async with store.db.execute("SELECT MAX(version) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
-    await store.close()
-    return Check("database", True, f"{path} at schema version {row[0] if row else 0}")
+        store = await Store.open(where)
+    except Exception as exc:  # any failure (unreachable, migration refused, file unreadable) is the finding
+        return Check("database", False, f"{shown}: {redact(str(exc))}")
+    try:
+        version = await store.db.fetchval("SELECT MAX(version) FROM schema_migrations")
+    finally:
+        await store.close()
+    return Check("database", True, f"{shown} at schema version {version or 0}")
 
 
 def fix_base(base_url: str) -> str:

@@ -6,12 +6,12 @@ import asyncio
 import json
 import logging
 import secrets
-import sqlite3
 from pathlib import Path
 
 from channels.base import ChatRef
 from channels.outbox import Part
 
+from .db.base import Tx
 from .store import Store
 
 log = logging.getLogger("chorus.outbox")
@@ -32,10 +32,10 @@ class StoredParts:
         rows = [(p.chat.channel, p.chat.chat_id, p.chat.thread_id, p.chat.kind, json.dumps(p.body), p.file)
                 for p in parts]
 
-        def insert(conn: sqlite3.Connection) -> list[int]:
-            return [int(conn.execute(
-                "INSERT INTO outbox (channel, chat_id, thread_id, chat_kind, body, file) VALUES (?, ?, ?, ?, ?, ?)",
-                row).lastrowid or 0) for row in rows]
+        async def insert(tx: Tx) -> list[int]:
+            return [int(await tx.fetchval(
+                "INSERT INTO outbox (channel, chat_id, thread_id, chat_kind, body, file) VALUES (?, ?, ?, ?, ?, ?)"
+                " RETURNING id", *row)) for row in rows]
 
         for part, row_id in zip(parts, await self.store.write(insert), strict=True):
             part.id = row_id
@@ -43,15 +43,15 @@ class StoredParts:
     async def done(self, parts: list[Part]) -> None:
         """Delete the parts' rows, then their files (a file left by a crash in between is only litter)."""
         ids = [(p.id,) for p in parts if p.id is not None]
-        await self.store.write(lambda conn: conn.executemany("DELETE FROM outbox WHERE id = ?", ids))
+        await self.store.write(lambda tx: tx.executemany("DELETE FROM outbox WHERE id = ?", ids))
         for part in parts:
             if part.file:
                 (self.dir / part.file).unlink(missing_ok=True)
 
     async def pending(self, channel: str) -> list[Part]:
         """The channel's unsent parts, oldest first; a part whose file is gone is dropped with a log line."""
-        rows = await self.store.db.execute_fetchall(
-            "SELECT id, chat_id, thread_id, chat_kind, body, file FROM outbox WHERE channel = ? ORDER BY id", (channel,))
+        rows = await self.store.db.fetch(
+            "SELECT id, chat_id, thread_id, chat_kind, body, file FROM outbox WHERE channel = ? ORDER BY id", channel)
         parts, lost = [], []
         for r in rows:
             part = Part(ChatRef(channel, r[1], r[2], r[3]), json.loads(r[4]), file=r[5], id=r[0])

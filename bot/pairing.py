@@ -9,11 +9,11 @@ counts from the running service's next message on.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .db.base import Row, Tx
 from .store import Store
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -78,65 +78,54 @@ class Pairing:
 
     async def approved(self, channel: str, sender_id: str) -> bool:
         """Whether the owner approved this sender on this channel."""
-        async with self.store.db.execute(
-            "SELECT 1 FROM access_approvals WHERE channel = ? AND sender_id = ?", (channel, sender_id)
-        ) as cur:
-            return await cur.fetchone() is not None
+        return await self.store.db.fetchrow(
+            "SELECT 1 FROM access_approvals WHERE channel = ? AND sender_id = ?", channel, sender_id) is not None
 
     async def request(self, channel: str, sender: Sender) -> Issued:
         """The sender's valid code, a new one, or none when ``MAX_PENDING`` others wait already."""
         now = self.clock()
-        async with self.store.transaction() as db:  # count and insert together: two strangers at once make 2, not 4
-            await db.execute(
-                "DELETE FROM pairing_requests WHERE channel = ? AND status = 'pending' AND expires_at <= ?", (channel, now)
-            )
-            async with db.execute(
-                "SELECT * FROM pairing_requests WHERE channel = ? AND sender_id = ? AND status = 'pending'",
-                (channel, sender.id),
-            ) as cur:
-                row = await cur.fetchone()
+
+        async def issue(tx: Tx) -> Issued:  # count and insert together: two strangers at once make 2, not 4
+            await tx.lock(f"pairing:{channel}")
+            await tx.execute("DELETE FROM pairing_requests WHERE channel = ? AND status = 'pending' AND expires_at <= ?",
+                             channel, now)
+            row = await tx.fetchrow("SELECT * FROM pairing_requests WHERE channel = ? AND sender_id = ? AND status = 'pending'",
+                                    channel, sender.id)
             if row is not None:
                 return Issued(_request(row))
-            async with db.execute(
-                "SELECT COUNT(*) FROM pairing_requests WHERE channel = ? AND status = 'pending'", (channel,)
-            ) as cur:
-                pending = (await cur.fetchone())[0]
-            if pending >= MAX_PENDING:
+            if await tx.fetchval("SELECT COUNT(*) FROM pairing_requests WHERE channel = ? AND status = 'pending'",
+                                 channel) >= MAX_PENDING:
                 return Issued(None)
-            request = PairingRequest(channel, "", sender, now, now + CODE_TTL)
+            taken = {r[0] for r in await tx.fetch("SELECT code FROM pairing_requests WHERE channel = ?", channel)}
             for _ in range(5):  # a clash with an earlier code of this channel is rare; draw again
                 request = PairingRequest(channel, new_code(), sender, now, now + CODE_TTL)
-                try:
-                    await db.execute(
-                        "INSERT INTO pairing_requests (channel, code, sender_id, sender_name, sender_username,"
-                        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (channel, request.code, sender.id, sender.name, sender.username, now, request.expires_at),
-                    )
+                if request.code not in taken:
                     break
-                except sqlite3.IntegrityError:
-                    continue
             else:
                 raise PairingError("could not draw an unused pairing code")
-        return Issued(request, new=True)
+            await tx.execute(
+                "INSERT INTO pairing_requests (channel, code, sender_id, sender_name, sender_username,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                channel, request.code, sender.id, sender.name, sender.username, now, request.expires_at)
+            return Issued(request, new=True)
+
+        return await self.store.write(issue)
 
     async def pending(self, channel: str | None = None) -> list[PairingRequest]:
         """Valid requests waiting for the owner, oldest first (of one channel, or all)."""
-        async with self.store.db.execute(
-            "SELECT * FROM pairing_requests WHERE status = 'pending' AND expires_at > ?"
-            " AND (? IS NULL OR channel = ?) ORDER BY created_at, id",
-            (self.clock(), channel, channel),
-        ) as cur:
-            return [_request(r) for r in await cur.fetchall()]
+        of_channel, args = ("", ()) if channel is None else (" AND channel = ?", (channel,))
+        return [_request(r) for r in await self.store.db.fetch(
+            f"SELECT * FROM pairing_requests WHERE status = 'pending' AND expires_at > ?{of_channel}"
+            " ORDER BY created_at, id", self.clock(), *args)]
 
     async def approve(self, channel: str, code: str) -> PairingRequest:
         """Approve the sender who was given ``code``; raises ``PairingError`` for an unknown, used or expired code."""
         code = normalize_code(code)
         now = self.clock()
-        async with self.store.transaction() as db:
-            async with db.execute(
-                "SELECT * FROM pairing_requests WHERE channel = ? AND code = ?", (channel, code)
-            ) as cur:
-                row = await cur.fetchone()
+
+        async def approve(tx: Tx) -> PairingRequest:
+            await tx.lock(f"pairing:{channel}")  # one approval of a code, however many owners click at once
+            row = await tx.fetchrow("SELECT * FROM pairing_requests WHERE channel = ? AND code = ?", channel, code)
             if row is None:
                 raise PairingError(f"no pairing request with code {code} on {channel}; "
                                    f"`chorus pairing list {channel}` shows the pending ones")
@@ -145,51 +134,50 @@ class Pairing:
                 raise PairingError(f"code {code} was approved already: {request.sender.label} can chat")
             if row["expires_at"] <= now:
                 raise PairingError(f"code {code} expired; {request.sender.label} gets a new one by writing again")
-            await db.execute(
-                "UPDATE pairing_requests SET status = 'approved', decided_at = ? WHERE id = ?", (now, row["id"])
-            )
-            await db.execute(
+            await tx.execute("UPDATE pairing_requests SET status = 'approved', decided_at = ? WHERE id = ?", now, row["id"])
+            await tx.execute(
                 "INSERT INTO access_approvals (channel, sender_id, sender_name, sender_username, code, approved_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel, sender_id) DO UPDATE SET"
                 " sender_name = excluded.sender_name, sender_username = excluded.sender_username,"
                 " code = excluded.code, approved_at = excluded.approved_at",
-                (channel, request.sender.id, request.sender.name, request.sender.username, code, now),
-            )
-        return request
+                channel, request.sender.id, request.sender.name, request.sender.username, code, now)
+            return request
+
+        return await self.store.write(approve)
 
 
     async def deny(self, channel: str, code: str) -> PairingRequest:
         """Refuse the pending request with ``code``: it is forgotten, and its slot free for someone else."""
         code = normalize_code(code)
-        async with self.store.transaction() as db:
-            async with db.execute("SELECT * FROM pairing_requests WHERE channel = ? AND code = ? AND status = 'pending'",
-                                  (channel, code)) as cur:
-                row = await cur.fetchone()
+
+        async def deny(tx: Tx) -> PairingRequest:
+            row = await tx.fetchrow("SELECT * FROM pairing_requests WHERE channel = ? AND code = ? AND status = 'pending'",
+                                    channel, code)
             if row is None:
                 raise PairingError(f"no pending pairing request with code {code} on {channel}; "
                                    f"`chorus pairing list {channel}` shows the pending ones")
-            await db.execute("DELETE FROM pairing_requests WHERE id = ?", (row["id"],))
-        return _request(row)
+            await tx.execute("DELETE FROM pairing_requests WHERE id = ?", row["id"])
+            return _request(row)
+
+        return await self.store.write(deny)
 
     async def revoke(self, channel: str, sender_id: str) -> Sender:
         """Take back an approval: the sender's next message is treated as a stranger's."""
-        async with self.store.transaction() as db:
-            async with db.execute("SELECT * FROM access_approvals WHERE channel = ? AND sender_id = ?",
-                                  (channel, sender_id)) as cur:
-                row = await cur.fetchone()
+        async def revoke(tx: Tx) -> Sender:
+            row = await tx.fetchrow("SELECT * FROM access_approvals WHERE channel = ? AND sender_id = ?", channel, sender_id)
             if row is None:
                 raise PairingError(f"{channel} id {sender_id} is not approved; "
                                    f"`chorus pairing list {channel} --approved` shows who is")
-            await db.execute("DELETE FROM access_approvals WHERE channel = ? AND sender_id = ?", (channel, sender_id))
-        return Sender(row["sender_id"], row["sender_name"], row["sender_username"])
+            await tx.execute("DELETE FROM access_approvals WHERE channel = ? AND sender_id = ?", channel, sender_id)
+            return Sender(row["sender_id"], row["sender_name"], row["sender_username"])
+
+        return await self.store.write(revoke)
 
     async def approved_senders(self, channel: str) -> list[tuple[Sender, float]]:
         """Who the owner approved on ``channel``, and when, oldest first."""
-        async with self.store.db.execute(
-            "SELECT * FROM access_approvals WHERE channel = ? ORDER BY approved_at", (channel,)
-        ) as cur:
-            return [(Sender(r["sender_id"], r["sender_name"], r["sender_username"]), r["approved_at"])
-                    for r in await cur.fetchall()]
+        return [(Sender(r["sender_id"], r["sender_name"], r["sender_username"]), r["approved_at"])
+                for r in await self.store.db.fetch("SELECT * FROM access_approvals WHERE channel = ? ORDER BY approved_at",
+                                                   channel)]
 
     async def next_free(self, channel: str) -> float | None:
         """When the oldest pending request of a full channel expires (a slot frees), or ``None``."""
@@ -197,7 +185,7 @@ class Pairing:
         return min(r.expires_at for r in pending) if pending else None
 
 
-def _request(row: sqlite3.Row) -> PairingRequest:
+def _request(row: Row) -> PairingRequest:
     return PairingRequest(
         row["channel"], row["code"], Sender(row["sender_id"], row["sender_name"], row["sender_username"]),
         row["created_at"], row["expires_at"],

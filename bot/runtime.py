@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import signal
-import sqlite3
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -37,7 +36,8 @@ from .auth import Credential, resolve_key
 from .catalog import CATALOG_FILE, Catalog
 from .channel_settings import discord_settings, telegram_settings
 from .config import ChorusConfig, ConfigError, LoadedConfig, load_config, load_dotenv, state_dir
-from .store import KEEP_ANSWERED_DAYS, Inbox, Store
+from .db.base import DB_ERRORS
+from .store import KEEP_ANSWERED_DAYS, Inbox, Store, is_database_url
 
 GC_YOUNG_THRESHOLD = 100_000  # net allocations of containers between two young collections (CPython: 700)
 QUIET_COLLECT_EVERY = 300.0  # seconds: how often a quiet service checks whether the collector ran at all
@@ -68,6 +68,14 @@ class Env:
     def lookup(self, name: str, config: ChorusConfig) -> str | None:
         """``name`` from the environment, else the config's ``env`` block, else ``.env`` (the API key's order)."""
         return (self.vars.get(name) or config.env.get(name) or self.dotenv.get(name) or "").strip() or None
+
+    def database(self, config: ChorusConfig) -> Path | str:
+        """Where the state is: ``storage.url``, else ``CHORUS_DATABASE_URL`` (PostgreSQL), else the SQLite file
+        in the state directory."""
+        url = config.storage.url.get_secret_value() if config.storage.url else self.lookup("CHORUS_DATABASE_URL", config)
+        if url and not is_database_url(url):
+            raise ConfigError("CHORUS_DATABASE_URL is a PostgreSQL URL: postgresql://user:password@host:5432/database")
+        return url or self.state / "chorus.db"
 
     def credential(self, config: ChorusConfig) -> Credential | None:
         """The OpenRouter key in precedence order (see ``bot.auth.resolve_key``)."""
@@ -118,7 +126,7 @@ class Runtime:
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
-        store = await Store.open(env.state / "chorus.db")
+        store = await Store.open(env.database(loaded.config))
         llm = make_client(loaded.config, credential)
         config = loaded.config
         tools = ToolRegistry()
@@ -265,7 +273,7 @@ class Runtime:
             try:
                 if removed := await self.dispatcher.inbox.prune():
                     log.info("forgot %d inbox message(s) answered over %d days ago", removed, KEEP_ANSWERED_DAYS)
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 log.warning("could not prune the inbox: %s", exc)
             await asyncio.sleep(86400)
 

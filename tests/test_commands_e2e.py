@@ -11,7 +11,12 @@ from tests.fakes.openrouter import Hang, Text
 async def test_status_shows_what_a_cheap_turn_cost_and_counts_messages_in_good_english(home, fake_openrouter):
     await onboarded(home, fake_openrouter)
     fake_openrouter.queue(Hang(300))
-    stopped = await chorus(home, "run", stdin="write an essay\n/stop\n/status\n")
+    service = await start_chorus(home, "run")
+    await service.say("write an essay")
+    await service.say("/stop")
+    await eventually(lambda: "Stopped." in service.out, "the stop")  # /status after it, not while it stops
+    await service.say("/status")
+    stopped = await service.finish()
     fake_openrouter.answers.clear()  # the hang is unused when /stop came before the model was asked
     assert "Session: 1 message, 0 prompt + 0 completion tokens, $0 so far" in stopped.out, stopped.out
     fake_openrouter.queue(Text("cheap", usage={"prompt_tokens": 12, "completion_tokens": 3, "cost": 0.00042}))

@@ -234,8 +234,7 @@ async def video_rig(fake_openrouter, tmp_path):
 
 
 async def next_poll_at(store: Store) -> float:
-    async with store.db.execute("SELECT next_poll_at FROM media_jobs") as cur:
-        return float((await cur.fetchone())[0])
+    return float(await store.db.fetchval("SELECT next_poll_at FROM media_jobs"))
 
 
 async def test_video_polling_backs_off_by_half_again_up_to_the_cap(fake_openrouter, video_rig):
@@ -271,8 +270,7 @@ async def test_a_finished_video_is_marked_done_only_after_it_was_delivered(fake_
     await jobs.tick()
     assert await jobs.pending() == 0
     assert [(r.reply_to, [m.filename for m in r.media]) for r in deliveries.sent] == [("m1", [f"video-{job.id}.mp4"])]
-    async with store.db.execute("SELECT status FROM media_jobs") as cur:
-        assert [r[0] for r in await cur.fetchall()] == ["delivered"]
+    assert [r[0] for r in await store.db.fetch("SELECT status FROM media_jobs")] == ["delivered"]
 
 
 # ---- through the real console (what a user sees) ----------------------------------------------

@@ -8,11 +8,13 @@ import signal
 import sqlite3
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
+from bot.db.base import Tx
 from bot.migrate import Migration, MigrationError, discover, migrate
 from bot.store import Inbox, Store, StoredMessage
 from channels.base import ChatRef, Inbound
@@ -20,14 +22,16 @@ from channels.base import ChatRef, Inbound
 CHAT = ChatRef("console", "local")
 
 
+def iso_days_ago(days: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 async def test_migrations_apply_in_order_once_and_are_recorded(tmp_path):
     store = await Store.open(tmp_path / "db.sqlite")
-    async with store.db.execute("SELECT version, name FROM schema_migrations") as cur:
-        rows = [tuple(r) for r in await cur.fetchall()]
+    rows = [tuple(r) for r in await store.db.fetch("SELECT version, name FROM schema_migrations")]
     assert rows == [(m.version, m.name) for m in discover()]
-    async with store.db.execute("PRAGMA journal_mode") as cur:
-        assert (await cur.fetchone())[0] == "wal"
-    assert await migrate(store.db) == []  # nothing left to apply
+    assert await store.db.fetchval("PRAGMA journal_mode") == "wal"
+    assert await migrate(store.db.db) == []  # nothing left to apply
     await store.close()
 
 
@@ -163,16 +167,16 @@ async def test_writes_that_queue_up_share_a_commit_and_one_failure_spares_the_re
     store = await Store.open(tmp_path / "db.sqlite")
     inbox = Inbox(store)
     trips: list[int] = []
-    run = store._run
+    run = store.db._run
 
     async def counted(fn):
         trips.append(1)
         return await run(fn)
 
-    store._run = counted  # type: ignore[method-assign]
+    store.db._run = counted  # type: ignore[method-assign]
 
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO inbox (channel) VALUES ('half a row')")  # violates NOT NULL: rolled back alone
+    async def broken(tx: Tx) -> None:
+        await tx.execute("INSERT INTO inbox (channel) VALUES ('half a row')")  # violates NOT NULL: rolled back alone
 
     results = await asyncio.gather(
         *(inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{i}", message_id=f"m{i}"))
@@ -192,7 +196,7 @@ async def test_an_accept_never_waits_behind_the_database_thread(tmp_path):
     """A turn's writes may keep the database thread busy; accepting a message (which the channel waits for
     before it takes the next one) does not queue behind them."""
     store = await Store.open(tmp_path / "db.sqlite")
-    busy = asyncio.create_task(store._run(lambda conn: time.sleep(0.5)))
+    busy = asyncio.create_task(store.db._run(lambda conn: time.sleep(0.5)))
     await asyncio.sleep(0.05)
     started = time.monotonic()
     assert await Inbox(store).accept(message(1))
@@ -204,11 +208,14 @@ async def test_an_accept_never_waits_behind_the_database_thread(tmp_path):
 async def test_an_accept_while_another_write_holds_the_database_is_committed_after_it(tmp_path):
     store = await Store.open(tmp_path / "db.sqlite")
     inbox = Inbox(store)
-    async with store.transaction() as db:  # a write in progress elsewhere holds the database's write lock
-        await db.execute("INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', 'a', 'b')")
+    async with store.db._write:  # a write in progress elsewhere holds the database's write lock
+        await store.db._run(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+        await store.db._run(lambda conn: conn.execute(
+            "INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', 'a', 'b')"))
         accepting = asyncio.create_task(inbox.accept(message(1)))
         await asyncio.sleep(0.1)
         assert not accepting.done()
+        await store.db._run(lambda conn: conn.commit())
     assert await accepting
     assert not await inbox.accept(message(1))  # and once only
     assert [i.message_id for i in await inbox.pending()] == ["m1"]
@@ -219,17 +226,16 @@ async def test_writes_on_the_loop_are_checkpointed_so_the_wal_stays_small(tmp_pa
     """Writes commit on the loop's connection, which never checkpoints; the thread does, every so many
     commits, or the WAL would grow with every message ever stored."""
     store = await Store.open(tmp_path / "db.sqlite")
-    store.CHECKPOINT_EVERY = 20
+    store.db.CHECKPOINT_EVERY = 20
     blob = "x" * 20_000  # five pages a write: 2,000 writes would make a 40 MB WAL
     for i in range(2000):
-        await store.write(lambda conn, i=i: conn.execute(
-            "INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', ?, ?)", (str(i), blob)))
-        while store._checkpoint is not None and not store._checkpoint.done():  # its trip to the thread, however
+        await store.write(lambda tx, i=i: tx.execute(
+            "INSERT INTO group_history (session_key, sender_name, text) VALUES ('k', ?, ?)", str(i), blob))
+        while store.db._checkpoint is not None and not store.db._checkpoint.done():  # its trip to the thread, however
             await asyncio.sleep(0.001)  # long a loaded machine makes it: a lagging checkpoint leaves a longer WAL
     wal = (tmp_path / "db.sqlite-wal").stat().st_size
     assert wal < 4_000_000, f"the WAL grew to {wal} bytes"
-    async with store.db.execute("SELECT COUNT(*) FROM group_history") as cur:
-        assert (await cur.fetchone())[0] == 2000
+    assert await store.db.fetchval("SELECT COUNT(*) FROM group_history") == 2000
     await store.close()
 
 
@@ -239,14 +245,14 @@ async def test_answered_messages_are_forgotten_after_a_week_and_nothing_else_is(
     for n in range(4):
         assert await inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text=f"t{n}", message_id=f"m{n}"))
     await inbox.done([i for i in await inbox.pending() if i.message_id in ("m0", "m1", "m2")])
-    async with store.transaction() as db:  # m0 answered 8 days ago, m1 6 days ago, m2 now; m3 never
-        await db.execute("UPDATE inbox SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days')"
-                         " WHERE message_id = 'm0'")
-        await db.execute("UPDATE inbox SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 days')"
-                         " WHERE message_id = 'm1'")
+    async def backdate(tx: Tx) -> None:  # m0 answered 8 days ago, m1 6 days ago, m2 now; m3 never
+        for message_id, days in (("m0", 8), ("m1", 6)):
+            await tx.execute("UPDATE inbox SET done_at = ? WHERE message_id = ?", iso_days_ago(days), message_id)
+
+    await store.write(backdate)
     assert await inbox.prune() == 1
     assert await inbox.prune() == 0
-    rows = await store.db.execute_fetchall("SELECT message_id, status FROM inbox ORDER BY id")
+    rows = await store.db.fetch("SELECT message_id, status FROM inbox ORDER BY id")
     assert [tuple(r) for r in rows] == [("m1", "done"), ("m2", "done"), ("m3", "pending")]
     # Within the week a redelivery is still recognised and not answered again.
     assert not await inbox.accept(Inbound(chat=CHAT, sender_id="u", sender_name="u", text="t1", message_id="m1"))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 
 from channels.base import ChatRef
 
+from ..db.base import Row, Tx
 from ..store import Store
 from .schedule import Schedule
 
@@ -37,7 +37,7 @@ class CronJob:
         return f"#{self.id}" + (f" “{self.name}”" if self.name else "")
 
 
-def _job(r: sqlite3.Row) -> CronJob:
+def _job(r: Row) -> CronJob:
     return CronJob(
         r["id"], ChatRef(r["channel"], r["chat_id"], r["thread_id"], r["chat_kind"]), r["creator_id"], r["creator_name"],
         r["name"], r["message"], Schedule.from_json(json.loads(r["schedule"])), r["next_run_at"], r["failures"],
@@ -49,7 +49,7 @@ _IN_CONVERSATION = "channel = ? AND chat_id = ? AND thread_id IS ?"
 
 
 def _among(channels: set[str]) -> str:
-    return f"channel IN ({', '.join('?' * len(channels))})" if channels else "0"
+    return f"channel IN ({', '.join('?' * len(channels))})" if channels else "1 = 0"
 
 
 class CronJobs:
@@ -61,18 +61,19 @@ class CronJobs:
     async def add(self, chat: ChatRef, creator_id: str, creator_name: str, name: str | None, message: str,
                   schedule: Schedule, next_run_at: float, now: float, limit: int) -> CronJob:
         """Store a new job; raises ``LimitReached`` when the chat (all its topics) has ``limit`` already."""
-        async with self.store.transaction() as db:  # the count and the insert under one write lock
-            async with db.execute("SELECT COUNT(*) FROM cron_jobs WHERE channel = ? AND chat_id = ?",
-                                  (chat.channel, chat.chat_id)) as cur:
-                row = await cur.fetchone()
-            if row and row[0] >= limit:
+        async def insert(tx: Tx) -> int:  # the count and the insert in one transaction, one chat's at a time
+            await tx.lock(f"cron:{chat.channel}:{chat.chat_id}")
+            if await tx.fetchval("SELECT COUNT(*) FROM cron_jobs WHERE channel = ? AND chat_id = ?",
+                                 chat.channel, chat.chat_id) >= limit:
                 raise LimitReached(limit)
-            cur = await db.execute(
+            return int(await tx.fetchval(
                 "INSERT INTO cron_jobs (channel, chat_id, thread_id, chat_kind, creator_id, creator_name, name, message,"
-                " schedule, next_run_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (chat.channel, chat.chat_id, chat.thread_id, chat.kind, creator_id, creator_name, name, message,
-                 json.dumps(schedule.to_json()), next_run_at, now))
-        return CronJob(int(cur.lastrowid or 0), chat, creator_id, creator_name, name, message, schedule, next_run_at)
+                " schedule, next_run_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                chat.channel, chat.chat_id, chat.thread_id, chat.kind, creator_id, creator_name, name, message,
+                json.dumps(schedule.to_json()), next_run_at, now))
+
+        job_id = await self.store.write(insert)
+        return CronJob(job_id, chat, creator_id, creator_name, name, message, schedule, next_run_at)
 
     async def of_chat(self, chat: ChatRef) -> list[CronJob]:
         """The jobs of one conversation (a chat, or one topic or thread of it), soonest first."""
@@ -89,9 +90,7 @@ class CronJobs:
         """Delete a job (only from ``chat``'s conversation when given); ``False`` when there was none."""
         where, args = ("id = ?", (job_id,)) if chat is None else (
             f"id = ? AND {_IN_CONVERSATION}", (job_id, chat.channel, chat.chat_id, chat.thread_id))
-        async with self.store.transaction() as db:
-            cur = await db.execute(f"DELETE FROM cron_jobs WHERE {where}", args)
-        return cur.rowcount > 0
+        return await self.store.write(lambda tx: tx.execute(f"DELETE FROM cron_jobs WHERE {where}", *args)) > 0
 
     async def due(self, now: float, channels: set[str]) -> list[CronJob]:
         """Jobs due by ``now`` in the channels running here (another channel's wait until it runs)."""
@@ -100,39 +99,32 @@ class CronJobs:
     async def next_due(self, channels: set[str]) -> float | None:
         """When the soonest job of the running channels is due (an overdue job of a channel that is not
         running must not make the runner spin)."""
-        async with self.store.db.execute(f"SELECT MIN(next_run_at) FROM cron_jobs WHERE {_among(channels)}",
-                                         sorted(channels)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        return await self.store.db.fetchval(f"SELECT MIN(next_run_at) FROM cron_jobs WHERE {_among(channels)}",
+                                            *sorted(channels))
 
     async def move(self, job: CronJob, to: float | None, *, expect: float | None | str = "due") -> bool:
         """Set the next run to ``to`` only if it is still what this instance saw (``expect``; by default the
         job's due time): one conditional UPDATE, so of several claimants exactly one wins."""
         seen = job.next_run_at if expect == "due" else expect
-        async with self.store.transaction() as db:
-            cur = await db.execute("UPDATE cron_jobs SET next_run_at = ? WHERE id = ? AND next_run_at IS ?",
-                                   (to, job.id, seen))
-        return cur.rowcount == 1
+        return await self.store.write(lambda tx: tx.execute(
+            "UPDATE cron_jobs SET next_run_at = ? WHERE id = ? AND next_run_at IS ?", to, job.id, seen)) == 1
 
     async def ran(self, job: CronJob, at: float, status: str, error: str | None, failures: int,
                   next_run_at: float | None, *, delete: bool = False) -> None:
         """Record how a run ended (or delete a finished one-shot)."""
-        async with self.store.transaction() as db:
-            if delete:
-                await db.execute("DELETE FROM cron_jobs WHERE id = ?", (job.id,))
-            else:
-                await db.execute(
-                    "UPDATE cron_jobs SET last_run_at = ?, last_status = ?, last_error = ?, failures = ?,"
-                    " next_run_at = COALESCE(?, next_run_at) WHERE id = ?",
-                    (at, status, error, failures, next_run_at, job.id))
+        if delete:
+            await self.store.write(lambda tx: tx.execute("DELETE FROM cron_jobs WHERE id = ?", job.id))
+        else:
+            await self.store.write(lambda tx: tx.execute(
+                "UPDATE cron_jobs SET last_run_at = ?, last_status = ?, last_error = ?, failures = ?,"
+                " next_run_at = COALESCE(?, next_run_at) WHERE id = ?",
+                at, status, error, failures, next_run_at, job.id))
 
     async def run_now(self, job_id: int, now: float) -> bool:
         """Make a job due at once (``chorus cron run``); the service fires it at its next look."""
-        async with self.store.transaction() as db:
-            cur = await db.execute("UPDATE cron_jobs SET next_run_at = ? WHERE id = ?", (now, job_id))
-        return cur.rowcount > 0
+        return await self.store.write(lambda tx: tx.execute(
+            "UPDATE cron_jobs SET next_run_at = ? WHERE id = ?", now, job_id)) > 0
 
     async def _select(self, where: str, *args: object) -> list[CronJob]:
-        async with self.store.db.execute(
-                f"SELECT * FROM cron_jobs {where} ORDER BY next_run_at IS NULL, next_run_at, id", args) as cur:
-            return [_job(r) for r in await cur.fetchall()]
+        return [_job(r) for r in await self.store.db.fetch(
+            f"SELECT * FROM cron_jobs {where} ORDER BY next_run_at IS NULL, next_run_at, id", *args)]

@@ -17,6 +17,7 @@ from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.video import VideoJob, download_video, poll_video
 
+from ..db.base import utc_now
 from ..store import Store
 
 log = logging.getLogger("chorus.media_jobs")
@@ -50,8 +51,8 @@ class MediaJobs:
 
     async def start(self) -> None:
         """Start polling; jobs an earlier run left pending are due at once, whatever their schedule was."""
-        async with self.store.transaction() as db:
-            await db.execute("UPDATE media_jobs SET next_poll_at = ? WHERE status = 'pending'", (self.clock(),))
+        now = self.clock()
+        await self.store.write(lambda tx: tx.execute("UPDATE media_jobs SET next_poll_at = ? WHERE status = 'pending'", now))
         self.scheduler = AsyncIOScheduler()
         self.scheduler.add_job(self.tick, "interval", seconds=self.poll_interval, max_instances=1, coalesce=True,
                                next_run_time=datetime.now().astimezone())
@@ -70,15 +71,13 @@ class MediaJobs:
                      timeout: float) -> int:
         """Record a submitted job; it is polled from now on."""
         now = self.clock()
-        async with self.store.transaction() as db:
-            cur = await db.execute(
-                "INSERT INTO media_jobs (channel, chat_id, thread_id, chat_kind, reply_to, job_id, polling_url, model,"
-                " prompt, next_poll_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (chat.channel, chat.chat_id, chat.thread_id, chat.kind, reply_to, job.id, job.polling_url, model,
-                 prompt, now + self.poll_interval, now + timeout),
-            )
+        row_id = await self.store.write(lambda tx: tx.fetchval(
+            "INSERT INTO media_jobs (channel, chat_id, thread_id, chat_kind, reply_to, job_id, polling_url, model,"
+            " prompt, next_poll_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            chat.channel, chat.chat_id, chat.thread_id, chat.kind, reply_to, job.id, job.polling_url, model,
+            prompt, now + self.poll_interval, now + timeout))
         log.info("video job %s submitted channel=%s chat=%s", job.id, chat.channel, chat.chat_id)
-        return int(cur.lastrowid or 0)
+        return int(row_id)
 
     async def tick(self) -> None:
         """Check every job that is due."""
@@ -90,15 +89,11 @@ class MediaJobs:
                 log.exception("video job %s check failed channel=%s chat=%s", job.job.id, job.chat.channel, job.chat.chat_id)
 
     async def pending(self) -> int:
-        async with self.store.db.execute("SELECT COUNT(*) FROM media_jobs WHERE status = 'pending'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return int(await self.store.db.fetchval("SELECT COUNT(*) FROM media_jobs WHERE status = 'pending'"))
 
     async def _due(self) -> list[PendingJob]:
-        async with self.store.db.execute(
-            "SELECT * FROM media_jobs WHERE status = 'pending' AND next_poll_at <= ? ORDER BY id", (self.clock(),)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await self.store.db.fetch(
+            "SELECT * FROM media_jobs WHERE status = 'pending' AND next_poll_at <= ? ORDER BY id", self.clock())
         return [PendingJob(r["id"], ChatRef(r["channel"], r["chat_id"], r["thread_id"], r["chat_kind"]), r["reply_to"],
                            VideoJob(r["job_id"], r["polling_url"]), r["prompt"], r["attempts"], r["deadline"])
                 for r in rows]
@@ -129,16 +124,14 @@ class MediaJobs:
 
     async def _later(self, job: PendingJob) -> None:
         delay = min(self.max_interval, self.poll_interval * 1.5 ** job.attempts)
-        async with self.store.transaction() as db:
-            await db.execute("UPDATE media_jobs SET attempts = attempts + 1, next_poll_at = ? WHERE id = ?",
-                             (self.clock() + delay, job.id))
+        later = self.clock() + delay
+        await self.store.write(lambda tx: tx.execute(
+            "UPDATE media_jobs SET attempts = attempts + 1, next_poll_at = ? WHERE id = ?", later, job.id))
 
     async def _finish(self, job: PendingJob, status: str, error: str | None, reply: Reply) -> None:
         # Deliver first: if the channel is not there (it raises), the job stays pending and is tried again.
         await self.deliver(job.chat, reply)
-        async with self.store.transaction() as db:
-            await db.execute(
-                "UPDATE media_jobs SET status = ?, error = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-                " WHERE id = ?", (status, error, job.id))
+        await self.store.write(lambda tx: tx.execute(
+            "UPDATE media_jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?", status, error, utc_now(), job.id))
         log.info("video job %s %s channel=%s chat=%s", job.job.id, status, job.chat.channel, job.chat.chat_id)
 
