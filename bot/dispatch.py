@@ -4,6 +4,11 @@ Accepting (``accept``) writes the message to the durable inbox and returns at on
 channel acknowledges messages as fast as they arrive (Telegram moves its offset, a webhook
 answers 200). Answering runs afterwards in the session's lane, one turn at a time; ``/stop``
 and ``/status`` skip the lane, so they work while a turn runs.
+
+With several instances on one database, a session's lane runs on the instance holding its lease. The
+instance that accepts a message takes the lease if it is free, or wakes the holder, which then reads the
+session's waiting messages from the inbox in order (``_pull``). A lane that empties lets the lease go; the
+heartbeat's sweep takes the waiting messages of sessions whose holder died.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from channels.base import Channel, ChatRef, Inbound, NotAccepted, Reply, clean_t
 
 from .access import APPROVED_TEXT, AccessPolicy, owner_of
 from .agent import CRASHED, STOP, Agent
+from .cluster import Cluster, Solo
 from .commands import IMMEDIATE, TURNS, CommandContext, command_name, run_command
 from .config import Messages
 from .db.base import DB_ERRORS
@@ -65,10 +71,15 @@ class _Held:
 class Dispatcher:
     """Every inbound message passes here: ``accept`` returns once it is durable, answering follows in its lane."""
 
-    def __init__(self, agent: Agent, inbox: Inbox, channels: dict[str, Channel] | None = None) -> None:
+    def __init__(self, agent: Agent, inbox: Inbox, channels: dict[str, Channel] | None = None,
+                 cluster: Cluster | None = None) -> None:
         self.agent = agent
         self.inbox = inbox
         self.channels = dict(channels or {})
+        self.cluster: Cluster = cluster or Solo()
+        self._routed: dict[str, set[str | None]] = {}  # session -> ids of its inbox rows routed here (shared only)
+        self._pulling: dict[str, asyncio.Lock] = {}
+        self._closing = False
         self._lanes: dict[str, _Lane] = {}
         self._held: dict[tuple[str, str], _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -109,14 +120,84 @@ class Dispatcher:
                          inbound.chat.channel, inbound.chat.chat_id, inbound.message_id)
                 return False
         try:
-            await self._route(inbound, channel)
+            if self.cluster.shared and inbound.message_id is not None:
+                await self._offer(inbound, channel)
+            else:
+                await self._route(inbound, channel)
         except DB_ERRORS as exc:  # stored, but not yet routed: unconfirmed, its redelivery is answered then
             log.error("could not route a message channel=%s chat=%s: %s", inbound.chat.channel, inbound.chat.chat_id, exc)
             raise NotAccepted(str(exc)) from exc
         return True
 
+    async def _offer(self, inbound: Inbound, channel: Channel) -> None:
+        """A message accepted here, on a shared database: answered here if this instance holds (or can take) its
+        session's lease, else its holder is woken to read it from the inbox."""
+        key = inbound.chat.session_key
+        lease = _lease(key)
+        if self.cluster.holds(lease) or await self.cluster.take(lease):
+            await self._pull(key, channel, inbound)
+        elif (holder := await self.cluster.holder(lease)) is not None:
+            await self.cluster.notify(holder, key)
+        elif await self.cluster.take(lease):  # its holder let go in between
+            await self._pull(key, channel, inbound)
+
+    async def heard(self, key: str) -> None:
+        """Another instance accepted a message of session ``key`` while this one held it: read it, in order."""
+        channel = self.channels.get(key.partition(":")[0])
+        if channel is not None and (self.cluster.holds(_lease(key)) or await self.cluster.take(_lease(key))):
+            await self._pull(key, channel)
+
+    async def _pull(self, key: str, channel: Channel, fresh: Inbound | None = None) -> None:
+        """Route the session's waiting messages not yet routed here, oldest first; ``fresh`` (just accepted here)
+        is used as it came rather than as stored, with its attachments' bytes."""
+        async with self._pulling.setdefault(key, asyncio.Lock()):
+            chat = fresh.chat if fresh is not None else None
+            if chat is None:
+                waiting = await self.inbox.pending_chats()
+                chat = next((c for c in waiting if c.session_key == key), None)
+                if chat is None:
+                    return
+            routed = self._routed.setdefault(key, set())
+            for inbound in await self.inbox.pending_of(chat):
+                if inbound.message_id in routed:
+                    continue
+                routed.add(inbound.message_id)
+                if fresh is not None and inbound.message_id == fresh.message_id:
+                    await self._route(fresh, channel)
+                elif await self._reattached(inbound, channel):
+                    await self._route(inbound, channel)
+            if not self.busy(chat) and not any(k[0] == key for k in self._held):
+                self._spawn(self._let_go(key, channel))  # nothing was left to answer (a redelivery, a command)
+
+    async def _let_go(self, key: str, channel: Channel) -> None:
+        """The session's lane is empty: give its lease back, unless a message came meanwhile (then take it again)."""
+        if self._closing or not self.cluster.shared or key in self._lanes or any(k[0] == key for k in self._held):
+            return  # (leaving, the cluster gives every lease back at once)
+        async with self._pulling.setdefault(key, asyncio.Lock()):
+            if key in self._lanes or any(k[0] == key for k in self._held):
+                return
+            await self.cluster.give_up(_lease(key))
+            self._routed.pop(key, None)
+            self._pulling.pop(key, None)
+        # A message accepted elsewhere while this instance held the lease, whose word may come after it let go.
+        if any(c.session_key == key for c in await self.inbox.pending_chats()):
+            await self.heard(key)
+
+    async def sweep(self) -> None:
+        """Take the sessions whose messages wait with no live instance holding them (their holder died, or a
+        word was lost) and answer those messages, in order."""
+        by_key = {c.session_key: c for c in await self.inbox.pending_chats() if c.channel in self.channels}
+        for key in await self.cluster.free([_lease(k) for k in by_key]):
+            key = key.removeprefix("session:")
+            log.info("taking over a session left waiting channel=%s chat=%s", by_key[key].channel, by_key[key].chat_id)
+            await self.heard(key)
+
     async def recover(self) -> None:
-        """Schedule answers to what a previous run accepted but never answered."""
+        """Schedule answers to what a previous run accepted but never answered (on a shared database: what no
+        live instance is answering)."""
+        if self.cluster.shared:
+            await self.sweep()
+            return
         for inbound in await self.inbox.pending():
             channel = self.channels.get(inbound.chat.channel)
             if channel is None:
@@ -154,6 +235,7 @@ class Dispatcher:
 
     async def shutdown(self) -> None:
         """Cancel every turn; their messages stay pending in the inbox and are answered after the restart."""
+        self._closing = True
         for held in self._held.values():
             if held.timer:
                 held.timer.cancel()
@@ -176,6 +258,9 @@ class Dispatcher:
         channel = self.channels.get(inbound.chat.channel)
         if channel is None:
             raise RuntimeError(f"channel {inbound.chat.channel} is not running")
+        lease = _lease(inbound.chat.session_key)
+        while not (self.cluster.holds(lease) or await self.cluster.take(lease)):  # after the holder's turns
+            await asyncio.sleep(min(1.0, self.cluster.lease / 3))
         item = _Scheduled(inbound, asyncio.get_running_loop().create_future())
         self._enqueue(item, channel)
         return await item.done
@@ -191,12 +276,16 @@ class Dispatcher:
             for key, waiting in by_sender.items():
                 if (channel := self.channels.get(key[0])) is None:
                     continue
+                # pending from here: a restart answers them, nothing twice; of several instances one takes each
+                if not (waiting := await self.inbox.release(waiting)):
+                    continue
                 last = waiting[-1]
                 log.info("%s: %s (%s) was approved; answering their waiting message(s)", key[0], last.sender_name, key[1])
                 await self._tell(channel, last.chat, Reply(text=APPROVED_TEXT))
-                await self.inbox.release(waiting)  # pending from here: a restart answers them, nothing twice
                 for inbound in waiting:
-                    if await self._reattached(inbound, channel):
+                    if self.cluster.shared:
+                        await self._offer(inbound, channel)
+                    elif await self._reattached(inbound, channel):
                         await self._route(inbound, channel)
 
     def stop(self, chat: ChatRef) -> bool:
@@ -375,6 +464,8 @@ class Dispatcher:
                 item.done.cancel()  # the job gives its firing back for the next start
             if self._lanes.get(key) is lane and not lane.items:
                 del self._lanes[key]
+                if self.cluster.shared:
+                    self._spawn(self._let_go(key, channel))
 
     async def _scheduled_turn(self, lane: _Lane, item: _Scheduled, channel: Channel) -> None:
         try:
@@ -423,6 +514,10 @@ class Dispatcher:
             ))
             return False
         return bool(lane.turn.result())
+
+
+def _lease(session_key: str) -> str:
+    return "session:" + session_key
 
 
 def _is_command(item: list[Inbound] | _Scheduled) -> bool:

@@ -22,6 +22,7 @@ from providers.openrouter.request import ProviderSettings
 from providers.openrouter.retry import RetryPolicy
 
 from .agent import Agent
+from .cluster import Cluster, SharedCluster, Solo
 from .cron.jobs import CronJobs
 from .cron.runner import CronRunner, as_turns
 from .cron.tool import CronTool
@@ -104,6 +105,14 @@ def make_client(config: ChorusConfig, credential: Credential | None) -> OpenRout
     )
 
 
+def cluster_of(store: Store, config: ChorusConfig) -> Cluster:
+    """This instance among the others on a shared (PostgreSQL) database; alone on SQLite."""
+    lease = config.storage.lease_ms / 1000
+    if store.db.shared:
+        return SharedCluster(store.db, lease, url=store.db.url)  # type: ignore[attr-defined]
+    return Solo(lease)
+
+
 def openrouter_proxy(config: ChorusConfig) -> Proxy | None:
     """``models.providers.openrouter.proxy``, else the environment's proxy for the base URL."""
     openrouter = config.models.providers.openrouter
@@ -123,6 +132,7 @@ class Runtime:
     jobs: MediaJobs
     cron: CronRunner
     parts: StoredParts  # the channels' unsent parts of answers
+    cluster: Cluster  # the other instances on a shared database (``Solo`` on SQLite)
 
     @classmethod
     async def open(cls, loaded: LoadedConfig, env: Env, credential: Credential) -> Runtime:
@@ -132,7 +142,8 @@ class Runtime:
         tools = ToolRegistry()
         agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
                       images=Images(env.state / "media", config.tools.media.image))
-        dispatcher = Dispatcher(agent, Inbox(store))
+        cluster = cluster_of(store, config)
+        dispatcher = Dispatcher(agent, Inbox(store), cluster=cluster)
         video = config.agents.defaults.video_generation_model
         jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
         tools.add(*media_tools(config, llm, jobs))
@@ -141,7 +152,8 @@ class Runtime:
                           grace=config.cron.misfire_grace_ms / 1000)
         if config.cron.enabled:
             tools.add(CronTool(cron_jobs, config, dispatcher.access, cron.wake))
-        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron, StoredParts(store, env.state / "media"))
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron, StoredParts(store, env.state / "media"),
+                   cluster)
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -182,6 +194,9 @@ class Runtime:
         # 20 s, 3.8 s of the loop's time, pauses to 220 ms. Collecting young objects every 100,000 net
         # allocations instead costs two collections of 20-70 ms, and the same peak memory.
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+        await self.cluster.start(self.dispatcher.heard)
+        if isinstance(self.cluster, SharedCluster):
+            self.cluster.on_beat.append(self.dispatcher.sweep)
         await self.dispatcher.recover()
         await self.jobs.start()
         if self.config.cron.enabled:
@@ -227,6 +242,7 @@ class Runtime:
             await asyncio.gather(*background, return_exceptions=True)
             await self.cron.stop()
             await self.jobs.stop()
+            await self.cluster.stop()
         return refusals
 
     async def watch_config(self, loaded: LoadedConfig, env: Env, every: float = 1.0) -> None:

@@ -303,6 +303,17 @@ class Inbox:
         """Messages accepted but never answered (the process died mid-turn), oldest first."""
         return await self._select("status = 'pending'")
 
+    async def pending_of(self, chat: ChatRef) -> list[Inbound]:
+        """One conversation's messages waiting to be answered, oldest first."""
+        return await self._select("status = 'pending' AND awaiting = 0 AND channel = ? AND chat_id = ? AND thread_id IS ?",
+                                  chat.channel, chat.chat_id, chat.thread_id)
+
+    async def pending_chats(self) -> list[ChatRef]:
+        """The conversations with messages waiting to be answered."""
+        rows = await self.store.db.fetch("SELECT DISTINCT channel, chat_id, thread_id, chat_kind FROM inbox"
+                                         " WHERE status = 'pending' AND awaiting = 0")
+        return [ChatRef(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def await_approval(self, inbound: Inbound, keep: int) -> None:
         """Keep a stranger's message to answer once the owner approves them: only their newest ``keep``."""
         key = (inbound.chat.channel, inbound.sender_id)
@@ -322,13 +333,15 @@ class Inbox:
         return await self._select("awaiting = 1 AND EXISTS (SELECT 1 FROM access_approvals a"
                                   " WHERE a.channel = inbox.channel AND a.sender_id = inbox.sender_id)")
 
-    async def release(self, inbounds: list[Inbound]) -> None:
+    async def release(self, inbounds: list[Inbound]) -> list[Inbound]:
         """Hand awaited messages back to be answered: pending again (a restart answers them), no longer awaited,
-        so they are answered once."""
-        keys = [(i.chat.channel, i.message_id) for i in inbounds]
-        await self.store.write(lambda tx: tx.executemany(
-            "UPDATE inbox SET awaiting = 0, status = 'pending', done_at = NULL WHERE channel = ? AND message_id = ?",
-            keys))
+        so they are answered once. Returns those this call released: of several instances, one gets each."""
+        async def claim(tx: Tx) -> list[Inbound]:
+            return [i for i in inbounds if await tx.execute(
+                "UPDATE inbox SET awaiting = 0, status = 'pending', done_at = NULL"
+                " WHERE channel = ? AND message_id = ? AND awaiting = 1", i.chat.channel, i.message_id)]
+
+        return await self.store.write(claim)
 
     async def _select(self, where: str, *args: Any) -> list[Inbound]:
         return [_inbound(r) for r in await self.store.db.fetch(f"SELECT * FROM inbox WHERE {where} ORDER BY id", *args)]
