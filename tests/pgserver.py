@@ -283,9 +283,17 @@ def _children(parent: int) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for init to reap it, which may take a while)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _wait_gone(pids: list[int], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+    while any(_alive(pid) for pid in pids):
         if time.monotonic() > deadline:
             raise PgServerError(f"postgres processes {pids} still alive {timeout:.0f} s after SIGKILL")
         time.sleep(0.01)
