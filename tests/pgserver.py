@@ -19,6 +19,7 @@ import glob
 import importlib.util
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -128,13 +129,16 @@ class PgServer:
         ``start()``."""
         if self.proc is None:
             return
-        # Each backend makes itself a process group of its own: they are found as the postmaster's children.
-        doomed = [self.proc.pid, *_children(self.proc.pid)]
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-        _wait_gone(doomed[1:])  # a backend left would hold the shared memory and stop a restart
+        if self.proc.poll() is None:
+            # Each backend makes itself a process group of its own: they are found as the postmaster's
+            # children, while it is stopped (it can start no new one meanwhile).
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            backends = _children(self.proc.pid)
+            for pid in [self.proc.pid, *backends]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.wait()
+            _wait_gone(backends)  # a backend left would hold the shared memory and stop a restart
         self.proc = None
 
     def stop(self) -> None:
@@ -264,10 +268,21 @@ def _version(path: str) -> tuple[int, ...]:
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port nothing uses now, below the kernel's ephemeral range: no socket bound to port 0 (the
+    fakes, any client) can take it while the server is down between ``kill()`` and ``start()``."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    for _ in range(100):
+        port = random.randrange(10000, max(ephemeral_low, 10001))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise PgServerError(f"no free loopback port found in 10000-{ephemeral_low}")
 
 
 def _children(parent: int) -> list[int]:
