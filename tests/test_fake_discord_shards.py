@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import discord
@@ -17,38 +17,58 @@ from channels.discord.client import Rebase
 from tests.fakes.discord import FakeDiscord
 
 
-class ShardClient(discord.Client):
-    """One shard of the bot, pointed at the fake; keeps what it heard, and the servers it was told of."""
+class Hears:
+    """What a client heard, in order."""
 
-    def __init__(self, fake: FakeDiscord, shard_id: int, shard_count: int) -> None:
-        intents = discord.Intents.none()
-        intents.guilds = intents.guild_messages = intents.dm_messages = intents.message_content = True
-        # guild_ready_timeout: READY fires that long after the last GUILD_CREATE (2 s by default)
-        super().__init__(intents=intents, shard_id=shard_id, shard_count=shard_count, max_messages=None,
-                         guild_ready_timeout=0.1)
-        Rebase(fake.api_base, fake.gateway_url).install(self.http)
-        self.heard: list[str] = []
+    heard: list[str]
 
     async def on_message(self, message: discord.Message) -> None:
         self.heard.append(message.content)
 
 
+class ShardClient(Hears, discord.Client):
+    """The shards of one instance: ``shard_id`` of ``shard_count``."""
+
+
+class AutoShards(Hears, discord.AutoShardedClient):
+    """The shards of one instance: ``shard_ids`` of ``shard_count``, each on a connection of its own."""
+
+
+Client = TypeVar("Client", bound=Hears)
+
+
+def pointed(fake: FakeDiscord, cls: type[Client], **shards: Any) -> Client:
+    """A ``cls`` with the intents of a chat bot, its REST and gateway pointed at ``fake``."""
+    intents = discord.Intents.none()
+    intents.guilds = intents.guild_messages = intents.dm_messages = intents.message_content = True
+    # guild_ready_timeout: READY fires that long after the last GUILD_CREATE (2 s by default)
+    client = cls(intents=intents, max_messages=None, guild_ready_timeout=0.1, **shards)
+    Rebase(fake.api_base, fake.gateway_url).install(client.http)
+    client.heard = []
+    return client
+
+
 @asynccontextmanager
-async def shard_clients(fake: FakeDiscord, count: int) -> AsyncIterator[list[ShardClient]]:
-    """One connected client per shard, as separate instances would hold them; closed after."""
-    clients = [ShardClient(fake, i, count) for i in range(count)]
-    runs = [asyncio.create_task(client.start(fake.token)) for client in clients]
+async def running(fake: FakeDiscord, *clients: Hears) -> AsyncIterator[None]:
+    """``clients`` started, as separate instances would run them, until every shard of the fake is
+    connected and each client ready; closed after."""
+    bots = [cast(discord.Client, c) for c in clients]
+    runs = [asyncio.create_task(bot.start(fake.token)) for bot in bots]
     try:
-        await fake.wait_for(lambda: fake.connected_shards() == set(range(count))
-                            and all(c.is_ready() for c in clients) or any(r.done() for r in runs))
+        await fake.wait_for(lambda: fake.connected_shards() == set(range(fake.shards))
+                            and all(b.is_ready() for b in bots) or any(r.done() for r in runs))
         for run in runs:
             if run.done():
                 run.result()  # a client that stopped says why
-        yield clients
+        yield
     finally:
-        for client in clients:
-            await client.close()
+        for bot in bots:
+            await bot.close()
         await asyncio.gather(*runs, return_exceptions=True)
+
+
+def one_per_shard(fake: FakeDiscord) -> list[ShardClient]:
+    return [pointed(fake, ShardClient, shard_id=i, shard_count=fake.shards) for i in range(fake.shards)]
 
 
 async def test_gateway_bot_recommends_the_fake_s_shard_count() -> None:
@@ -65,9 +85,10 @@ async def test_each_shard_receives_only_its_guilds_and_dms_go_to_shard_zero() ->
         assert [fake.shard_of(g) for g in guilds] == [0, 1]
         channels = [fake.text_channel(g) for g in guilds]
         user = fake.user("ada")
-        async with shard_clients(fake, 2) as clients:
+        clients = one_per_shard(fake)
+        async with running(fake, *clients):
             assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
-            assert [[g.id for g in c.guilds] for c in clients] == [[int(guilds[0]["id"])], [int(guilds[1]["id"])]]
+            assert [[g.id for g in cast(discord.Client, c).guilds] for c in clients] == [[int(guilds[0]["id"])], [int(guilds[1]["id"])]]
             await fake.say(channels[0], user, "to the even server")
             await fake.say(channels[1], user, "to the odd server")
             await fake.say(fake.dm(user), user, "a direct message")
@@ -84,7 +105,8 @@ async def test_a_dropped_shard_resumes_with_what_it_missed_and_the_other_goes_on
     async with FakeDiscord(shards=2) as fake:
         channels = [fake.text_channel(fake.guild(shard=i)) for i in range(2)]
         user = fake.user("ada")
-        async with shard_clients(fake, 2) as clients:
+        clients = one_per_shard(fake)
+        async with running(fake, *clients):
             await fake.drop(shard=1, hold=True)  # its holder died, or its network did
             await fake.wait_for(lambda: fake.connected_shards() == {0})
             await fake.say(channels[1], user, "while shard 1 was away")
@@ -122,7 +144,24 @@ async def test_an_identify_with_a_shard_discord_would_refuse_is_closed() -> None
 
 async def test_a_shard_identified_twice_at_once_is_recorded() -> None:
     async with FakeDiscord(shards=2) as fake:
-        async with shard_clients(fake, 2):
+        async with running(fake, *one_per_shard(fake)):
             assert not fake.shard_conflicts
             assert await _identify(fake, [1, 2]) == ("ready", [1, 2])  # a second holder of shard 1
         assert fake.shard_conflicts == ["shard [1, 2] identified while another connection held it"]
+
+
+async def test_auto_sharded_clients_holding_one_shard_each_hear_only_their_guilds() -> None:
+    async with FakeDiscord(shards=2) as fake:
+        channels = [fake.text_channel(fake.guild(shard=i)) for i in range(2)]
+        user = fake.user("ada")
+        clients = [pointed(fake, AutoShards, shard_ids=[i], shard_count=2) for i in range(2)]
+        async with running(fake, *clients):  # each asks /gateway/bot where the gateway is
+            for i, channel in enumerate(channels):
+                await fake.say(channel, user, f"to shard {i}")
+            for channel in channels:  # after the rest on each shard
+                await fake.say(channel, user, "marker")
+            await fake.wait_for(lambda: all(c.heard[-1:] == ["marker"] for c in clients))
+        assert [c.heard for c in clients] == [["to shard 0", "marker"], ["to shard 1", "marker"]]
+        assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
+        assert not fake.shard_conflicts
+        fake.assert_clean()
