@@ -1,6 +1,7 @@
 """The fake Discord gateway shards as Discord does: /gateway/bot recommends a count, IDENTIFY names a shard,
 a guild's events reach only the shard (guild_id >> 22) % count and DMs only shard 0; a dropped shard
-resumes with what it missed. Unpatched discord.py clients, one per shard as separate instances would run."""
+resumes with what it missed. Unpatched discord.py clients (Client and AutoShardedClient), the shards split
+between them as separate instances would hold them."""
 
 from __future__ import annotations
 
