@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 import pytest
 
 from tests.fakes.openrouter import FakeOpenRouter
+
+if TYPE_CHECKING:
+    from tests.pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,3 +142,24 @@ async def fake_telegram():
     async with FakeTelegram() as fake:
         yield fake
         fake.assert_clean()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of this pytest worker (tests/pgserver.py), stopped and removed at the end."""
+    from tests.pgserver import start_postgres
+
+    base = Path(tempfile.mkdtemp(prefix="chorus-pg-"))  # under /tmp: the postgres user can reach it
+    try:
+        server = start_postgres(base)
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """The URL of a new empty database on ``pg_server``, owned by the ``chorus`` role; dropped after the test."""
+    async with pg_server.database() as url:
+        yield url

@@ -86,6 +86,29 @@ class _Limit:
     times: int
 
 
+@dataclass
+class _Session:
+    """One gateway session: shard ``shard`` of ``count``, its events since IDENTIFY (replayed on RESUME), and
+    the connection it is on now, if any."""
+
+    id: str
+    shard: int
+    count: int
+    seq: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    ws: web.WebSocketResponse | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    def handles(self, guild_id: str | None) -> bool:
+        """Discord's routing: a guild's events go to shard (guild_id >> 22) % count; DMs to shard 0."""
+        if guild_id is None:
+            return self.shard == 0
+        return (int(guild_id) >> 22) % self.count == self.shard
+
+
 def snowflakes() -> itertools.count[int]:
     """Ids shaped like Discord's (creation time in the high bits), increasing."""
     return itertools.count(((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + 1)
@@ -94,8 +117,10 @@ def snowflakes() -> itertools.count[int]:
 class FakeDiscord:
     """``async with FakeDiscord() as fake:`` starts and stops it."""
 
-    def __init__(self, *, token: str = "fake-discord-token.0123456789", heartbeat_ms: int = 1000) -> None:
+    def __init__(self, *, token: str = "fake-discord-token.0123456789", heartbeat_ms: int = 1000,
+                 shards: int = 1) -> None:
         self.token = token
+        self.shards = shards  # GET /gateway/bot recommends it; an IDENTIFY with fewer is closed 4011
         self.heartbeat_ms = heartbeat_ms
         self.ids = snowflakes()
         self.users: dict[str, dict[str, Any]] = {}  # every user made, by id (create_dm looks them up)
@@ -116,10 +141,10 @@ class FakeDiscord:
         self.resumes: list[dict[str, Any]] = []
         self._limits: list[_Limit] = []
         self.raw_answers: list[list[Any]] = []  # [method, template, body, status, times]: answer_raw
-        self._session: str | None = None
-        self._seq = 0
-        self._log: list[dict[str, Any]] = []  # dispatched events of this session, for RESUME
-        self._ws: web.WebSocketResponse | None = None
+        self._sessions: dict[str, _Session] = {}  # by session id: the latest of each shard
+        self._sockets: set[web.WebSocketResponse] = set()  # every open gateway connection
+        self.shard_conflicts: list[str] = []  # a shard identified while another connection still held it
+        self._interactions: list[dict[str, Any]] = []  # every INTERACTION_CREATE sent, oldest first
         # zlib-stream, as the client asked in the gateway URL: one deflate stream per connection, every frame
         # binary and ending in a sync flush (00 00 ff ff), as Discord sends them
         self._deflate: dict[int, Any] = {}
@@ -158,8 +183,8 @@ class FakeDiscord:
 
     async def __aexit__(self, *exc: object) -> None:
         self._open.set()
-        if self._ws is not None:
-            await self._ws.close()
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -195,8 +220,12 @@ class FakeDiscord:
         self.channels[channel["id"]] = channel
         return channel
 
-    def guild(self, name: str = "Test server") -> dict[str, Any]:
-        gid = str(next(self.ids))
+    def guild(self, name: str = "Test server", *, shard: int | None = None) -> dict[str, Any]:
+        """A server the bot is in; with ``shard``, one whose id routes it to that shard of ``self.shards``."""
+        gid = next(self.ids)
+        if shard is not None:  # move its creation time by a few ms: the bits above 22 pick the shard
+            gid += ((shard - (gid >> 22)) % self.shards) << 22
+        gid = str(gid)
         guild = {"id": gid, "name": name, "icon": None, "owner_id": self.bot["id"], "features": [], "premium_tier": 0,
                  "roles": [{"id": gid, "name": "@everyone", "permissions": str((1 << 41) - 1), "position": 0,
                             "color": 0, "hoist": False, "managed": False, "mentionable": False}],
@@ -311,6 +340,7 @@ class FakeDiscord:
                                      "deaf": False, "mute": False, "nick": None, "flags": 0, "permissions": "0"}
         else:
             interaction["user"] = author
+        self._interactions.append(interaction)
         await self.dispatch("INTERACTION_CREATE", interaction)
         return interaction
 
@@ -345,20 +375,39 @@ class FakeDiscord:
         raise AssertionError(f"no button or option {label!r} under the message (offered: {self.choices(message)})")
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """An event of this session; delivered now if connected, else on RESUME (as Discord does)."""
-        self._seq += 1
-        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
-        self._log.append(frame)
-        if self._ws is not None and not self._ws.closed and self._open.is_set():
-            await self._send(self._ws, frame)
+        """An event for the session of the shard it belongs to (its guild's, or shard 0 for DMs): delivered now
+        if connected, else on RESUME (as Discord does)."""
+        guild_id = data.get("id") if event.startswith("GUILD_") and "guild_id" not in data else data.get("guild_id")
+        for session in [s for s in self._sessions.values() if s.handles(guild_id)]:
+            await self._dispatch_to(session, event, data)
 
-    async def drop(self, *, hold: bool = False) -> None:
-        """Close the gateway connection as a network fault would (4000: resumable); ``hold`` keeps it down
-        until ``release()``."""
+    async def _dispatch_to(self, session: _Session, event: str, data: dict[str, Any]) -> None:
+        session.seq += 1
+        frame = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.log.append(frame)
+        if session.ws is not None and session.connected:
+            await self._send(session.ws, frame)
+
+    def shard_of(self, guild: dict[str, Any]) -> int:
+        """The shard (of ``self.shards``) that gets ``guild``'s events."""
+        return (int(guild["id"]) >> 22) % self.shards
+
+    def connected_shards(self) -> set[int]:
+        """The shards with a session on an open connection now."""
+        return {s.shard for s in self._sessions.values() if s.connected}
+
+    def _connections(self, shard: int | None) -> list[web.WebSocketResponse]:
+        if shard is None:
+            return list(self._sockets)
+        return [s.ws for s in self._sessions.values() if s.shard == shard and s.ws is not None and s.connected]
+
+    async def drop(self, *, shard: int | None = None, hold: bool = False) -> None:
+        """Close the gateway connection of ``shard`` (all when None) as a network fault or the death of the
+        process holding it would (4000: resumable); ``hold`` keeps the gateway refusing until ``release()``."""
         if hold:
             self._open.clear()
-        if self._ws is not None:
-            await self._ws.close(code=4000, message=b"fake: connection dropped")
+        for ws in self._connections(shard):
+            await ws.close(code=4000, message=b"fake: connection dropped")
 
     def release(self) -> None:
         self._open.set()
@@ -375,10 +424,11 @@ class FakeDiscord:
 
     # ---- faults at start-up and while running -------------------------------------------------
 
-    async def close_gateway(self, code: int, reason: str = "fake: closed") -> None:
-        """Close the gateway connection with ``code`` (4004: the token was reset while running)."""
-        if self._ws is not None:
-            await self._ws.close(code=code, message=reason.encode())
+    async def close_gateway(self, code: int, reason: str = "fake: closed", *, shard: int | None = None) -> None:
+        """Close the gateway connection of ``shard`` (all when None) with ``code`` (4004: the token was reset
+        while running)."""
+        for ws in self._connections(shard):
+            await ws.close(code=code, message=reason.encode())
 
     def answer_raw(self, method: str, template: str, body: Any, *, status: int = 200, times: int = 1) -> None:
         """Answer the next ``times`` requests to ``method template`` with ``body`` as it is (an answer
@@ -450,7 +500,7 @@ class FakeDiscord:
             self._deflate[id(ws)] = zlib.compressobj()
         elif "compress" in request.query:
             self.violations.append(f"gateway compression {request.query['compress']!r}; this fake speaks zlib-stream")
-        self._ws = ws
+        self._sockets.add(ws)
         await self._send(ws, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -463,8 +513,10 @@ class FakeDiscord:
                 await self._identify(ws, data)
             elif op == 6:
                 await self._resume(ws, data)
-        if self._ws is ws:
-            self._ws = None
+        self._sockets.discard(ws)
+        for session in self._sessions.values():
+            if session.ws is ws:
+                session.ws = None
         self._deflate.pop(id(ws), None)
         return ws
 
@@ -485,29 +537,45 @@ class FakeDiscord:
                for intent, (full, limited) in PRIVILEGED_INTENTS.items()):
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        shard = data.get("shard", [0, 1])
+        if not (isinstance(shard, list) and len(shard) == 2 and all(type(n) is int for n in shard)
+                and 0 <= shard[0] < shard[1]):
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return
+        if shard[1] < self.shards:
+            await ws.close(code=4011, message=b"Sharding required.")
+            return
         self.identifies.append(data)
-        self._session, self._seq, self._log = secrets.token_hex(16), 0, []
-        await self.dispatch("READY", {
+        for old in [s for s in self._sessions.values() if s.shard == shard[0]]:  # a new session replaces it
+            if old.connected and old.ws is not ws:
+                self.shard_conflicts.append(f"shard {shard} identified while another connection held it")
+            del self._sessions[old.id]
+        session = _Session(secrets.token_hex(16), shard[0], shard[1], ws=ws)
+        self._sessions[session.id] = session
+        mine = [g for gid, g in self.guilds.items() if session.handles(gid)]
+        await self._dispatch_to(session, "READY", {
             "v": 10, "user": {**self.bot, "verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds], "session_id": self._session,
-            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway-resume", "shard": [0, 1],
+            "guilds": [{"id": g["id"], "unavailable": True} for g in mine], "session_id": session.id,
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway-resume", "shard": shard,
             "application": {"id": self.application_id, "flags": self.application_flags},
             "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
         })
-        for guild in self.guilds.values():
-            await self.dispatch("GUILD_CREATE", guild)
+        for guild in mine:
+            await self._dispatch_to(session, "GUILD_CREATE", guild)
         self.ready.set()
 
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
         self.resumes.append(data)
-        if data.get("token") != self.token or data.get("session_id") != self._session:
+        session = self._sessions.get(data.get("session_id") or "")
+        if data.get("token") != self.token or session is None:
             await self._send(ws, {"op": 9, "d": False, "s": None, "t": None})
             return
-        for frame in self._log:
+        session.ws = ws
+        for frame in session.log:
             if frame["s"] > (data.get("seq") or 0):
                 await self._send(ws, frame)
-        self._seq += 1
-        await self._send(ws, {"op": 0, "t": "RESUMED", "s": self._seq, "d": {}})
+        session.seq += 1
+        await self._send(ws, {"op": 0, "t": "RESUMED", "s": session.seq, "d": {}})
 
     # ---- CDN ---------------------------------------------------------------------------------
 
@@ -573,7 +641,7 @@ class FakeDiscord:
         if route == ("GET", "/users/@me"):
             return _json({**self.bot, "verified": True, "mfa_enabled": False, "flags": 0})
         if route == ("GET", "/gateway/bot"):
-            return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": {
+            return _json({"url": self.gateway_url, "shards": self.shards, "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
         if route in (("GET", "/oauth2/applications/@me"), ("GET", "/applications/@me")):
             return _json(self._application())
@@ -620,16 +688,13 @@ class FakeDiscord:
             return web.Response(status=204)
         kind = (call.json or {}).get("type")
         flags = ((call.json or {}).get("data") or {}).get("flags") or 0
-        asked = next((f["d"]["type"] for f in self._log if f["t"] == "INTERACTION_CREATE" and f["d"]["id"] == interaction_id), 2)
+        asked = next((i["type"] for i in self._interactions if i["id"] == interaction_id), 2)
         return _json({"interaction": {"id": interaction_id, "type": asked, "response_message_loading": kind == 5,
                                       "response_message_ephemeral": bool(flags & 64)},
                       "resource": {"type": kind}})
 
     def _interaction_channel(self, token: str) -> str:
-        for frame in reversed(self._log):
-            if frame["t"] == "INTERACTION_CREATE" and frame["d"]["token"] == token:
-                return frame["d"]["channel_id"]
-        return ""
+        return next((i["channel_id"] for i in reversed(self._interactions) if i["token"] == token), "")
 
     def _application(self) -> dict[str, Any]:
         owner = self.user("owner")
