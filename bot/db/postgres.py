@@ -20,7 +20,8 @@ T = TypeVar("T")
 log = logging.getLogger("chorus.db")
 CONNECT_TIMEOUT = 5.0  # seconds: an unreachable database is reported, not waited for
 STATEMENT_TIMEOUT = 30.0
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: a query on a connection whose server was just killed ("cannot switch to state ...").
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, asyncio.TimeoutError)
 
 
 def _failed(exc: BaseException, url: str) -> StorageError:
