@@ -14,12 +14,18 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db.base import Tx
+from bot.db.base import DB_ERRORS, StorageError, Tx
 from bot.migrate import Migration, MigrationError, discover, migrate
 from bot.store import Inbox, Store, StoredMessage
 from channels.base import ChatRef, Inbound
 
 CHAT = ChatRef("console", "local")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request, tmp_path) -> str | Path:
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database (tests/pgserver.py)."""
+    return tmp_path / "db.sqlite" if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
 def iso_days_ago(days: float) -> str:
@@ -290,5 +296,93 @@ async def test_a_write_that_fails_alone_on_the_loop_raises_and_keeps_nothing(tmp
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY constraint failed"):
             await store.append(999, [StoredMessage("user", "to no session")])
         assert await store.history(999) == []
+    finally:
+        await store.close()
+
+
+async def test_history_settings_and_the_inbox_behave_alike_on_both_engines(where):
+    store = await Store.open(where)
+    inbox = Inbox(store)
+    try:
+        sid = await store.active_session(CHAT)
+        await store.append(sid, [StoredMessage("user", "hi", name="ada"), StoredMessage("user", [{"type": "text", "text": "p"}]),
+                                 StoredMessage("assistant", "ok", model="m", prompt_tokens=3, completion_tokens=2, cost=0.5)])
+        await store.set_chat_setting(CHAT, "tz", "Europe/Paris")
+        assert await inbox.accept(message(1)) and not await inbox.accept(message(1))  # a redelivery, recognised
+        assert await inbox.accept(message(2))
+        await inbox.done([message(1)])
+        assert [i.message_id for i in await inbox.pending()] == ["m2"]
+        assert [i.message_id for i in await inbox.pending_of(CHAT)] == ["m2"]
+        stats = await store.stats(sid)
+        assert (stats.messages, stats.prompt_tokens, stats.completion_tokens, stats.cost) == (3, 3, 2, 0.5)
+    finally:
+        await store.close()
+    store = await Store.open(where)  # reopened: migrated once, everything kept
+    try:
+        assert [m.content for m in (await store.turn_state(CHAT)).history] == ["hi", [{"type": "text", "text": "p"}], "ok"]
+        assert (await store.chat_settings(CHAT)).tz == "Europe/Paris"
+        new = await store.new_session(CHAT)
+        assert new != sid and (await store.turn_state(CHAT)).history == []
+        with pytest.raises(DB_ERRORS):  # a broken constraint raises, and keeps nothing
+            await store.append(10**9, [StoredMessage("user", "to no session")])
+        assert await store.history(10**9) == []
+    finally:
+        await store.close()
+
+
+async def test_a_held_history_sees_what_another_instance_appended(pg_url):
+    """Two instances on one database answer one session in turn (the lease moves): each turn reads what the
+    other appended since, never a history held from before it."""
+    a, b = await Store.open(pg_url), await Store.open(pg_url)
+    try:
+        sid = (await a.turn_state(CHAT)).session_id
+        await a.append(sid, [StoredMessage("user", "one"), StoredMessage("assistant", "1")])
+        assert [m.content for m in (await a.turn_state(CHAT)).history] == ["one", "1"]
+        assert [m.content for m in (await b.turn_state(CHAT)).history] == ["one", "1"]
+        await b.append(sid, [StoredMessage("user", "two"), StoredMessage("assistant", "2")])
+        assert [m.content for m in (await a.turn_state(CHAT)).history] == ["one", "1", "two", "2"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_instances_starting_together_migrate_the_database_once(pg_url):
+    stores = await asyncio.gather(*(Store.open(pg_url) for _ in range(4)))
+    try:
+        rows = await stores[0].db.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == [m.version for m in discover(engine="postgresql")]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_an_unreachable_database_is_a_clear_error_without_its_password(pg_server):
+    url = pg_server.url.replace(f":{pg_server.port}/", f":{pg_server.port + 1}/")  # nothing listens there
+    password = url.split(":")[2].split("@")[0]
+    with pytest.raises(StorageError) as failed:
+        await Store.open(url)
+    assert password not in str(failed.value) and "***" in str(failed.value), str(failed.value)
+
+
+async def test_pairing_and_cron_claims_hold_on_postgresql_too(pg_url):
+    """What guards a count and an insert (two strangers at once make two requests, not four), and a firing
+    claimed by one conditional UPDATE, on the shared database."""
+    from bot.cron.jobs import CronJobs
+    from bot.cron.schedule import Schedule
+    from bot.pairing import MAX_PENDING, Pairing, Sender
+
+    store = await Store.open(pg_url)
+    try:
+        pairing = Pairing(store)
+        issued = await asyncio.gather(*(pairing.request("telegram", Sender(str(i), f"s{i}", None))
+                                        for i in range(MAX_PENDING + 3)))
+        assert sum(1 for i in issued if i.request is not None) == MAX_PENDING
+        approved = issued[0].request
+        assert (await pairing.approve("telegram", approved.code)).sender.id == approved.sender.id
+        assert await pairing.approved("telegram", approved.sender.id)
+        jobs = CronJobs(store)
+        job = await jobs.add(CHAT, "u", "U", None, "water the plants", Schedule.from_json({"kind": "every", "everyMs": 60_000, "anchorMs": 0}),
+                             next_run_at=100.0, now=50.0, limit=5)
+        claims = await asyncio.gather(*(jobs.move(job, 160.0) for _ in range(5)))
+        assert claims.count(True) == 1 and (await jobs.get(job.id)).next_run_at == 160.0
     finally:
         await store.close()
