@@ -9,6 +9,7 @@ CPU is then not read, unless ``BENCH_POSTGRES_PID`` gives its postmaster's pid).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import glob
 import os
 import pwd
@@ -16,8 +17,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,12 @@ class Server:
         return self.url(name)
 
 
+def fresh_database_now(admin_url: str, name: str) -> str:
+    """``Server.fresh_database`` for synchronous code that may run on an event loop's thread (in one of its own)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, Server(admin_url, None).fresh_database(name)).result()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,8 +83,8 @@ def _as_owner(argv: list[str], owner: str | None) -> list[str]:
     return ["runuser", "-u", owner, "--", *argv] if owner else argv
 
 
-@asynccontextmanager
-async def running() -> AsyncIterator[Server | None]:
+@contextmanager
+def running() -> Iterator[Server | None]:
     """A server for the length of the block; ``None`` (and a line saying why) when there is none to be had."""
     if url := os.environ.get("BENCH_POSTGRES_URL"):
         pid = os.environ.get("BENCH_POSTGRES_PID")
@@ -109,5 +116,5 @@ async def running() -> AsyncIterator[Server | None]:
             pid = int((data / "postmaster.pid").read_text().split()[0])
             yield Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", pid)
         finally:
-            await asyncio.to_thread(subprocess.run, _as_owner(
-                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], owner), capture_output=True)
+            subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], owner),
+                           capture_output=True)

@@ -205,7 +205,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=("drivers", "engines"), help="one of the two measurements")
     args = parser.parse_args(argv)
     print(f"PostgreSQL (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
-    async with pgserver.running() as server:
+    with pgserver.running() as server:
         if server is None:
             return
         if args.only != "engines":

@@ -36,10 +36,13 @@ class _Record(tuple):  # type: ignore[type-arg]
         return tuple.__getitem__(self, self.names[key] if isinstance(key, str) else key)
 
 
+@lru_cache(maxsize=256)
+def _record_type(names: tuple[str, ...]) -> type[_Record]:
+    return type("Record", (_Record,), {"names": {name: i for i, name in enumerate(names)}})
+
+
 def _record_row(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[Any]:
-    desc = cursor.description or []
-    record = type("Record", (_Record,), {"names": {c.name: i for i, c in enumerate(desc)}})
-    return record  # type: ignore[return-value]
+    return _record_type(tuple(c.name for c in cursor.description or ()))  # type: ignore[return-value]
 
 
 class PsycopgTx:
@@ -103,6 +106,16 @@ class PsycopgDatabase:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._with(lambda tx: tx.fetchval(sql, *args))
 
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._with(lambda tx: tx.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async def atomic(tx: PsycopgTx) -> None:
+            async with tx.conn.transaction():  # psycopg pipelines the rows but does not make them one transaction
+                await tx.executemany(sql, rows)
+
+        await self._with(atomic)
+
     async def write(self, fn: Callable[[PsycopgTx], Coroutine[Any, Any, T]]) -> T:
         async def run(tx: PsycopgTx) -> T:
             async with tx.conn.transaction():
@@ -110,4 +123,7 @@ class PsycopgDatabase:
 
         return await self._with(run)
 
-    read = in_thread = write
+    async def read(self, fn: Callable[[PsycopgTx], Coroutine[Any, Any, T]]) -> T:
+        return await self._with(fn)
+
+    in_thread = write
