@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from bench import discord_path, image_memory, peer, telegram_path, turn_overhead
+from bench import discord_path, image_memory, peer, postgres, telegram_path, turn_overhead
 
 
 def loopback_only(argv: list[str]) -> list[str]:
@@ -30,6 +30,7 @@ def main() -> int:
     asyncio.run(image_memory.main())
     asyncio.run(telegram_path.main())
     asyncio.run(discord_path.main())
+    asyncio.run(postgres.main([]))
     print()
     argv = [sys.executable, "-m", "bench.side_by_side", *sys.argv[1:]]
     for name, venv in peer.PEERS.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Protocol
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
-from . import peer
+from . import peer, pgserver
 from .tls_shim import TelegramShim
 
 MODEL = "openai/gpt-4o-mini"
@@ -79,6 +80,8 @@ class Chorus:
             config["tools"] = {"media": {"audio": {"enabled": True}}}
         (home / "chorus.json5").write_text(json.dumps(config, indent=2))
         env = _base_env(home) | {"CHORUS_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        if admin_url := os.environ.get("BENCH_CHORUS_POSTGRES"):  # a server's admin URL: each run on a fresh database
+            env["CHORUS_DATABASE_URL"] = pgserver.fresh_database_now(admin_url, "bench_" + re.sub(r"\W", "_", home.name))
         profile = os.environ.get("BENCH_PROFILE")  # a directory: each Chorus run writes a cProfile file there
         prefix = ["-m", "cProfile", "-o", str(Path(profile) / f"{home.name}.prof")] if profile else []
         return Launch([sys.executable, *prefix, "-m", "bot", "run"], env, home)

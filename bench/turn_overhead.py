@@ -16,6 +16,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 
@@ -65,13 +66,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def baseline(fake: FakeOpenRouter, sessions: int) -> list[float]:
+class ModelServer(Protocol):
+    """Where a fake OpenRouter listens (in process, or ``bench.model_process``'s child)."""
+
+    base_url: str
+    api_key: str
+
+
+async def baseline(fake: ModelServer, sessions: int, turns: int = TURNS_PER_SESSION) -> list[float]:
     """Bare streamed completions: the floor any client pays for HTTP + SSE on loopback."""
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {fake.api_key}"}) as http:
 
         async def one(i: int) -> list[float]:
             times = []
-            for t in range(TURNS_PER_SESSION):
+            for t in range(turns):
                 body = {"model": "openrouter/auto", "stream": True, "messages": [{"role": "user", "content": f"s{i} t{t}"}]}
                 start = time.perf_counter()
                 async with http.post(fake.base_url + "/chat/completions", json=body) as resp:
@@ -83,19 +91,24 @@ async def baseline(fake: FakeOpenRouter, sessions: int) -> list[float]:
         return [t for ts in await asyncio.gather(*(one(i) for i in range(sessions))) for t in ts]
 
 
-async def chorus_turns(fake: FakeOpenRouter, sessions: int, db: Path, accepts: list[float] | None = None) -> list[float]:
-    """Times from handing a message to the dispatcher to its reply closing (``accepts``: until it is accepted)."""
+def chorus(fake: ModelServer, store: Store) -> tuple[Dispatcher, NullChannel, OpenRouterClient]:
+    """The real dispatcher and agent on ``store``, answering through ``fake`` into a channel that swallows replies."""
     config, _ = parse_config({"models": {"providers": {"openrouter": {"baseUrl": fake.base_url}}}}, env={})
-    store = await Store.open(db)
     llm = OpenRouterClient(fake.api_key, ProviderSettings(base_url=fake.base_url))
-    dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
-    channel = NullChannel()
+    return Dispatcher(Agent(config, store, llm), Inbox(store)), NullChannel(), llm
+
+
+async def turns_through(dispatcher: Dispatcher, channel: NullChannel, sessions: int, turns: int = TURNS_PER_SESSION,
+                        accepts: list[float] | None = None, tag: str = "") -> list[float]:
+    """``turns`` turns in each of ``sessions`` chats at once: the times from handing a message to the dispatcher
+    to its reply closing (``accepts``: until it is accepted). ``tag`` keeps chats and message ids of one run
+    apart from another's on the same store."""
 
     async def one(i: int) -> list[float]:
-        chat = ChatRef("bench", f"chat{i}")
+        chat = ChatRef("bench", f"{tag}chat{i}")
         times = []
-        for t in range(TURNS_PER_SESSION):
-            inbound = Inbound(chat=chat, sender_id="u", sender_name="u", text=f"s{i} t{t}", message_id=f"{i}-{t}")
+        for t in range(turns):
+            inbound = Inbound(chat=chat, sender_id="u", sender_name="u", text=f"s{i} t{t}", message_id=f"{tag}{i}-{t}")
             answered = channel.answered[inbound.message_id] = asyncio.get_running_loop().create_future()
             start = time.perf_counter()
             await dispatcher.accept(inbound, channel)
@@ -105,8 +118,16 @@ async def chorus_turns(fake: FakeOpenRouter, sessions: int, db: Path, accepts: l
             times.append(time.perf_counter() - start)
         return times
 
+    return [t for ts in await asyncio.gather(*(one(i) for i in range(sessions))) for t in ts]
+
+
+async def chorus_turns(fake: ModelServer, sessions: int, db: Path | str, accepts: list[float] | None = None) -> list[float]:
+    """Times from handing a message to the dispatcher to its reply closing (``accepts``: until it is accepted),
+    on a store opened at ``db`` (a SQLite file, or a PostgreSQL URL)."""
+    store = await Store.open(db)
+    dispatcher, channel, llm = chorus(fake, store)
     try:
-        return [t for ts in await asyncio.gather(*(one(i) for i in range(sessions))) for t in ts]
+        return await turns_through(dispatcher, channel, sessions, accepts=accepts)
     finally:
         await dispatcher.drain()  # the last inbox writes follow the replies
         await llm.aclose()

@@ -43,7 +43,7 @@ class StoredParts:
     async def done(self, parts: list[Part]) -> None:
         """Delete the parts' rows, then their files (a file left by a crash in between is only litter)."""
         ids = [(p.id,) for p in parts if p.id is not None]
-        await self.store.write(lambda tx: tx.executemany("DELETE FROM outbox WHERE id = ?", ids))
+        await self.store.db.executemany("DELETE FROM outbox WHERE id = ?", ids)
         for part in parts:
             if part.file:
                 (self.dir / part.file).unlink(missing_ok=True)

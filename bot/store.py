@@ -282,14 +282,14 @@ class Inbox:
                inbound.sender_name, inbound.text, int(inbound.mentioned), inbound.reply_to,
                json.dumps([_attachment_meta(a) for a in inbound.attachments]) if inbound.attachments else None,
                inbound.sender_username, json.dumps(asdict(inbound.replied)) if inbound.replied else None)
-        return await self.store.write(lambda tx: tx.execute(_ACCEPT, *row)) == 1
+        return await self.store.db.execute(_ACCEPT, *row) == 1
 
     async def done(self, inbounds: list[Inbound]) -> None:
         """Mark messages answered."""
         now = utc_now()
         keys = [(now, i.chat.channel, i.message_id) for i in inbounds]
-        await self.store.write(lambda tx: tx.executemany(
-            "UPDATE inbox SET status = 'done', done_at = ? WHERE channel = ? AND message_id = ?", keys))
+        await self.store.db.executemany(
+            "UPDATE inbox SET status = 'done', done_at = ? WHERE channel = ? AND message_id = ?", keys)
 
     async def prune(self, keep_days: int = KEEP_ANSWERED_DAYS) -> int:
         """Forget messages answered more than ``keep_days`` ago; returns how many. Their words stay in the

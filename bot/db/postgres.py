@@ -93,7 +93,7 @@ class PostgresDatabase:
         """Connect to ``url`` and migrate the schema (once, under an advisory lock, whoever else starts)."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT,
-                                             command_timeout=STATEMENT_TIMEOUT)
+                                             command_timeout=STATEMENT_TIMEOUT, reset=_kept)
         except _FAILURES as exc:
             raise _failed(exc, url) from exc
         db = cls(pool, url)
@@ -131,9 +131,16 @@ class PostgresDatabase:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._with(lambda tx: tx.fetchval(sql, *args))
 
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._with(lambda tx: tx.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._with(lambda tx: tx.executemany(sql, rows))  # asyncpg runs them in one implicit transaction
+
     async def read(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
-        """Several reads on one connection, as one snapshot."""
-        return await self.write(fn)
+        """Several reads on one connection, each seeing what is committed when it runs: under READ COMMITTED a
+        transaction around them would not make them one snapshot, only cost a BEGIN and a COMMIT."""
+        return await self._with(fn)
 
     async def write(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         async def run(tx: PgTx) -> T:
@@ -159,4 +166,14 @@ class _Acquire:
 
     async def __aexit__(self, *exc: object) -> None:
         if self.conn is not None:
-            await self.db.pool.release(self.conn)
+            try:
+                await self.conn.reset()  # what the caller left in the session (LISTEN, locks, settings) goes
+            finally:
+                await self.db.pool.release(self.conn)
+
+
+async def _kept(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a connection coming back: nothing (asyncpg still rolls back an open transaction).
+    The store's own statements leave no session state (transaction locks only, and the prepared statements,
+    which are meant to stay); asyncpg's reset query was a fifth of a turn's round trips. A connection lent out
+    through ``connection()`` is reset on its way back."""

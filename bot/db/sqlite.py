@@ -203,6 +203,12 @@ class SqliteDatabase:
                 else:
                     done.set_exception(value)
 
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self.write(lambda tx: tx.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.write(lambda tx: tx.executemany(sql, rows))
+
     async def in_thread(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """A write that may take long (a first prune of many rows): in the thread, never on the loop."""
         async with self._write:

@@ -1,0 +1,64 @@
+"""The PostgreSQL engine's round trips: what the pool does when a connection comes back, and the inbox's lone
+statements, against a real server (the bench's launcher: the machine's PostgreSQL binaries)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from bench import pgserver
+from bot.db.postgres import PostgresDatabase
+from bot.store import Inbox, Store
+from channels.base import ChatRef, Inbound
+
+
+@pytest.fixture(scope="module")
+def server():
+    with pgserver.running() as running:
+        if running is None:
+            pytest.skip("no PostgreSQL server binaries on this machine")
+        yield running
+
+
+async def _last_statement(watcher: asyncpg.Connection, backend: int) -> str:
+    """What the backend ``backend`` ran last, as the server saw it (``pg_stat_activity``)."""
+    return await watcher.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", backend)
+
+
+async def test_a_turns_statements_leave_nothing_for_the_pool_to_reset(server) -> None:
+    db = await PostgresDatabase.open(await server.fresh_database("engine_trips"), max_size=1)
+    watcher = await asyncpg.connect(server.admin_url.rsplit("/", 1)[0] + "/engine_trips")
+    try:
+        backend = await db.fetchval("SELECT pg_backend_pid()")
+        inbox = Inbox(Store(db))
+        hello = Inbound(chat=ChatRef("telegram", "42"), sender_id="7", sender_name="Ann", text="hello", message_id="1")
+        assert await inbox.accept(hello) is True
+        # One statement, committed on its own: no COMMIT after it, and no reset query when the pool took it back.
+        assert (await _last_statement(watcher, backend)).startswith("INSERT INTO inbox")
+        assert await inbox.accept(hello) is False  # a redelivery
+        await inbox.done([hello])
+        assert (await _last_statement(watcher, backend)).startswith("UPDATE inbox SET status = 'done'")
+        assert await inbox.pending() == []
+        state = await Store(db).turn_state(hello.chat)
+        assert (await _last_statement(watcher, backend)) == "COMMIT;"  # the first turn opened the session
+        await Store(db).turn_state(hello.chat)
+        assert (await _last_statement(watcher, backend)).startswith("SELECT * FROM messages")  # reads: no BEGIN/COMMIT
+        assert state.history == []
+    finally:
+        await watcher.close()
+        await db.close()
+
+
+async def test_a_lent_connection_comes_back_without_what_its_user_left_in_the_session(server) -> None:
+    db = await PostgresDatabase.open(await server.fresh_database("engine_lent"), max_size=1)
+    try:
+        async with db.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            await conn.execute("LISTEN chorus_test")
+            await conn.execute("SET application_name = 'lent'")
+        async with db.connection() as conn:  # the pool's one connection, again
+            assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            assert await conn.fetchval("SHOW application_name") != "lent"
+    finally:
+        await db.close()
