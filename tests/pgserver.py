@@ -43,6 +43,7 @@ SETTINGS = {
     "log_min_error_statement": "panic",  # a failed CREATE ROLE ... PASSWORD must not land in the log
     "log_min_messages": "warning",
 }
+FAST = {"fsync", "full_page_writes"}  # left at PostgreSQL's defaults (on) by a durable server: what the bench measures
 READY_TIMEOUT = 30.0
 
 
@@ -63,6 +64,12 @@ class PgServer:
     password: str = field(repr=False)
     admin_password: str = field(repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    durable: bool = False  # production settings (fsync on): for benchmarks
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     @property
     def url(self) -> str:
@@ -118,7 +125,8 @@ class PgServer:
         args = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-k", str(self.socket_dir)]
         for key, value in SETTINGS.items():
-            args += ["-c", f"{key}={value}"]
+            if not (self.durable and key in FAST):
+                args += ["-c", f"{key}={value}"]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          **_as_server_user())
@@ -178,12 +186,13 @@ class PgServer:
             return "(no log)"
 
 
-def start_postgres(base: Path, bindir: Path | None = None) -> PgServer:
+def start_postgres(base: Path, bindir: Path | None = None, *, durable: bool = False) -> PgServer:
     """initdb into ``base/data`` and start a server there (from ``bindir``, else the first of
-    ``find_bindir()``); fails loudly (what was tried, the log) otherwise."""
+    ``find_bindir()``); fails loudly (what was tried, the log) otherwise. ``durable``: fsync on, as in
+    production (the bench), rather than a test's fast settings."""
     bindir = bindir or find_bindir()
     base.mkdir(parents=True, exist_ok=True)
-    server = PgServer(base, bindir, free_port(), secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    server = PgServer(base, bindir, free_port(), secrets.token_urlsafe(18), secrets.token_urlsafe(18), durable=durable)
     user = _server_user()
     if user is not None:
         _check_reachable(base, user)

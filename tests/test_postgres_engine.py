@@ -1,23 +1,13 @@
 """The PostgreSQL engine's round trips: what the pool does when a connection comes back, and the inbox's lone
-statements, against a real server (the bench's launcher: the machine's PostgreSQL binaries)."""
+statements, against a real server (tests/pgserver.py)."""
 
 from __future__ import annotations
 
 import asyncpg
-import pytest
 
-from bench import pgserver
 from bot.db.postgres import PostgresDatabase
 from bot.store import Inbox, Store
 from channels.base import ChatRef, Inbound
-
-
-@pytest.fixture(scope="module")
-def server():
-    with pgserver.running() as running:
-        if running is None:
-            pytest.skip("no PostgreSQL server binaries on this machine")
-        yield running
 
 
 async def _last_statement(watcher: asyncpg.Connection, backend: int) -> str:
@@ -25,9 +15,9 @@ async def _last_statement(watcher: asyncpg.Connection, backend: int) -> str:
     return await watcher.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", backend)
 
 
-async def test_a_turns_statements_leave_nothing_for_the_pool_to_reset(server) -> None:
-    db = await PostgresDatabase.open(await server.fresh_database("engine_trips"), max_size=1)
-    watcher = await asyncpg.connect(server.admin_url.rsplit("/", 1)[0] + "/engine_trips")
+async def test_a_turns_statements_leave_nothing_for_the_pool_to_reset(pg_url) -> None:
+    db = await PostgresDatabase.open(pg_url, max_size=1)
+    watcher = await asyncpg.connect(pg_url)  # the same role sees its backends' statements
     try:
         backend = await db.fetchval("SELECT pg_backend_pid()")
         inbox = Inbox(Store(db))
@@ -49,8 +39,8 @@ async def test_a_turns_statements_leave_nothing_for_the_pool_to_reset(server) ->
         await db.close()
 
 
-async def test_a_lent_connection_comes_back_without_what_its_user_left_in_the_session(server) -> None:
-    db = await PostgresDatabase.open(await server.fresh_database("engine_lent"), max_size=1)
+async def test_a_lent_connection_comes_back_without_what_its_user_left_in_the_session(pg_url) -> None:
+    db = await PostgresDatabase.open(pg_url, max_size=1)
     try:
         async with db.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(4242)")
