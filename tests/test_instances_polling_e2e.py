@@ -121,13 +121,14 @@ async def test_one_instance_polls_and_another_takes_over_from_a_killed_one(
     tg, ai = fake_telegram, fake_openrouter
     services = await start_instances(3, tmp_path, tg, ai, pg_url, lease_ms=3000)
     try:
-        first = await poller(services)
-        assert sum(STANDS_BY in s.log for s in services) == 2
         sent = {7001: ["a1", "a2"], 7002: ["b1", "b2"], 7003: ["c1"]}
         for chat, texts in sent.items():
             for text in texts:
                 tg.message(chat, text)
         await answered(tg, sent)
+        assert conflicts(tg) == []  # never two getUpdates at once
+        first = await poller(services)
+        assert sum(STANDS_BY in s.log for s in services) == 2
         await kept_past(pg_url, tg.last_update_id)  # kept once accepted, for whoever polls next
 
         # The poller runs a slow turn in 7001 while two more messages wait behind it (accepted); then it dies.
