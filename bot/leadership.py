@@ -1,9 +1,9 @@
 """The channels' ``Leadership`` (channels/base.py) on the cluster's leases and the database's ``shared_values``.
 
 A channel job only one instance may do at a time (polling a Telegram bot) is a lease like a session's lane; what
-its holder hands on (the update offset) is a row of ``shared_values``. A database that cannot answer makes a
-``take`` fail (``False``: nothing is polled while it is unreachable, and nothing could be accepted either) and a
-``put`` wait for the next one: the channel goes on.
+its holder hands on (the update offset) is a row of ``shared_values``. While the database cannot answer, ``take``
+raises (nothing is polled then: nothing could be accepted either), ``get`` finds nothing and ``put`` waits for
+the next one: the channel goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SharedLeadership:
         self._failing = False
 
     async def take(self, name: str) -> bool:
-        return await self._try(f"take {name}", self.cluster.take(name), False)
+        return await self.cluster.take(name)  # a database that cannot answer raises: the caller says so
 
     def holds(self, name: str) -> bool:
         return self.cluster.holds(name)

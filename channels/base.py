@@ -223,8 +223,8 @@ class Leadership(Protocol):
     every: float  # seconds between tries to take a lease another instance holds
 
     async def take(self, name: str) -> bool:
-        """Hold ``name`` (free, its holder dead, or already ours): ``True`` when this instance holds it now;
-        ``False`` also when the database cannot tell now (the core logs why)."""
+        """Hold ``name`` (free, its holder dead, or already ours): ``True`` when this instance holds it now.
+        Raises when it cannot tell now (the database unreachable)."""
         ...
 
     def holds(self, name: str) -> bool:

@@ -12,16 +12,24 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
+from bot.cluster import SharedCluster
+from bot.leadership import SharedLeadership
+from bot.store import Store
+from channels.telegram.poller import PollerSeat
 from tests.conftest import eventually, new_home
 from tests.fakes.openrouter import FakeOpenRouter, Hang, last_user_text
 from tests.fakes.telegram import BOT, FakeTelegram
 from tests.service import Service, start_chorus
 from tests.telegram_service import telegram_config
+
+if TYPE_CHECKING:
+    from tests.pgserver import PgServer
 
 pytestmark = pytest.mark.asyncio
 POLLS = "this instance polls for updates now"
@@ -187,3 +195,29 @@ async def test_a_stopped_poller_hands_over_at_once_with_the_default_lease(
         assert conflicts(tg) == []
     finally:
         await stop_all(services, tg, pg_url)
+
+
+async def test_a_poller_cut_off_from_the_database_stops_polling_until_a_heartbeat_passes(
+        pg_url: str, pg_server: PgServer) -> None:
+    """Once its last heartbeat is a lease old, the others count an instance dead and one of them polls: the
+    cut-off one must stop by then (two pollers answer each other 409), knowing it without the database."""
+    store = await Store.open(pg_url)
+    cluster = SharedCluster(store.db, 1.0, url=pg_url)
+
+    async def heard(word: str) -> None:
+        pass
+
+    await cluster.start(heard)
+    seat = PollerSeat(SharedLeadership(cluster, store.db), BOT["id"])
+    try:
+        assert await seat.take() and seat.held()
+        await asyncio.to_thread(pg_server.kill)
+        try:
+            await eventually(lambda: not seat.held(), "the lease to lapse", timeout=10)
+            assert not await seat.take()  # the database cannot tell: not polling
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        await eventually(seat.held, "a heartbeat to bring the lease back", timeout=20)
+    finally:
+        await cluster.stop()
+        await store.close()

@@ -32,14 +32,25 @@ class PollerSeat:
         self.key = f"telegram:offset:{bot_id}"
         self._polling: bool | None = None  # what was last said: polling, standing by (None: nothing yet)
         self._kept: int | None = None
+        self._unsure = False  # the last try could not tell (said once)
 
     def held(self) -> bool:
         """Whether this instance may poll now (no trip to the database)."""
         return self.leadership.holds(self.lease)
 
     async def take(self) -> bool:
-        """Try for the lease; ``True`` when this instance polls from now on. A change is logged once."""
-        if await self.leadership.take(self.lease):
+        """Try for the lease; ``True`` when this instance polls from now on. A change is logged once, and so is
+        a database that cannot tell (nothing is polled until it can)."""
+        try:
+            taken = await self.leadership.take(self.lease)
+        except Exception as exc:
+            if not self._unsure:
+                log.warning("Telegram: cannot tell which instance polls for updates (%s: %s); not polling until "
+                            "the database answers", type(exc).__name__, str(exc)[:200])
+            self._unsure = True
+            return False
+        self._unsure = False
+        if taken:
             if self._polling is not True:
                 log.info("Telegram: this instance polls for updates now (it holds %s)", self.lease)
             self._polling = True
