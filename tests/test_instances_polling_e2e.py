@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from bot.cluster import SharedCluster
 from bot.leadership import SharedLeadership
 from bot.store import Store
 from channels.telegram.poller import PollerSeat
-from tests.conftest import eventually, new_home
+from tests.conftest import chorus, eventually, new_home
 from tests.fakes.openrouter import FakeOpenRouter, Hang, last_user_text
 from tests.fakes.telegram import BOT, FakeTelegram
 from tests.service import Service, start_chorus
@@ -137,6 +138,10 @@ async def test_one_instance_polls_and_another_takes_over_from_a_killed_one(
         assert conflicts(tg) == []  # never two getUpdates at once
         first = await poller(services)
         assert sum(STANDS_BY in s.log for s in services) == 2
+        # The doctor of any instance names the poller rather than probing getUpdates (a 409 for the poller).
+        doctor = await chorus(new_home(tmp_path / "instance2"), "doctor")
+        assert (f"ok   telegram updates: polled by instance {instance_id(first)} (host {socket.gethostname()}, "
+                f"pid {first.pid}) (no webhook)") in doctor.out, doctor.out
         await kept_past(pg_url, tg.last_update_id)  # kept once accepted, for whoever polls next
 
         # The poller runs a slow turn in 7001 while two more messages wait behind it (accepted); then it dies.

@@ -23,12 +23,17 @@ log = logging.getLogger("chorus.telegram")
 KEEP_SECONDS = 24 * 3600
 
 
+def poller_lease(bot_id: int) -> str:
+    """The lease whose holder polls bot ``bot_id``."""
+    return f"telegram:poller:{bot_id}"
+
+
 class PollerSeat:
     """This instance's claim to poll bot ``bot_id``: taken, kept, handed on."""
 
     def __init__(self, leadership: Leadership, bot_id: int) -> None:
         self.leadership = leadership
-        self.lease = f"telegram:poller:{bot_id}"
+        self.lease = poller_lease(bot_id)
         self.key = f"telegram:offset:{bot_id}"
         self._polling: bool | None = None  # what was last said: polling, standing by (None: nothing yet)
         self._kept: int | None = None
