@@ -33,7 +33,11 @@ class SharedLeadership:
         self._failing = False
 
     async def take(self, name: str) -> bool:
-        return await self.cluster.take(name)  # a database that cannot answer raises: the caller says so
+        # Followers ask every second: a read while another live instance holds it (no row lock, no WAL), the
+        # upsert only when it looks free. A database that cannot answer raises: the caller says so.
+        if (holder := await self.cluster.holder(name)) is not None and holder != self.cluster.id:
+            return False
+        return await self.cluster.take(name)
 
     def holds(self, name: str) -> bool:
         return self.cluster.holds(name)
@@ -57,7 +61,7 @@ class SharedLeadership:
             result = await work
         except UNREACHABLE as exc:
             if not self._failing:
-                log.warning("could not %s: the database cannot be reached (%s); trying again", what, exc)
+                log.warning("could not %s: the database cannot be reached (%s)", what, exc)
             self._failing = True
             return failed
         if self._failing:
