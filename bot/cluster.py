@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,7 +78,8 @@ class Cluster(Protocol):
     async def instances(self) -> list[Instance]: ...
 
     def holds(self, name: str) -> bool:
-        """Whether this instance held ``name`` at its last heartbeat (no trip to the database)."""
+        """Whether this instance held ``name`` at its last heartbeat, less than a lease ago (no trip to the
+        database)."""
         ...
 
 
@@ -131,6 +133,7 @@ class SharedCluster:
         self.url = url
         self.id = instance_id()
         self._held: set[str] = set()
+        self._alive_until = 0.0  # (monotonic) the others count this instance alive until then, by its last beat
         self._listener: asyncpg.Connection | None = None
         self._heard: Heard | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -144,9 +147,11 @@ class SharedCluster:
     async def start(self, heard: Heard) -> None:
         """Register, listen for words, and beat from now on."""
         self._heard = heard
+        began = time.monotonic()
         await self.db.write(lambda tx: tx.execute(
             f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
             self.id, socket.gethostname(), os.getpid()))
+        self._alive_until = began + self.lease
         await self._listen()
         self._beating = asyncio.create_task(self._beat(), name="cluster:heartbeat")
         log.info("instance %s joined (lease %.1f s)", self.id, self.lease)
@@ -199,7 +204,8 @@ class SharedCluster:
         return set(names) - {r[0] for r in held}
 
     def holds(self, name: str) -> bool:
-        return name in self._held
+        # Past a lease without a heartbeat (the database cut off) the others may have taken it: no longer ours.
+        return name in self._held and time.monotonic() < self._alive_until
 
     async def notify(self, instance: str, word: str) -> None:
         await self.db.write(lambda tx: tx.execute("SELECT pg_notify(?, ?)", _channel(instance), word))
@@ -231,6 +237,7 @@ class SharedCluster:
         every = self.lease / 3
         while True:
             await asyncio.sleep(every)
+            began = time.monotonic()
             try:
                 beat = await self.db.write(lambda tx: tx.execute(
                     f"UPDATE instances SET heartbeat_at = {_NOW} WHERE id = ?", self.id))
@@ -242,6 +249,7 @@ class SharedCluster:
                 if lost := self._held - held:
                     log.warning("instance %s lost %d lease(s) while cut off: %s", self.id, len(lost), ", ".join(sorted(lost)[:5]))
                 self._held &= held
+                self._alive_until = began + self.lease
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
                 log.warning("heartbeat failed (the database is unreachable?): %s", exc)

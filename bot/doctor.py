@@ -11,10 +11,11 @@ from net.http import Proxy
 from providers.openrouter.keys import probe_key, probe_models
 
 from .channel_settings import discord_settings, telegram_proxy, telegram_token
+from .cluster import SharedCluster
 from .config import DEFAULT_BASE_URL, ChorusConfig, ConfigError, load_config
 from .lock import lock_holder
 from .runtime import Env, openrouter_proxy
-from .db.base import masked
+from .db.base import DB_ERRORS, masked
 from .redact import redact
 from .store import Store
 
@@ -47,7 +48,7 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     if cred is not None:
         checks.append(await _key(base_url, cred.key, cred.source, proxy) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
-    checks += await _telegram(loaded.config, env)
+    checks += await _telegram(loaded.config, env, env.database(loaded.config))
     if (discord := discord_settings(loaded.config, env.lookup)) is not None:
         found = [Check(*found) for found in await discord_setup.check(discord)]
         checks += [*found, *_proxy("discord", discord.proxy, found[0])]
@@ -94,6 +95,29 @@ async def _database(where: Path | str) -> Check:
     return Check("database", True, f"{shown} at schema version {version or 0}")
 
 
+async def _poller(where: Path | str, bot_id: int, lease: float) -> str | None:
+    """On a shared database, the live instance polling bot ``bot_id`` (id, host, pid); else ``None`` (the
+    database check says why one cannot be read)."""
+    if not isinstance(where, str):
+        return None
+    from channels.telegram.poller import poller_lease
+
+    try:
+        store = await Store.open(where)
+    except Exception:
+        return None
+    try:
+        cluster = SharedCluster(store.db, lease, url=where)
+        if (holder := await cluster.holder(poller_lease(bot_id))) is None:
+            return None
+        found = next((i for i in await cluster.instances() if i.id == holder), None)
+        return f"{holder} (host {found.host}, pid {found.pid})" if found else holder
+    except DB_ERRORS:
+        return None
+    finally:
+        await store.close()
+
+
 def fix_base(base_url: str) -> str:
     """What to do about a base URL that does not answer as OpenRouter; never "set it to" the value it has."""
     if base_url.rstrip("/") == DEFAULT_BASE_URL:
@@ -131,9 +155,10 @@ async def _key(base_url: str, key: str, source: str, proxy: Proxy | None) -> Che
     return Check("key", True, f"accepted by OpenRouter ({spend})")
 
 
-async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
+async def _telegram(config: ChorusConfig, env: Env, where: Path | str) -> list[Check]:
     """The bot token works (getMe), and nothing else takes the updates: a webhook left behind blocks polling,
-    another process polling the same token makes Telegram answer 409 Conflict."""
+    another process polling the same token makes Telegram answer 409 Conflict (unless it is the instance of a
+    shared database ``where`` that holds the poller lease)."""
     settings = config.channels.telegram
     try:
         token = telegram_token(config, env.lookup)
@@ -163,6 +188,9 @@ async def _telegram(config: ChorusConfig, env: Env) -> list[Check]:
             return [*checks, Check("telegram updates", False, (
                 f"a webhook ({hook['url']}) takes this bot's updates, so polling gets none; `chorus run` "
                 "removes it at start, or set channels.telegram.webhookUrl to use webhook mode"))]
+        if poller := await _poller(where, me["id"], config.storage.lease_ms / 1000):
+            # Probing would end its long poll with 409: the lease tells who polls.
+            return [*checks, Check("telegram updates", True, f"polled by instance {poller} (no webhook)")]
         # A short long-poll: another poller's next request ends this one with 409 Conflict. Nothing is
         # confirmed (no offset), so no update is lost to the service.
         await api.call("getUpdates", timeout=2, limit=1, request_timeout=15)

@@ -27,6 +27,7 @@ from .cron.jobs import CronJobs
 from .cron.runner import CronRunner, as_turns
 from .cron.tool import CronTool
 from .dispatch import Dispatcher
+from .leadership import leadership_of
 from .media.images import Images
 from .media.jobs import MediaJobs
 from .media.tools import media_tools
@@ -167,7 +168,7 @@ class Runtime:
         if (telegram := telegram_settings(self.config, env.lookup)) is not None:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
-            found.append(TelegramChannel(telegram, parts=self.parts))
+            found.append(TelegramChannel(telegram, parts=self.parts, leadership=leadership_of(self.cluster, self.store.db)))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -70,3 +72,21 @@ async def test_get_updates_honours_offset_and_timeout(tg, api):
     assert [u["update_id"] for u in again] == [updates[0]["update_id"]]
     assert await api.call("getUpdates", offset=updates[0]["update_id"] + 1, timeout=0) == []
     assert tg.updates == [] and first["text"] == "one"
+
+
+async def test_a_second_poller_ends_the_first_one_s_long_poll_with_409(tg, api):
+    """As Telegram does: one getUpdates at a time per bot; the newer request ends the older with 409 Conflict
+    (what the several-instances tests count to prove that one instance polls)."""
+    other = TelegramAPI(tg.token, tg.api_root)
+    try:
+        older = asyncio.create_task(api.call("getUpdates", timeout=10))
+        await tg.wait_for(lambda: len(tg.calls_to("getUpdates")) == 1 or older.done())
+        newer = asyncio.create_task(other.call("getUpdates", timeout=10))
+        with pytest.raises(TelegramError) as ended:
+            await older
+        assert ended.value.conflict and "terminated by other getUpdates request" in ended.value.description
+        tg.message(5, "for the newer one")
+        assert [u["message"]["text"] for u in await newer] == ["for the newer one"]
+        assert [c.status for c in tg.calls if c.method == "getUpdates"] == [409, 200]
+    finally:
+        await other.aclose()

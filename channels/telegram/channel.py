@@ -3,7 +3,8 @@
 Nothing is lost between Telegram and the inbox: in polling mode the update offset moves past an update only
 after ``on_message`` returned (the message is durably accepted); in webhook mode the 200 is answered only
 then. In webhook mode nothing calls ``getUpdates`` (Telegram would refuse it, and some bots "fix" that by
-deleting the webhook).
+deleting the webhook). With several instances on one database, one of them polls at a time (``poller``);
+every instance sends the answers of the turns it runs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 from net import wirejson
 
 from ..backoff import Backoff
-from ..base import Attachment, Capabilities, ChatRef, FetchError, InboundHandler, NotAccepted, Reply, as_edit
+from ..base import (Alone, Attachment, Capabilities, ChatRef, FetchError, InboundHandler, Leadership, NotAccepted, Reply,
+                    as_edit)
 from ..outbox import PartStore, attempt
 from .api import Message, TelegramAPI, TelegramError, Update, User
 from .flood import FloodControl
 from .inbound import (UNREADABLE, Albums, MentionRules, for_another_bot, lazy, parse_ref, to_inbound,
                       unreadable_note)
 from .outbound import LOCAL_UPLOAD_LIMIT, UPLOAD_LIMIT, OutboundSettings, Sender, TelegramStream, classify
+from .poller import PollerSeat
 from .settings import TelegramSettings
 
 log = logging.getLogger("chorus.telegram")
@@ -41,9 +44,12 @@ class TelegramChannel:
     name = "telegram"
     capabilities = Capabilities(text_limit=4096, markdown="markdown", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: TelegramSettings, *, parts: PartStore | None = None) -> None:
-        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
+    def __init__(self, settings: TelegramSettings, *, parts: PartStore | None = None,
+                 leadership: Leadership | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only.
+        ``leadership``: which instance polls, with several on one database; else this one alone."""
         self.settings = settings
+        self.leadership = leadership or Alone()
         self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], proxy=settings.proxy,
                                timeout=settings.timeout)
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
@@ -228,14 +234,29 @@ class TelegramChannel:
         await handle(inbound)
 
     async def _poll(self, handle: InboundHandler) -> str | None:
-        """Long polling; the offset confirms an update only once ``handle`` has returned for it (or it was
-        skipped as unreadable). Returns why receiving stopped for good (the token refused), else ``None``."""
+        """Long polling, by the one instance holding the poller lease (``PollerSeat``); the offset confirms an
+        update only once ``handle`` has returned for it (or it was skipped as unreadable), and is then kept for
+        the next holder. Returns why receiving stopped for good (the token refused), else ``None``."""
+        seat = PollerSeat(self.leadership, self._me()["id"])
+        try:
+            return await self._poll_while_held(seat, handle)
+        finally:
+            await seat.leave()
+
+    async def _poll_while_held(self, seat: PollerSeat, handle: InboundHandler) -> str | None:
         offset: int | None = None
         seen: set[int] = set()  # fed while an album holds the offset back (they come again)
         albums = Albums()
         receiving, storing = Backoff(cap=30), Backoff(cap=30)
         refused = 0
         while not self._stopped.is_set():
+            if not seat.held():  # another instance polls (or did until now): wait for the lease
+                if not await seat.take():
+                    await self._pause(self.leadership.every)
+                    continue
+                # What this instance held back before is not confirmed: the new holder's offset decides.
+                offset, albums = await seat.offset(), Albums()
+                seen.clear()
             held = albums.first_update_id()
             if held is not None:
                 await asyncio.sleep(0.3)  # the other photos of an album arrive within moments
@@ -252,7 +273,8 @@ class TelegramChannel:
                 pause = receiving.failed()
                 if isinstance(exc, TelegramError) and exc.conflict and receiving.first_failure:
                     log.warning("Telegram says another process is receiving this bot's updates (%s); "
-                                "run only one Chorus per bot token (`chorus doctor` explains)", exc.description)
+                                "run one Chorus per bot token, or several sharing one database (`chorus doctor` "
+                                "explains)", exc.description)
                 elif receiving.first_failure:
                     log.warning("receiving from Telegram failed (%s); retrying with growing pauses (up to %.0f s)",
                                 _why(exc), receiving.cap)
@@ -266,6 +288,7 @@ class TelegramChannel:
             try:
                 offset = await self._take_all(updates, held, seen, albums, offset, handle)
                 storing.succeeded()
+                await seat.keep(offset)
             except NotAccepted:  # not stored (e.g. the disk is full): unconfirmed, so Telegram sends it again
                 pause = storing.failed()
                 log.warning("a Telegram update could not be stored; it is received again in %.0f s", pause)

@@ -1,0 +1,75 @@
+"""The channels' ``Leadership`` (channels/base.py) on the cluster's leases and the database's ``shared_values``.
+
+A channel job only one instance may do at a time (polling a Telegram bot) is a lease like a session's lane; what
+its holder hands on (the update offset) is a row of ``shared_values``. While the database cannot answer, ``take``
+raises (nothing is polled then: nothing could be accepted either), ``get`` finds nothing and ``put`` waits for
+the next one: the channel goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from channels.base import Leadership
+
+from .cluster import Cluster
+from .db.base import DB_ERRORS, Database
+
+log = logging.getLogger("chorus.cluster")
+T = TypeVar("T")
+UNREACHABLE = (*DB_ERRORS, OSError, asyncio.TimeoutError)
+
+
+class SharedLeadership:
+    """Leases and shared values of this instance among others on one PostgreSQL database."""
+
+    def __init__(self, cluster: Cluster, db: Database) -> None:
+        self.cluster = cluster
+        self.db = db
+        self.every = min(1.0, cluster.lease / 3)  # a lease given up (a clean stop) is taken within a second
+        self._failing = False
+
+    async def take(self, name: str) -> bool:
+        # Followers ask every second: a read while another live instance holds it (no row lock, no WAL), the
+        # upsert only when it looks free. A database that cannot answer raises: the caller says so.
+        if (holder := await self.cluster.holder(name)) is not None and holder != self.cluster.id:
+            return False
+        return await self.cluster.take(name)
+
+    def holds(self, name: str) -> bool:
+        return self.cluster.holds(name)
+
+    async def give_up(self, name: str) -> None:
+        await self._try(f"give up {name} (another instance takes it after the lease)", self.cluster.give_up(name), None)
+
+    async def get(self, name: str) -> str | None:
+        value = await self._try(f"read {name}", self.db.fetchval("SELECT value FROM shared_values WHERE name = ?", name),
+                                None)
+        return value if isinstance(value, str) else None
+
+    async def put(self, name: str, value: str) -> None:
+        await self._try(f"keep {name}", self.db.write(lambda tx: tx.execute(
+            "INSERT INTO shared_values (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value)), None)
+
+    async def _try(self, what: str, work: Awaitable[T], failed: T) -> T:
+        """``work``'s result, or ``failed`` when the database cannot answer (said once per outage)."""
+        try:
+            result = await work
+        except UNREACHABLE as exc:
+            if not self._failing:
+                log.warning("could not %s: the database cannot be reached (%s)", what, exc)
+            self._failing = True
+            return failed
+        if self._failing:
+            log.info("the database answers again (%s)", what)
+            self._failing = False
+        return result
+
+
+def leadership_of(cluster: Cluster, db: Database) -> Leadership | None:
+    """What the channels ask about which instance does a one-at-a-time job; ``None`` for the only instance."""
+    return SharedLeadership(cluster, db) if cluster.shared else None
