@@ -50,6 +50,16 @@ class Product(Protocol):
         ...
 
 
+def _python_module(module: str, home: Path) -> list[str]:
+    """``python -m module``; with ``BENCH_PROFILE=DIR``, under ``bench/cpu_profile.py``, its profile in
+    ``DIR/<product>-<phase>.prof`` (a phase's home is ``<product>/<phase>``)."""
+    profile = os.environ.get("BENCH_PROFILE")
+    if not profile:
+        return [sys.executable, "-m", module]
+    out = Path(profile) / f"{home.parent.name}-{home.name}.prof".replace(" ", "-")
+    return [sys.executable, "-m", "bench.cpu_profile", str(out), module]
+
+
 def _base_env(home: Path) -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
@@ -82,9 +92,7 @@ class Chorus:
         env = _base_env(home) | {"CHORUS_HOME": str(home), "PYTHONPATH": str(ROOT)}
         if admin_url := os.environ.get("BENCH_CHORUS_POSTGRES"):  # a server's admin URL: each run on a fresh database
             env["CHORUS_DATABASE_URL"] = pgserver.fresh_database_now(admin_url, "bench_" + re.sub(r"\W", "_", home.name))
-        profile = os.environ.get("BENCH_PROFILE")  # a directory: each Chorus run writes a cProfile file there
-        prefix = ["-m", "cProfile", "-o", str(Path(profile) / f"{home.name}.prof")] if profile else []
-        return Launch([sys.executable, *prefix, "-m", "bot", "run"], env, home)
+        return Launch([*_python_module("bot", home), "run"], env, home)
 
     def seed(self, home: Path, sessions: int) -> None:
         subprocess.run([sys.executable, "-m", "bench.seed", "chorus", str(home / "chorus.db"), str(sessions)],
@@ -101,7 +109,7 @@ class BareBot:
 
     def launch(self, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, users: list[int], *, voice: bool) -> Launch:
         home.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "bench.bare_bot", tg.api_root, tg.token, ai.origin, ai.api_key, MODEL]
+        argv = [*_python_module("bench.bare_bot", home), tg.api_root, tg.token, ai.origin, ai.api_key, MODEL]
         return Launch(argv, _base_env(home) | {"PYTHONPATH": str(ROOT)}, home)
 
     def seed(self, home: Path, sessions: int) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from net import http, wirejson
+from net.deadline import MovingDeadline
 
 from .errors import (
     ConnectionFailedError, EmptyAnswerError, IncompleteStreamError, OpenRouterError, RequestTimeoutError, StreamError,
@@ -252,45 +253,46 @@ class OpenRouterClient:
         yield Done(acc.finish())
 
     async def _read_stream(self, req: PreparedRequest, acc: _StreamAccumulator) -> AsyncIterator[str]:
-        """One try: open the stream and yield its text, each read bounded by the first-byte, then the idle, timeout.
+        """One try: open the stream and yield its text, each wait bounded by the first-byte, then the idle, timeout.
 
-        The timeouts wrap single reads, never a ``yield``: the consumer's own work is not timed.
+        The timeouts bound the waits for the answer only, never a ``yield``: the consumer's own work is not timed.
+        One ``MovingDeadline`` times the whole try, not a timer per read.
         """
         loop = asyncio.get_running_loop()
-        deadline, waiting_first = loop.time() + self.first_byte_timeout, True
+        waiting_first = True
         nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
-        try:
-            async with asyncio.timeout_at(deadline):
-                stream = await self._open_stream(req)
-        except TimeoutError:
-            raise nothing_yet from None
-        parser, done = SSEParser(), False
-        try:
-            while True:
-                try:  # the deadline bounds the wait for bytes only, never the consumer's work after a yield
-                    async with asyncio.timeout_at(deadline):
-                        piece = await stream.content.readany()
-                except TimeoutError:
-                    if waiting_first:
-                        raise nothing_yet from None
-                    raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
-                except http.TRANSPORT_ERRORS as exc:  # reset, closed early, a broken chunked body
-                    raise IncompleteStreamError(f"connection lost: {http.describe(exc)}") from None
-                for payload in parser.feed(piece) if piece else parser.end():
-                    deadline, waiting_first = loop.time() + self.idle_timeout, False
-                    if payload == DONE:
-                        done = True
-                        continue
-                    try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
-                        chunk = wirejson.loads(payload, "replace")
-                    except ValueError:
-                        raise IncompleteStreamError("the provider sent malformed data") from None
-                    if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
-                        yield text
-                if not piece:
-                    break
-        finally:
-            stream.release()  # back to the pool when the body was read to its end, else closed
+        with MovingDeadline(loop.time() + self.first_byte_timeout) as deadline:
+            try:
+                stream = await deadline.wait(self._open_stream(req))
+            except TimeoutError:
+                raise nothing_yet from None
+            parser, done = SSEParser(), False
+            try:
+                while True:
+                    try:
+                        piece = await deadline.wait(stream.content.readany())
+                    except TimeoutError:
+                        if waiting_first:
+                            raise nothing_yet from None
+                        raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
+                    except http.TRANSPORT_ERRORS as exc:  # reset, closed early, a broken chunked body
+                        raise IncompleteStreamError(f"connection lost: {http.describe(exc)}") from None
+                    for payload in parser.feed(piece) if piece else parser.end():
+                        deadline.move(loop.time() + self.idle_timeout)
+                        waiting_first = False
+                        if payload == DONE:
+                            done = True
+                            continue
+                        try:  # bytes that are not UTF-8 become U+FFFD, as a text decoder would have made them
+                            chunk = wirejson.loads(payload, "replace")
+                        except ValueError:
+                            raise IncompleteStreamError("the provider sent malformed data") from None
+                        if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
+                            yield text
+                    if not piece:
+                        break
+            finally:
+                stream.release()  # back to the pool when the body was read to its end, else closed
         if not (done or acc.result.finish_reason):
             raise IncompleteStreamError("the stream ended without a finish reason")
         if acc.empty:  # a thinking model can spend its whole output limit before the first word of the answer
