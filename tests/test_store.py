@@ -194,22 +194,21 @@ async def test_writes_that_queue_up_share_a_commit_and_one_failure_spares_the_re
     await store.close()
 
 
-async def test_a_lone_write_that_fails_leaves_nothing_and_the_next_write_goes_through(tmp_path):
-    """A write alone runs without a savepoint: its failure must still undo what it did before failing."""
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_a_lone_write_that_fails_leaves_nothing_and_the_next_write_goes_through(where):
+    """A write alone runs without a savepoint (SQLite): its failure must still undo what it did before failing."""
+    store = await Store.open(where)
     inbox = Inbox(store)
 
-    def half(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO inbox (channel, message_id, chat_id, sender_id, sender_name)"
-                     " VALUES ('test', 'half', 'c', 'u', 'u')")
-        conn.execute("INSERT INTO inbox (channel) VALUES ('half a row')")  # violates NOT NULL
+    async def half(tx: Tx) -> None:
+        await tx.execute("INSERT INTO inbox (channel, message_id, chat_id, sender_id, sender_name)"
+                         " VALUES ('test', 'half', 'c', 'u', 'u')")
+        await tx.execute("INSERT INTO inbox (channel) VALUES ('half a row')")  # violates NOT NULL
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DB_ERRORS):
         await store.write(half)
     assert await inbox.accept(message(1))
+    assert [r[0] for r in await store.db.fetch("SELECT message_id FROM inbox")] == ["m1"]
     await store.close()
-    with sqlite3.connect(tmp_path / "db.sqlite") as db:
-        assert [r[0] for r in db.execute("SELECT message_id FROM inbox")] == ["m1"]
 
 
 def message(i: int) -> Inbound:
