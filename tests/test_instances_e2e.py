@@ -1,0 +1,130 @@
+"""Three real ``chorus run`` on one PostgreSQL database behind a round-robin balancer, Telegram in webhook mode:
+every message answered once and in order per chat whichever instance it reaches, a dead instance's turn
+answered by another, /stop and /status reaching the instance that runs the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.fakes.openrouter import Hang
+from tests.instances import LEASE_MS, instances
+
+CHATS = 30
+PER_CHAT = 10
+
+
+async def test_a_burst_through_the_balancer_is_answered_once_and_in_order_per_chat(
+        tmp_path, fake_telegram, fake_openrouter, pg_url):
+    tg, ai = fake_telegram, fake_openrouter
+    chats = [7000 + i for i in range(CHATS)]
+    async with instances(tmp_path, tg, ai, pg_url) as cluster:
+        for n in range(PER_CHAT):  # interleaved, as many users writing at once
+            for chat in chats:
+                tg.message(chat, f"c{chat} m{n}")
+        await tg.wait_for(lambda: all(len(tg.messages_in(c)) >= PER_CHAT for c in chats), timeout=90,
+                          what="every message answered")
+        settled = {chat: [s.text for s in await tg.settled(chat)] for chat in chats[:3]}
+    for chat in chats:
+        assert tg.texts_in(chat)[:PER_CHAT] == [f"echo: c{chat} m{n}" for n in range(PER_CHAT)], chat
+    for chat, texts in settled.items():  # nothing answered twice, even late: the marker's answer came after all
+        assert texts == [f"echo: c{chat} m{n}" for n in range(PER_CHAT)]
+    assert tg.updates == []
+    served = {p.port for p in cluster.balancer.passed if p.status == 200}
+    assert served == {node.port for node in cluster.nodes}, "the balancer spread the updates over all instances"
+
+
+async def test_a_killed_instances_turn_is_answered_by_another_within_the_lease(
+        tmp_path, fake_telegram, fake_openrouter, pg_url):
+    tg, ai = fake_telegram, fake_openrouter
+    chat = 7100
+    ai.for_text["slow question"] = [Hang(3600)]  # the first try never ends; the next is answered at once
+    async with instances(tmp_path, tg, ai, pg_url) as cluster:
+        tg.message(chat, "slow question")
+        await tg.wait_for(lambda: any(r.json and r.json["messages"][-1]["content"] == "slow question"
+                                      for r in ai.chat_requests()), what="the slow turn began")
+        holder = await cluster.holder(f"telegram:{chat}")
+        assert holder is not None
+        await holder.service.kill()
+        killed = time.monotonic()
+        await tg.wait_for(lambda: tg.texts_in(chat), timeout=LEASE_MS / 1000 + 5, what="the answer from another")
+        took = time.monotonic() - killed
+        texts = [s.text for s in await tg.settled(chat)]
+    assert texts == ["echo: slow question"], texts
+    assert took < LEASE_MS / 1000 + 5
+    assert len([r for r in ai.chat_requests() if r.json["messages"][-1]["content"] == "slow question"]) == 2
+
+
+async def test_stop_and_status_sent_to_one_instance_reach_the_turn_running_on_another(
+        tmp_path, fake_telegram, fake_openrouter, pg_url):
+    tg, ai = fake_telegram, fake_openrouter
+    chat = 7200
+    ai.for_text["think long"] = [Hang(3600)]
+    async with instances(tmp_path, tg, ai, pg_url) as cluster:
+        tg.message(chat, "think long")
+        await tg.wait_for(lambda: any(r.json["messages"][-1]["content"] == "think long" for r in ai.chat_requests()),
+                          what="the long turn began")
+        holder = await cluster.holder(f"telegram:{chat}")
+        assert holder is not None
+        other = next(n for n in cluster.nodes if n is not holder)
+        cluster.balancer.pin = lambda update: other.port  # /status and /stop reach an instance not running it
+        tg.message(chat, "/status")
+        commands = [tg.last_update_id]
+        await tg.wait_sent(chat)
+        tg.message(chat, "/stop")
+        commands.append(tg.last_update_id)
+        await tg.wait_sent(chat, 2)
+        cluster.balancer.pin = lambda update: None
+        texts = [s.text for s in await tg.settled(chat)]
+    pinned = {p.port for p in cluster.balancer.passed if p.update_id in commands}
+    status, stopped = texts
+    assert "Answering now (/stop to cancel)." in status  # said by the instance running the turn
+    assert stopped == "⏹ Stopped."
+    assert "echo: think long" not in texts
+    assert pinned == {other.port}
+
+
+async def test_the_database_gone_for_10_s_means_5xx_meanwhile_then_every_message_answered_once(
+        tmp_path, fake_telegram, fake_openrouter, pg_url, pg_server):
+    tg, ai = fake_telegram, fake_openrouter
+    chats = [7300 + i for i in range(6)]
+    async with instances(tmp_path, tg, ai, pg_url) as cluster:
+        for chat in chats:
+            tg.message(chat, f"before {chat}")
+        await tg.wait_for(lambda: all(tg.texts_in(c) for c in chats), what="the answers before the outage")
+        await asyncio.to_thread(pg_server.kill)
+        down = time.monotonic()
+        try:
+            during = []
+            for chat in chats:
+                tg.message(chat, f"during {chat}")
+                during.append(tg.last_update_id)
+            refused = lambda u: any(i == u and status >= 500 for i, status in tg.webhook_results)  # noqa: E731
+            await tg.wait_for(lambda: all(refused(u) for u in during), what="every update refused with a 5xx")
+            await asyncio.sleep(max(0.0, 10 - (time.monotonic() - down)))  # the outage lasts its 10 s
+            assert all(f"echo: during {c}" not in tg.texts_in(c) for c in chats)
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        await tg.wait_for(lambda: all(f"echo: during {c}" in tg.texts_in(c) for c in chats), timeout=30,
+                          what="every message of the outage answered")
+        for node in cluster.nodes:  # each instance takes and answers messages again by itself, no restart
+            cluster.balancer.pin = lambda update, port=node.port: port
+            tg.message(chats[0], f"after {node.port}")
+            await tg.wait_for(lambda port=node.port: f"echo: after {port}" in tg.texts_in(chats[0]),
+                              what=f"an answer through the instance on {node.port}")
+        cluster.balancer.pin = lambda update: None
+        for _ in range(50):  # and each beats its heart again
+            if await cluster.alive() == len(cluster.nodes):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("not every instance is alive again")
+        settled = {chat: [s.text for s in await tg.settled(chat)] for chat in chats}
+    for chat, texts in settled.items():
+        answers = [t for t in texts if t.startswith("echo: ")]
+        told = [t for t in texts if not t.startswith("echo: ")]
+        after = [f"echo: after {n.port}" for n in cluster.nodes] if chat == chats[0] else []
+        assert answers == [f"echo: before {chat}", f"echo: during {chat}", *after], texts
+        # while the database is away the user hears that their message was not saved, at most once per instance
+        assert all(t.startswith("⚠️ I could not save your message") for t in told) and len(told) <= 3, told
+    assert tg.updates == []
