@@ -44,6 +44,7 @@ class Instance:
     started_at: float
     heartbeat_at: float
     alive: bool
+    silent: float = 0.0  # seconds since its last heartbeat, by the database's clock
 
 
 class Cluster(Protocol):
@@ -205,10 +206,7 @@ class SharedCluster:
         await self.db.write(lambda tx: tx.execute("SELECT pg_notify(?, ?)", _channel(instance), word))
 
     async def instances(self) -> list[Instance]:
-        rows = await self.db.fetch(
-            f"SELECT id, host, pid, started_at, heartbeat_at, heartbeat_at >= {_NOW} - ? AS alive"
-            " FROM instances ORDER BY started_at", self.lease)
-        return [Instance(r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"]) for r in rows]
+        return await members(self.db, self.lease)
 
     async def _listen(self) -> None:
         import asyncpg
@@ -251,6 +249,15 @@ class SharedCluster:
                     await sweep()
                 except Exception:
                     log.exception("a sweep failed; it runs again at the next heartbeat")
+
+
+async def members(db: Database, lease: float) -> list[Instance]:
+    """The instances registered on ``db``, oldest first, alive or silent by the database's clock."""
+    rows = await db.fetch(
+        f"SELECT id, host, pid, started_at, heartbeat_at, heartbeat_at >= {_NOW} - ? AS alive,"
+        f" {_NOW} - heartbeat_at AS silent FROM instances ORDER BY started_at", lease)
+    return [Instance(r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"], r["silent"])
+            for r in rows]
 
 
 def instance_id() -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
+from tests.conftest import chorus
 from tests.fakes.openrouter import Hang
 from tests.instances import LEASE_MS, instances
 
@@ -50,7 +52,18 @@ async def test_a_killed_instances_turn_is_answered_by_another_within_the_lease(
         await tg.wait_for(lambda: tg.texts_in(chat), timeout=LEASE_MS / 1000 + 5, what="the answer from another")
         took = time.monotonic() - killed
         texts = [s.text for s in await tg.settled(chat)]
+        survivor = next(n for n in cluster.nodes if n is not holder)
+        doctor = await chorus(survivor.home, "doctor")
     assert texts == ["echo: slow question"], texts
+    # chorus doctor lists the instances: the survivors alive, the killed one silent; the password masked
+    lines = doctor.out.splitlines()
+    db = urlsplit(pg_url)
+    assert f"ok   database: postgresql://chorus:***@{db.hostname}:{db.port}{db.path} at schema version" in doctor.out
+    assert "ok   instances: 2 alive, 1 silent" in doctor.out, doctor.out
+    for node in cluster.nodes:
+        (line,) = [line for line in lines if f", pid {node.service.pid}, " in line]
+        assert line.startswith("ok   instance ") and ("(dead)" if node is holder else "last heartbeat") in line, line
+    assert db.password not in doctor.out + doctor.err and "service:" not in doctor.out  # no SQLite lock check
     assert took < LEASE_MS / 1000 + 5
     assert len([r for r in ai.chat_requests() if r.json["messages"][-1]["content"] == "slow question"]) == 2
 
