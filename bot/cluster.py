@@ -78,7 +78,8 @@ class Cluster(Protocol):
     async def instances(self) -> list[Instance]: ...
 
     def holds(self, name: str) -> bool:
-        """Whether this instance held ``name`` at its last heartbeat (no trip to the database)."""
+        """Whether this instance surely holds ``name`` (no trip to the database): it took it, and its last
+        heartbeat is recent enough that no other instance can have declared it dead since."""
         ...
 
 
@@ -132,6 +133,10 @@ class SharedCluster:
         self.url = url
         self.id = instance_id()
         self._held: set[str] = set()
+        # The loop's time until which this instance's leases are surely its own: two thirds of the lease after
+        # its last heartbeat began. The others declare it dead a whole lease after that heartbeat reached the
+        # database, so this ends (by at least a third of the lease) before another instance may take them.
+        self._sure_until = 0.0
         self._listener: asyncpg.Connection | None = None
         self._heard: Heard | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -145,9 +150,11 @@ class SharedCluster:
     async def start(self, heard: Heard) -> None:
         """Register, listen for words, and beat from now on."""
         self._heard = heard
+        began = asyncio.get_running_loop().time()
         await self.db.write(lambda tx: tx.execute(
             f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
             self.id, socket.gethostname(), os.getpid()))
+        self._sure_until = began + self.lease * 2 / 3
         await self._listen()
         self._beating = asyncio.create_task(self._beat(), name="cluster:heartbeat")
         log.info("instance %s joined (lease %.1f s)", self.id, self.lease)
@@ -189,8 +196,9 @@ class SharedCluster:
             f"SELECT instance FROM leases WHERE name = ? AND instance IN ({_ALIVE})", name, self.lease)
 
     async def give_up(self, name: str) -> None:
-        self._held.discard(name)
+        # Held until the row is gone: a failed delete leaves it this instance's, to answer what waits (the sweep).
         await self.db.write(lambda tx: tx.execute("DELETE FROM leases WHERE name = ? AND instance = ?", name, self.id))
+        self._held.discard(name)
 
     async def free(self, names: list[str]) -> set[str]:
         if not names:
@@ -200,7 +208,7 @@ class SharedCluster:
         return set(names) - {r[0] for r in held}
 
     def holds(self, name: str) -> bool:
-        return name in self._held
+        return name in self._held and asyncio.get_running_loop().time() < self._sure_until
 
     async def notify(self, instance: str, word: str) -> None:
         await self.db.write(lambda tx: tx.execute("SELECT pg_notify(?, ?)", _channel(instance), word))
@@ -227,8 +235,10 @@ class SharedCluster:
         outage longer than the lease another instance may have taken some), listen again if the connection
         dropped, then run the sweeps."""
         every = self.lease / 3
+        failing = False
         while True:
             await asyncio.sleep(every)
+            began = asyncio.get_running_loop().time()
             try:
                 beat = await self.db.write(lambda tx: tx.execute(
                     f"UPDATE instances SET heartbeat_at = {_NOW} WHERE id = ?", self.id))
@@ -236,14 +246,21 @@ class SharedCluster:
                     await self.db.write(lambda tx: tx.execute(
                         f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
                         self.id, socket.gethostname(), os.getpid()))
+                before = set(self._held)  # a lease taken while this reads is not among the lost
                 held = {r[0] for r in await self.db.fetch("SELECT name FROM leases WHERE instance = ?", self.id)}
-                if lost := self._held - held:
+                if lost := (before & self._held) - held:
                     log.warning("instance %s lost %d lease(s) while cut off: %s", self.id, len(lost), ", ".join(sorted(lost)[:5]))
-                self._held &= held
+                    self._held -= lost
+                self._sure_until = began + self.lease * 2 / 3
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
-                log.warning("heartbeat failed (the database is unreachable?): %s", exc)
+                if not failing:  # once an outage, not every beat of it
+                    log.warning("heartbeat failed (the database is unreachable?): %s; trying every %.1f s", exc, every)
+                failing = True
                 continue
+            if failing:
+                log.info("heartbeat: the database is reachable again")
+                failing = False
             for sweep in self.on_beat:
                 try:
                     await sweep()
