@@ -9,7 +9,8 @@ import time
 from urllib.parse import urlsplit
 
 from tests.conftest import chorus
-from tests.fakes.openrouter import Hang
+from bot.agent import CRASHED
+from tests.fakes.openrouter import Hang, Text
 from tests.instances import LEASE_MS, instances
 
 CHATS = 30
@@ -101,10 +102,16 @@ async def test_the_database_gone_for_10_s_means_5xx_meanwhile_then_every_message
         tmp_path, fake_telegram, fake_openrouter, pg_url, pg_server):
     tg, ai = fake_telegram, fake_openrouter
     chats = [7300 + i for i in range(6)]
+    flight = 7399
     async with instances(tmp_path, tg, ai, pg_url) as cluster:
         for chat in chats:
             tg.message(chat, f"before {chat}")
         await tg.wait_for(lambda: all(tg.texts_in(c) for c in chats), what="the answers before the outage")
+        # A turn under way when the database goes: its answer cannot be stored, so it is answered again after.
+        ai.for_text["in flight"] = [Text("never stored", delay=3)]
+        tg.message(flight, "in flight")
+        await tg.wait_for(lambda: any(r.json["messages"][-1]["content"] == "in flight" for r in ai.chat_requests()),
+                          what="the turn under way")
         await asyncio.to_thread(pg_server.kill)
         down = time.monotonic()
         try:
@@ -118,7 +125,8 @@ async def test_the_database_gone_for_10_s_means_5xx_meanwhile_then_every_message
             assert all(f"echo: during {c}" not in tg.texts_in(c) for c in chats)
         finally:
             await asyncio.to_thread(pg_server.start)
-        await tg.wait_for(lambda: all(f"echo: during {c}" in tg.texts_in(c) for c in chats), timeout=30,
+        await tg.wait_for(lambda: all(f"echo: during {c}" in tg.texts_in(c) for c in chats)
+                          and "echo: in flight" in tg.texts_in(flight), timeout=30,
                           what="every message of the outage answered")
         for node in cluster.nodes:  # each instance takes and answers messages again by itself, no restart
             cluster.balancer.pin = lambda update, port=node.port: port
@@ -133,6 +141,9 @@ async def test_the_database_gone_for_10_s_means_5xx_meanwhile_then_every_message
         else:
             raise AssertionError("not every instance is alive again")
         settled = {chat: [s.text for s in await tg.settled(chat)] for chat in chats}
+        flown = [s.text for s in await tg.settled(flight)]
+    assert flown[-1] == "echo: in flight" and flown.count("echo: in flight") == 1, flown
+    assert all(t == CRASHED for t in flown[:-1]), flown  # said when its answer could not be stored
     for chat, texts in settled.items():
         answers = [t for t in texts if t.startswith("echo: ")]
         told = [t for t in texts if not t.startswith("echo: ")]
