@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +49,7 @@ class Node:
 class Cluster:
     nodes: list[Node]
     balancer: Balancer
-    db: str
+    db: str = field(repr=False)  # holds the password
 
     def by_port(self, port: int) -> Node:
         return next(n for n in self.nodes if n.port == port)

@@ -8,6 +8,8 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from tests.conftest import chorus
 from bot.agent import CRASHED
 from tests.fakes.openrouter import Hang, Text
@@ -140,6 +142,13 @@ async def test_the_database_gone_for_10_s_means_5xx_meanwhile_then_every_message
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("not every instance is alive again")
+        conn = await asyncpg.connect(pg_url)  # and listens again for the words of the others (/stop, /status)
+        try:
+            listening = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                            " AND query LIKE 'LISTEN %'")
+        finally:
+            await conn.close()
+        assert listening == 3, f"{listening} of the 3 instances listen"
         settled = {chat: [s.text for s in await tg.settled(chat)] for chat in chats}
         flown = [s.text for s in await tg.settled(flight)]
     assert flown[-1] == "echo: in flight" and flown.count("echo: in flight") == 1, flown
