@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 log = logging.getLogger("chorus.cluster")
+FORGET_DEAD = 86400.0  # seconds after its last heartbeat that a dead instance is removed from the list
 Heard = Callable[[str], Awaitable[None]]  # what a word to this instance starts
 
 # The database's clock in unix seconds, read in the statement that uses it.
@@ -252,6 +253,9 @@ class SharedCluster:
                     log.warning("instance %s lost %d lease(s) while cut off: %s", self.id, len(lost), ", ".join(sorted(lost)[:5]))
                     self._held -= lost
                 self._sure_until = began + self.lease * 2 / 3
+                # A killed instance's row stays for `chorus doctor` to show, for a day.
+                await self.db.write(lambda tx: tx.execute(
+                    f"DELETE FROM instances WHERE heartbeat_at < {_NOW} - ?", FORGET_DEAD))
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
                 if not failing:  # once an outage, not every beat of it

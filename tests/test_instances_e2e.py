@@ -45,6 +45,10 @@ async def test_a_killed_instances_turn_is_answered_by_another_within_the_lease(
     chat = 7100
     ai.for_text["slow question"] = [Hang(3600)]  # the first try never ends; the next is answered at once
     async with instances(tmp_path, tg, ai, pg_url) as cluster:
+        conn = await asyncpg.connect(pg_url)  # an instance killed two days ago: forgotten by now
+        await conn.execute("INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES"
+                           " ('ancient-1-000000', 'ancient', 1, 0, extract(epoch from now()) - 172800)")
+        await conn.close()
         tg.message(chat, "slow question")
         await tg.wait_for(lambda: any(r.json and r.json["messages"][-1]["content"] == "slow question"
                                       for r in ai.chat_requests()), what="the slow turn began")
@@ -62,7 +66,7 @@ async def test_a_killed_instances_turn_is_answered_by_another_within_the_lease(
     lines = doctor.out.splitlines()
     db = urlsplit(pg_url)
     assert f"ok   database: postgresql://chorus:***@{db.hostname}:{db.port}{db.path} at schema version" in doctor.out
-    assert "ok   instances: 2 alive, 1 silent" in doctor.out, doctor.out
+    assert "ok   instances: 2 alive, 1 silent" in doctor.out and "ancient" not in doctor.out, doctor.out
     for node in cluster.nodes:
         (line,) = [line for line in lines if f", pid {node.service.pid}, " in line]
         assert line.startswith("ok   instance ") and ("(dead)" if node is holder else "last heartbeat") in line, line
