@@ -34,6 +34,13 @@ async def test_a_burst_through_the_balancer_is_answered_once_and_in_order_per_ch
         assert tg.texts_in(chat)[:PER_CHAT] == [f"echo: c{chat} m{n}" for n in range(PER_CHAT)], chat
     for chat, texts in settled.items():  # nothing answered twice, even late: the marker's answer came after all
         assert texts == [f"echo: c{chat} m{n}" for n in range(PER_CHAT)]
+    # A chat's turns moved between the instances; each turn's request carried the whole conversation, the turns
+    # another instance answered included (no instance's cached history served stale)
+    for chat in chats:
+        last = next(r.json["messages"] for r in reversed(ai.chat_requests())
+                    if r.json["messages"][-1]["content"] == f"c{chat} m{PER_CHAT - 1}")
+        assert [m["content"] for m in last if m["role"] in ("user", "assistant")] == [
+            text for n in range(PER_CHAT) for text in (f"c{chat} m{n}", f"echo: c{chat} m{n}")][:-1], chat
     assert tg.updates == []
     served = {p.port for p in cluster.balancer.passed if p.status == 200}
     assert served == {node.port for node in cluster.nodes}, "the balancer spread the updates over all instances"
