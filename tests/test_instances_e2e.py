@@ -104,6 +104,9 @@ async def test_stop_and_status_sent_to_one_instance_reach_the_turn_running_on_an
         cluster.balancer.pin = lambda update: None
         texts = [s.text for s in await tg.settled(chat)]
     pinned = {p.port for p in cluster.balancer.passed if p.update_id in commands}
+    # every instance set the webhook at start, and none removed it when it stopped (the others still use it)
+    assert len(tg.calls_to("setWebhook")) == 3 and not tg.calls_to("deleteWebhook")
+    assert tg.webhook["url"] == cluster.balancer.url("/telegram-webhook")
     status, stopped = texts
     assert "Answering now (/stop to cancel)." in status  # said by the instance running the turn
     assert stopped == "⏹ Stopped."
