@@ -34,16 +34,6 @@ class Node:
     port: int
     service: Service
 
-    async def instance_id(self, db: str) -> str:
-        """Its id in the ``instances`` table (found by its pid)."""
-        conn = await asyncpg.connect(db)
-        try:
-            found = await conn.fetchval("SELECT id FROM instances WHERE pid = $1", self.service.pid)
-        finally:
-            await conn.close()
-        assert found, f"instance with pid {self.service.pid} is not registered"
-        return found
-
 
 @dataclass
 class Cluster:
@@ -56,31 +46,29 @@ class Cluster:
 
     async def holder(self, session_key: str) -> Node | None:
         """The instance holding a session's lease, as the database says."""
-        conn = await asyncpg.connect(self.db)
-        try:
-            pid = await conn.fetchval("SELECT i.pid FROM leases l JOIN instances i ON i.id = l.instance"
-                                      " WHERE l.name = $1", "session:" + session_key)
-        finally:
-            await conn.close()
+        pid = await self.query("SELECT i.pid FROM leases l JOIN instances i ON i.id = l.instance WHERE l.name = $1",
+                               "session:" + session_key)
         return next((n for n in self.nodes if n.service.pid == pid), None)
 
     async def alive(self) -> int:
         """How many instances are alive by their heartbeats (the database's clock, as the cluster judges)."""
+        return int(await self.query("SELECT count(*) FROM instances"
+                                    " WHERE heartbeat_at >= extract(epoch from clock_timestamp()) - $1", LEASE_MS / 1000))
+
+    async def query(self, sql: str, *args: Any) -> Any:
+        """One value from the database, as an operator's ``psql`` would read it."""
         conn = await asyncpg.connect(self.db)
         try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM instances WHERE heartbeat_at >= extract(epoch from clock_timestamp()) - $1",
-                LEASE_MS / 1000))
+            return await conn.fetchval(sql, *args)
         finally:
             await conn.close()
 
 
-async def _serving(node: Node, timeout: float = 30) -> None:
+async def _serving(node: Node, timeout: float = 60) -> None:
     """Wait until the instance's webhook listener answers (it listens once it has joined the cluster)."""
+    deadline = asyncio.get_running_loop().time() + timeout  # generous: six instances start at once on 2 cores
     async with aiohttp.ClientSession() as http:
-        for _ in range(int(timeout / 0.1)):
-            if node.service.proc.returncode is not None:
-                break
+        while asyncio.get_running_loop().time() < deadline and node.service.proc.returncode is None:
             try:
                 async with http.get(f"http://127.0.0.1:{node.port}/healthz") as resp:
                     if resp.status == 200:
@@ -88,7 +76,9 @@ async def _serving(node: Node, timeout: float = 30) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError(f"instance on port {node.port} did not start: {(await node.service.stop()).err[-3000:]}")
+    code = node.service.proc.returncode
+    state = "still starting" if code is None else f"exit {code}"
+    raise AssertionError(f"instance on port {node.port} did not start ({state}): {(await node.service.stop()).err[-3000:]}")
 
 
 @asynccontextmanager
