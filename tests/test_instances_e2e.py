@@ -4,7 +4,7 @@ the instance that runs the turn. (Failures: test_instances_failover_e2e.py.)"""
 
 from __future__ import annotations
 
-from tests.fakes.openrouter import Hang
+from tests.fakes.openrouter import Text
 from tests.instances import instances
 
 CHATS = 30
@@ -42,7 +42,7 @@ async def test_stop_and_status_sent_to_one_instance_reach_the_turn_running_on_an
         tmp_path, fake_telegram, fake_openrouter, pg_url):
     tg, ai = fake_telegram, fake_openrouter
     chat = 7200
-    ai.for_text["think long"] = [Hang(3600)]
+    ai.for_text["think long"] = [Text("the long answer", delay=8)]  # unless stopped, it arrives in 8 s
     async with instances(tmp_path, tg, ai, pg_url) as cluster:
         tg.message(chat, "think long")
         await tg.wait_for(lambda: any(r.json["messages"][-1]["content"] == "think long" for r in ai.chat_requests()),
@@ -66,5 +66,5 @@ async def test_stop_and_status_sent_to_one_instance_reach_the_turn_running_on_an
     status, stopped = texts
     assert "Answering now (/stop to cancel)." in status  # said by the instance running the turn
     assert stopped == "⏹ Stopped."
-    assert "echo: think long" not in texts
+    assert "the long answer" not in texts  # (the marker's answer came after the stopped turn)
     assert pinned == {other.port}
