@@ -452,8 +452,8 @@ class Dispatcher:
         try:
             while lane.items:
                 if not (self.cluster.holds(_lease(key)) or await self._take(_lease(key))):
-                    self._leave_lane(key, lane)  # taken over while this instance was cut off
-                    break
+                    if not self._leave_lane(key, lane):  # taken over while this instance was cut off
+                        break
                 lane.answering = frozenset()  # set below for a turn that answers messages (an edit may stop it)
                 if isinstance(first := lane.items[0], _Scheduled):
                     del lane.items[0]
@@ -498,14 +498,23 @@ class Dispatcher:
         except DB_ERRORS:
             return False
 
-    def _leave_lane(self, key: str, lane: _Lane) -> None:
+    def _leave_lane(self, key: str, lane: _Lane) -> bool:
         """The session's lease went to another instance (this one was cut off from the database for longer than
-        the lease): its waiting messages are that instance's to answer now, from the inbox."""
-        waiting = [i for item in lane.items if isinstance(item, list) for i in item]
-        lane.items = [item for item in lane.items if isinstance(item, _Scheduled)]  # their jobs fire again
+        the lease): its waiting messages are that instance's to answer now, from the inbox; scheduled runs fire
+        again. ``True`` when messages that are in no inbox (no platform id) are left to answer here all the same."""
+        def stays(item: list[Inbound] | _Scheduled) -> bool:
+            return isinstance(item, list) and any(i.message_id is None for i in item)
+
+        waiting = [i for item in lane.items if not stays(item) and isinstance(item, list) for i in item]
+        for item in lane.items:
+            if isinstance(item, _Scheduled):
+                item.done.cancel()  # the job gives its firing back
+        lane.items = [item for item in lane.items if stays(item)]
         if routed := self._routed.get(key):
             routed.difference_update(i.message_id for i in waiting)
-        log.warning("session=%s was taken over by another instance; %d waiting message(s) left to it", key, len(waiting))
+        if waiting:
+            log.warning("session=%s was taken over by another instance; %d waiting message(s) left to it", key, len(waiting))
+        return bool(lane.items)
 
     async def _scheduled_turn(self, lane: _Lane, item: _Scheduled, channel: Channel) -> None:
         try:
