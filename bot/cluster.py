@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 log = logging.getLogger("chorus.cluster")
+FORGET_DEAD = 86400.0  # seconds after its last heartbeat that a dead instance is removed from the list
 Heard = Callable[[str], Awaitable[None]]  # what a word to this instance starts
 
 # The database's clock in unix seconds, read in the statement that uses it.
@@ -45,6 +46,7 @@ class Instance:
     started_at: float
     heartbeat_at: float
     alive: bool
+    silent: float = 0.0  # seconds since its last heartbeat, by the database's clock
 
 
 class Cluster(Protocol):
@@ -78,8 +80,8 @@ class Cluster(Protocol):
     async def instances(self) -> list[Instance]: ...
 
     def holds(self, name: str) -> bool:
-        """Whether this instance held ``name`` at its last heartbeat, less than a lease ago (no trip to the
-        database)."""
+        """Whether this instance surely holds ``name`` (no trip to the database): it took it, and its last
+        heartbeat is recent enough that no other instance can have declared it dead since."""
         ...
 
 
@@ -133,7 +135,10 @@ class SharedCluster:
         self.url = url
         self.id = instance_id()
         self._held: set[str] = set()
-        self._alive_until = 0.0  # (monotonic) the others count this instance alive until then, by its last beat
+        # The loop's time until which this instance's leases are surely its own: two thirds of the lease after
+        # its last heartbeat began. The others declare it dead a whole lease after that heartbeat reached the
+        # database, so this ends (by at least a third of the lease) before another instance may take them.
+        self._sure_until = 0.0
         self._listener: asyncpg.Connection | None = None
         self._heard: Heard | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -147,11 +152,11 @@ class SharedCluster:
     async def start(self, heard: Heard) -> None:
         """Register, listen for words, and beat from now on."""
         self._heard = heard
-        began = time.monotonic()
+        began = asyncio.get_running_loop().time()
         await self.db.write(lambda tx: tx.execute(
             f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
             self.id, socket.gethostname(), os.getpid()))
-        self._alive_until = began + self.lease
+        self._sure_until = began + self.lease * 2 / 3
         await self._listen()
         self._beating = asyncio.create_task(self._beat(), name="cluster:heartbeat")
         log.info("instance %s joined (lease %.1f s)", self.id, self.lease)
@@ -193,8 +198,9 @@ class SharedCluster:
             f"SELECT instance FROM leases WHERE name = ? AND instance IN ({_ALIVE})", name, self.lease)
 
     async def give_up(self, name: str) -> None:
-        self._held.discard(name)
+        # Held until the row is gone: a failed delete leaves it this instance's, to answer what waits (the sweep).
         await self.db.write(lambda tx: tx.execute("DELETE FROM leases WHERE name = ? AND instance = ?", name, self.id))
+        self._held.discard(name)
 
     async def free(self, names: list[str]) -> set[str]:
         if not names:
@@ -204,17 +210,13 @@ class SharedCluster:
         return set(names) - {r[0] for r in held}
 
     def holds(self, name: str) -> bool:
-        # Past a lease without a heartbeat (the database cut off) the others may have taken it: no longer ours.
-        return name in self._held and time.monotonic() < self._alive_until
+        return name in self._held and asyncio.get_running_loop().time() < self._sure_until
 
     async def notify(self, instance: str, word: str) -> None:
         await self.db.write(lambda tx: tx.execute("SELECT pg_notify(?, ?)", _channel(instance), word))
 
     async def instances(self) -> list[Instance]:
-        rows = await self.db.fetch(
-            f"SELECT id, host, pid, started_at, heartbeat_at, heartbeat_at >= {_NOW} - ? AS alive"
-            " FROM instances ORDER BY started_at", self.lease)
-        return [Instance(r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"]) for r in rows]
+        return await members(self.db, self.lease)
 
     async def _listen(self) -> None:
         import asyncpg
@@ -235,9 +237,10 @@ class SharedCluster:
         outage longer than the lease another instance may have taken some), listen again if the connection
         dropped, then run the sweeps."""
         every = self.lease / 3
+        failing = False
         while True:
             await asyncio.sleep(every)
-            began = time.monotonic()
+            began = asyncio.get_running_loop().time()
             try:
                 beat = await self.db.write(lambda tx: tx.execute(
                     f"UPDATE instances SET heartbeat_at = {_NOW} WHERE id = ?", self.id))
@@ -245,20 +248,38 @@ class SharedCluster:
                     await self.db.write(lambda tx: tx.execute(
                         f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
                         self.id, socket.gethostname(), os.getpid()))
+                before = set(self._held)  # a lease taken while this reads is not among the lost
                 held = {r[0] for r in await self.db.fetch("SELECT name FROM leases WHERE instance = ?", self.id)}
-                if lost := self._held - held:
+                if lost := (before & self._held) - held:
                     log.warning("instance %s lost %d lease(s) while cut off: %s", self.id, len(lost), ", ".join(sorted(lost)[:5]))
-                self._held &= held
-                self._alive_until = began + self.lease
+                    self._held -= lost
+                self._sure_until = began + self.lease * 2 / 3
+                # A killed instance's row stays for `chorus doctor` to show, for a day.
+                await self.db.write(lambda tx: tx.execute(
+                    f"DELETE FROM instances WHERE heartbeat_at < {_NOW} - ?", FORGET_DEAD))
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
-                log.warning("heartbeat failed (the database is unreachable?): %s", exc)
+                if not failing:  # once an outage, not every beat of it
+                    log.warning("heartbeat failed (the database is unreachable?): %s; trying every %.1f s", exc, every)
+                failing = True
                 continue
+            if failing:
+                log.info("heartbeat: the database is reachable again")
+                failing = False
             for sweep in self.on_beat:
                 try:
                     await sweep()
                 except Exception:
                     log.exception("a sweep failed; it runs again at the next heartbeat")
+
+
+async def members(db: Database, lease: float) -> list[Instance]:
+    """The instances registered on ``db``, oldest first, alive or silent by the database's clock."""
+    rows = await db.fetch(
+        f"SELECT id, host, pid, started_at, heartbeat_at, heartbeat_at >= {_NOW} - ? AS alive,"
+        f" {_NOW} - heartbeat_at AS silent FROM instances ORDER BY started_at", lease)
+    return [Instance(r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"], r["silent"])
+            for r in rows]
 
 
 def instance_id() -> str:

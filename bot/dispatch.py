@@ -151,6 +151,12 @@ class Dispatcher:
         """Route the session's waiting messages not yet routed here, oldest first; ``fresh`` (just accepted here)
         is used as it came rather than as stored, with its attachments' bytes."""
         async with self._pulling.setdefault(key, asyncio.Lock()):
+            # The lane may have let the lease go while this waited for the lock (then another instance may hold
+            # it now: it is woken, and reads the message itself).
+            if not (self.cluster.holds(_lease(key)) or await self.cluster.take(_lease(key))):
+                if (holder := await self.cluster.holder(_lease(key))) is not None:
+                    await self.cluster.notify(holder, key)
+                return
             chat = fresh.chat if fresh is not None else None
             if chat is None:
                 waiting = await self.inbox.pending_chats()
@@ -162,10 +168,14 @@ class Dispatcher:
                 if inbound.message_id in routed:
                     continue
                 routed.add(inbound.message_id)
-                if fresh is not None and inbound.message_id == fresh.message_id:
-                    await self._route(fresh, channel)
-                elif await self._reattached(inbound, channel):
-                    await self._route(inbound, channel)
+                try:
+                    if fresh is not None and inbound.message_id == fresh.message_id:
+                        await self._route(fresh, channel)
+                    elif await self._reattached(inbound, channel):
+                        await self._route(inbound, channel)
+                except BaseException:
+                    routed.discard(inbound.message_id)  # still pending: read again by the next pull
+                    raise
             if not self.busy(chat) and not any(k[0] == key for k in self._held):
                 self._spawn(self._let_go(key, channel))  # nothing was left to answer (a redelivery, a command)
 
@@ -176,7 +186,11 @@ class Dispatcher:
         async with self._pulling.setdefault(key, asyncio.Lock()):
             if key in self._lanes or any(k[0] == key for k in self._held):
                 return
-            await self.cluster.give_up(_lease(key))
+            try:
+                await self.cluster.give_up(_lease(key))
+            except DB_ERRORS as exc:  # still held: the sweep lets it go (or answers what waits) once it can
+                log.warning("could not give a session's lease back session=%s: %s", key, exc)
+                return
             self._routed.pop(key, None)
             self._pulling.pop(key, None)
         # A message accepted elsewhere while this instance held the lease, whose word may come after it let go.
@@ -191,6 +205,10 @@ class Dispatcher:
             key = key.removeprefix("session:")
             log.info("taking over a session left waiting channel=%s chat=%s", by_key[key].channel, by_key[key].chat_id)
             await self.heard(key)
+        # Held here with nothing answering them: what a lane cut short by the database left (read again now)
+        for key in by_key:
+            if self.cluster.holds(_lease(key)) and key not in self._lanes and not any(k[0] == key for k in self._held):
+                await self.heard(key)
 
     async def recover(self) -> None:
         """Schedule answers to what a previous run accepted but never answered (on a shared database: what no
@@ -433,6 +451,9 @@ class Dispatcher:
         messages waiting up to the next command join one turn."""
         try:
             while lane.items:
+                if not (self.cluster.holds(_lease(key)) or await self._take(_lease(key))):
+                    if not self._leave_lane(key, lane):  # taken over while this instance was cut off
+                        break
                 lane.answering = frozenset()  # set below for a turn that answers messages (an edit may stop it)
                 if isinstance(first := lane.items[0], _Scheduled):
                     del lane.items[0]
@@ -456,8 +477,11 @@ class Dispatcher:
                         await self._turn(lane, fold(batch), channel)
                         await self.inbox.done(batch)
                 except DB_ERRORS as exc:
-                    # The messages stay pending in the inbox and are answered after a restart; the lane goes on.
+                    # The messages stay pending in the inbox; the lane goes on. Alone, they are answered after a
+                    # restart; on a shared database, by whoever pulls the session next (the sweep, here or elsewhere).
                     log.error("storage failed session=%s: %s", key, exc)
+                    if routed := self._routed.get(key):
+                        routed.difference_update(i.message_id for i in batch)
         finally:
             for item in [i for i in lane.items if isinstance(i, _Scheduled)]:  # left by a shutdown
                 lane.items.remove(item)
@@ -466,6 +490,31 @@ class Dispatcher:
                 del self._lanes[key]
                 if self.cluster.shared:
                     self._spawn(self._let_go(key, channel))
+
+    async def _take(self, lease: str) -> bool:
+        """Hold ``lease`` (still, or again); ``False`` also when the database cannot say."""
+        try:
+            return await self.cluster.take(lease)
+        except DB_ERRORS:
+            return False
+
+    def _leave_lane(self, key: str, lane: _Lane) -> bool:
+        """The session's lease went to another instance (this one was cut off from the database for longer than
+        the lease): its waiting messages are that instance's to answer now, from the inbox; scheduled runs fire
+        again. ``True`` when messages that are in no inbox (no platform id) are left to answer here all the same."""
+        def stays(item: list[Inbound] | _Scheduled) -> bool:
+            return isinstance(item, list) and any(i.message_id is None for i in item)
+
+        waiting = [i for item in lane.items if not stays(item) and isinstance(item, list) for i in item]
+        for item in lane.items:
+            if isinstance(item, _Scheduled):
+                item.done.cancel()  # the job gives its firing back
+        lane.items = [item for item in lane.items if stays(item)]
+        if routed := self._routed.get(key):
+            routed.difference_update(i.message_id for i in waiting)
+        if waiting:
+            log.warning("session=%s was taken over by another instance; %d waiting message(s) left to it", key, len(waiting))
+        return bool(lane.items)
 
     async def _scheduled_turn(self, lane: _Lane, item: _Scheduled, channel: Channel) -> None:
         try:

@@ -11,7 +11,7 @@ from net.http import Proxy
 from providers.openrouter.keys import probe_key, probe_models
 
 from .channel_settings import discord_settings, telegram_proxy, telegram_token
-from .cluster import SharedCluster
+from .cluster import SharedCluster, members
 from .config import DEFAULT_BASE_URL, ChorusConfig, ConfigError, load_config
 from .lock import lock_holder
 from .runtime import Env, openrouter_proxy
@@ -39,8 +39,10 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     cred = env.credential(loaded.config)
     checks.append(Check("credential", cred is not None, cred.source if cred else "none; run `chorus onboard`"))
     checks.append(_writable(env.state))
-    checks.append(await _database(env.database(loaded.config)))
-    checks.append(_service(env.state))
+    where = env.database(loaded.config)
+    checks += await _database(where, loaded.config.storage.lease_ms / 1000)
+    if not isinstance(where, str):  # SQLite: one instance, which holds the state directory's lock
+        checks.append(_service(env.state))
     base_url = loaded.config.models.providers.openrouter.base_url
     proxy = openrouter_proxy(loaded.config)
     checks.append(base := await _base_url(base_url, proxy))
@@ -48,7 +50,7 @@ async def run_checks(path: Path, env: Env) -> list[Check]:
     if cred is not None:
         checks.append(await _key(base_url, cred.key, cred.source, proxy) if base.ok else Check(
             "key", False, "not checked: fix the base URL first"))
-    checks += await _telegram(loaded.config, env, env.database(loaded.config))
+    checks += await _telegram(loaded.config, env, where)
     if (discord := discord_settings(loaded.config, env.lookup)) is not None:
         found = [Check(*found) for found in await discord_setup.check(discord)]
         checks += [*found, *_proxy("discord", discord.proxy, found[0])]
@@ -82,17 +84,28 @@ def _service(state: Path) -> Check:
     return Check("service", True, f"running on this state directory ({f'pid {pid}' if pid > 0 else 'pid unknown'})")
 
 
-async def _database(where: Path | str) -> Check:
+async def _database(where: Path | str, lease: float) -> list[Check]:
+    """The database opens (PostgreSQL's URL shown masked) at which schema version; on a shared database, the
+    instances registered there: alive, or silent (dead) and since when."""
     shown = masked(where) if isinstance(where, str) else where
     try:
         store = await Store.open(where)
     except Exception as exc:  # any failure (unreachable, migration refused, file unreadable) is the finding
-        return Check("database", False, f"{shown}: {redact(str(exc))}")
+        return [Check("database", False, f"{shown}: {redact(str(exc))}")]
     try:
         version = await store.db.fetchval("SELECT MAX(version) FROM schema_migrations")
+        found = await members(store.db, lease) if store.db.shared else None
     finally:
         await store.close()
-    return Check("database", True, f"{shown} at schema version {version or 0}")
+    checks = [Check("database", True, f"{shown} at schema version {version or 0}")]
+    if found is not None:
+        alive = sum(i.alive for i in found)
+        silent = f", {len(found) - alive} silent (dead after {lease:g} s: their work is taken over)"
+        checks.append(Check("instances", True, f"{alive} alive" + (silent if alive < len(found) else "")))
+        checks += [Check(f"instance {i.id}", True, f"host {i.host}, pid {i.pid}, " + (
+            f"last heartbeat {i.silent:.1f} s ago" if i.alive else f"silent for {i.silent:.0f} s (dead)"))
+            for i in found]
+    return checks
 
 
 async def _poller(where: Path | str, bot_id: int, lease: float) -> str | None:

@@ -41,3 +41,6 @@ def setup_logging(verbosity: int = 0, secrets: Iterable[str] = ()) -> None:
     logging.getLogger("chorus").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
     # A poll tick skipped because the previous one still runs is expected, not worth a warning.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity >= 2 else logging.ERROR)
+    # While the database is away asyncpg's pool warns, with a traceback, each second it fails to reconnect;
+    # the cluster's heartbeat says it once per outage instead.
+    logging.getLogger("asyncpg.pool").setLevel(logging.DEBUG if verbosity >= 2 else logging.ERROR)

@@ -231,6 +231,9 @@ class FakeOpenRouter:
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.answers: list[Answer] = []
+        # Answers to a request whose last user text is the key, taken in turn before ``answers`` (a chat's own
+        # script while other chats get the default).
+        self.for_text: dict[str, list[Answer]] = {}
         self.models = default_models()
         self.transcripts: list[str | Error] = []
         self.speech_answers: list[Error] = []
@@ -376,7 +379,9 @@ class FakeOpenRouter:
                                                "A-Z, 0-9, with a length of 9.", "type": "invalid_function_call",
                                                "param": None, "code": "3280"})
         modalities = body.get("modalities") or []
-        if self.answers:
+        if scripted := self.for_text.get(_last_user_text(body["messages"])):
+            answer = scripted.pop(0)
+        elif self.answers:
             answer = self.answers.pop(0)
         elif "audio" in modalities:
             answer = Music()
