@@ -24,21 +24,21 @@ from pathlib import Path
 from tests.fakes.openrouter import FakeOpenRouter, Hang
 from tests.fakes.telegram import FakeTelegram
 from tests.instances import instances
-from tests.pgserver import PgServer, start_postgres
-
-from . import procstat
+from . import pgserver, procstat
 
 CHATS = 60
 PER_CHAT = 10
 
 
-def _postgres_cpu(server: PgServer) -> procstat.CpuReading:
+def _postgres_cpu(server: pgserver.Server) -> procstat.CpuReading:
+    assert server.pid is not None, "the PostgreSQL server's pid is unknown (BENCH_POSTGRES_PID)"
     return procstat.CpuReading.of(server.pid)
 
 
-async def saturation(base: Path, server: PgServer, count: int) -> dict[str, float]:
+async def saturation(base: Path, server: pgserver.Server, count: int) -> dict[str, float]:
     """Turns/s and CPU per turn of ``count`` instances answering ``CHATS`` × ``PER_CHAT`` messages sent at once."""
-    async with server.database() as url, FakeTelegram() as tg, FakeOpenRouter() as ai:
+    url = await server.fresh_database(f"instances_{count}")
+    async with FakeTelegram() as tg, FakeOpenRouter() as ai:
         async with instances(base / f"n{count}", tg, ai, url, count=count) as cluster:
             warm = [9000 + i for i in range(count * 3)]  # every instance loads its code paths once
             for chat in warm:
@@ -62,10 +62,11 @@ async def saturation(base: Path, server: PgServer, count: int) -> dict[str, floa
             "postgres %core": pg / wall * 100}
 
 
-async def failover(base: Path, server: PgServer, kills: int, lease_ms: int) -> list[float]:
+async def failover(base: Path, server: pgserver.Server, kills: int, lease_ms: int) -> list[float]:
     """Seconds from kill -9 of the instance running a turn to the answer from another, ``kills`` times."""
     took: list[float] = []
-    async with server.database() as url, FakeTelegram() as tg, FakeOpenRouter() as ai:
+    url = await server.fresh_database("instances_failover")
+    async with FakeTelegram() as tg, FakeOpenRouter() as ai:
         async with instances(base / "failover", tg, ai, url, count=3, lease_ms=lease_ms) as cluster:
             for k in range(kills):
                 chat, text = 20_000 + k, f"slow {k}"
@@ -90,24 +91,24 @@ def _table(rows: list[dict[str, float]]) -> None:
         print("  ".join(f"{row[k]:>18.2f}" if isinstance(row[k], float) else f"{row[k]:>18}" for k in keys))
 
 
-async def main(kills: int = 10, lease_ms: int = 15_000) -> None:
-    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+async def main(kills: int = 10, lease_ms: int = 15_000, rows: list[int] | None = None) -> None:
+    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp, pgserver.running() as server:
+        if server is None:
+            return
         base = Path(tmp)
-        server = start_postgres(base / "pg", durable=True)
-        try:
-            print(f"several instances on one PostgreSQL: {CHATS} chats x {PER_CHAT} messages at once, "
-                  "fake Telegram (webhook behind a balancer) and fake OpenRouter answering at once")
-            _table([await saturation(base, server, n) for n in (1, 2, 3)])
+        print(f"several instances on one PostgreSQL: {CHATS} chats x {PER_CHAT} messages at once, "
+              "fake Telegram (webhook behind a balancer) and fake OpenRouter answering at once")
+        _table([await saturation(base, server, n) for n in rows or (1, 2, 3)])
+        if kills:
             took = await failover(base, server, kills, lease_ms)
             print(f"failover after kill -9, lease {lease_ms} ms, {kills} kills: p50 {statistics.median(took):.1f} s, "
                   f"max {max(took):.1f} s")
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--lease-ms", type=int, default=15_000)
+    parser.add_argument("--rows", default="1,2,3", help="instance counts to saturate, e.g. 1,3")
     args = parser.parse_args()
-    asyncio.run(main(args.kills, args.lease_ms))
+    asyncio.run(main(args.kills, args.lease_ms, [int(n) for n in args.rows.split(",") if n]))

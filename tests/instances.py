@@ -40,6 +40,7 @@ class Cluster:
     nodes: list[Node]
     balancer: Balancer
     db: str = field(repr=False)  # holds the password
+    lease_ms: int = LEASE_MS
 
     def by_port(self, port: int) -> Node:
         return next(n for n in self.nodes if n.port == port)
@@ -53,7 +54,12 @@ class Cluster:
     async def alive(self) -> int:
         """How many instances are alive by their heartbeats (the database's clock, as the cluster judges)."""
         return int(await self.query("SELECT count(*) FROM instances"
-                                    " WHERE heartbeat_at >= extract(epoch from clock_timestamp()) - $1", LEASE_MS / 1000))
+                                    " WHERE heartbeat_at >= extract(epoch from clock_timestamp()) - $1", self.lease_ms / 1000))
+
+    async def restart(self, node: Node) -> None:
+        """Start a stopped or killed instance again on its own state directory and port."""
+        node.service = await start_chorus(node.home, "run", stdin=False)
+        await _serving(node)
 
     async def query(self, sql: str, *args: Any) -> Any:
         """One value from the database, as an operator's ``psql`` would read it."""
@@ -83,7 +89,7 @@ async def _serving(node: Node, timeout: float = 60) -> None:
 
 @asynccontextmanager
 async def instances(tmp_path: Path, tg: FakeTelegram, ai: FakeOpenRouter, db: str, count: int = 3,
-                    **config: Any) -> AsyncIterator[Cluster]:
+                    *, lease_ms: int = LEASE_MS, **config: Any) -> AsyncIterator[Cluster]:
     """``count`` instances of Chorus on database ``db``, each with its own state directory and webhook port, the
     same config (``config``: more sections), behind one balancer that Telegram's webhook points at. Stopped
     (SIGTERM) afterwards; no instance's log may hold the database password or the bot token."""
@@ -94,9 +100,9 @@ async def instances(tmp_path: Path, tg: FakeTelegram, ai: FakeOpenRouter, db: st
         for home, port in zip(homes, ports):
             home.write_config(ai, **telegram_config(tg, webhookUrl=balancer.url(HOOK), webhookSecret=SECRET,
                                                     webhookPort=port, streaming="off"),
-                              storage={"url": db, "leaseMs": LEASE_MS}, **config)
+                              storage={"url": db, "leaseMs": lease_ms}, **config)
         services = await asyncio.gather(*(start_chorus(home, "run", stdin=False) for home in homes))
-        cluster = Cluster([Node(h, p, s) for h, p, s in zip(homes, ports, services)], balancer, db)
+        cluster = Cluster([Node(h, p, s) for h, p, s in zip(homes, ports, services)], balancer, db, lease_ms)
         try:
             await asyncio.gather(*(_serving(node) for node in cluster.nodes))
             await tg.wait_for(lambda: tg.webhook.get("url") == balancer.url(HOOK), what="the webhook set")
