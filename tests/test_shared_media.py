@@ -157,6 +157,10 @@ async def test_two_pollers_of_one_job_deliver_it_once(instances, fake_openrouter
                 for s, c in ((sa, ca), (sb, cb)))
         await video_job(llm, a)
         clock[0] += 10
+        (seen_a,), (seen_b,) = await a._due(), await b._due()  # both saw it due: the claim decides
+        claims = [await a._claim(seen_a), await b._claim(seen_b)]
+        assert claims == [True, False]
+        await a._unclaim(seen_a)  # as a check that failed: due again as it was
         await asyncio.gather(a.tick(), b.tick())
         await asyncio.gather(a.tick(), b.tick())
     assert [(r.reply_to, [m.filename for m in r.media]) for r in deliveries.sent] == [("m1", ["video-" + next(
