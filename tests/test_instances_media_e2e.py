@@ -118,3 +118,37 @@ async def test_a_reminder_fires_once_with_two_instances_watching_it(tmp_path, fa
         for service in services:
             await service.stop()
         no_password(pg_url, *services)
+
+
+async def test_a_reminder_waits_for_the_turn_another_instance_is_running_in_its_chat(
+        tmp_path, fake_telegram, fake_openrouter, pg_url):
+    """A fires the reminder while B answers the chat slowly: the scheduled turn waits for the session's lease
+    (B gives it back once its lane is empty) and comes after B's answer, never beside it."""
+    tg, ai = fake_telegram, fake_openrouter
+    remind = {"action": "add", "name": "stretch", "schedule": {"kind": "at", "at": "+6s"},
+              "message": "Remind the user to stretch"}
+    ai.queue(ToolCalls([("cron", remind)]), Text("I will remind you."), Text("The long answer.", delay=9),
+             Text("⏰ Time to stretch!"))
+    async with AsyncExitStack() as stack:
+        urls, services = [], []
+        for name, cron in (("a", True), ("b", False)):  # only A fires jobs
+            port = free_port()
+            urls.append(f"http://127.0.0.1:{port}/telegram-webhook")
+            service = await instance(tmp_path, name, tg, ai, pg_url, {"cron": {"enabled": cron}}, ready="setWebhook",
+                                     webhookPort=port, webhookUrl=urls[-1], webhookSecret="s3cret")
+            stack.push_async_callback(service.stop)
+            services.append(service)
+        a, b = services
+        tg.webhook["url"] = urls[0]  # the balancer sends this one to A, which makes the job
+        tg.message(USER, "remind me in 6 seconds to stretch")
+        await tg.wait_sent(USER)
+        tg.webhook["url"] = urls[1]  # and this one to B, which answers slowly
+        tg.message(USER, "tell me something long")
+        await tg.wait_for(lambda: len(tg.messages_in(USER)) >= 3, timeout=30, what="the reminder")
+        await eventually(lambda: "cron job #1 “stretch” firing" in a.log, "A fired the reminder")
+        earlier = await tg.settled(USER)
+        assert [s.text for s in earlier] == ["I will remind you.", "The long answer.", "⏰ Time to stretch!"]
+        assert "firing" not in b.log
+        for service in services:
+            await service.stop()
+        no_password(pg_url, *services)
