@@ -20,7 +20,7 @@ from bot.media.jobs import MediaJobs
 from bot.outbox import StoredParts
 from bot.store import Store
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound
-from channels.outbox import Part
+from channels.outbox import Outbox, Part
 from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ProviderSettings
@@ -208,3 +208,30 @@ async def test_an_image_one_instance_received_is_sent_to_the_model_by_another(in
     if shared:
         assert await Blobs(sa).sweep(before=0) == 0  # used just now: kept
         assert await Blobs(sa).sweep(before=float("inf")) == 1  # unused past keepDays: gone from the database
+
+
+async def test_a_dead_instances_part_goes_after_the_one_being_sent_and_before_newer_ones(pg_instances, tmp_path):
+    """The outbox here is sending a chat's part, with a newer one waiting, when a dead instance's older part of
+    that chat is handed over: it goes next, before the newer one (the part on the wire stays first)."""
+    (sa, ca), (sb, cb) = await pg_instances(), await pg_instances()
+    await StoredParts(sa, tmp_path, ca).add(parts("older, left by a"))
+    here = StoredParts(sb, tmp_path, cb)
+    sent: list[str] = []
+    on_wire, wire = asyncio.Event(), asyncio.Event()
+
+    async def send(part: Part) -> None:
+        if not sent:
+            on_wire.set()
+            await wire.wait()  # the first part is on the wire until the dead instance's part is adopted
+        sent.append(part.body["text"])
+
+    outbox = Outbox("telegram", send, lambda exc: None, store=here)
+    await outbox.resume()  # a is alive: nothing to take yet
+    delivering = asyncio.create_task(outbox.deliver(parts("newer one", "newer two")))
+    await on_wire.wait()
+    await die((sa, ca))
+    await here.sweep()  # the heartbeat's: hands a's part to this outbox
+    wire.set()
+    assert await delivering == "sent"
+    assert sent == ["newer one", "older, left by a", "newer two"]
+    assert await sb.db.fetchval("SELECT COUNT(*) FROM outbox") == 0
