@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from providers.openrouter.media import data_url
 from tests.conftest import Home, eventually, new_home, onboarded
+from tests.fakes.media import make_png
 from tests.fakes.openrouter import FakeOpenRouter, Text, ToolCalls, VideoPlan
 from tests.fakes.telegram import FakeTelegram
 from tests.service import Service
@@ -32,6 +34,21 @@ async def instance(tmp_path: Path, name: str, tg: FakeTelegram, ai: FakeOpenRout
     home.write_config(ai, **telegram_config(tg, streaming="off", **telegram),
                       storage={"url": pg_url, "leaseMs": LEASE_MS}, **(config or {}))
     return await start(home, tg, ready=ready)
+
+
+async def behind_a_balancer(stack: AsyncExitStack, tmp_path: Path, tg: FakeTelegram, ai: FakeOpenRouter, pg_url: str,
+                            configs: dict[str, dict[str, Any]]) -> tuple[list[Service], list[str]]:
+    """An instance per name in ``configs`` on webhooks of its own (stopped with ``stack``), and their webhook
+    URLs: a test routes updates to one by setting ``tg.webhook["url"]``, as a load balancer would."""
+    services, urls = [], []
+    for name, config in configs.items():
+        port = free_port()
+        urls.append(f"http://127.0.0.1:{port}/telegram-webhook")
+        service = await instance(tmp_path, name, tg, ai, pg_url, config, ready="setWebhook", webhookPort=port,
+                                 webhookUrl=urls[-1], webhookSecret="s3cret")
+        stack.push_async_callback(service.stop)
+        services.append(service)
+    return services, urls
 
 
 def no_password(pg_url: str, *services: Service) -> None:
@@ -101,13 +118,7 @@ async def test_a_reminder_fires_once_with_two_instances_watching_it(tmp_path, fa
               "message": "Remind the user to stretch"}
     ai.queue(ToolCalls([("cron", remind)]), Text("I will remind you."), Text("⏰ Time to stretch!"))
     async with AsyncExitStack() as stack:
-        services = []
-        for name in ("a", "b"):
-            port = free_port()
-            service = await instance(tmp_path, name, tg, ai, pg_url, ready="setWebhook", webhookPort=port,
-                                     webhookUrl=f"http://127.0.0.1:{port}/telegram-webhook", webhookSecret="s3cret")
-            stack.push_async_callback(service.stop)
-            services.append(service)
+        services, _ = await behind_a_balancer(stack, tmp_path, tg, ai, pg_url, {"a": {}, "b": {}})
         tg.message(USER, "remind me in 8 seconds to stretch")
         await tg.wait_for(lambda: any(s.text == "⏰ Time to stretch!" for s in tg.messages_in(USER)), timeout=30,
                           what="the reminder")
@@ -130,14 +141,8 @@ async def test_a_reminder_waits_for_the_turn_another_instance_is_running_in_its_
     ai.queue(ToolCalls([("cron", remind)]), Text("I will remind you."), Text("The long answer.", delay=9),
              Text("⏰ Time to stretch!"))
     async with AsyncExitStack() as stack:
-        urls, services = [], []
-        for name, cron in (("a", True), ("b", False)):  # only A fires jobs
-            port = free_port()
-            urls.append(f"http://127.0.0.1:{port}/telegram-webhook")
-            service = await instance(tmp_path, name, tg, ai, pg_url, {"cron": {"enabled": cron}}, ready="setWebhook",
-                                     webhookPort=port, webhookUrl=urls[-1], webhookSecret="s3cret")
-            stack.push_async_callback(service.stop)
-            services.append(service)
+        services, urls = await behind_a_balancer(stack, tmp_path, tg, ai, pg_url, {  # only A fires jobs
+            "a": {"cron": {"enabled": True}}, "b": {"cron": {"enabled": False}}})
         a, b = services
         tg.webhook["url"] = urls[0]  # the balancer sends this one to A, which makes the job
         tg.message(USER, "remind me in 6 seconds to stretch")
@@ -149,6 +154,28 @@ async def test_a_reminder_waits_for_the_turn_another_instance_is_running_in_its_
         earlier = await tg.settled(USER)
         assert [s.text for s in earlier] == ["I will remind you.", "The long answer.", "⏰ Time to stretch!"]
         assert "firing" not in b.log
+        for service in services:
+            await service.stop()
+        no_password(pg_url, *services)
+
+
+async def test_an_image_sent_to_one_instance_is_seen_by_the_model_in_a_turn_another_answers(
+        tmp_path, fake_telegram, fake_openrouter, pg_url):
+    tg, ai = fake_telegram, fake_openrouter
+    ai.queue(Text("A small picture."), Text("Mostly one colour."))
+    png = make_png(48, 32)
+    async with AsyncExitStack() as stack:
+        services, urls = await behind_a_balancer(stack, tmp_path, tg, ai, pg_url, {"a": {}, "b": {}})
+        tg.webhook["url"] = urls[0]
+        tg.photo(USER, png, width=48, height=32, caption="what is this?")
+        await tg.wait_sent(USER)
+        tg.webhook["url"] = urls[1]  # the next turn is answered by B, whose media directory never saw the image
+        tg.message(USER, "and its colours?")
+        await tg.wait_sent(USER, 2)
+        first, second = ai.chat_requests()
+        sent = [[p["image_url"]["url"] for m in r.json["messages"] if isinstance(m["content"], list)
+                 for p in m["content"] if p["type"] == "image_url"] for r in (first, second)]
+        assert sent == [[data_url(png, "image/png")]] * 2
         for service in services:
             await service.stop()
         no_password(pg_url, *services)
