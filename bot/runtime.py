@@ -228,7 +228,9 @@ class Runtime:
                         refusals.append(reason)
                 await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
-                log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
+                log.warning("%d video(s) still being made; they are delivered %s", waiting,
+                            "by a running instance, or the next time one starts" if self.cluster.shared
+                            else "the next time Chorus runs")
         except asyncio.CancelledError:
             log.info("stopping")
             refusals.clear()  # stopped while a channel still ran: not a failure (exit 1 only when none is left)
