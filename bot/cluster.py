@@ -38,6 +38,12 @@ _NOW = "extract(epoch from clock_timestamp())::float8"
 _ALIVE = f"SELECT id FROM instances WHERE heartbeat_at >= {_NOW} - ?"
 
 
+def orphaned(column: str) -> str:
+    """SQL that is true where ``column`` names no live instance (PostgreSQL; one ``?``: the lease in seconds):
+    what a dead instance held, for another to take in the same statement that checks it."""
+    return f"({column} IS NULL OR {column} NOT IN ({_ALIVE}))"
+
+
 @dataclass(frozen=True, slots=True)
 class Instance:
     id: str

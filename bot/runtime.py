@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -28,6 +29,7 @@ from .cron.runner import CronRunner, as_turns
 from .cron.tool import CronTool
 from .dispatch import Dispatcher
 from .leadership import leadership_of
+from .media.blobs import Blobs
 from .media.images import Images
 from .media.jobs import MediaJobs
 from .media.tools import media_tools
@@ -142,19 +144,20 @@ class Runtime:
         config = loaded.config
         tools = ToolRegistry()
         agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
-                      images=Images(env.state / "media", config.tools.media.image))
+                      images=Images(env.state / "media", config.tools.media.image,
+                                    blobs=Blobs(store) if store.db.shared else None))
         cluster = cluster_of(store, config)
         dispatcher = Dispatcher(agent, Inbox(store), cluster=cluster)
         video = config.agents.defaults.video_generation_model
-        jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000)
+        jobs = MediaJobs(store, llm, dispatcher.deliver, poll_interval=video.poll_interval_ms / 1000, cluster=cluster)
         tools.add(*media_tools(config, llm, jobs))
         cron_jobs = CronJobs(store)
         cron = CronRunner(cron_jobs, as_turns(dispatcher.run_scheduled), lambda: set(dispatcher.channels),
                           grace=config.cron.misfire_grace_ms / 1000)
         if config.cron.enabled:
             tools.add(CronTool(cron_jobs, config, dispatcher.access, cron.wake))
-        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron, StoredParts(store, env.state / "media"),
-                   cluster)
+        return cls(config, env.state, store, llm, agent, dispatcher, jobs, cron,
+                   StoredParts(store, env.state / "media", cluster), cluster)
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -197,7 +200,7 @@ class Runtime:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         await self.cluster.start(self.dispatcher.heard)
         if isinstance(self.cluster, SharedCluster):
-            self.cluster.on_beat.append(self.dispatcher.sweep)
+            self.cluster.on_beat += [self.dispatcher.sweep, self.parts.sweep, self.jobs.release]
         await self.dispatcher.recover()
         await self.jobs.start()
         if self.config.cron.enabled:
@@ -226,7 +229,9 @@ class Runtime:
                         refusals.append(reason)
                 await self.dispatcher.drain()
             if waiting := await self.jobs.pending():
-                log.warning("%d video(s) still being made; they are delivered the next time Chorus runs", waiting)
+                log.warning("%d video(s) still being made; they are delivered %s", waiting,
+                            "by a running instance, or the next time one starts" if self.cluster.shared
+                            else "the next time Chorus runs")
         except asyncio.CancelledError:
             log.info("stopping")
             refusals.clear()  # stopped while a channel still ran: not a failure (exit 1 only when none is left)
@@ -279,13 +284,19 @@ class Runtime:
                         ", ".join(restart))
 
     async def _sweep(self) -> None:
-        """At start, then daily: delete stored images unused for ``tools.media.image.keepDays``, and inbox rows
+        """At start, then daily: delete stored images unused for ``tools.media.image.keepDays`` (files, and the
+        database's copies on a shared database), and inbox rows
         answered more than a week ago."""
         while True:
             try:
                 if removed := await asyncio.to_thread(self.agent.images.sweep):
                     log.info("deleted %d stored image(s) unused for %d days", removed, self.agent.images.settings.keep_days)
-            except OSError as exc:
+                images = self.agent.images
+                if images.blobs is not None and images.settings.keep_days:
+                    if removed := await images.blobs.sweep(time.time() - images.settings.keep_days * 86400):
+                        log.info("deleted %d image(s) unused for %d days from the database", removed,
+                                 images.settings.keep_days)
+            except (OSError, *DB_ERRORS) as exc:
                 log.warning("could not clean up stored images: %s", exc)
             try:
                 if removed := await self.dispatcher.inbox.prune():

@@ -7,7 +7,8 @@ bot for good, and leaves a part that still fails pending: it is sent again befor
 in this run or the next. The adapter says what its errors mean (``classify``); nothing here knows a platform.
 
 Order: a chat's parts go out one at a time, oldest first; the parts a previous run left are loaded before the
-first new one is sent, so they always go first.
+first new one is sent, so they always go first. With several instances on one database, the parts an instance
+left when it died are handed over later (``adopt``) and go before the chat's newer parts not yet sent.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RetrySettings:
 @dataclass(slots=True)
 class Part:
     """One message to send: ``body`` says what, in the adapter's terms (JSON-able); ``data`` a file's bytes,
-    kept as a file beside the database (``file`` once saved), never in it."""
+    kept by the ``PartStore`` (a file named ``file``, or in the database where several instances share it)."""
 
     chat: ChatRef
     body: dict[str, Any]
@@ -89,7 +90,11 @@ class PartStore(Protocol):
         """Forget parts that were sent or dropped, and their files."""
 
     async def pending(self, channel: str) -> list[Part]:
-        """The channel's parts left unsent, oldest first, each with its ``data`` read back."""
+        """The channel's parts left unsent that are this process's to send (all, or those of instances that
+        died, taken over), oldest first, each with its ``data`` read back."""
+
+    def watch(self, channel: str, adopt: Callable[[], Awaitable[None]]) -> None:
+        """Call ``adopt`` whenever parts of ``channel`` that another process left are there to take over."""
 
 
 async def attempt(call: Callable[[], Awaitable[T]], classify: Classify, retry: RetrySettings, where: str) -> T:
@@ -138,6 +143,9 @@ class Outbox:
         self._chats: dict[str, _Chat] = {}
         self._loaded: asyncio.Task[None] | None = None
         self._refusing: set[str] = set()  # chats that refused the bot, said once until one takes a part again
+        self._adopted: set[asyncio.Task[Outcome]] = set()
+        if store is not None:
+            store.watch(channel, self.adopt)
 
     async def deliver(self, parts: list[Part]) -> Outcome:
         """Write ``parts`` (all of one chat) down, then send the chat's queue, older parts first.
@@ -163,6 +171,22 @@ class Outbox:
             log.info("sending %d part(s) left pending in %d chat(s) channel=%s",
                      sum(len(c.queue) for _, c in waiting), len(waiting), self.channel)
             await asyncio.gather(*(self._flush(key, chat) for key, chat in waiting))
+
+    async def adopt(self) -> None:
+        """Take over the parts instances that died left unsent, and send them in the background (each chat's
+        before its newer parts still waiting). Before the first load (at start) there is nothing to do: it
+        takes them."""
+        if self._store is None or self._loaded is None or not self._loaded.done():
+            return
+        taken: dict[str, _Chat] = {}
+        for part in await self._store.pending(self.channel):
+            chat = taken[part.chat.session_key] = self._chat(part.chat)
+            sending = chat.queue[:1] if chat.lock.locked() else []  # the part being sent stays at the head
+            chat.queue[len(sending):] = sorted([*chat.queue[len(sending):], part], key=_age)
+        for key, chat in taken.items():
+            task = asyncio.create_task(self._flush(key, chat))
+            self._adopted.add(task)
+            task.add_done_callback(self._adopted.discard)
 
     def _chat(self, chat: ChatRef) -> _Chat:
         return self._chats.setdefault(chat.session_key, _Chat())
@@ -237,3 +261,8 @@ class Outbox:
                 await self._store.done(kept)
             except Exception as exc:  # sent all the same; a restart would send it once more
                 log.error("could not mark %d part(s) sent (%s) channel=%s", len(kept), exc, self.channel)
+
+
+def _age(part: Part) -> float:
+    """Where a part goes in its chat's queue: by id (the order parts were written), unwritten ones last."""
+    return part.id if part.id is not None else float("inf")

@@ -2,6 +2,8 @@
 
 History holds a small reference (an ``image_url`` part whose url is ``chorus-media:in/<sha256>.<ext>``);
 it becomes a data URL only when a request is built. Older rows that hold data URLs are sent as they are.
+On a shared database (several instances) each image is also kept in the database (``Blobs``), where any
+instance that answers a later turn reads it into its own media directory when it is not there yet.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from channels.base import Attachment, AttachmentKind, Inbound
 from providers.openrouter.media import data_url
 
 from ..config import ImageTools
+from .blobs import Blobs
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -136,15 +139,20 @@ def _decode(image: Image.Image) -> None:
 class Images:
     """The images users send, kept in ``<media>/in`` by content (a resent image is one file)."""
 
-    def __init__(self, media_dir: Path, settings: ImageTools) -> None:
+    def __init__(self, media_dir: Path, settings: ImageTools, blobs: Blobs | None = None) -> None:
         self.dir = media_dir / "in"
         self.settings = settings
+        self.blobs = blobs  # a shared database: every image is kept there too
 
     async def accept(self, inbound: Inbound) -> list[StoredImage]:
         """The message's images, each checked, fitted and stored. Raises ``ImageError`` (a sentence for
         the user) and stores none when any of them cannot be used."""
         encoded = [await self._prepare(a) for a in image_attachments(inbound)]
-        return [await asyncio.to_thread(self._store, e) for e in encoded]
+        stored = [await asyncio.to_thread(self._store, e) for e in encoded]
+        if self.blobs is not None:  # before the turn that refers to them is written
+            for image, e in zip(stored, encoded, strict=True):
+                await self.blobs.put(image.path.name, e.data, time.time())
+        return stored
 
     async def _prepare(self, attachment: Attachment) -> Encoded:
         limit = self.settings.max_bytes
@@ -184,14 +192,7 @@ class Images:
             _touch(path)  # sent again: in use again
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(image.data)
-                os.replace(tmp, path)  # whole or not at all: a crash never leaves half an image under its name
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _write_whole(path, image.data)
         return StoredImage(path, f"{SCHEME}in/{name}", _MIME[image.ext])
 
     async def inline(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -199,7 +200,25 @@ class Images:
         whose file is gone becomes a short note. Data URLs of older rows pass unchanged."""
         if not any(map(_has_reference, messages)):
             return list(messages)  # no file to read: text-only turns make no thread hop
+        if self.blobs is not None:
+            await self._fetch_shared(messages)
         return await asyncio.to_thread(self._inline, messages)
+
+    async def _fetch_shared(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Copy the referenced images that another instance received from the database into ``self.dir``, and
+        mark them all as used there (the sweep of any instance keeps them)."""
+        assert self.blobs is not None
+        names = sorted({f"{m[1]}.{m[2]}" for msg in messages if _has_reference(msg) for p in msg["content"]
+                        if (ref := _reference(p)) and (m := _REF.fullmatch(ref))})
+        missing = [n for n in names if not (self.dir / n).exists()]
+        if fetched := await self.blobs.get(missing):
+            await asyncio.to_thread(self._keep, fetched)
+        await self.blobs.touch(names, time.time())
+
+    def _keep(self, files: dict[str, bytes]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            _write_whole(self.dir / name, data)
 
     def _inline(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         resolved: dict[str, dict[str, Any]] = {}  # one read per file, however often it is referenced
@@ -255,6 +274,18 @@ def _has_image(message: dict[str, Any]) -> bool:
 
 def _is_image(part: Any) -> bool:
     return isinstance(part, dict) and part.get("type") == "image_url"
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Whole or not at all: a crash never leaves half an image under its name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _touch(path: Path) -> None:
