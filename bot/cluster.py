@@ -76,6 +76,10 @@ class Cluster(Protocol):
 
     async def instances(self) -> list[Instance]: ...
 
+    async def count_live(self) -> int:
+        """How many instances are alive, this one included."""
+        ...
+
     def holds(self, name: str) -> bool:
         """Whether this instance held ``name`` at its last heartbeat (no trip to the database)."""
         ...
@@ -115,6 +119,9 @@ class Solo:
 
     async def instances(self) -> list[Instance]:
         return []
+
+    async def count_live(self) -> int:
+        return 1
 
     def holds(self, name: str) -> bool:
         return True
@@ -209,6 +216,9 @@ class SharedCluster:
             f"SELECT id, host, pid, started_at, heartbeat_at, heartbeat_at >= {_NOW} - ? AS alive"
             " FROM instances ORDER BY started_at", self.lease)
         return [Instance(r["id"], r["host"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"]) for r in rows]
+
+    async def count_live(self) -> int:
+        return int(await self.db.fetchval(f"SELECT count(*) FROM ({_ALIVE}) AS alive", self.lease))
 
     async def _listen(self) -> None:
         import asyncpg
