@@ -502,22 +502,24 @@ class FakeDiscord:
             self.violations.append(f"gateway compression {request.query['compress']!r}; this fake speaks zlib-stream")
         self._sockets.add(ws)
         await self._send(ws, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                break
-            frame = json.loads(msg.data)
-            op, data = frame.get("op"), frame.get("d")
-            if op == 1:
-                await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
-            elif op == 2:
-                await self._identify(ws, data)
-            elif op == 6:
-                await self._resume(ws, data)
-        self._sockets.discard(ws)
-        for session in self._sessions.values():
-            if session.ws is ws:
-                session.ws = None
-        self._deflate.pop(id(ws), None)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                frame = json.loads(msg.data)
+                op, data = frame.get("op"), frame.get("d")
+                if op == 1:
+                    await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
+                elif op == 2:
+                    await self._identify(ws, data)
+                elif op == 6:
+                    await self._resume(ws, data)
+        finally:  # also when the client vanished (kill -9): aiohttp then cancels this handler
+            self._sockets.discard(ws)
+            for session in self._sessions.values():
+                if session.ws is ws:
+                    session.ws = None
+            self._deflate.pop(id(ws), None)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
