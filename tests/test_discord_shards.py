@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from channels.discord.channel import DiscordChannel
 from channels.discord.shards import lease_name
 from tests.conftest import Home, new_home
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.openrouter import FakeOpenRouter, Text
+from tests.fakes.openrouter import FakeOpenRouter
 from tests.service import Service, start_chorus
 
 LEASE_MS = 3000  # short, so the takeover is quick; the production default is 15 s
@@ -48,10 +49,6 @@ async def shard_holders(database: str) -> dict[int, str]:
     return {int(r["name"].removeprefix("discord:shard:").split("/")[0]): r["instance"] for r in rows}
 
 
-def pid_of(instance: str) -> int:
-    return int(instance.split("-")[-2])
-
-
 async def until(check: Any, what: str, timeout: float) -> None:
     """Wait until the coroutine function ``check()`` is true, or fail naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -61,23 +58,54 @@ async def until(check: Any, what: str, timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
+@dataclass
+class Instances:
+    """``chorus run`` processes, each with a state directory of its own and the same config."""
+
+    tmp_path: Path
+    openrouter: FakeOpenRouter
+    discord: FakeDiscord
+    database: str
+    services: list[Service] = field(default_factory=list)
+
+    async def start(self) -> Service:
+        home = new_home(self.tmp_path / f"instance-{len(self.services)}")
+        configure(home, self.openrouter, self.discord, self.database)
+        self.services.append(await start_chorus(home, "run", stdin=False))
+        return self.services[-1]
+
+    def running(self) -> list[Service]:
+        return [s for s in self.services if s.proc.returncode is None]
+
+    def by_instance(self, instance: str) -> Service:
+        """The process of an instance id (it ends in ``-<pid>-<random>``)."""
+        (found,) = [s for s in self.services if s.pid == int(instance.split("-")[-2])]
+        return found
+
+    async def ready(self) -> dict[int, Service]:
+        """Each shard's holder, once every shard is held by a running instance that said it connected it;
+        else an empty dict."""
+        holders = {shard: self.by_instance(holder) for shard, holder in (await shard_holders(self.database)).items()}
+        if self.discord.connected_shards() == set(range(self.discord.shards)) == set(holders) and all(
+                s in self.running() and f"(gateway, shard {shard} of {self.discord.shards})" in s.output
+                for shard, s in holders.items()):
+            return holders
+        return {}
+
+
 @asynccontextmanager
-async def instances(tmp_path: Path, count: int, openrouter: FakeOpenRouter, discord: FakeDiscord,
-                    database: str) -> AsyncIterator[list[Service]]:
-    """``count`` ``chorus run`` processes, each with a state directory of its own and the same config."""
-    async with AsyncExitStack() as stack:
-        services: list[Service] = []
-        for i in range(count):
-            home = new_home(tmp_path / f"instance-{i}")
-            configure(home, openrouter, discord, database)
-            service = await start_chorus(home, "run", stdin=False)
-            stack.push_async_callback(service.stop)
-            services.append(service)
-        try:
-            yield services
-        except AssertionError as exc:
-            logs = "\n".join(f"--- instance {i} (pid {s.pid}) ---\n{s.output}" for i, s in enumerate(services))
-            raise AssertionError(f"{exc}\n{logs}") from None
+async def instances(tmp_path: Path, openrouter: FakeOpenRouter, discord: FakeDiscord,
+                    database: str) -> AsyncIterator[Instances]:
+    """The instances started in the block, stopped after it; a failure shows what each logged."""
+    made = Instances(tmp_path, openrouter, discord, database)
+    try:
+        yield made
+    except AssertionError as exc:
+        logs = "\n".join(f"--- instance {i} (pid {s.pid}) ---\n{s.output}" for i, s in enumerate(made.services))
+        raise AssertionError(f"{exc}\n{logs}") from None
+    finally:
+        for service in made.services:
+            await service.stop()
 
 
 async def ask_each_shard(discord: FakeDiscord, channels: list[dict[str, Any]], user: dict[str, Any],
@@ -95,45 +123,44 @@ async def ask_each_shard(discord: FakeDiscord, channels: list[dict[str, Any]], u
 
 async def test_two_instances_hold_a_shard_each_and_the_survivor_takes_over_a_killed_one(
         tmp_path: Path, pg_url: str, fake_openrouter: FakeOpenRouter) -> None:
+    """Two instances, two shards: one each. One killed: the other takes its shard within the lease. A third
+    joins: it gets a shard of the survivor's. It stops cleanly: its shard is given up as it leaves."""
     async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
         channels = [discord.text_channel(discord.guild(f"server {i}", shard=i)) for i in range(2)]
         ann = discord.user("ann")
-        async with instances(tmp_path, 2, fake_openrouter, discord, pg_url) as services:
-            pids = {s.pid for s in services}
+        async with instances(tmp_path, fake_openrouter, discord, pg_url) as cluster:
+            first = [await cluster.start(), await cluster.start()]
 
-            def ready(holders: dict[int, str]) -> bool:
-                """Each shard's holder has said it connected it (and the fake has a connection on each)."""
-                return discord.connected_shards() == {0, 1} and all(
-                    f"(gateway, shard {shard} of 2)" in s.output
-                    for shard, holder in holders.items() for s in services if s.pid == pid_of(holder))
+            async def spread(among: list[Service]) -> bool:  # the shards' holders, connected, are ``among``
+                return sorted((await cluster.ready()).values(), key=id) == sorted(among, key=id)
 
-            async def one_each() -> bool:  # an instance that started alone took both, then handed one over
-                holders = await shard_holders(pg_url)
-                return {pid_of(h) for h in holders.values()} == pids and ready(holders)
-
-            await until(one_each, "one shard connected on each instance", timeout=30)
-            holders = await shard_holders(pg_url)
+            # an instance that started alone took both shards, and handed one over when the other joined
+            await until(lambda: spread(first), "one shard connected on each instance", timeout=30)
             await ask_each_shard(discord, channels, ann, "hello from shard")
 
-            killed = next(s for s in services if s.pid == pid_of(holders[0]))  # shard 0 also carries the DMs
-            survivor = next(s for s in services if s is not killed)
+            killed = (await cluster.ready())[0]  # shard 0 also carries the DMs
+            (survivor,) = [s for s in first if s is not killed]
             await killed.kill()
             gone = time.monotonic()
-            print("DEBUG shard 0 left after", time.monotonic() - gone)
-
-            async def survivor_holds_both() -> bool:
-                now = await shard_holders(pg_url)
-                return set(now.values()) == {holders[1]} and ready(now)
-
-            await until(survivor_holds_both, "the survivor to take shard 0 over", timeout=LEASE_MS / 1000 + 15)
+            await discord.wait_for(lambda: 0 not in discord.connected_shards())  # its connection died with it
+            await until(lambda: spread([survivor, survivor]), "the survivor to take shard 0 over",
+                        timeout=LEASE_MS / 1000 + 15)
             await ask_each_shard(discord, channels, ann, "again from shard")
             print(f"kill -9 to both shards answered again: {time.monotonic() - gone:.1f} s (lease {LEASE_MS} ms)")
-            assert survivor.output.count("(gateway, shard 0 of 2)") == 1 + ("handing shard 0" in survivor.output)
+
+            joined = await cluster.start()
+            await until(lambda: spread([survivor, joined]), "the survivor to hand a shard to the new instance", timeout=30)
+            await ask_each_shard(discord, channels, ann, "after the join from shard")
+            left = next(shard for shard, s in (await cluster.ready()).items() if s is joined)
+            assert (await joined.stop()).code == 0
+            assert left not in await shard_holders(pg_url)  # given up as it left, not after the lease
+            await until(lambda: spread([survivor, survivor]), "the survivor to take the left shard", timeout=30)
+            await ask_each_shard(discord, channels, ann, "after the stop from shard")
         for channel in channels:  # each message answered once, in its own shard's server
-            assert len(discord.bot_messages(channel)) == 2
+            assert len(discord.bot_messages(channel)) == 4
         assert not discord.shard_conflicts  # never two connections on one shard at once
         password = yarl.URL(pg_url).password
-        assert password and all(password not in s.output for s in services)
+        assert password and all(password not in s.output for s in cluster.services)
         discord.assert_clean()
 
 
