@@ -220,8 +220,9 @@ class DiscordChannel:
 
         @client.event
         async def on_ready() -> None:
-            log.info("Discord: %s (id %s) ready in %d server(s) (gateway, shard %d of %d)", client.user,
-                     client.user.id if client.user else "?", len(client.guilds), shard, self.count)
+            shards = f"shard {shard} of {self.count}" if self.count > 1 else "1 shard"
+            log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
+                     client.user.id if client.user else "?", len(client.guilds), shards)
 
         @client.event
         async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
