@@ -1,6 +1,7 @@
 """Discord's gateway shards spread over instances sharing one PostgreSQL database: real ``chorus run``
 processes against the fake Discord (two shards) and the fake OpenRouter. Each shard is held by one instance;
-a killed instance's shard is taken over within the lease; an instance that holds no shard still sends."""
+a killed instance's shard is taken over within the lease; an instance that holds no shard still sends. On
+SQLite the one instance runs them all."""
 
 from __future__ import annotations
 
@@ -8,18 +9,25 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import yarl
 
+from bot.agent import Agent
+from bot.auth import Credential
 from bot.channel_settings import discord_settings
 from bot.cluster import SharedCluster
 from bot.config import parse_config
-from bot.store import Store
+from bot.dispatch import Dispatcher
+from bot.runtime import make_client
+from bot.store import Inbox, Store
 from channels.base import ChatRef, Reply
+from channels.discord import client
 from channels.discord.channel import DiscordChannel
 from channels.discord.shards import lease_name
 from tests.conftest import Home, new_home
@@ -203,4 +211,45 @@ async def test_an_instance_holding_no_shard_still_sends_and_edits(pg_url: str) -
                 await cluster.stop()
             for store in stores:
                 await store.close()
+        discord.assert_clean()
+
+
+async def test_one_instance_runs_every_shard_discord_recommends_spacing_their_identifies(
+        tmp_path: Path, fake_openrouter: FakeOpenRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite the one instance connects all the shards GET /gateway/bot recommends (no shardCount set), one
+    IDENTIFY per 5 s as Discord allows (shortened here), and answers in the servers of each and in DMs."""
+    monkeypatch.setattr(client, "IDENTIFY_SPACING", 0.5)
+    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
+        channels = [discord.text_channel(discord.guild(f"server {i}", shard=i)) for i in range(2)]
+        ann = discord.user("ann")
+        raw = {"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url, "maxRetries": 0}}},
+               "channels": {"discord": discord.config(dmPolicy="open", groupPolicy="open")}}
+        config, _ = parse_config(raw, env={})
+        settings = discord_settings(config, lambda name, cfg: None)
+        assert settings is not None and settings.shard_count is None
+        store = await Store.open(tmp_path / "chorus.db")
+        llm = make_client(config, Credential(fake_openrouter.api_key, "test"))
+        dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
+        channel = DiscordChannel(settings)
+        running = asyncio.create_task(channel.run(partial(dispatcher.accept, channel=channel)))
+        try:
+            identified = []  # when each IDENTIFY was seen (polled: at most 0.05 s late)
+            while len(identified) < 2:
+                await discord.wait_for(lambda: len(discord.identifies) > len(identified))
+                identified.append(time.monotonic())
+            assert sorted(i["shard"] for i in discord.identifies) == [[0, 2], [1, 2]]
+            assert identified[1] - identified[0] >= 0.4
+            await discord.wait_for(lambda: discord.connected_shards() == {0, 1})
+            await ask_each_shard(discord, channels, ann, "one instance, shard")
+            dm = discord.dm(ann)
+            await discord.say(dm, ann, "and a DM")  # DMs ride on shard 0
+            (answer,) = await discord.wait_sent(dm)
+            assert answer.content == "echo: and a DM"
+        finally:
+            await dispatcher.drain()
+            await channel.stop()
+            await running
+            await llm.aclose()
+            await store.close()
+        assert not discord.shard_conflicts
         discord.assert_clean()
