@@ -1,7 +1,8 @@
-"""The Discord channel: DMs, server channels, threads and forum posts through discord.py's gateway client.
+"""The Discord channel: DMs, server channels, threads and forum posts through discord.py's clients.
 
-Normalization lives in ``inbound``, rendering in ``outbound``, the client (intents, safe
-mentions, configured addresses) in ``client``; this module runs them and registers slash commands.
+Normalization lives in ``inbound``, rendering in ``outbound``, the client (intents, safe mentions, configured
+addresses) in ``client``, which gateway shards this instance runs in ``shards``; this module runs them (a
+REST client for everything sent, and a gateway client per shard held) and registers slash commands.
 """
 
 from __future__ import annotations
