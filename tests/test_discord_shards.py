@@ -29,6 +29,7 @@ from bot.store import Inbox, Store
 from channels.base import ChatRef, Reply
 from channels.discord import client
 from channels.discord.channel import DiscordChannel
+from channels.discord.settings import DiscordSettings
 from channels.discord.shards import lease_name
 from tests.conftest import Home, new_home
 from tests.fakes.discord import FakeDiscord
@@ -172,27 +173,42 @@ async def test_two_instances_hold_a_shard_each_and_the_survivor_takes_over_a_kil
         discord.assert_clean()
 
 
+def settings_for(discord: FakeDiscord) -> DiscordSettings:
+    config, _ = parse_config({"channels": {"discord": discord.config(dmPolicy="open")}}, env={})
+    settings = discord_settings(config, lambda name, cfg: None)
+    assert settings is not None
+    return settings
+
+
+@asynccontextmanager
+async def two_instances(database: str) -> AsyncIterator[tuple[SharedCluster, SharedCluster]]:
+    """Two instances' clusters in this process (this one, the other), joined on ``database``."""
+    stores = [await Store.open(database) for _ in range(2)]
+    clusters = [SharedCluster(store.db, LEASE_MS / 1000, url=database) for store in stores]
+
+    async def heard(word: str) -> None:
+        pass
+
+    try:
+        for cluster in clusters:
+            await cluster.start(heard)
+        yield clusters[0], clusters[1]
+    finally:
+        for cluster in clusters:
+            await cluster.stop()
+        for store in stores:
+            await store.close()
+
+
 async def test_an_instance_holding_no_shard_still_sends_and_edits(pg_url: str) -> None:
     """The turn runs wherever its session's lease is: its answer goes out by REST, no gateway needed."""
-    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
+    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord, two_instances(pg_url) as (this, other):
         ann = discord.user("ann")
         dm = discord.dm(ann)
-        config, _ = parse_config({"channels": {"discord": discord.config(dmPolicy="open")}, "storage": {"url": pg_url}},
-                                 env={})
-        settings = discord_settings(config, lambda name, cfg: None)
-        assert settings is not None
-        stores = [await Store.open(pg_url) for _ in range(2)]
-        other, this = [SharedCluster(store.db, LEASE_MS / 1000, url=pg_url) for store in stores]
-
-        async def heard(word: str) -> None:
-            pass
-
-        channel = DiscordChannel(settings, leases=this)
+        assert all([await other.take(lease_name(shard, 2)) for shard in range(2)])  # the other runs both
+        channel = DiscordChannel(settings_for(discord), leases=this)
+        running = asyncio.create_task(channel.run(lambda inbound: asyncio.sleep(0)))
         try:
-            for cluster in (other, this):
-                await cluster.start(heard)
-            assert all([await other.take(lease_name(shard, 2)) for shard in range(2)])  # the other runs both
-            running = asyncio.create_task(channel.run(lambda inbound: asyncio.sleep(0)))
             chat = ChatRef("discord", dm["id"])
             await asyncio.wait_for(channel.send(chat, Reply("a whole answer")), 20)
             stream = channel.open_stream(chat)
@@ -204,13 +220,35 @@ async def test_an_instance_holding_no_shard_still_sends_and_edits(pg_url: str) -
             assert [m.content for m in discord.bot_messages(dm)] == ["a whole answer", "first words, then the rest"]
             assert discord.bot_messages(dm)[1].history  # the streamed message was edited, not posted again
             assert not discord.identifies  # it never connected to the gateway
+        finally:
             await channel.stop()
             assert await running is None
+        discord.assert_clean()
+
+
+async def test_a_shard_taken_over_while_its_holder_was_cut_off_is_disconnected_there(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An instance silent for a whole lease (cut off from the database) is dead to the others, who take its
+    shard; once it hears again it learns so, and disconnects the shard rather than run it twice."""
+    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord, two_instances(pg_url) as (this, other):
+        assert await other.take(lease_name(1, 2))
+        channel = DiscordChannel(settings_for(discord), leases=this)
+        running = asyncio.create_task(channel.run(lambda inbound: asyncio.sleep(0)))
+        try:
+            await discord.wait_for(lambda: discord.connected_shards() == {0})  # its share: the free one
+
+            async def silent_then_taken() -> bool:  # as the others see an instance cut off for the lease
+                await other.db.write(lambda tx: tx.execute(
+                    "UPDATE instances SET heartbeat_at = heartbeat_at - 60 WHERE id = ?", this.id))
+                return await other.take(lease_name(0, 2))
+
+            await until(silent_then_taken, "the other instance to take shard 0", timeout=10)
+            await discord.wait_for(lambda: discord.connected_shards() == set())
+            assert "shard 0 of 2 was taken over by another instance" in caplog.text
         finally:
-            for cluster in (this, other):
-                await cluster.stop()
-            for store in stores:
-                await store.close()
+            await channel.stop()
+            assert await running is None
+        assert not discord.shard_conflicts
         discord.assert_clean()
 
 
