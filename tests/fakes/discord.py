@@ -138,6 +138,7 @@ class FakeDiscord:
         self.posted: dict[str, int] = {}  # channel id -> messages the bot created
         self.no_voice: set[str] = set()  # channels where the bot lacks Send Voice Messages
         self.identifies: list[dict[str, Any]] = []
+        self.identified_at: list[float] = []  # when each of ``identifies`` came (time.monotonic())
         self.resumes: list[dict[str, Any]] = []
         self._limits: list[_Limit] = []
         self.raw_answers: list[list[Any]] = []  # [method, template, body, status, times]: answer_raw
@@ -548,6 +549,7 @@ class FakeDiscord:
             await ws.close(code=4011, message=b"Sharding required.")
             return
         self.identifies.append(data)
+        self.identified_at.append(time.monotonic())
         for old in [s for s in self._sessions.values() if s.shard == shard[0]]:  # a new session replaces it
             if old.connected and old.ws is not ws:
                 self.shard_conflicts.append(f"shard {shard} identified while another connection held it")
