@@ -84,7 +84,8 @@ def discord_settings(config: ChorusConfig, lookup: Lookup) -> DiscordSettings | 
         key: ChannelRule(c.enabled, c.require_mention, ids(c.users)) for key, c in g.channels.items()})
         for gid, g in cfg.guilds.items()}
     return DiscordSettings(
-        token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, require_mention=cfg.require_mention,
+        token=token, api_base=cfg.api_base, gateway_url=cfg.gateway_url, shard_count=cfg.shard_count,
+        require_mention=cfg.require_mention,
         proxy=choose_proxy(cfg.proxy, cfg.api_base or "https://discord.com", key="channels.discord.proxy"),
         allow_bots=cfg.allow_bots, guilds=guilds, stream=cfg.streaming.mode == "partial",
         throttle=cfg.streaming.throttle_ms / 1000,

@@ -85,6 +85,10 @@ class Cluster(Protocol):
 
     async def instances(self) -> list[Instance]: ...
 
+    async def count_live(self) -> int:
+        """How many instances are alive, this one included."""
+        ...
+
     def holds(self, name: str) -> bool:
         """Whether this instance surely holds ``name`` (no trip to the database): it took it, and its last
         heartbeat is recent enough that no other instance can have declared it dead since."""
@@ -125,6 +129,9 @@ class Solo:
 
     async def instances(self) -> list[Instance]:
         return []
+
+    async def count_live(self) -> int:
+        return 1
 
     def holds(self, name: str) -> bool:
         return True
@@ -223,6 +230,9 @@ class SharedCluster:
 
     async def instances(self) -> list[Instance]:
         return await members(self.db, self.lease)
+
+    async def count_live(self) -> int:
+        return int(await self.db.fetchval(f"SELECT count(*) FROM ({_ALIVE}) AS alive", self.lease))
 
     async def _listen(self) -> None:
         import asyncpg

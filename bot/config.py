@@ -384,7 +384,8 @@ class DiscordChannel(ChannelBase):
     token: Secret | None = None
     proxy: ProxyURL | None = None  # REST and gateway; else HTTPS_PROXY / ALL_PROXY (NO_PROXY honoured)
     api_base: DiscordApiUrl | None = None  # REST base with the version, as discord.py's https://discord.com/api/v10
-    gateway_url: GatewayUrl | None = None  # else GET /gateway/bot when api_base is set, else Discord's default
+    gateway_url: GatewayUrl | None = None  # else the one GET /gateway/bot names
+    shard_count: int | None = Field(None, ge=1)  # gateway shards, spread over the instances; else Discord's recommendation
     allow_bots: bool = False
     media_max_mb: float | None = Field(None, gt=0)  # below Discord's own upload limit, if set
     guilds: dict[str, DiscordGuild] = Field(default_factory=dict)

@@ -175,7 +175,7 @@ class Runtime:
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
-            found.append(DiscordChannel(discord, parts=self.parts))
+            found.append(DiscordChannel(discord, parts=self.parts, leases=self.cluster))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

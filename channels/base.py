@@ -187,6 +187,46 @@ class ReplyStream(Protocol):
     # ``async def speaking(self) -> None``: the answer is being made into a voice note now.
 
 
+class Leases(Protocol):
+    """Named leases the instances on one database share (a Discord shard, the Telegram poller): each held by one
+    live instance at a time, free again when its holder stops or dies. The core implements it; a channel is
+    handed one (``Alone`` when it runs as the only instance)."""
+
+    lease: float  # seconds a dead holder keeps its leases: how soon another instance can take them over
+
+    async def take(self, name: str) -> bool:
+        """Hold ``name`` if it is free, its holder dead, or already ours; ``True`` when this instance holds it."""
+        ...
+
+    def holds(self, name: str) -> bool:
+        """Whether this instance still holds ``name`` (it may have lost it while cut off from the others)."""
+        ...
+
+    async def give_up(self, name: str) -> None: ...
+
+    async def count_live(self) -> int:
+        """How many instances are alive, this one included."""
+        ...
+
+
+class Alone:
+    """The only instance: every lease is its own."""
+
+    lease = 15.0
+
+    async def take(self, name: str) -> bool:
+        return True
+
+    def holds(self, name: str) -> bool:
+        return True
+
+    async def give_up(self, name: str) -> None:
+        pass
+
+    async def count_live(self) -> int:
+        return 1
+
+
 @runtime_checkable
 class Channel(Protocol):
     """A platform adapter: turns platform events into ``Inbound`` and sends ``Reply`` back."""

@@ -663,7 +663,8 @@ async def test_a_refused_token_or_intent_is_said_once_and_not_tried_again(home, 
         await fake_discord.wait_for(lambda: "Discord refused" in service.output)
         await asyncio.wait_for(service.proc.wait(), 30)  # it ends by itself: after that nothing can try again
         assert service.proc.returncode == 1  # its only channel gave up: not a clean stop to a supervisor
-    assert len(fake_discord.calls_to("GET", "/users/@me")) == 1
+    # one login for REST, and one by the shard's gateway client once the token is taken: none tried again
+    assert len(fake_discord.calls_to("GET", "/users/@me")) == (2 if refused == "intents" else 1)
     assert service.output.count(REFUSALS[refused]) == 1
     assert "Discord refused" not in service.output.replace(REFUSALS[refused], "", 1)
     assert "not-the-token" not in service.output and fake_discord.token not in service.output

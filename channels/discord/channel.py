@@ -1,25 +1,30 @@
-"""The Discord channel: DMs, server channels, threads and forum posts through discord.py's gateway client.
+"""The Discord channel: DMs, server channels, threads and forum posts through discord.py's clients.
 
-Normalization lives in ``inbound``, rendering in ``outbound``, the client (intents, safe
-mentions, configured addresses) in ``client``; this module runs them and registers slash commands.
+Normalization lives in ``inbound``, rendering in ``outbound``, the client (intents, safe mentions, configured
+addresses) in ``client``, which gateway shards this instance runs in ``shards``; this module runs them (a
+REST client for everything sent, and a gateway client per shard held) and registers slash commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from functools import partial
 
 import aiohttp
 import discord
 from discord import app_commands
 
 from ..backoff import Backoff
-from ..base import Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Reply, as_edit
-from .client import ChorusClient
+from ..base import Alone, Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Leases, Reply, as_edit
+from .client import ChorusClient, Identifies
 from .inbound import CHANNEL, chat_of, fetcher, may_speak, to_inbound
 from ..outbox import Outbox as DurableOutbox, Part, PartStore
 from .outbound import DiscordStream, Outbox, chosen, classify, reply_parts
 from .settings import DiscordSettings
+from .shards import Moves, lease_name, plan
 
 log = logging.getLogger("chorus.discord")
 TOKEN_REFUSED = ("Discord refused the bot token; the Discord channel stops. Put the token from the Developer Portal "
@@ -51,77 +56,174 @@ class DiscordChannel:
     name = CHANNEL
     capabilities = Capabilities(text_limit=2000, markdown="discord", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None) -> None:
-        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only."""
+    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None, leases: Leases | None = None) -> None:
+        """``parts``: where unsent parts of answers are kept (the core's database); else in memory only.
+        ``leases``: the shards' leases among the instances sharing the bot; else this instance runs them all."""
         self.settings = settings
-        self.client: ChorusClient | None = None
+        self.leases: Leases = leases or Alone()
+        self.client: ChorusClient | None = None  # REST only: every send, edit, reaction and download goes through it
         self.outbox: Outbox | None = None
         self.durable = DurableOutbox(CHANNEL, self._send_part, classify, store=parts, retry=settings.retry)
-        self._ready = asyncio.Event()
+        self.count = 0  # the bot's gateway shards, once logged in
+        self._shards: dict[int, asyncio.Task[str | None]] = {}  # the shards this instance runs, by id
+        self._clients: dict[int, ChorusClient] = {}  # their gateway connections
+        self._gateway: str | None = None
+        self._identifies = Identifies()
+        self._ready = asyncio.Event()  # logged in: sends can go out
+        self._wake = asyncio.Event()  # look at the shards now: one ended, or stop()
         self._tree: app_commands.CommandTree[ChorusClient] | None = None
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._acked: dict[str, str] = {}  # message id -> the reaction put on it while it is answered
 
     async def run(self, on_message: InboundHandler) -> str | None:
-        """Connect until ``stop()``: once logged in, discord.py reconnects and resumes by itself; before that,
-        an unreachable Discord is tried again with a growing pause (said once). A refused token or intent ends
-        the channel: the sentence returned says what to do."""
+        """Log in (REST needs no gateway: an instance that runs no shard still sends the answers of the turns
+        it runs), then keep this instance's shards connected until ``stop()`` (see ``shards``). Before the
+        login, an unreachable Discord is tried again with a growing pause (said once); after it, discord.py
+        reconnects and resumes each shard by itself. A refused token or intent ends the channel: the sentence
+        returned says what to do."""
         handler = self._handler(on_message)
-        backoff = Backoff()
         try:
-            while not self._stopping:
-                client = self._connect(handler)  # built here: its webhook context is this task's
-                try:
-                    await client.start(self.settings.token)
-                    return None
-                except UNREACHABLE as exc:
-                    pause = backoff.failed()
-                    if backoff.first_failure:
-                        log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
-                    else:
-                        log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
-                except discord.PrivilegedIntentsRequired:
-                    return ("Discord refused the connection: enable the Message Content intent for this bot "
-                            "in the Developer Portal (Bot > Privileged Gateway Intents)")
-                except discord.LoginFailure:
-                    return TOKEN_REFUSED
-                except discord.ConnectionClosed as exc:
-                    if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
-                        return TOKEN_REFUSED
-                    if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
-                        return (f"Discord's gateway closed the connection for good (code {exc.code}: "
-                                f"{exc.reason or 'no reason'}); the Discord channel stops. Check "
-                                "channels.discord.gatewayUrl, and report it if it is unset")
-                    pause = backoff.failed()
-                    log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
-                finally:
-                    if not client.is_closed():
-                        await client.close()
-                await asyncio.sleep(pause)
-            return None
+            if (refusal := await self._persist(partial(self._login, handler))) is not None or self._stopping:
+                return refusal
+            self._ready.set()
+            resuming = asyncio.create_task(self.durable.resume())  # what the last run left unsent goes first
+            self._background.add(resuming)
+            resuming.add_done_callback(self._background.discard)
+            return await self._keep_shards(handler)
         finally:
+            for shard in list(self._shards):
+                await self._drop(shard, give_up=True)  # a clean stop: the other instances take them at once
+            if self.client is not None:
+                await self.client.close()
             log.info("Discord: stopped")
 
-    def _connect(self, handler: InboundHandler) -> ChorusClient:
-        """A new client with its events and slash commands."""
-        client = self.client = ChorusClient(self.settings, self._setup)
-        self.outbox = Outbox(client)
-        self._tree = app_commands.CommandTree(client)
+    async def _persist(self, attempt: Callable[[], Awaitable[None]]) -> str | None:
+        """``attempt()`` until it returns, tried again with a growing pause while Discord is unreachable or
+        closes the connection; ``None``, or why Discord refused for good (a sentence saying what to do)."""
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                await attempt()
+                return None
+            except UNREACHABLE as exc:
+                pause = backoff.failed()
+                if backoff.first_failure:
+                    log.warning("Discord is unreachable (%s); trying again with growing pauses", type(exc).__name__)
+                else:
+                    log.debug("Discord still unreachable (%s); next try in %.0f s", type(exc).__name__, pause)
+            except discord.PrivilegedIntentsRequired:
+                return ("Discord refused the connection: enable the Message Content intent for this bot "
+                        "in the Developer Portal (Bot > Privileged Gateway Intents)")
+            except discord.LoginFailure:
+                return TOKEN_REFUSED
+            except discord.ConnectionClosed as exc:
+                if exc.code == 4004:  # the gateway refused the token: reset in the Developer Portal while running
+                    return TOKEN_REFUSED
+                if exc.code in (4010, 4011, 4012, 4013):  # shards, API version, intents: Chorus's own, waiting cannot help
+                    return (f"Discord's gateway closed the connection for good (code {exc.code}: "
+                            f"{exc.reason or 'no reason'}); the Discord channel stops. Check channels.discord.shardCount "
+                            "(unset: Discord's recommendation) and channels.discord.gatewayUrl, and report it if both are unset")
+                pause = backoff.failed()
+                log.warning("Discord's gateway closed the connection (code %s); reconnecting in %.0f s", exc.code, pause)
+            with suppress(asyncio.TimeoutError):  # stop() ends the pause
+                await asyncio.wait_for(self._wake.wait(), pause)
+        return None
+
+    async def _login(self, handler: InboundHandler) -> None:
+        """The REST client, logged in (its set-up registers the slash commands), and the gateway's address,
+        shard count and IDENTIFY rate from GET /gateway/bot."""
+        client = ChorusClient(self.settings, self._setup)  # built here: its webhook context is this task's
+        self._tree = self._commands(client, handler)
+        try:
+            await client.login(self.settings.token)
+            recommended, self._gateway, limit = await client.http.get_bot_gateway()
+        except BaseException:
+            await client.close()
+            raise
+        self.count = self.settings.shard_count or recommended
+        self._identifies = Identifies(int(limit.get("max_concurrency") or 1))
+        self.client, self.outbox = client, Outbox(client, self._cached_channel)
+
+    async def _keep_shards(self, handler: InboundHandler) -> str | None:
+        """Look at the shards' leases every third of the lease (see ``shards.plan``) and start, drop or hand
+        over shards accordingly, until ``stop()`` or a shard that Discord refused for good."""
+        while not self._stopping:
+            self._wake.clear()
+            for shard, task in list(self._shards.items()):
+                if task.done():  # only a refusal ends a shard's task by itself
+                    del self._shards[shard]
+                    if (refusal := task.result()) is not None:
+                        return refusal
+            try:
+                moves = await plan(self.leases, self.count, set(self._shards))
+                for shard in moves.lost:
+                    log.warning("Discord: shard %d of %d was taken over by another instance while this one was cut "
+                                "off; disconnecting it", shard, self.count)
+                    await self._drop(shard)
+                for shard in moves.shed:
+                    log.info("Discord: handing shard %d of %d over to another instance", shard, self.count)
+                    await self._drop(shard, give_up=True)
+            except Exception as exc:  # the database unreachable: the shards running go on; look again later
+                log.warning("Discord: could not look at the shards' leases (%s: %s); trying again",
+                            type(exc).__name__, str(exc)[:200])
+                moves = Moves([], [], [])
+            for shard in moves.start:
+                task = asyncio.create_task(self._run_shard(shard, handler), name=f"discord:shard:{shard}")
+                task.add_done_callback(lambda _: self._wake.set())
+                self._shards[shard] = task
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.leases.lease / 3)
+        return None
+
+    async def _run_shard(self, shard: int, handler: InboundHandler) -> str | None:
+        """Shard ``shard`` connected until dropped; ``None``, or why Discord refused it for good."""
+
+        async def connect() -> None:
+            client = self._clients[shard] = self._connect(handler, shard)  # built here: its webhook context is this task's
+            try:
+                await client.start(self.settings.token)
+            finally:
+                await client.close()
+
+        try:
+            return await self._persist(connect)
+        finally:
+            self._clients.pop(shard, None)
+
+    async def _drop(self, shard: int, *, give_up: bool = False) -> None:
+        """Disconnect ``shard``; ``give_up``: let its lease go, for another instance to take at once."""
+        if (task := self._shards.pop(shard, None)) is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if give_up:
+            try:
+                await self.leases.give_up(lease_name(shard, self.count))
+            except Exception as exc:  # the lease lapses with this instance's heartbeat
+                log.warning("Discord: could not give shard %d up (%s); it is taken over after the lease", shard,
+                            type(exc).__name__)
+
+    def _cached_channel(self, channel_id: int) -> object | None:
+        """A channel as a gateway connection of this instance knows it (with its server's upload limit)."""
+        return next((found for c in self._clients.values() if (found := c.get_channel(channel_id)) is not None), None)
+
+    def _commands(self, client: ChorusClient, handler: InboundHandler) -> app_commands.CommandTree[ChorusClient]:
+        """The slash commands on ``client``: the REST client registers them, each shard's runs those it receives."""
+        tree = app_commands.CommandTree(client)
         for name, text, arg, arg_text, choices in SLASH_COMMANDS:
-            self._tree.add_command(self._command(name, text, arg, arg_text, choices, handler))
+            tree.add_command(self._command(name, text, arg, arg_text, choices, handler))
+        return tree
+
+    def _connect(self, handler: InboundHandler, shard: int) -> ChorusClient:
+        """The gateway client of ``shard``, with its events and slash commands."""
+        client = ChorusClient(self.settings, shard=(shard, self.count), gateway=self._gateway, identifies=self._identifies)
+        self._commands(client, handler)
 
         @client.event
         async def on_ready() -> None:
-            shards = f"shard {client.shard_id} of {client.shard_count}" if client.shard_count else "1 shard"
+            shards = f"shard {shard} of {self.count}" if self.count > 1 else "1 shard"
             log.info("Discord: %s (id %s) ready in %d server(s) (gateway, %s)", client.user,
                      client.user.id if client.user else "?", len(client.guilds), shards)
-            first = not self._ready.is_set()
-            self._ready.set()
-            if first:  # what the last run left unsent goes first
-                resuming = asyncio.create_task(self.durable.resume())
-                self._background.add(resuming)
-                resuming.add_done_callback(self._background.discard)
 
         @client.event
         async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
@@ -159,15 +261,14 @@ class DiscordChannel:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.client is not None:
-            await self.client.close()
+        self._wake.set()
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
-        """A whole reply; waits for the connection (a finished video may be delivered before it is up)."""
+        """A whole reply; waits for the login (a finished video may be delivered before it)."""
         await self.durable.deliver(reply_parts(chat, reply, every=self.settings.reply_to_mode == "all"))
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
-        """A stream that writes once connected: a turn recovered at start may open it before that."""
+        """A stream that writes once logged in: a turn recovered at start may open it before that."""
         return DiscordStream(self._connected_outbox, chat, reply_to, live=self.settings.stream,
                              throttle=self.settings.throttle, deliver=self.durable.deliver,
                              every=self.settings.reply_to_mode == "all")
@@ -176,7 +277,7 @@ class DiscordChannel:
         await (await self._connected_outbox()).send_part(part)
 
     async def _connected_outbox(self) -> Outbox:
-        """The outbox, once the gateway is up (it is made on connecting)."""
+        """The outbox, once logged in (no gateway needed: the shards may all run on other instances)."""
         await self._ready.wait()
         assert self.outbox is not None
         return self.outbox

@@ -9,7 +9,9 @@ library's globals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -90,6 +92,25 @@ class _RebasedWebhooks(AsyncWebhookAdapter):
 
 
 SetupHook = Callable[["ChorusClient"], Awaitable[None]]
+IDENTIFY_SPACING = 5.0  # seconds: Discord takes ``max_concurrency`` IDENTIFYs per 5 s, one per bucket
+
+
+class Identifies:
+    """Spaces this instance's IDENTIFYs as Discord requires: one per 5 s in each bucket (shard id modulo the
+    ``max_concurrency`` that GET /gateway/bot gave), whichever of its shards they come from."""
+
+    def __init__(self, concurrency: int = 1) -> None:
+        self.concurrency = max(1, concurrency)
+        self._last: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def turn(self, shard_id: int | None) -> None:
+        """Return when shard ``shard_id`` may IDENTIFY."""
+        bucket = (shard_id or 0) % self.concurrency
+        async with self._locks.setdefault(bucket, asyncio.Lock()):
+            if (wait := self._last.get(bucket, -IDENTIFY_SPACING) + IDENTIFY_SPACING - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            self._last[bucket] = time.monotonic()
 
 
 def proxy_options(settings: DiscordSettings) -> dict[str, Any]:
@@ -104,20 +125,27 @@ def proxy_options(settings: DiscordSettings) -> dict[str, Any]:
 
 
 class ChorusClient(discord.Client):
-    """A plain client whose start-up (after login, before the gateway) runs ``on_setup``."""
+    """A plain client: for REST only (logged in, never connected to the gateway), its start-up running
+    ``on_setup``; or one shard's gateway connection (``shard``: id and count) at ``gateway``."""
 
-    def __init__(self, settings: DiscordSettings, on_setup: SetupHook) -> None:
+    def __init__(self, settings: DiscordSettings, on_setup: SetupHook | None = None, *,
+                 shard: tuple[int, int] | None = None, gateway: str | None = None,
+                 identifies: Identifies | None = None) -> None:
         # Chorus joins no voice channels: discord.py's warn-once flags for missing voice libraries stay quiet.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-        super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None, **proxy_options(settings))
+        shards = {"shard_id": shard[0], "shard_count": shard[1]} if shard else {}
+        super().__init__(intents=intents(), allowed_mentions=safe_mentions(), max_messages=None, **shards,
+                         **proxy_options(settings))
         self.settings = settings
-        self.rebase = Rebase(settings.api_base, settings.gateway_url)
+        self.rebase = Rebase(settings.api_base, settings.gateway_url or gateway)
         self.rebase.install(self.http)
         self._on_setup = on_setup
+        self._identifies = identifies or Identifies()
 
     async def setup_hook(self) -> None:
-        if self.rebase.api_base and self.rebase.gateway is None:
-            # A REST proxy without a gateway URL: ask it where the gateway is, as sharded clients do.
-            _, url, _ = await self.http.get_bot_gateway()
-            self.rebase.gateway = yarl.URL(url)
-        await self._on_setup(self)
+        if self._on_setup is not None:
+            await self._on_setup(self)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # discord.py waits 5 s before every IDENTIFY but a client's first; its own shards start together here
+        await self._identifies.turn(shard_id)

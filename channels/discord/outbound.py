@@ -48,10 +48,12 @@ class VoiceFile(discord.File):
 
 
 class Outbox:
-    """Sends replies into one client's chats; an interaction waiting for its answer is answered by follow-up."""
+    """Sends replies through one client's REST API; an interaction waiting for its answer is answered by
+    follow-up. ``cached`` finds a channel the gateway told about (its server's upload limit), if any."""
 
-    def __init__(self, client: ChorusClient) -> None:
+    def __init__(self, client: ChorusClient, cached: Callable[[int], object | None] | None = None) -> None:
         self.client = client
+        self.cached = cached or client.get_channel
         self.interactions: dict[str, discord.Interaction] = {}  # inbound message id -> deferred interaction
 
     def target(self, chat: ChatRef) -> discord.PartialMessageable:
@@ -148,7 +150,7 @@ class Outbox:
         await self.post(chat, caption, reply_to=reply_to, files=[discord.File(io.BytesIO(media.data), filename=media.filename)])
 
     def chat_limit(self, chat: ChatRef) -> int:
-        channel = self.client.get_channel(int(chat.thread_id or chat.chat_id))
+        channel = self.cached(int(chat.thread_id or chat.chat_id))
         guild = getattr(channel, "guild", None)
         return guild.filesize_limit if guild is not None else UPLOAD_LIMIT
 

@@ -35,6 +35,7 @@ class DiscordSettings:
     token: str = field(repr=False)
     api_base: str | None = None
     gateway_url: str | None = None
+    shard_count: int | None = None  # None: as many as GET /gateway/bot recommends
     proxy: Proxy | None = None  # REST and gateway: the configured one, else the environment's
     require_mention: bool = True
     allow_bots: bool = False

@@ -138,6 +138,7 @@ class FakeDiscord:
         self.posted: dict[str, int] = {}  # channel id -> messages the bot created
         self.no_voice: set[str] = set()  # channels where the bot lacks Send Voice Messages
         self.identifies: list[dict[str, Any]] = []
+        self.identified_at: list[float] = []  # when each of ``identifies`` came (time.monotonic())
         self.resumes: list[dict[str, Any]] = []
         self._limits: list[_Limit] = []
         self.raw_answers: list[list[Any]] = []  # [method, template, body, status, times]: answer_raw
@@ -502,22 +503,24 @@ class FakeDiscord:
             self.violations.append(f"gateway compression {request.query['compress']!r}; this fake speaks zlib-stream")
         self._sockets.add(ws)
         await self._send(ws, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                break
-            frame = json.loads(msg.data)
-            op, data = frame.get("op"), frame.get("d")
-            if op == 1:
-                await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
-            elif op == 2:
-                await self._identify(ws, data)
-            elif op == 6:
-                await self._resume(ws, data)
-        self._sockets.discard(ws)
-        for session in self._sessions.values():
-            if session.ws is ws:
-                session.ws = None
-        self._deflate.pop(id(ws), None)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                frame = json.loads(msg.data)
+                op, data = frame.get("op"), frame.get("d")
+                if op == 1:
+                    await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
+                elif op == 2:
+                    await self._identify(ws, data)
+                elif op == 6:
+                    await self._resume(ws, data)
+        finally:  # also when the client vanished (kill -9): aiohttp then cancels this handler
+            self._sockets.discard(ws)
+            for session in self._sessions.values():
+                if session.ws is ws:
+                    session.ws = None
+            self._deflate.pop(id(ws), None)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
@@ -546,6 +549,7 @@ class FakeDiscord:
             await ws.close(code=4011, message=b"Sharding required.")
             return
         self.identifies.append(data)
+        self.identified_at.append(time.monotonic())
         for old in [s for s in self._sessions.values() if s.shard == shard[0]]:  # a new session replaces it
             if old.connected and old.ws is not ws:
                 self.shard_conflicts.append(f"shard {shard} identified while another connection held it")
