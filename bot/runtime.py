@@ -28,7 +28,7 @@ from .cron.jobs import CronJobs
 from .cron.runner import CronRunner, as_turns
 from .cron.tool import CronTool
 from .dispatch import Dispatcher
-from .leadership import leadership_of
+from .leases import leases_of
 from .media.blobs import Blobs
 from .media.images import Images
 from .media.jobs import MediaJobs
@@ -171,11 +171,11 @@ class Runtime:
         if (telegram := telegram_settings(self.config, env.lookup)) is not None:
             from channels.telegram.channel import TelegramChannel  # loaded only when configured
 
-            found.append(TelegramChannel(telegram, parts=self.parts, leadership=leadership_of(self.cluster, self.store.db)))
+            found.append(TelegramChannel(telegram, parts=self.parts, leases=leases_of(self.cluster, self.store.db)))
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
-            found.append(DiscordChannel(discord, parts=self.parts, leases=self.cluster))
+            found.append(DiscordChannel(discord, parts=self.parts, leases=leases_of(self.cluster, self.store.db)))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

@@ -193,6 +193,7 @@ class Leases(Protocol):
     handed one (``Alone`` when it runs as the only instance)."""
 
     lease: float  # seconds a dead holder keeps its leases: how soon another instance can take them over
+    every: float  # seconds between tries to take a lease another instance holds
 
     async def take(self, name: str) -> bool:
         """Hold ``name`` if it is free, its holder dead, or already ours; ``True`` when this instance holds it."""
@@ -208,11 +209,21 @@ class Leases(Protocol):
         """How many instances are alive, this one included."""
         ...
 
+    async def get(self, name: str) -> str | None:
+        """The shared value ``name`` a holder handed on (the Telegram update offset), or ``None`` (none kept, or
+        the database cannot tell now)."""
+        ...
+
+    async def put(self, name: str, value: str) -> None:
+        """Keep ``value`` as ``name`` for the next holder (best effort: a failure is logged, not raised)."""
+        ...
+
 
 class Alone:
-    """The only instance: every lease is its own."""
+    """The only instance: every lease is its own, and it has no one to hand a value on to."""
 
     lease = 15.0
+    every = 1.0
 
     async def take(self, name: str) -> bool:
         return True
@@ -225,6 +236,12 @@ class Alone:
 
     async def count_live(self) -> int:
         return 1
+
+    async def get(self, name: str) -> str | None:
+        return None
+
+    async def put(self, name: str, value: str) -> None:
+        pass
 
 
 @runtime_checkable
@@ -252,54 +269,3 @@ class Channel(Protocol):
     def reattach(self, attachment: Attachment) -> Attachment | None:
         """Make an attachment saved by an earlier run fetchable again (from its ``source``), or ``None``."""
         ...
-
-
-@runtime_checkable
-class Leadership(Protocol):
-    """What a channel asks when only one instance at a time may do a job (poll a Telegram bot's updates), and
-    where that job keeps the little it must hand on (the update offset): the core answers it from the shared
-    database. ``Alone`` is the answer of the only instance."""
-
-    every: float  # seconds between tries to take a lease another instance holds
-
-    async def take(self, name: str) -> bool:
-        """Hold ``name`` (free, its holder dead, or already ours): ``True`` when this instance holds it now.
-        Raises when it cannot tell now (the database unreachable)."""
-        ...
-
-    def holds(self, name: str) -> bool:
-        """Whether this instance still holds ``name`` (no trip to the database)."""
-        ...
-
-    async def give_up(self, name: str) -> None:
-        """Let ``name`` go at once, so another instance takes the job without waiting out the lease."""
-        ...
-
-    async def get(self, name: str) -> str | None:
-        """The shared value ``name``, or ``None`` (none kept, or the database cannot tell now)."""
-        ...
-
-    async def put(self, name: str, value: str) -> None:
-        """Keep ``value`` as ``name`` for the next holder (best effort: a failure is logged, not raised)."""
-        ...
-
-
-class Alone:
-    """The only instance: it holds every job, and has no one to hand a value on to."""
-
-    every = 1.0
-
-    async def take(self, name: str) -> bool:
-        return True
-
-    def holds(self, name: str) -> bool:
-        return True
-
-    async def give_up(self, name: str) -> None:
-        pass
-
-    async def get(self, name: str) -> str | None:
-        return None
-
-    async def put(self, name: str, value: str) -> None:
-        pass

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from bot.cluster import SharedCluster
-from bot.leadership import SharedLeadership
+from bot.leases import SharedLeases
 from bot.store import Store
 from channels.telegram.poller import PollerSeat
 from tests.conftest import chorus, eventually, new_home
@@ -213,7 +213,7 @@ async def test_a_poller_cut_off_from_the_database_stops_polling_until_a_heartbea
         pass
 
     await cluster.start(heard)
-    seat = PollerSeat(SharedLeadership(cluster, store.db), BOT["id"])
+    seat = PollerSeat(SharedLeases(cluster, store.db), BOT["id"])
     try:
         assert await seat.take() and seat.held()
         await asyncio.to_thread(pg_server.kill)

@@ -18,7 +18,7 @@ from typing import Any
 from net import wirejson
 
 from ..backoff import Backoff
-from ..base import (Alone, Attachment, Capabilities, ChatRef, FetchError, InboundHandler, Leadership, NotAccepted, Reply,
+from ..base import (Alone, Attachment, Capabilities, ChatRef, FetchError, InboundHandler, Leases, NotAccepted, Reply,
                     as_edit)
 from ..outbox import PartStore, attempt
 from .api import Message, TelegramAPI, TelegramError, Update, User
@@ -45,11 +45,11 @@ class TelegramChannel:
     capabilities = Capabilities(text_limit=4096, markdown="markdown", voice_format="ogg_opus", streams_text=True)
 
     def __init__(self, settings: TelegramSettings, *, parts: PartStore | None = None,
-                 leadership: Leadership | None = None) -> None:
+                 leases: Leases | None = None) -> None:
         """``parts``: where unsent parts of answers are kept (the core's database); else in memory only.
-        ``leadership``: which instance polls, with several on one database; else this one alone."""
+        ``leases``: which instance polls, with several on one database; else this one alone."""
         self.settings = settings
-        self.leadership = leadership or Alone()
+        self.leases = leases or Alone()
         self.api = TelegramAPI(settings.token, settings.api_root, middlewares=[FloodControl()], proxy=settings.proxy,
                                timeout=settings.timeout)
         limit = LOCAL_UPLOAD_LIMIT if settings.api_root else UPLOAD_LIMIT
@@ -237,7 +237,7 @@ class TelegramChannel:
         """Long polling, by the one instance holding the poller lease (``PollerSeat``); the offset confirms an
         update only once ``handle`` has returned for it (or it was skipped as unreadable), and is then kept for
         the next holder. Returns why receiving stopped for good (the token refused), else ``None``."""
-        seat = PollerSeat(self.leadership, self._me()["id"])
+        seat = PollerSeat(self.leases, self._me()["id"])
         try:
             return await self._poll_while_held(seat, handle)
         finally:
@@ -252,7 +252,7 @@ class TelegramChannel:
         while not self._stopped.is_set():
             if not seat.held():  # another instance polls (or did until now): wait for the lease
                 if not await seat.take():
-                    await self._pause(self.leadership.every)
+                    await self._pause(self.leases.every)
                     continue
                 # What this instance held back before is not confirmed: the new holder's offset decides.
                 offset, albums = await seat.offset(), Albums()

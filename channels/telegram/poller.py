@@ -2,7 +2,7 @@
 
 Telegram lets one ``getUpdates`` caller in at a time (a second one gets 409 Conflict), so with several instances
 on one database only the holder of the lease ``telegram:poller:<bot id>`` polls; the others send the answers of
-the turns they run and try for the lease every ``Leadership.every`` seconds. The holder keeps the offset past
+the turns they run and try for the lease every ``Leases.every`` seconds. The holder keeps the offset past
 what it has durably accepted as ``telegram:offset:<bot id>``, so a new holder neither loses an update (nothing
 past the accepted is ever kept) nor fetches again much that was accepted (what it does fetch again, the inbox
 takes once). The only instance (``Alone``) always holds the lease and keeps the offset in memory, as before.
@@ -14,7 +14,7 @@ import json
 import logging
 import time
 
-from ..base import Leadership
+from ..base import Leases
 
 log = logging.getLogger("chorus.telegram")
 # Telegram keeps an unconfirmed update for 24 hours: a stored offset older than that can confirm nothing it
@@ -31,8 +31,8 @@ def poller_lease(bot_id: int) -> str:
 class PollerSeat:
     """This instance's claim to poll bot ``bot_id``: taken, kept, handed on."""
 
-    def __init__(self, leadership: Leadership, bot_id: int) -> None:
-        self.leadership = leadership
+    def __init__(self, leases: Leases, bot_id: int) -> None:
+        self.leases = leases
         self.lease = poller_lease(bot_id)
         self.key = f"telegram:offset:{bot_id}"
         self._polling: bool | None = None  # what was last said: polling, standing by (None: nothing yet)
@@ -41,13 +41,13 @@ class PollerSeat:
 
     def held(self) -> bool:
         """Whether this instance may poll now (no trip to the database)."""
-        return self.leadership.holds(self.lease)
+        return self.leases.holds(self.lease)
 
     async def take(self) -> bool:
         """Try for the lease; ``True`` when this instance polls from now on. A change is logged once, and so is
         a database that cannot tell (nothing is polled until it can)."""
         try:
-            taken = await self.leadership.take(self.lease)
+            taken = await self.leases.take(self.lease)
         except Exception as exc:
             if not self._unsure:
                 log.warning("Telegram: cannot tell which instance polls for updates (%s: %s); not polling until "
@@ -68,7 +68,7 @@ class PollerSeat:
 
     async def offset(self) -> int | None:
         """The offset the previous holder kept, if it is recent enough to use (see ``KEEP_SECONDS``)."""
-        stored = await self.leadership.get(self.key)
+        stored = await self.leases.get(self.key)
         if stored is None:
             return None
         try:
@@ -89,10 +89,10 @@ class PollerSeat:
         if not self._polling or offset is None or offset == self._kept:
             return  # the only instance (``Alone``) keeps it in memory
         self._kept = offset
-        await self.leadership.put(self.key, json.dumps({"offset": offset, "at": round(time.time())}))
+        await self.leases.put(self.key, json.dumps({"offset": offset, "at": round(time.time())}))
 
     async def leave(self) -> None:
         """Stopping: let the lease go at once, for another instance to poll without waiting it out."""
         if self._polling:
             self._polling = None
-            await self.leadership.give_up(self.lease)
+            await self.leases.give_up(self.lease)

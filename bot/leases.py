@@ -1,4 +1,4 @@
-"""The channels' ``Leadership`` (channels/base.py) on the cluster's leases and the database's ``shared_values``.
+"""The channels' ``Leases`` (channels/base.py) on the cluster's leases and the database's ``shared_values``.
 
 A channel job only one instance may do at a time (polling a Telegram bot) is a lease like a session's lane; what
 its holder hands on (the update offset) is a row of ``shared_values``. While the database cannot answer, ``take``
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from channels.base import Leadership
+from channels.base import Leases
 
 from .cluster import Cluster
 from .db.base import DB_ERRORS, Database
@@ -23,12 +23,13 @@ T = TypeVar("T")
 UNREACHABLE = (*DB_ERRORS, OSError, asyncio.TimeoutError)
 
 
-class SharedLeadership:
+class SharedLeases:
     """Leases and shared values of this instance among others on one PostgreSQL database."""
 
     def __init__(self, cluster: Cluster, db: Database) -> None:
         self.cluster = cluster
         self.db = db
+        self.lease = cluster.lease
         self.every = min(1.0, cluster.lease / 3)  # a lease given up (a clean stop) is taken within a second
         self._failing = False
 
@@ -41,6 +42,9 @@ class SharedLeadership:
 
     def holds(self, name: str) -> bool:
         return self.cluster.holds(name)
+
+    async def count_live(self) -> int:
+        return await self.cluster.count_live()
 
     async def give_up(self, name: str) -> None:
         await self._try(f"give up {name} (another instance takes it after the lease)", self.cluster.give_up(name), None)
@@ -70,6 +74,7 @@ class SharedLeadership:
         return result
 
 
-def leadership_of(cluster: Cluster, db: Database) -> Leadership | None:
-    """What the channels ask about which instance does a one-at-a-time job; ``None`` for the only instance."""
-    return SharedLeadership(cluster, db) if cluster.shared else None
+def leases_of(cluster: Cluster, db: Database) -> Leases | None:
+    """What the channels ask about which instance does a one-at-a-time job (poll Telegram, hold a Discord shard);
+    ``None`` for the only instance (the channel is then ``Alone``)."""
+    return SharedLeases(cluster, db) if cluster.shared else None
