@@ -116,6 +116,9 @@ class PsycopgDatabase:
 
         await self._with(atomic)
 
+    async def returning(self, sql: str, *args: Any) -> list[Row]:
+        return await self.fetch(sql, *args)
+
     async def write(self, fn: Callable[[PsycopgTx], Coroutine[Any, Any, T]]) -> T:
         async def run(tx: PsycopgTx) -> T:
             async with tx.conn.transaction():

@@ -19,7 +19,7 @@ from channels.base import ChatRef
 from channels.outbox import Part
 
 from .cluster import Cluster, Solo, orphaned
-from .db.base import Row, Tx
+from .db.base import Row, insert_returning_ids
 from .store import Store
 
 log = logging.getLogger("chorus.outbox")
@@ -43,7 +43,7 @@ class StoredParts:
 
     async def add(self, parts: list[Part]) -> None:
         """Write the parts' files (in a thread: a video is megabytes; in the rows on a shared database), then
-        their rows in one transaction."""
+        their rows in one statement (all or none)."""
         shared = self.cluster.shared
         files = [p for p in parts if p.data is not None and p.file is None]
         if files and not shared:
@@ -51,13 +51,9 @@ class StoredParts:
         owner = self.cluster.id
         rows = [(p.chat.channel, p.chat.chat_id, p.chat.thread_id, p.chat.kind, json.dumps(p.body), p.file, owner,
                  p.data if shared else None) for p in parts]
-
-        async def insert(tx: Tx) -> list[int]:
-            return [int(await tx.fetchval(
-                "INSERT INTO outbox (channel, chat_id, thread_id, chat_kind, body, file, owner, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", *row)) for row in rows]
-
-        for part, row_id in zip(parts, await self.store.write(insert), strict=True):
+        ids = await insert_returning_ids(self.store.db, "outbox",
+                                         "channel, chat_id, thread_id, chat_kind, body, file, owner, data", rows)
+        for part, row_id in zip(parts, ids, strict=True):
             part.id = row_id
 
     async def done(self, parts: list[Part]) -> None:

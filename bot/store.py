@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from providers.openrouter.refs import same_family
 
-from .db.base import Database, Row, Tx, utc_now
+from .db.base import Database, Row, Tx, insert_returning_ids, utc_now
 
 T = TypeVar("T")
 
@@ -77,6 +77,16 @@ class TurnState:
 _SETTINGS = ("model", "thinking", "tts", "tz")
 KEEP_ANSWERED_DAYS = 7  # answered inbox rows are kept this long, far past any redelivery
 _ACTIVE = "SELECT id FROM sessions WHERE key = ? AND active = 1"
+# A turn's state in one statement: the chat's settings, its active session and that session's messages after
+# the last one held (all of them if what is held is another session's). One row at least, NULLs for what is not.
+_TURN_STATE = ("SELECT s.id AS active_session, c.model AS chat_model, c.thinking AS chat_thinking,"
+               " c.tts AS chat_tts, c.tz AS chat_tz, m.* FROM (SELECT 1) AS one"
+               " LEFT JOIN chat_settings c ON c.key = ?"
+               " LEFT JOIN sessions s ON s.key = ? AND s.active = 1"
+               " LEFT JOIN messages m ON m.session_id = s.id AND m.excluded = 0"
+               " AND m.id > CASE WHEN s.id = ? THEN ? ELSE 0 END ORDER BY m.id")
+_MESSAGE_COLUMNS = ("session_id, role, content, content_json, name, tool_calls, tool_call_id, model, prompt_tokens,"
+                    " completion_tokens, cost, excluded, reasoning, reasoning_details")
 _HISTORY_AFTER = "SELECT * FROM messages WHERE session_id = ? AND excluded = 0 AND id > ? ORDER BY id"
 _CHAT_SETTINGS = "SELECT model, thinking, tts, tz FROM chat_settings WHERE key = ?"
 _ACCEPT = ("INSERT INTO inbox (channel, message_id, chat_id, thread_id, chat_kind, sender_id, sender_name, text, mentioned,"
@@ -97,7 +107,8 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._histories: OrderedDict[int, list[StoredMessage]] = OrderedDict()  # session id -> history, LRU last
+        # chat's session key -> (its active session's id, that history), least recently used first
+        self._histories: OrderedDict[str, tuple[int, list[StoredMessage]]] = OrderedDict()
         self._held = 0  # messages in _histories
 
     @classmethod
@@ -126,28 +137,33 @@ class Store:
 
     async def turn_state(self, chat: ChatRef) -> TurnState:
         """The chat's session (opened if there is none), its history and the chat's settings, in one trip."""
-        session_id, added, settings = await self.db.read(lambda tx: _read_turn_state(tx, chat, self._last_held))
-        if session_id is None:  # the chat's first turn: open its session, which has no history yet
-            session_id = await self.write(lambda tx: _open_session(tx, chat))
-        return TurnState(session_id, self._hold(session_id, added), settings)
+        key = chat.session_key
+        held_session, held = self._histories.get(key, (0, []))
+        rows = await self.db.read(lambda tx: tx.fetch(_TURN_STATE, key, key, held_session, held[-1].id or 0 if held else 0))
+        first = rows[0]
+        settings = ChatSettings(first["chat_model"], first["chat_thinking"], first["chat_tts"], first["chat_tz"])
+        if first["active_session"] is None:  # the chat's first turn: open its session, which has no history yet
+            return TurnState(await self.write(lambda tx: _open_session(tx, chat)), [], settings)
+        session_id = int(first["active_session"])
+        added = [_from_row(r) for r in rows if r["id"] is not None]
+        return TurnState(session_id, self._hold(key, session_id, added), settings)
 
-    def _last_held(self, session_id: int) -> int:
-        """The id of the last message held for the session (0: none): history only grows, by rows with
-        higher ids (no code updates or deletes a message), so the rows after it are all that is new. On a
-        shared database another instance may have answered the session since: its rows come after too."""
-        held = self._histories.get(session_id)
-        return held[-1].id or 0 if held else 0
-
-    def _hold(self, session_id: int, added: list[StoredMessage]) -> list[StoredMessage]:
-        """The session's history with ``added`` joined, kept as the most recently used; the least recently
-        used sessions are let go past ``HISTORY_CACHE`` messages. Returns a list of the caller's own. A session's
-        turns run one at a time (its lane), so what one turn read is joined before the next reads."""
-        held = self._histories.pop(session_id, [])
+    def _hold(self, key: str, session_id: int, added: list[StoredMessage]) -> list[StoredMessage]:
+        """The session's history with ``added`` joined (the rows after the last held: history only grows, by
+        rows with higher ids, and on a shared database another instance may have answered since), kept as the
+        most recently used; the least recently used are let go past ``HISTORY_CACHE`` messages. A history held
+        for another session of the chat (retired since) is dropped: ``added`` is then the whole history.
+        Returns a list of the caller's own. A session's turns run one at a time (its lane), so what one turn
+        read is joined before the next reads."""
+        held_session, held = self._histories.pop(key, (session_id, []))
+        if held_session != session_id:
+            self._held -= len(held)
+            held = []
         held += added
-        self._histories[session_id] = held
+        self._histories[key] = (session_id, held)
         self._held += len(added)
         while self._held > self.HISTORY_CACHE and len(self._histories) > 1:
-            self._held -= len(self._histories.popitem(last=False)[1])
+            self._held -= len(self._histories.popitem(last=False)[1][1])
         return list(held)
 
     async def new_session(self, chat: ChatRef) -> int:
@@ -185,7 +201,10 @@ class Store:
     async def append(self, session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> None:
         """Store messages of one turn together, so a crash never leaves half a turn; ``excluded``
         keeps them out of every later request (a turn that would fail again)."""
-        await self.write(lambda tx: _insert_messages(tx, session_id, messages, excluded))
+        rows = [_message_row(session_id, m, excluded) for m in messages]
+        # One statement, committed on its own; the session's updated_at is set by a trigger (migration 0013).
+        for m, row_id in zip(messages, await insert_returning_ids(self.db, "messages", _MESSAGE_COLUMNS, rows), strict=True):
+            m.id = row_id
 
     async def stats(self, session_id: int) -> SessionStats:
         """Message count, tokens and cost of a session."""
@@ -231,39 +250,17 @@ def _from_row(r: Row) -> StoredMessage:
     )
 
 
-async def _read_turn_state(tx: Tx, chat: ChatRef, last_held: Callable[[int], int]
-                           ) -> tuple[int | None, list[StoredMessage], ChatSettings]:
-    """The chat's settings, its active session, and that session's messages after ``last_held(session)``."""
-    key = chat.session_key
-    found = await tx.fetchrow(_CHAT_SETTINGS, key)
-    settings = ChatSettings(*found) if found else ChatSettings()
-    session = await tx.fetchval(_ACTIVE, key)
-    if session is None:
-        return None, [], settings
-    session_id = int(session)
-    rows = await tx.fetch(_HISTORY_AFTER, session_id, last_held(session_id))
-    return session_id, [_from_row(r) for r in rows], settings
-
-
 async def _open_session(tx: Tx, chat: ChatRef) -> int:
     await tx.execute("INSERT INTO sessions (key, channel, chat_id, thread_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                      chat.session_key, chat.channel, chat.chat_id, chat.thread_id)
     return int(await tx.fetchval(_ACTIVE, chat.session_key))
 
 
-async def _insert_messages(tx: Tx, session_id: int, messages: list[StoredMessage], excluded: bool) -> None:
-    for m in messages:
-        content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
-        m.id = int(await tx.fetchval(
-            "INSERT INTO messages (session_id, role, content, content_json, name, tool_calls, tool_call_id,"
-            " model, prompt_tokens, completion_tokens, cost, excluded, reasoning, reasoning_details)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            session_id, m.role, content, is_json, m.name,
-            json.dumps(m.tool_calls) if m.tool_calls else None, m.tool_call_id,
-            m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded), m.reasoning,
-            json.dumps(m.reasoning_details) if m.reasoning_details else None,
-        ))
-    await tx.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", utc_now(), session_id)
+def _message_row(session_id: int, m: StoredMessage, excluded: bool) -> tuple[Any, ...]:
+    content, is_json = (json.dumps(m.content), 1) if isinstance(m.content, list) else (m.content, 0)
+    return (session_id, m.role, content, is_json, m.name, json.dumps(m.tool_calls) if m.tool_calls else None,
+            m.tool_call_id, m.model, m.prompt_tokens, m.completion_tokens, m.cost, int(excluded), m.reasoning,
+            json.dumps(m.reasoning_details) if m.reasoning_details else None)
 
 
 class Inbox:

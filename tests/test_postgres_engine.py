@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from bot.db.postgres import PostgresDatabase
-from bot.store import Inbox, Store
+from bot.store import Inbox, Store, StoredMessage
 from channels.base import ChatRef, Inbound
 
 
@@ -31,9 +31,15 @@ async def test_a_turns_statements_leave_nothing_for_the_pool_to_reset(pg_url) ->
         assert await inbox.pending() == []
         state = await Store(db).turn_state(hello.chat)
         assert (await _last_statement(watcher, backend)) == "COMMIT;"  # the first turn opened the session
-        await Store(db).turn_state(hello.chat)
-        assert (await _last_statement(watcher, backend)).startswith("SELECT * FROM messages")  # reads: no BEGIN/COMMIT
+        store = Store(db)
+        await store.turn_state(hello.chat)
+        # settings, session and new history in one statement, without BEGIN/COMMIT
+        assert (await _last_statement(watcher, backend)).startswith("SELECT s.id AS active_session")
         assert state.history == []
+        await store.append(state.session_id, [StoredMessage("user", "hello"), StoredMessage("assistant", "hi")])
+        # the turn's messages in one statement committed on its own, the session's updated_at set by a trigger
+        assert (await _last_statement(watcher, backend)).startswith("INSERT INTO messages")
+        assert [m.content for m in (await store.turn_state(hello.chat)).history] == ["hello", "hi"]
     finally:
         await watcher.close()
         await db.close()

@@ -347,6 +347,38 @@ async def test_history_settings_and_the_inbox_behave_alike_on_both_engines(where
         await store.close()
 
 
+async def test_a_chat_moved_onto_a_held_id_reads_its_own_whole_history(where):
+    """A history held for the new id's retired session (with higher ids) must not hide the moved session's
+    rows: the turn's one read takes the whole history when the active session is not the one held."""
+    store = await Store.open(where)
+    old, new = ChatRef("telegram", "-100"), ChatRef("telegram", "-200")
+    try:
+        moved = (await store.turn_state(old)).session_id
+        await store.append(moved, [StoredMessage("user", "before the move")])
+        retired = (await store.turn_state(new)).session_id
+        await store.append(retired, [StoredMessage("user", "the new id's"), StoredMessage("assistant", "own")])
+        assert len((await store.turn_state(new)).history) == 2  # held, up to an id above the moved session's rows
+        await store.move_chat("telegram", "-100", "-200")
+        state = await store.turn_state(new)
+        assert (state.session_id, [m.content for m in state.history]) == (moved, ["before the move"])
+    finally:
+        await store.close()
+
+
+async def test_an_append_marks_its_session_updated(where):
+    """``sessions.updated_at`` follows the session's last append (set by the insert's trigger)."""
+    store = await Store.open(where)
+    try:
+        sid = (await store.turn_state(CHAT)).session_id
+        await store.write(lambda tx: tx.execute("UPDATE sessions SET updated_at = '2000-01-01T00:00:00.000Z'"))
+        await store.append(sid, [StoredMessage("user", "hi"), StoredMessage("assistant", "hello")])
+        touched = await store.db.fetchval("SELECT updated_at FROM sessions WHERE id = ?", sid)
+        when = datetime.strptime(touched, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)  # the schema's form
+        assert abs(when - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    finally:
+        await store.close()
+
+
 async def test_a_held_history_sees_what_another_instance_appended(pg_url):
     """Two instances on one database answer one session in turn (the lease moves): each turn reads what the
     other appended since, never a history held from before it."""

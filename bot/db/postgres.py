@@ -137,6 +137,9 @@ class PostgresDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._with(lambda tx: tx.executemany(sql, rows))  # asyncpg runs them in one implicit transaction
 
+    async def returning(self, sql: str, *args: Any) -> list[Row]:
+        return await self.fetch(sql, *args)  # a lone statement is its own transaction
+
     async def read(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Several reads on one connection, each seeing what is committed when it runs: under READ COMMITTED a
         transaction around them would not make them one snapshot, only cost a BEGIN and a COMMIT."""

@@ -209,6 +209,9 @@ class SqliteDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self.write(lambda tx: tx.executemany(sql, rows))
 
+    async def returning(self, sql: str, *args: Any) -> list[Row]:
+        return await self.write(lambda tx: tx.fetch(sql, *args))
+
     async def in_thread(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """A write that may take long (a first prune of many rows): in the thread, never on the loop."""
         async with self._write:
