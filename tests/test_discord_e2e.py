@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,31 @@ async def chorus_on_discord(home: Home, openrouter: FakeOpenRouter, discord: Fak
             yield service
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- chorus log ---\n{service.output}") from None
+
+
+@asynccontextmanager
+async def discord_in_process(tmp_path: Path, openrouter: FakeOpenRouter, discord: FakeDiscord,
+                             **discord_config: Any) -> AsyncIterator[DiscordChannel]:
+    """The Discord channel and the core in this process (a SQLite store) against the fakes, running; drained and
+    stopped afterwards. For tests that patch the channel's module or read its settings."""
+    raw = {"models": {"providers": {"openrouter": {"baseUrl": openrouter.base_url, "maxRetries": 0}}},
+           "channels": {"discord": discord.config(**discord_config)}}
+    config, _ = parse_config(raw, env={})
+    settings = discord_settings(config, lambda name, cfg: None)
+    assert settings is not None
+    store = await Store.open(tmp_path / "chorus.db")
+    llm = make_client(config, Credential(openrouter.api_key, "test"))
+    dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
+    channel = DiscordChannel(settings)
+    running = asyncio.create_task(channel.run(partial(dispatcher.accept, channel=channel)))
+    try:
+        yield channel
+    finally:
+        await dispatcher.drain()
+        await channel.stop()
+        await running
+        await llm.aclose()
+        await store.close()
 
 
 @dataclass
@@ -582,17 +608,7 @@ async def test_typing_is_renewed_while_the_answer_is_written_and_ends_with_it(fa
     renewal after the answer would show the bot writing again, with nothing coming. The channel runs in this
     process against the fake Discord, its renewal interval shortened to 0.2 s."""
     monkeypatch.setattr(outbound, "TYPING_EVERY", 0.2)
-    raw = {"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url, "maxRetries": 0}}},
-           "channels": {"discord": fake_discord.config(dmPolicy="open")}}
-    config, _ = parse_config(raw, env={})
-    settings = discord_settings(config, lambda name, cfg: None)
-    assert settings is not None
-    store = await Store.open(tmp_path / "chorus.db")
-    llm = make_client(config, Credential(fake_openrouter.api_key, "test"))
-    dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
-    channel = DiscordChannel(settings)
-    running = asyncio.create_task(channel.run(partial(dispatcher.accept, channel=channel)))
-    try:
+    async with discord_in_process(tmp_path, fake_openrouter, fake_discord, dmPolicy="open"):
         await fake_discord.wait_for(lambda: fake_discord.ready.is_set())
         ann, bob = fake_discord.user("ann"), fake_discord.user("bob")
         dm, other = fake_discord.dm(ann), fake_discord.dm(bob)
@@ -609,12 +625,6 @@ async def test_typing_is_renewed_while_the_answer_is_written_and_ends_with_it(fa
         await fake_discord.wait_sent(other)
         assert while_writing >= 4  # at once, then every 0.2 s while the answer was written
         assert fake_discord.typing.get(dm["id"], 0) - typed == while_writing
-    finally:
-        await dispatcher.drain()
-        await channel.stop()
-        await running
-        await llm.aclose()
-        await store.close()
 
 
 @shared

@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,10 @@ import asyncpg
 import pytest
 import yarl
 
-from bot.agent import Agent
-from bot.auth import Credential
 from bot.channel_settings import discord_settings
 from bot.cluster import SharedCluster
 from bot.config import parse_config
-from bot.dispatch import Dispatcher
-from bot.runtime import make_client
-from bot.store import Inbox, Store
+from bot.store import Store
 from channels.base import ChatRef, Reply
 from channels.discord import client
 from channels.discord.channel import DiscordChannel
@@ -35,6 +30,7 @@ from tests.conftest import Home, new_home
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.service import Service, start_chorus
+from tests.test_discord_e2e import discord_in_process
 
 LEASE_MS = 3000  # short, so the takeover is quick; the production default is 15 s
 
@@ -260,17 +256,8 @@ async def test_one_instance_runs_every_shard_discord_recommends_spacing_their_id
     async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
         channels = [discord.text_channel(discord.guild(f"server {i}", shard=i)) for i in range(2)]
         ann = discord.user("ann")
-        raw = {"models": {"providers": {"openrouter": {"baseUrl": fake_openrouter.base_url, "maxRetries": 0}}},
-               "channels": {"discord": discord.config(dmPolicy="open", groupPolicy="open")}}
-        config, _ = parse_config(raw, env={})
-        settings = discord_settings(config, lambda name, cfg: None)
-        assert settings is not None and settings.shard_count is None
-        store = await Store.open(tmp_path / "chorus.db")
-        llm = make_client(config, Credential(fake_openrouter.api_key, "test"))
-        dispatcher = Dispatcher(Agent(config, store, llm), Inbox(store))
-        channel = DiscordChannel(settings)
-        running = asyncio.create_task(channel.run(partial(dispatcher.accept, channel=channel)))
-        try:
+        async with discord_in_process(tmp_path, fake_openrouter, discord, dmPolicy="open", groupPolicy="open") as channel:
+            assert channel.settings.shard_count is None  # no shardCount: Discord's recommended count
             await discord.wait_for(lambda: len(discord.identifies) == 2)
             assert sorted(i["shard"] for i in discord.identifies) == [[0, 2], [1, 2]]
             # sent a second apart (their arrival can differ by the loopback's jitter, far below half of that)
@@ -281,11 +268,5 @@ async def test_one_instance_runs_every_shard_discord_recommends_spacing_their_id
             await discord.say(dm, ann, "and a DM")  # DMs ride on shard 0
             (answer,) = await discord.wait_sent(dm)
             assert answer.content == "echo: and a DM"
-        finally:
-            await dispatcher.drain()
-            await channel.stop()
-            await running
-            await llm.aclose()
-            await store.close()
         assert not discord.shard_conflicts
         discord.assert_clean()
