@@ -16,7 +16,7 @@ import psycopg
 from psycopg.rows import RowMaker
 from psycopg_pool import AsyncConnectionPool
 
-from bot.db.base import Row, numbered
+from bot.db.base import Row, Statement, numbered, write_as_one
 
 T = TypeVar("T")
 
@@ -116,8 +116,8 @@ class PsycopgDatabase:
 
         await self._with(atomic)
 
-    async def returning(self, sql: str, *args: Any) -> list[Row]:
-        return await self.fetch(sql, *args)
+    async def write_all(self, statements: Sequence[Statement]) -> list[list[int]]:
+        return await write_as_one(self, statements)
 
     async def write(self, fn: Callable[[PsycopgTx], Coroutine[Any, Any, T]]) -> T:
         async def run(tx: PsycopgTx) -> T:

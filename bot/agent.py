@@ -22,7 +22,7 @@ from .media.documents import read_documents
 from .media.images import (
     ImageError, Images, cannot_see, carries_images, image_attachments, user_content, with_images, without_images,
 )
-from .store import ChatSettings, StoredMessage, Store
+from .store import ChatSettings, Settlement, StoredMessage, Store, appending
 from .tools import ToolContext, ToolRegistry
 from .media.voice import Preflight, TagFilter, Voice, split_tags
 
@@ -83,30 +83,35 @@ class Agent:
         )
 
     async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = (), *,
-                   again: bool = False) -> bool:
+                   again: bool = False, settlement: Settlement | None = None) -> bool:
         """Load history, call the model (running tools it asks for), stream the answer, store the turn;
         ``False`` when it ended in an error instead of an answer (a scheduled run then backs off).
 
         ``group_context`` holds the group messages since the bot last answered (sender, text); ``again``
-        (``/retry``) asks the model once more for the last message of the conversation, if none answered it.
-        The reply stream opens first, so the user sees "typing" before history, settings or a voice note's
-        transcription are ready; every way out of the turn closes it (its typing stops with the last word).
+        (``/retry``) asks the model once more for the last message of the conversation, if none answered it;
+        ``settlement`` holds the caller's writes to commit with the answer (its messages marked answered), to
+        which the turn adds its history. The reply stream opens first, so the user sees "typing" before
+        history, settings or a voice note's transcription are ready; every way out of the turn closes it (its
+        typing stops with the last word).
         """
-        stream = _VisibleStream(channel.open_stream(inbound.chat, inbound.message_id))
+        settlement = settlement if settlement is not None else Settlement()
+        stream = _VisibleStream(channel.open_stream(inbound.chat, inbound.message_id), settlement)
         try:
-            return await self._turn(inbound, channel, stream, group_context, again)
+            answered = await self._turn(inbound, channel, stream, group_context, again)
         except asyncio.CancelledError as exc:
             if exc.args != (STOP,):
                 raise
+            # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
+            if inbound.text:
+                user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
+                settlement.statements.append(appending(await self.store.active_session(inbound.chat), [user]))
+            await self._end_early(inbound, stream, "⏹ Stopped.")
+            answered = True
         except Exception as exc:  # a bug before the answer began: say so on the open stream, once
             log.error("turn crashed channel=%s chat=%s", inbound.chat.channel, inbound.chat.chat_id, exc_info=exc)
-            return await self._end_early(inbound, stream, CRASHED)
-        # /stop came before the model was asked (while loading or transcribing): keep the words, say so.
-        if inbound.text:
-            user = StoredMessage("user", user_text(inbound, group_context), name=inbound.sender_name)
-            await self.store.append(await self.store.active_session(inbound.chat), [user])
-        await self._end_early(inbound, stream, "⏹ Stopped.")
-        return True
+            answered = await self._end_early(inbound, stream, CRASHED)
+        await self.store.settle(settlement)  # where the channel's outbox did not commit it with the answer
+        return answered
 
     async def _turn(self, inbound: Inbound, channel: Channel, stream: _VisibleStream,
                     group_context: Sequence[tuple[str, str]], again: bool = False) -> bool:
@@ -212,7 +217,7 @@ class Agent:
             # unless it would fail again: then it is kept out of later requests, so rephrasing can work.
             left_out = bool(failed and failed.repeats and pending)
             if pending:
-                await self.store.append(session_id, _complete_prefix(pending), excluded=left_out)
+                stream.settlement.statements.append(appending(session_id, _complete_prefix(pending), excluded=left_out))
             text = split_tags("".join(shown))[0]
             ending = self._failure_sentence(failed, chat) if failed else "⏹ Stopped." if stopped else CRASHED
             if left_out:
@@ -220,7 +225,7 @@ class Agent:
             reply = Reply(text=(text + "\n\n" if text else "") + ending, media=media, reply_to=inbound.message_id)
             await stream.close(reply)
             return stopped
-        await self.store.append(session_id, pending)
+        stream.settlement.statements.append(appending(session_id, pending))
         reply = Reply(text="".join(shown), media=media, reply_to=inbound.message_id)
         if self.voice:
             reply = await self.voice.speak(reply, mode=tts_mode, spoken=heard.spoken,
@@ -341,10 +346,12 @@ def replied_context(replied: Replied | None) -> str:
 
 
 class _VisibleStream:
-    """The channel's stream minus TTS tags; with ``live`` off, nothing is shown until the reply is whole."""
+    """The channel's stream minus TTS tags; with ``live`` off, nothing is shown until the reply is whole. The
+    reply that closes it carries the turn's ``settlement`` to the channel's outbox."""
 
-    def __init__(self, inner: Any, *, live: bool = True) -> None:
+    def __init__(self, inner: Any, settlement: Settlement, *, live: bool = True) -> None:
         self.inner = inner
+        self.settlement = settlement
         self.live = live  # set once the turn knows whether its answer will only be spoken
         self.tags = TagFilter()
 
@@ -366,6 +373,7 @@ class _VisibleStream:
             await speaking()
 
     async def close(self, reply: Reply) -> None:
+        reply.settles = self.settlement
         await self.inner.close(reply)
 
 

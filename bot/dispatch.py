@@ -27,7 +27,7 @@ from .cluster import Cluster, Solo
 from .commands import IMMEDIATE, TURNS, CommandContext, command_name, run_command
 from .config import Messages
 from .db.base import DB_ERRORS
-from .store import Inbox
+from .store import Inbox, Settlement, marked_answered
 
 log = logging.getLogger("chorus.dispatch")
 
@@ -468,14 +468,12 @@ class Dispatcher:
                 try:
                     command = command_name(batch[0].text)
                     if command in TURNS:
-                        await self._turn(lane, batch[0], channel, again=True)
-                        await self.inbox.done(batch)
+                        await self._turn(lane, batch[0], channel, Settlement([marked_answered(batch)]), again=True)
                     elif command is not None:
                         await self._command(batch[0], channel)
                     else:
                         lane.answering = frozenset(i.message_id for i in batch)
-                        await self._turn(lane, fold(batch), channel)
-                        await self.inbox.done(batch)
+                        await self._turn(lane, fold(batch), channel, Settlement([marked_answered(batch)]))
                 except DB_ERRORS as exc:
                     # The messages stay pending in the inbox; the lane goes on. Alone, they are answered after a
                     # restart; on a shared database, by whoever pulls the session next (the sweep, here or elsewhere).
@@ -518,7 +516,7 @@ class Dispatcher:
 
     async def _scheduled_turn(self, lane: _Lane, item: _Scheduled, channel: Channel) -> None:
         try:
-            answered = await self._turn(lane, item.inbound, channel)
+            answered = await self._turn(lane, item.inbound, channel, Settlement())
         except BaseException:
             item.done.cancel()
             raise
@@ -531,19 +529,24 @@ class Dispatcher:
         wanted = scope == "all" or (inbound.chat.kind == "group" and (scope == "group-all" or inbound.mentioned))
         return react if react and emoji and wanted and inbound.message_id else None
 
-    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel, *, again: bool = False) -> bool:
-        """Answer ``inbound``; ``True`` when it was answered (or stopped by the user's choice)."""
+    async def _turn(self, lane: _Lane, inbound: Inbound, channel: Channel, settlement: Settlement, *,
+                    again: bool = False) -> bool:
+        """Answer ``inbound``, then commit ``settlement`` (with the answer, or after it); ``True`` when it was
+        answered (or stopped by the user's choice)."""
         if react := self._acked(inbound, channel):
             await react(inbound.chat, inbound.message_id, self.messages.ack_reaction)
         try:
-            return await self._answer(lane, inbound, channel, again)
+            answered = await self._answer(lane, inbound, channel, settlement, again)
         finally:
             if react:
                 await react(inbound.chat, inbound.message_id, None)  # the answer is out
+        await self.inbox.store.settle(settlement)  # a turn that crashed before its answer settled nothing
+        return answered
 
-    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel, again: bool) -> bool:
+    async def _answer(self, lane: _Lane, inbound: Inbound, channel: Channel, settlement: Settlement,
+                      again: bool) -> bool:
         context = await self.inbox.take_group(inbound.chat) if inbound.chat.kind == "group" and not again else []
-        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context, again=again))
+        lane.turn = asyncio.create_task(self.agent.turn(inbound, channel, context, again=again, settlement=settlement))
         if lane.stop:
             lane.stop = False
             _stop_once_begun(lane.turn)

@@ -19,8 +19,8 @@ from channels.base import ChatRef
 from channels.outbox import Part
 
 from .cluster import Cluster, Solo, orphaned
-from .db.base import Row, insert_returning_ids
-from .store import Store
+from .db.base import Row, inserting
+from .store import Settlement, Store
 
 log = logging.getLogger("chorus.outbox")
 
@@ -41,9 +41,9 @@ class StoredParts:
         """Call ``adopt`` when instances that died left parts of ``channel`` unsent."""
         self._adopters[channel] = adopt
 
-    async def add(self, parts: list[Part]) -> None:
+    async def add(self, parts: list[Part], settles: Settlement | None = None) -> None:
         """Write the parts' files (in a thread: a video is megabytes; in the rows on a shared database), then
-        their rows in one statement (all or none)."""
+        their rows in one statement, committed with what the reply ``settles`` (all or none)."""
         shared = self.cluster.shared
         files = [p for p in parts if p.data is not None and p.file is None]
         if files and not shared:
@@ -51,8 +51,11 @@ class StoredParts:
         owner = self.cluster.id
         rows = [(p.chat.channel, p.chat.chat_id, p.chat.thread_id, p.chat.kind, json.dumps(p.body), p.file, owner,
                  p.data if shared else None) for p in parts]
-        ids = await insert_returning_ids(self.store.db, "outbox",
-                                         "channel, chat_id, thread_id, chat_kind, body, file, owner, data", rows)
+        settling = settles.statements if settles is not None and not settles.settled else []
+        ids, *_ = await self.store.db.write_all(
+            [inserting("outbox", "channel, chat_id, thread_id, chat_kind, body, file, owner, data", rows), *settling])
+        if settles is not None:
+            settles.settled = True
         for part, row_id in zip(parts, ids, strict=True):
             part.id = row_id
 

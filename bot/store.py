@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from providers.openrouter.refs import same_family
 
-from .db.base import Database, Row, Tx, insert_returning_ids, utc_now
+from .db.base import Database, Row, Statement, Tx, inserting, utc_now
 
 T = TypeVar("T")
 
@@ -72,6 +72,17 @@ class TurnState:
     session_id: int
     history: list[StoredMessage] = field(default_factory=list)
     settings: ChatSettings = field(default_factory=ChatSettings)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What a turn writes once its answer is known: its history, its messages marked answered. Committed in the
+    transaction that writes the answer's parts down for sending (``bot.outbox``), or after the answer where a
+    channel keeps no parts (``Store.settle``): the answer, its record and "answered" are one fact, so a stop
+    between them can neither lose the answer nor send it twice."""
+
+    statements: list[Statement] = field(default_factory=list)
+    settled: bool = False
 
 
 _SETTINGS = ("model", "thinking", "tts", "tz")
@@ -201,10 +212,15 @@ class Store:
     async def append(self, session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> None:
         """Store messages of one turn together, so a crash never leaves half a turn; ``excluded``
         keeps them out of every later request (a turn that would fail again)."""
-        rows = [_message_row(session_id, m, excluded) for m in messages]
-        # One statement, committed on its own; the session's updated_at is set by a trigger (migration 0013).
-        for m, row_id in zip(messages, await insert_returning_ids(self.db, "messages", _MESSAGE_COLUMNS, rows), strict=True):
+        ids, = await self.db.write_all([appending(session_id, messages, excluded=excluded)])
+        for m, row_id in zip(messages, ids, strict=True):
             m.id = row_id
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Commit what ``settlement`` still owes (nothing when the outbox committed it with the answer)."""
+        if not settlement.settled and settlement.statements:
+            await self.db.write_all(settlement.statements)
+        settlement.settled = True
 
     async def stats(self, session_id: int) -> SessionStats:
         """Message count, tokens and cost of a session."""
@@ -232,6 +248,19 @@ class Store:
 def is_database_url(where: str) -> bool:
     """Whether ``where`` names a PostgreSQL database rather than a file."""
     return where.startswith(("postgresql://", "postgres://"))
+
+
+def appending(session_id: int, messages: list[StoredMessage], *, excluded: bool = False) -> Statement:
+    """The statement that stores ``messages`` (not empty) of one turn; ``excluded`` keeps them out of every later
+    request (a turn that would fail again). The session's updated_at is set by a trigger (migration 0013)."""
+    return inserting("messages", _MESSAGE_COLUMNS, [_message_row(session_id, m, excluded) for m in messages])
+
+
+def marked_answered(inbounds: list[Inbound]) -> Statement:
+    """The statement that marks messages (of one channel) answered."""
+    ids = [i.message_id for i in inbounds]
+    return (f"UPDATE inbox SET status = 'done', done_at = ? WHERE channel = ? AND message_id IN ({', '.join('?' * len(ids))})",
+            [utc_now(), inbounds[0].chat.channel, *ids])
 
 
 def _attachment_meta(a: Attachment) -> dict[str, Any]:
@@ -283,10 +312,11 @@ class Inbox:
 
     async def done(self, inbounds: list[Inbound]) -> None:
         """Mark messages answered."""
-        now = utc_now()
-        keys = [(now, i.chat.channel, i.message_id) for i in inbounds]
-        await self.store.db.executemany(
-            "UPDATE inbox SET status = 'done', done_at = ? WHERE channel = ? AND message_id = ?", keys)
+        by_channel: dict[str, list[Inbound]] = {}
+        for i in inbounds:
+            by_channel.setdefault(i.chat.channel, []).append(i)
+        if by_channel:
+            await self.store.db.write_all([marked_answered(group) for group in by_channel.values()])
 
     async def prune(self, keep_days: int = KEEP_ANSWERED_DAYS) -> int:
         """Forget messages answered more than ``keep_days`` ago; returns how many. Their words stay in the

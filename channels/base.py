@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class NotAccepted(Exception):
@@ -154,6 +154,9 @@ class Reply:
     # Choices offered under the text, as (label, the command pressing it sends): a channel that can show
     # buttons does (Telegram's inline keyboard); the text says the same for those that cannot.
     buttons: list[tuple[str, str]] = field(default_factory=list)
+    # The core's writes that this reply settles (a turn's history, its messages marked answered), opaque here:
+    # a channel's durable outbox commits them in the transaction that writes the reply's parts down.
+    settles: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,8 +83,9 @@ Outcome = Literal["sent", "pending", "dropped"]
 class PartStore(Protocol):
     """Where parts are kept until they are sent (the core's database); ``None`` keeps them in memory only."""
 
-    async def add(self, parts: list[Part]) -> None:
-        """Write ``parts`` (their files too) in one transaction; sets each ``id`` and ``file``."""
+    async def add(self, parts: list[Part], settles: Any = None) -> None:
+        """Write ``parts`` (their files too) in one transaction, with what the reply ``settles`` (the core's
+        writes, see ``Reply.settles``); sets each ``id`` and ``file``."""
 
     async def done(self, parts: list[Part]) -> None:
         """Forget parts that were sent or dropped, and their files."""
@@ -147,16 +148,18 @@ class Outbox:
         if store is not None:
             store.watch(channel, self.adopt)
 
-    async def deliver(self, parts: list[Part]) -> Outcome:
-        """Write ``parts`` (all of one chat) down, then send the chat's queue, older parts first.
-        ``"pending"``: a part still failed after every attempt and is kept for later (logged)."""
+    async def deliver(self, parts: list[Part], settles: Any = None) -> Outcome:
+        """Write ``parts`` (all of one chat) down, with what the reply ``settles``, then send the chat's queue,
+        older parts first. ``"pending"``: a part still failed after every attempt and is kept for later (logged)."""
         if not parts:
             return "sent"
         await self._load()
         if self._store is not None:
             try:
-                await self._store.add(parts)
+                await self._store.add(parts, settles)
             except Exception as exc:  # the disk is full: say it now rather than keep it for later
+                if settles is not None:
+                    raise  # the reply's record was not written either: its sender answers again later, once
                 log.error("could not write %d part(s) down (%s); sending them without a copy channel=%s chat=%s",
                           len(parts), exc, self.channel, parts[0].chat.chat_id)
         chat = self._chat(parts[0].chat)

@@ -144,6 +144,29 @@ async def test_parts_pending_at_kill_9_arrive_once_after_the_restart_before_newe
     assert list((scaled.path / "media" / "outbox").iterdir()) == []
 
 
+async def test_a_clean_stop_while_the_answer_is_on_its_way_sends_it_after_the_restart_and_answers_once(
+        home, fake_telegram, fake_openrouter):
+    """SIGTERM once the answer is written down, while Telegram has not taken it yet: the restart sends it, and
+    does not answer the message a second time (its history and its "answered" were committed with its parts).
+    The send hangs until the stop closes the connection; the outbox's pause after that failure is cut short by
+    the stop, so the turn never ends on its own."""
+    tg, ai = fake_telegram, fake_openrouter
+    async with running(home, tg, ai, streaming="off", retry={**RETRY, "minDelayMs": 60_000, "maxDelayMs": 60_000},
+                       timeoutSeconds=60):
+        tg.hang("sendMessage")
+        tg.message(USER, "hello")
+        await tg.wait_for(lambda: any(c.method == "sendMessage" for c in tg.calls), what="the answer on its way")
+    tg.failures.clear()
+    restarted = await start(home, tg)
+    try:
+        await answered(tg, "after")
+    finally:
+        await restarted.stop()
+    assert tg.texts_in(USER) == ["echo: hello", "echo: after"]
+    assert [r.json["messages"][-1]["content"] for r in ai.chat_requests()] == ["hello", "after"]
+    assert answers_stored(home) == ["echo: hello", "echo: after"]
+
+
 @pytest.mark.parametrize("fault", ["404", "hang"])
 async def test_a_voice_note_that_cannot_be_downloaded_is_asked_for_again(scaled, fake_telegram, fake_openrouter, fault):
     tg, ai = fake_telegram, fake_openrouter

@@ -16,7 +16,7 @@ import pytest
 
 from bot.db.base import DB_ERRORS, StorageError, Tx
 from bot.migrate import Migration, MigrationError, discover, migrate
-from bot.store import Inbox, Store, StoredMessage
+from bot.store import Inbox, Settlement, Store, StoredMessage, appending, marked_answered
 from channels.base import ChatRef, Inbound
 
 CHAT = ChatRef("console", "local")
@@ -343,6 +343,35 @@ async def test_history_settings_and_the_inbox_behave_alike_on_both_engines(where
         with pytest.raises(DB_ERRORS):  # a broken constraint raises, and keeps nothing
             await store.append(10**9, [StoredMessage("user", "to no session")])
         assert await store.history(10**9) == []
+    finally:
+        await store.close()
+
+
+async def test_a_settlement_commits_the_history_and_the_answered_marks_together_or_not_at_all(where):
+    """A turn's end in one go (on PostgreSQL one statement): its messages, its inbox rows marked answered, and
+    whatever is committed with them (the outbox's rows); a failing part keeps all of it out."""
+    store = await Store.open(where)
+    inbox = Inbox(store)
+    try:
+        sid = await store.active_session(CHAT)
+        for n in (1, 2, 3):
+            await inbox.accept(message(n))
+        first = [StoredMessage("user", "q"), StoredMessage("assistant", "a")]
+        broken = Settlement([appending(sid, first), marked_answered([message(1)]),
+                             appending(10**9, [StoredMessage("user", "to no session")])])
+        with pytest.raises(DB_ERRORS):
+            await store.settle(broken)
+        assert [i.message_id for i in await inbox.pending()] == ["m1", "m2", "m3"] and await store.history(sid) == []
+        ids = await store.db.write_all([appending(sid, first), marked_answered([message(1), message(2)]),
+                                        appending(sid, [StoredMessage("user", "r")])])
+        assert len(ids[0]) == 2 and ids[1] == [] and len(ids[2]) == 1 and ids[0][0] < ids[0][1] < ids[2][0]
+        assert [i.message_id for i in await inbox.pending()] == ["m3"]
+        assert [m.content for m in await store.history(sid)] == ["q", "a", "r"]
+        settled = Settlement([marked_answered([message(3)]), appending(sid, [StoredMessage("assistant", "s")])])
+        await store.settle(settled)
+        await store.settle(settled)  # once only (the outbox may have committed it with the answer's parts)
+        assert settled.settled and await inbox.pending() == []
+        assert [m.content for m in await store.history(sid)] == ["q", "a", "r", "s"]
     finally:
         await store.close()
 

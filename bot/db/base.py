@@ -60,6 +60,8 @@ class Tx(Reader, Protocol):
 
 
 Write = Callable[[Tx], Awaitable[T]]
+# One statement and its arguments, for ``Database.write_all``; one that ends in ``RETURNING id`` gives ids.
+Statement = tuple[str, Sequence[Any]]
 
 
 class Database(Reader, Protocol):
@@ -80,9 +82,11 @@ class Database(Reader, Protocol):
         """One statement for each of ``rows``, all or none committed (on its own, as ``execute``)."""
         ...
 
-    async def returning(self, sql: str, *args: Any) -> list[Row]:
-        """One statement that writes and returns rows (``... RETURNING``), committed on its own: on
-        PostgreSQL one trip, where a transaction around it would take three."""
+    async def write_all(self, statements: Sequence[Statement]) -> list[list[int]]:
+        """Statements committed together (all or none), each giving the ids its ``RETURNING id`` returned,
+        ascending: a statement numbers its rows in their order, but RETURNING does not promise to list them so.
+        On PostgreSQL one trip (one statement of data-modifying CTEs), where a transaction would take two more
+        than it has statements; the statements must then not depend on each other's changes."""
         ...
 
     async def read(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
@@ -106,16 +110,25 @@ def run_through(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a write on SQLite awaited something other than its statements")
 
 
-async def insert_returning_ids(db: Database, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> list[int]:
-    """Insert ``rows`` into ``table`` (``columns``: "a, b, c") in one statement committed on its own (all or
-    none; on PostgreSQL one trip) and return their ids in the order of ``rows``. One statement numbers its rows
-    in their order, but RETURNING does not promise to list them so: the ids are sorted."""
-    if not rows:
-        return []
+def inserting(table: str, columns: str, rows: Sequence[Sequence[Any]]) -> Statement:
+    """One INSERT of ``rows`` (not empty) into ``table`` (``columns``: "a, b, c") returning their ids."""
     one = "(" + ", ".join("?" * len(rows[0])) + ")"
-    found = await db.returning(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(rows))} RETURNING id",
-                               *(value for row in rows for value in row))
-    return sorted(int(r[0]) for r in found)
+    return (f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(rows))} RETURNING id",
+            [value for row in rows for value in row])
+
+
+async def write_as_one(db: Reader, statements: Sequence[Statement]) -> list[list[int]]:
+    """``Database.write_all`` on PostgreSQL: the statements as one, each a data-modifying CTE (PostgreSQL runs
+    every one to completion, on one snapshot); the ids of those ``RETURNING id`` come back as ``(step, id)``."""
+    if len(statements) == 1:  # a lone statement is its own transaction
+        return [sorted(int(r[0]) for r in await db.fetch(statements[0][0], *statements[0][1]))]
+    steps = ", ".join(f"s{i} AS ({sql})" for i, (sql, _) in enumerate(statements))
+    selects = [f"SELECT {i}, id FROM s{i}" for i, (sql, _) in enumerate(statements) if sql.endswith("RETURNING id")]
+    ids: list[list[int]] = [[] for _ in statements]
+    for step, row_id in await db.fetch(f"WITH {steps} " + (" UNION ALL ".join(selects) or "SELECT 0, 0 WHERE false"),
+                                       *(a for _, args in statements for a in args)):
+        ids[step].append(int(row_id))
+    return [sorted(i) for i in ids]
 
 
 def utc_now() -> str:

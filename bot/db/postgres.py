@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..migrate import migrate_postgres
-from .base import Conflict, Row, StorageError, Tx, masked, numbered
+from .base import Conflict, Row, Statement, StorageError, Tx, masked, numbered, write_as_one
 
 T = TypeVar("T")
 log = logging.getLogger("chorus.db")
@@ -137,8 +137,8 @@ class PostgresDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._with(lambda tx: tx.executemany(sql, rows))  # asyncpg runs them in one implicit transaction
 
-    async def returning(self, sql: str, *args: Any) -> list[Row]:
-        return await self.fetch(sql, *args)  # a lone statement is its own transaction
+    async def write_all(self, statements: Sequence[Statement]) -> list[list[int]]:
+        return await write_as_one(self, statements)
 
     async def read(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Several reads on one connection, each seeing what is committed when it runs: under READ COMMITTED a

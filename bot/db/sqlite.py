@@ -19,7 +19,7 @@ import aiosqlite
 
 from ..lock import migration_lock
 from ..migrate import migrate
-from .base import Row, Tx, run_through
+from .base import Row, Statement, Tx, run_through
 
 T = TypeVar("T")
 _Sync = Callable[[sqlite3.Connection], Any]
@@ -209,8 +209,11 @@ class SqliteDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self.write(lambda tx: tx.executemany(sql, rows))
 
-    async def returning(self, sql: str, *args: Any) -> list[Row]:
-        return await self.write(lambda tx: tx.fetch(sql, *args))
+    async def write_all(self, statements: Sequence[Statement]) -> list[list[int]]:
+        async def run(tx: Tx) -> list[list[int]]:
+            return [sorted(int(r[0]) for r in await tx.fetch(sql, *args)) for sql, args in statements]
+
+        return await self.write(run)
 
     async def in_thread(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """A write that may take long (a first prune of many rows): in the thread, never on the loop."""

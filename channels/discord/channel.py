@@ -265,7 +265,7 @@ class DiscordChannel:
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         """A whole reply; waits for the login (a finished video may be delivered before it)."""
-        await self.durable.deliver(reply_parts(chat, reply, every=self.settings.reply_to_mode == "all"))
+        await self.durable.deliver(reply_parts(chat, reply, every=self.settings.reply_to_mode == "all"), reply.settles)
 
     def open_stream(self, chat: ChatRef, reply_to: str | None = None) -> DiscordStream:
         """A stream that writes once logged in: a turn recovered at start may open it before that."""

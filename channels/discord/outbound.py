@@ -230,7 +230,7 @@ class DiscordStream:
     with the typing indicator on until the answer is out."""
 
     def __init__(self, outbox: Callable[[], Awaitable[Outbox]], chat: ChatRef, reply_to: str | None, *, live: bool,
-                 throttle: float, deliver: Callable[[list[Part]], Awaitable[object]], every: bool = False) -> None:
+                 throttle: float, deliver: Callable[[list[Part], Any], Awaitable[object]], every: bool = False) -> None:
         self.outbox = outbox  # the channel's current one, once connected
         self.every = every  # replyToMode "all": each message of the answer replies
         self.deliver = deliver  # the channel's durable outbox: the final parts go there
@@ -252,7 +252,7 @@ class DiscordStream:
 
     async def close(self, reply: Reply) -> None:
         try:
-            await self.deliver(reply_parts(self.chat, reply, self.posted, every=self.every))
+            await self.deliver(reply_parts(self.chat, reply, self.posted, every=self.every), reply.settles)
         finally:
             self.typing.cancel()
 

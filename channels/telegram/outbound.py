@@ -50,7 +50,7 @@ class Sender:
 
     async def reply(self, chat: ChatRef, reply: Reply, *, first_message: int | None = None) -> Outcome:
         """Text (in parts), then media, then the voice note; ``first_message`` is a preview to edit into part one."""
-        return await self.outbox.deliver(self.parts(chat, reply, first_message))
+        return await self.outbox.deliver(self.parts(chat, reply, first_message), reply.settles)
 
     def parts(self, chat: ChatRef, reply: Reply, first_message: int | None = None) -> list[Part]:
         """The outbox parts of ``reply``, in the order they are sent."""
