@@ -165,9 +165,7 @@ class SharedCluster:
         """Register, listen for words, and beat from now on."""
         self._heard = heard
         began = asyncio.get_running_loop().time()
-        await self.db.write(lambda tx: tx.execute(
-            f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
-            self.id, socket.gethostname(), os.getpid()))
+        await self._register()
         self._sure_until = began + self.lease * 2 / 3
         await self._listen()
         self._beating = asyncio.create_task(self._beat(), name="cluster:heartbeat")
@@ -193,12 +191,14 @@ class SharedCluster:
             log.warning("could not leave the cluster cleanly (the others take over after the lease): %s", exc)
         self._held.clear()
 
+    # A lone statement commits on its own: one trip, where BEGIN and COMMIT around it would make three (the lease
+    # statements run twice a turn on a shared database).
     async def take(self, name: str) -> bool:
-        got = await self.db.write(lambda tx: tx.fetchval(
+        got = await self.db.fetchval(
             "INSERT INTO leases (name, instance, taken_at) VALUES (?, ?, " + _NOW + ")"
             " ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, taken_at = excluded.taken_at"
             " WHERE leases.instance = excluded.instance OR leases.instance NOT IN (" + _ALIVE + ")"
-            " RETURNING instance", name, self.id, self.lease))
+            " RETURNING instance", name, self.id, self.lease)
         if got == self.id:
             self._held.add(name)
             return True
@@ -211,7 +211,7 @@ class SharedCluster:
 
     async def give_up(self, name: str) -> None:
         # Held until the row is gone: a failed delete leaves it this instance's, to answer what waits (the sweep).
-        await self.db.write(lambda tx: tx.execute("DELETE FROM leases WHERE name = ? AND instance = ?", name, self.id))
+        await self.db.execute("DELETE FROM leases WHERE name = ? AND instance = ?", name, self.id)
         self._held.discard(name)
 
     async def free(self, names: list[str]) -> set[str]:
@@ -225,13 +225,17 @@ class SharedCluster:
         return name in self._held and asyncio.get_running_loop().time() < self._sure_until
 
     async def notify(self, instance: str, word: str) -> None:
-        await self.db.write(lambda tx: tx.execute("SELECT pg_notify(?, ?)", _channel(instance), word))
+        await self.db.execute("SELECT pg_notify(?, ?)", _channel(instance), word)
 
     async def instances(self) -> list[Instance]:
         return await members(self.db, self.lease)
 
     async def count_live(self) -> int:
         return int(await self.db.fetchval(f"SELECT count(*) FROM ({_ALIVE}) AS alive", self.lease))
+
+    async def _register(self) -> None:
+        await self.db.execute(f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
+                              self.id, socket.gethostname(), os.getpid())
 
     async def _listen(self) -> None:
         import asyncpg
@@ -257,12 +261,8 @@ class SharedCluster:
             await asyncio.sleep(every)
             began = asyncio.get_running_loop().time()
             try:
-                beat = await self.db.write(lambda tx: tx.execute(
-                    f"UPDATE instances SET heartbeat_at = {_NOW} WHERE id = ?", self.id))
-                if beat == 0:  # declared dead and removed while cut off: join again
-                    await self.db.write(lambda tx: tx.execute(
-                        f"INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, {_NOW}, {_NOW})",
-                        self.id, socket.gethostname(), os.getpid()))
+                if await self.db.execute(f"UPDATE instances SET heartbeat_at = {_NOW} WHERE id = ?", self.id) == 0:
+                    await self._register()  # declared dead and removed while cut off: join again
                 before = set(self._held)  # a lease taken while this reads is not among the lost
                 held = {r[0] for r in await self.db.fetch("SELECT name FROM leases WHERE instance = ?", self.id)}
                 if lost := (before & self._held) - held:
@@ -270,8 +270,7 @@ class SharedCluster:
                     self._held -= lost
                 self._sure_until = began + self.lease * 2 / 3
                 # A killed instance's row stays for `chorus doctor` to show, for a day.
-                await self.db.write(lambda tx: tx.execute(
-                    f"DELETE FROM instances WHERE heartbeat_at < {_NOW} - ?", FORGET_DEAD))
+                await self.db.execute(f"DELETE FROM instances WHERE heartbeat_at < {_NOW} - ?", FORGET_DEAD)
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
                 if not failing:  # once an outage, not every beat of it

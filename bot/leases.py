@@ -55,9 +55,9 @@ class SharedLeases:
         return value if isinstance(value, str) else None
 
     async def put(self, name: str, value: str) -> None:
-        await self._try(f"keep {name}", self.db.write(lambda tx: tx.execute(
+        await self._try(f"keep {name}", self.db.execute(
             "INSERT INTO shared_values (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value)), None)
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value), None)
 
     async def _try(self, what: str, work: Awaitable[T], failed: T) -> T:
         """``work``'s result, or ``failed`` when the database cannot answer (said once per outage)."""
