@@ -37,7 +37,7 @@ from .tools import ToolRegistry
 from .media.voice import Voice
 from .outbox import StoredParts
 from .auth import Credential, resolve_key
-from .catalog import CATALOG_FILE, Catalog
+from .catalog import Catalog
 from .channel_settings import discord_settings, telegram_settings
 from .config import ChorusConfig, ConfigError, LoadedConfig, load_config, load_dotenv, state_dir
 from .db.base import DB_ERRORS
@@ -143,7 +143,7 @@ class Runtime:
         llm = make_client(loaded.config, credential)
         config = loaded.config
         tools = ToolRegistry()
-        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
+        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, store.db), voice=Voice(config, llm),
                       images=Images(env.state / "media", config.tools.media.image,
                                     blobs=Blobs(store) if store.db.shared else None))
         cluster = cluster_of(store, config)
