@@ -6,6 +6,7 @@ SQLite the one instance runs them all."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +21,9 @@ import yarl
 from bot.channel_settings import discord_settings
 from bot.cluster import SharedCluster
 from bot.config import parse_config
+from bot.kept import KeptValues
 from bot.store import Store
-from channels.base import ChatRef, Reply
+from channels.base import ChatRef, Inbound, Reply
 from channels.discord import client
 from channels.discord.channel import DiscordChannel
 from channels.discord.settings import DiscordSettings
@@ -269,4 +271,51 @@ async def test_one_instance_runs_every_shard_discord_recommends_spacing_their_id
             (answer,) = await discord.wait_sent(dm)
             assert answer.content == "echo: and a DM"
         assert not discord.shard_conflicts
+        discord.assert_clean()
+
+
+async def test_a_slash_command_is_answered_by_follow_up_from_the_instance_that_runs_its_turn(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The instance holding the shard receives a slash command and defers it ("thinking…"); its turn runs on the
+    other instance, which answers it as the interaction's follow-up, once: the token waited in the database,
+    never in a log. A token Discord no longer takes (15 minutes on) costs the follow-up, not the answer.
+    Two instances' channels in this process are enough: the answering one never sees the interaction, only what
+    the database keeps (the dispatch of a turn to the lease holder is the failover tests' own).
+    Mutation: the token kept in the receiving instance's memory only (the answer posted as a plain message)."""
+    caplog.set_level(logging.INFO, logger="chorus")
+    async with FakeDiscord(shards=1, heartbeat_ms=500) as discord, two_instances(pg_url) as (this, other):
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        assert await this.take(lease_name(0, 1))  # this instance receives everything
+        heard: list[Inbound] = []
+
+        async def accepted(inbound: Inbound) -> None:  # its turn runs on the other instance
+            heard.append(inbound)
+
+        receiving = DiscordChannel(settings_for(discord), leases=this, kept=KeptValues(this.db))
+        answering = DiscordChannel(settings_for(discord), leases=other, kept=KeptValues(other.db))
+        running = [asyncio.create_task(receiving.run(accepted)),
+                   asyncio.create_task(answering.run(lambda inbound: asyncio.sleep(0)))]
+        followups = lambda: discord.calls_to("POST", "/webhooks/{webhook_id}/{webhook_token}")  # noqa: E731
+        try:
+            await discord.wait_for(lambda: discord.connected_shards() == {0} and discord.commands.get("global"))
+            interaction = await discord.slash(dm, ann, "status")
+            await discord.wait_for(lambda: len(heard) == 1)
+            await asyncio.wait_for(answering.send(heard[0].chat, Reply("Model: kimi", reply_to=heard[0].message_id)), 20)
+            (followup,) = followups()
+            assert followup.path == f"/webhooks/{discord.application_id}/{interaction['token']}"
+            assert [m.content for m in discord.bot_messages(dm)] == ["Model: kimi"]
+            assert await other.db.fetchval("SELECT count(*) FROM kept_values") == 0  # answered: forgotten
+
+            late = await discord.slash(dm, ann, "status")
+            await discord.wait_for(lambda: len(heard) == 2)
+            discord.expire(late)
+            await asyncio.wait_for(answering.send(heard[1].chat, Reply("Model: still kimi", reply_to=heard[1].message_id)), 20)
+            assert [m.content for m in discord.bot_messages(dm)] == ["Model: kimi", "Model: still kimi"]
+            assert len(followups()) == 2  # the refused one, then the answer in the chat itself
+            assert interaction["token"] not in caplog.text and late["token"] not in caplog.text
+        finally:
+            for channel in (receiving, answering):
+                await channel.stop()
+            assert await asyncio.gather(*running) == [None, None]
         discord.assert_clean()
