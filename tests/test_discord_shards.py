@@ -319,3 +319,46 @@ async def test_a_slash_command_is_answered_by_follow_up_from_the_instance_that_r
                 await channel.stop()
             assert await asyncio.gather(*running) == [None, None]
         discord.assert_clean()
+
+
+async def test_a_slash_command_reaching_the_shard_holder_is_answered_by_the_instance_holding_its_chat(
+        tmp_path: Path, pg_url: str, fake_openrouter: FakeOpenRouter) -> None:
+    """Two ``chorus run`` on one database: the one holding the shard receives /status and defers it, while the
+    other holds the chat's lease; that one runs the command and answers it as the interaction's follow-up, once.
+    Mutation: the runtime not handing the database's ``kept_values`` to the channel (the token in the receiver's
+    memory only): no follow-up, which also shows that the answer came from the other instance."""
+    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with instances(tmp_path, fake_openrouter, discord, pg_url) as cluster:
+            both = [await cluster.start(), await cluster.start()]
+
+            async def spread() -> bool:
+                return sorted((await cluster.ready()).values(), key=id) == sorted(both, key=id)
+
+            await until(spread, "one shard connected on each instance", timeout=30)
+            receiving = (await cluster.ready())[0]  # shard 0 carries the DMs
+            (answering,) = [s for s in both if s is not receiving]
+            conn = await asyncpg.connect(pg_url)
+            try:
+                async def listening() -> bool:  # both joined, and hear the other's words
+                    return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                               " AND query LIKE 'LISTEN %'") == 2
+                await until(listening, "both instances to listen", timeout=30)
+                answerer = await conn.fetchval("SELECT id FROM instances WHERE pid = $1", answering.pid)
+                await conn.execute("INSERT INTO leases (name, instance, taken_at)"
+                                   " VALUES ($1, $2, extract(epoch from clock_timestamp()))",
+                                   f"session:discord:{dm['id']}", answerer)  # the chat is the other's now
+            finally:
+                await conn.close()
+            await discord.wait_for(lambda: discord.commands.get("global"))
+            interaction = await discord.slash(dm, ann, "status")
+            followed = f"/webhooks/{discord.application_id}/{interaction['token']}"
+            await discord.wait_for(lambda: any(c.path == followed for c in discord.calls), timeout=30)
+            await discord.say(dm, ann, "and then")  # a later marker: nothing more comes of the command
+            await discord.wait_for(lambda: len(discord.bot_messages(dm)) == 2, timeout=30)
+            status, echo = [m.content for m in discord.bot_messages(dm)]
+            assert "Model" in status and echo == "echo: and then", (status, echo)
+            assert len([c for c in discord.calls if c.path == followed]) == 1
+            assert all(interaction["token"] not in s.output for s in cluster.services)
+        discord.assert_clean()
