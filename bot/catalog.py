@@ -1,14 +1,12 @@
-"""The OpenRouter model catalog, cached on disk for a day: model lookup, reasoning support, context length."""
+"""The OpenRouter model catalog, cached in the database for a day: model lookup, reasoning support, context length."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from providers.openrouter.client import OpenRouterClient
@@ -16,10 +14,12 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.refs import ModelRef
 
 from .bundled_catalog import BUNDLED_MODELS
+from .db.base import DB_ERRORS, Database
+from .kept import KeptValues
 
 log = logging.getLogger("chorus.catalog")
 MAX_AGE = 24 * 3600
-CATALOG_FILE = "models-cache.json"
+CATALOG_KEY = "openrouter:models"  # its row in ``kept_values``
 LIVE, CACHED = "OpenRouter's live catalog", "OpenRouter's catalog as cached today"
 
 
@@ -64,25 +64,26 @@ class ModelInfo:
 
 
 class Catalog:
-    """``GET /models?output_modalities=all``, kept in ``models-cache.json`` for a day."""
+    """``GET /models?output_modalities=all``, kept for a day in the database (``kept_values``), where every
+    instance on it finds what one fetched. Without a database (``db`` ``None``), in memory only."""
 
-    def __init__(self, llm: OpenRouterClient, cache_path: Path, *, max_age: float = MAX_AGE,
+    def __init__(self, llm: OpenRouterClient, db: Database | None, *, max_age: float = MAX_AGE,
                  clock: Callable[[], float] = time.time) -> None:
         self.llm = llm
-        self.cache_path = cache_path
+        self.kept = KeptValues(db, clock) if db is not None else None
         self.max_age = max_age
         self.clock = clock
         self._models: dict[str, ModelInfo] | None = None
-        self._fetched_at = 0.0  # when the models in memory were fetched (the cache file's mtime if read from it)
+        self._fetched_at = 0.0  # when the models in memory were fetched (by whichever instance fetched them)
         self.source = LIVE  # which catalog ``models`` gave, in words for the user
 
     async def models(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
-        """Every model by id: from memory or a disk cache younger than ``max_age``, else the API.
+        """Every model by id: from memory or the database's copy if younger than ``max_age``, else the API.
 
-        The memory copy ages like the file: a service that runs for weeks still sees new models."""
+        The memory copy ages like the database's: a service that runs for weeks still sees new models."""
         if self._models is not None and not refresh and not self._stale(self._fetched_at):
             return self._models
-        raw = None if refresh else self._read_cache()
+        raw = None if refresh else await self._read_cache()
         self.source = CACHED
         if raw is None:
             try:
@@ -91,8 +92,8 @@ class Catalog:
                 if self._models is None or refresh:
                     raise
                 return self._models  # an outage keeps the day-old catalog rather than none at all
-            self._write_cache(raw)
             self._fetched_at = self.clock()
+            await self._write_cache(raw)
         return self._keep(raw)
 
     async def models_or_bundled(self, *, refresh: bool = False) -> dict[str, ModelInfo]:
@@ -100,7 +101,7 @@ class Catalog:
         try:
             return await self.models(refresh=refresh)
         except OpenRouterError as exc:
-            stale = self._read_cache(max_age=float("inf"))
+            stale = await self._read_cache(max_age=float("inf"))
             self.source = f"{'a stale cache' if stale else 'the bundled catalog'} (OpenRouter's could not be reached: {exc.headline()})"
             return self._keep(stale or BUNDLED_MODELS)
 
@@ -124,25 +125,36 @@ class Catalog:
             return False
         return True
 
-    def _stale(self, fetched_at: float, max_age: float | None = None) -> bool:
-        return self.clock() - fetched_at > (self.max_age if max_age is None else max_age)
+    def _stale(self, fetched_at: float) -> bool:
+        return self.clock() - fetched_at > self.max_age
 
-    def _read_cache(self, max_age: float | None = None) -> list[dict[str, Any]] | None:
-        try:
-            fetched_at = self.cache_path.stat().st_mtime
-            if self._stale(fetched_at, max_age):
-                return None
-            raw = json.loads(self.cache_path.read_text(encoding="utf-8"))["data"]
-        except (OSError, ValueError, KeyError):
+    async def _read_cache(self, max_age: float | None = None) -> list[dict[str, Any]] | None:
+        """The database's copy if younger than ``max_age`` (default ``self.max_age``); ``None`` when there is
+        none, or the database cannot be read now (the catalog is then fetched, or the bundled one used)."""
+        if self.kept is None:
             return None
-        self._fetched_at = fetched_at
+        try:
+            found = await self.kept.get(CATALOG_KEY, max_age=self.max_age if max_age is None else max_age)
+            if found is None:
+                return None
+            raw = json.loads(found[0])
+        except DB_ERRORS as exc:
+            log.warning("the model catalog's cache cannot be read (%s: %s)", type(exc).__name__, exc)
+            return None
+        except ValueError:
+            return None
+        if not isinstance(raw, list):
+            return None
+        self._fetched_at = found[1]
         return raw
 
-    def _write_cache(self, raw: list[dict[str, Any]]) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"data": raw}), encoding="utf-8")
-        os.replace(tmp, self.cache_path)
+    async def _write_cache(self, raw: list[dict[str, Any]]) -> None:
+        if self.kept is None:
+            return
+        try:
+            await self.kept.put(CATALOG_KEY, json.dumps(raw))
+        except DB_ERRORS as exc:  # the catalog stays in memory; the next instance (or day) fetches it again
+            log.warning("the model catalog could not be cached (%s: %s)", type(exc).__name__, exc)
 
 
 async def model_choices(catalog: Catalog | None, configured: list[str]) -> list[tuple[ModelRef, ModelInfo | None]]:

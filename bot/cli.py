@@ -11,7 +11,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from net import loop
 from net.http import Proxy, ProxyURLError
+from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.keys import probe_key
 from providers.openrouter.refs import ModelRef, ModelRefError
@@ -27,9 +29,11 @@ from providers.redact import remember_secrets
 
 from . import doctor
 from .auth import Credential, save_key
-from .catalog import CATALOG_FILE, Catalog, matches_modality
+from .catalog import Catalog, matches_modality
 from .config import ChorusConfig, ConfigError, LoadedConfig, config_path, load_config, set_in, update_config
+from .db.base import DB_ERRORS
 from .redact import redact, setup_logging
+from .store import Store
 from .lock import AlreadyRunning, StateLock
 from .runtime import Env, Runtime, make_client, openrouter_proxy
 from .migrate import MigrationError
@@ -210,12 +214,27 @@ def auth_login(cli: Cli) -> int:
 # ---- models -----------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def catalog_of(cli: Cli, llm: OpenRouterClient) -> AsyncIterator[Catalog]:
+    """The model catalog with its day's cache in the state's database, shared with the running service (without
+    the cache, said on stderr, when the database cannot be opened: the catalog is OpenRouter's, not ours)."""
+    store = None
+    try:
+        store = await Store.open(cli.database)
+    except (*DB_ERRORS, MigrationError) as exc:
+        print(f"warning: the model catalog's cache is not available ({exc})", file=sys.stderr)
+    try:
+        yield Catalog(llm, store.db if store is not None else None)
+    finally:
+        if store is not None:
+            await store.close()
+
+
 async def models_set(cli: Cli) -> int:
     ref = ModelRef.parse(cli.args.ref)
     loaded = cli.update(lambda raw: set_in(raw, "agents.defaults.model.primary", str(ref)))
     print(f"Default model set to {loaded.config.agents.defaults.model.primary} in {loaded.path}.")
-    async with make_client(loaded.config, cli.env.credential(loaded.config)) as llm:
-        catalog = Catalog(llm, cli.env.state / CATALOG_FILE)
+    async with make_client(loaded.config, cli.env.credential(loaded.config)) as llm, catalog_of(cli, llm) as catalog:
         try:
             known = ref.slug in await catalog.models()
         except OpenRouterError as exc:
@@ -230,8 +249,7 @@ async def models_set(cli: Cli) -> int:
 async def models_list(cli: Cli) -> int:
     """The catalog, optionally only the models that produce one modality."""
     config = cli.loaded.config
-    async with make_client(config, cli.env.credential(config)) as llm:
-        catalog = Catalog(llm, cli.env.state / CATALOG_FILE)
+    async with make_client(config, cli.env.credential(config)) as llm, catalog_of(cli, llm) as catalog:
         models = await catalog.models_or_bundled(refresh=cli.args.refresh)
     shown = [m for m in sorted(models.values(), key=lambda m: m.id) if matches_modality(m, cli.args.modality)]
     for m in shown:
@@ -257,7 +275,8 @@ async def infer_run(cli: Cli) -> int:
     config = cli.loaded.config
     ref = ModelRef.parse(cli.args.model or config.agents.defaults.model.primary)
     async with make_client(config, cli.credential_or_fail()) as llm:
-        info = await Catalog(llm, cli.env.state / CATALOG_FILE).lookup(ref)  # reasoning only where the model takes it
+        async with catalog_of(cli, llm) as catalog:
+            info = await catalog.lookup(ref)  # reasoning only where the model takes it
         started = time.monotonic()
         result = await llm.chat(ChatSpec(ref=ref, messages=[{"role": "user", "content": cli.args.prompt}],
                                          thinking=config.agents.defaults.thinking_default,

@@ -37,7 +37,8 @@ from .tools import ToolRegistry
 from .media.voice import Voice
 from .outbox import StoredParts
 from .auth import Credential, resolve_key
-from .catalog import CATALOG_FILE, Catalog
+from .catalog import Catalog
+from .kept import KeptValues
 from .channel_settings import discord_settings, telegram_settings
 from .config import ChorusConfig, ConfigError, LoadedConfig, load_config, load_dotenv, state_dir
 from .db.base import DB_ERRORS
@@ -143,7 +144,7 @@ class Runtime:
         llm = make_client(loaded.config, credential)
         config = loaded.config
         tools = ToolRegistry()
-        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, env.state / CATALOG_FILE), voice=Voice(config, llm),
+        agent = Agent(config, store, llm, tools, catalog=Catalog(llm, store.db), voice=Voice(config, llm),
                       images=Images(env.state / "media", config.tools.media.image,
                                     blobs=Blobs(store) if store.db.shared else None))
         cluster = cluster_of(store, config)
@@ -175,7 +176,8 @@ class Runtime:
         if (discord := discord_settings(self.config, env.lookup)) is not None:
             from channels.discord.channel import DiscordChannel  # discord.py costs ~30 MB of memory: only when used
 
-            found.append(DiscordChannel(discord, parts=self.parts, leases=leases_of(self.cluster, self.store.db)))
+            found.append(DiscordChannel(discord, parts=self.parts, leases=leases_of(self.cluster, self.store.db),
+                                        kept=KeptValues(self.store.db)))
         if console or not found:
             found.append(ConsoleChannel(self.state / "media", stdin=stdin, stdout=stdout))
         return found

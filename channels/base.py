@@ -6,6 +6,7 @@ knows which platform it goes to, except through ``Capabilities``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -245,6 +246,42 @@ class Alone:
 
     async def put(self, name: str, value: str) -> None:
         pass
+
+
+class Kept(Protocol):
+    """Values every instance of the bot reads, each kept for a while (a Discord interaction's token until it
+    expires): the core keeps them in its database (``bot.kept.KeptValues``); ``KeptHere`` in this process."""
+
+    async def get(self, name: str, *, max_age: float | None = None) -> tuple[str, float] | None:
+        """``name``'s value and when it was kept (unix time), unless expired or older than ``max_age`` seconds."""
+        ...
+
+    async def put(self, name: str, value: str, *, ttl: float | None = None) -> None:
+        """Keep ``value`` as ``name``, for ``ttl`` seconds (else until replaced)."""
+        ...
+
+    async def drop(self, name: str) -> None: ...
+
+
+class KeptHere:
+    """``Kept`` in this process only: a channel run without the core's database."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[str, float, float]] = {}  # name -> value, kept at, expires at
+
+    async def get(self, name: str, *, max_age: float | None = None) -> tuple[str, float] | None:
+        value, kept_at, expires_at = self._values.get(name, ("", 0.0, 0.0))
+        now = time.time()
+        fresh = expires_at > now and (max_age is None or kept_at >= now - max_age)
+        return (value, kept_at) if fresh else None
+
+    async def put(self, name: str, value: str, *, ttl: float | None = None) -> None:
+        now = time.time()
+        self._values = {k: v for k, v in self._values.items() if v[2] > now}
+        self._values[name] = (value, now, now + ttl if ttl is not None else float("inf"))
+
+    async def drop(self, name: str) -> None:
+        self._values.pop(name, None)
 
 
 @runtime_checkable

@@ -12,12 +12,14 @@ from collections import Counter
 from collections.abc import Iterable
 
 MASK = "***"
-# OpenRouter keys, Telegram bot tokens, Discord bot tokens, bearer headers.
+# OpenRouter keys, Telegram bot tokens, Discord bot tokens, bearer headers, interaction tokens.
 PATTERNS = [
     re.compile(r"sk-or-[A-Za-z0-9_\-]{8,}"),
     re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_\-]{30,}"),  # also inside Bot API URLs: .../bot<token>/getMe
     re.compile(r"\b[A-Za-z0-9_\-]{24,28}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}\b"),
     re.compile(r"(?i)(bearer\s+)[^\s'\"]+"),
+    # A Discord interaction's token (valid 15 minutes) in its callback or follow-up URL, as discord.py logs at -vv
+    re.compile(r"(/(?:interactions|webhooks)/\d+/)[A-Za-z0-9_\-.]+"),
 ]
 # Long unbroken runs of token characters; masked only when they also look random (see ``high_entropy``).
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-.+=]{32,}")

@@ -123,7 +123,7 @@ async def make_rig(fake: FakeOpenRouter, path, config: dict[str, Any] | None = N
     cfg, _ = parse_config(raw, env={})
     store = await Store.open(path / "chorus.db")
     llm = make_client(cfg, Credential(fake.api_key, "test"))  # honours maxRetries: 0 from the config
-    agent = Agent(cfg, store, llm, ToolRegistry(tools), catalog=Catalog(llm, path / "models-cache.json"))
+    agent = Agent(cfg, store, llm, ToolRegistry(tools), catalog=Catalog(llm, store.db))
     return Rig(fake, store, Dispatcher(agent, Inbox(store)), RecordingChannel())
 
 

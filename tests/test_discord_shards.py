@@ -6,6 +6,7 @@ SQLite the one instance runs them all."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +21,9 @@ import yarl
 from bot.channel_settings import discord_settings
 from bot.cluster import SharedCluster
 from bot.config import parse_config
+from bot.kept import KeptValues
 from bot.store import Store
-from channels.base import ChatRef, Reply
+from channels.base import ChatRef, Inbound, Reply
 from channels.discord import client
 from channels.discord.channel import DiscordChannel
 from channels.discord.settings import DiscordSettings
@@ -269,4 +271,94 @@ async def test_one_instance_runs_every_shard_discord_recommends_spacing_their_id
             (answer,) = await discord.wait_sent(dm)
             assert answer.content == "echo: and a DM"
         assert not discord.shard_conflicts
+        discord.assert_clean()
+
+
+async def test_a_slash_command_is_answered_by_follow_up_from_the_instance_that_runs_its_turn(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The instance holding the shard receives a slash command and defers it ("thinking…"); its turn runs on the
+    other instance, which answers it as the interaction's follow-up, once: the token waited in the database,
+    never in a log. A token Discord no longer takes (15 minutes on) costs the follow-up, not the answer.
+    Two instances' channels in this process are enough: the answering one never sees the interaction, only what
+    the database keeps (the dispatch of a turn to the lease holder is the failover tests' own).
+    Mutation: the token kept in the receiving instance's memory only (the answer posted as a plain message)."""
+    caplog.set_level(logging.INFO, logger="chorus")
+    async with FakeDiscord(shards=1, heartbeat_ms=500) as discord, two_instances(pg_url) as (this, other):
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        assert await this.take(lease_name(0, 1))  # this instance receives everything
+        heard: list[Inbound] = []
+
+        async def accepted(inbound: Inbound) -> None:  # its turn runs on the other instance
+            heard.append(inbound)
+
+        receiving = DiscordChannel(settings_for(discord), leases=this, kept=KeptValues(this.db))
+        answering = DiscordChannel(settings_for(discord), leases=other, kept=KeptValues(other.db))
+        running = [asyncio.create_task(receiving.run(accepted)),
+                   asyncio.create_task(answering.run(lambda inbound: asyncio.sleep(0)))]
+        followups = lambda: discord.calls_to("POST", "/webhooks/{webhook_id}/{webhook_token}")  # noqa: E731
+        try:
+            await discord.wait_for(lambda: discord.connected_shards() == {0} and discord.commands.get("global"))
+            interaction = await discord.slash(dm, ann, "status")
+            await discord.wait_for(lambda: len(heard) == 1)
+            await asyncio.wait_for(answering.send(heard[0].chat, Reply("Model: kimi", reply_to=heard[0].message_id)), 20)
+            (followup,) = followups()
+            assert followup.path == f"/webhooks/{discord.application_id}/{interaction['token']}"
+            assert [m.content for m in discord.bot_messages(dm)] == ["Model: kimi"]
+            assert await other.db.fetchval("SELECT count(*) FROM kept_values") == 0  # answered: forgotten
+
+            late = await discord.slash(dm, ann, "status")
+            await discord.wait_for(lambda: len(heard) == 2)
+            discord.expire(late)
+            await asyncio.wait_for(answering.send(heard[1].chat, Reply("Model: still kimi", reply_to=heard[1].message_id)), 20)
+            assert [m.content for m in discord.bot_messages(dm)] == ["Model: kimi", "Model: still kimi"]
+            assert len(followups()) == 2  # the refused one, then the answer in the chat itself
+            assert interaction["token"] not in caplog.text and late["token"] not in caplog.text
+        finally:
+            for channel in (receiving, answering):
+                await channel.stop()
+            assert await asyncio.gather(*running) == [None, None]
+        discord.assert_clean()
+
+
+async def test_a_slash_command_reaching_the_shard_holder_is_answered_by_the_instance_holding_its_chat(
+        tmp_path: Path, pg_url: str, fake_openrouter: FakeOpenRouter) -> None:
+    """Two ``chorus run`` on one database: the one holding the shard receives /status and defers it, while the
+    other holds the chat's lease; that one runs the command and answers it as the interaction's follow-up, once.
+    Mutation: the runtime not handing the database's ``kept_values`` to the channel (the token in the receiver's
+    memory only): no follow-up, which also shows that the answer came from the other instance."""
+    async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
+        ann = discord.user("ann")
+        dm = discord.dm(ann)
+        async with instances(tmp_path, fake_openrouter, discord, pg_url) as cluster:
+            both = [await cluster.start(), await cluster.start()]
+
+            async def spread() -> bool:
+                return sorted((await cluster.ready()).values(), key=id) == sorted(both, key=id)
+
+            await until(spread, "one shard connected on each instance", timeout=30)
+            receiving = (await cluster.ready())[0]  # shard 0 carries the DMs
+            (answering,) = [s for s in both if s is not receiving]
+            conn = await asyncpg.connect(pg_url)
+            try:
+                async def listening() -> bool:  # both joined, and hear the other's words
+                    return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                               " AND query LIKE 'LISTEN %'") == 2
+                await until(listening, "both instances to listen", timeout=30)
+                answerer = await conn.fetchval("SELECT id FROM instances WHERE pid = $1", answering.pid)
+                await conn.execute("INSERT INTO leases (name, instance, taken_at)"
+                                   " VALUES ($1, $2, extract(epoch from clock_timestamp()))",
+                                   f"session:discord:{dm['id']}", answerer)  # the chat is the other's now
+            finally:
+                await conn.close()
+            await discord.wait_for(lambda: discord.commands.get("global"))
+            interaction = await discord.slash(dm, ann, "status")
+            followed = f"/webhooks/{discord.application_id}/{interaction['token']}"
+            await discord.wait_for(lambda: any(c.path == followed for c in discord.calls), timeout=30)
+            await discord.say(dm, ann, "and then")  # a later marker: nothing more comes of the command
+            await discord.wait_for(lambda: len(discord.bot_messages(dm)) == 2, timeout=30)
+            status, echo = [m.content for m in discord.bot_messages(dm)]
+            assert "Model" in status and echo == "echo: and then", (status, echo)
+            assert len([c for c in discord.calls if c.path == followed]) == 1
+            assert all(interaction["token"] not in s.output for s in cluster.services)
         discord.assert_clean()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bot.auth import resolve_key, save_key
-from bot.catalog import MAX_AGE, Catalog
+from bot.catalog import CACHED, MAX_AGE, Catalog
 from bot.context import fit_context
 from bot.media.jobs import MediaJobs
 from bot.redact import redact, setup_logging
@@ -190,22 +190,45 @@ def test_the_key_is_looked_up_in_the_documented_order(tmp_path):
 
 
 async def test_the_catalog_cache_expires_after_a_day(fake_openrouter, tmp_path):
-    """Mutation: the age check removed, so a cached catalog (on disk or in memory) is used forever."""
+    """Mutation: the age check removed, so a cached catalog (in the database or in memory) is used forever."""
     now = [time.time()]
-    async with OpenRouterClient(None, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
-        catalog = Catalog(llm, tmp_path / "models-cache.json", clock=lambda: now[0])
-        fetches = lambda: len(fake_openrouter.requests_to("/models"))  # noqa: E731
-        assert "openai/gpt-4o-mini" in await catalog.models() and fetches() == 1
-        now[0] += MAX_AGE - 60
-        await catalog.models()
-        await Catalog(llm, tmp_path / "models-cache.json", clock=lambda: now[0]).models()  # the file, a day old less a minute
-        assert fetches() == 1
-        now[0] += 120
-        fake_openrouter.models.append({**fake_openrouter.models[1], "id": "new/model"})
-        assert "new/model" in await catalog.models() and fetches() == 2  # the memory copy aged out too
-        now[0] += MAX_AGE + 1
-        assert "new/model" in await Catalog(llm, tmp_path / "models-cache.json", clock=lambda: now[0]).models()
-        assert fetches() == 3
+    store = await Store.open(tmp_path / "chorus.db")
+    try:
+        async with OpenRouterClient(None, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+            catalog = Catalog(llm, store.db, clock=lambda: now[0])
+            fetches = lambda: len(fake_openrouter.requests_to("/models"))  # noqa: E731
+            assert "openai/gpt-4o-mini" in await catalog.models() and fetches() == 1
+            now[0] += MAX_AGE - 60
+            await catalog.models()
+            await Catalog(llm, store.db, clock=lambda: now[0]).models()  # the database's copy, a day old less a minute
+            assert fetches() == 1
+            now[0] += 120
+            fake_openrouter.models.append({**fake_openrouter.models[1], "id": "new/model"})
+            assert "new/model" in await catalog.models() and fetches() == 2  # the memory copy aged out too
+            now[0] += MAX_AGE + 1
+            assert "new/model" in await Catalog(llm, store.db, clock=lambda: now[0]).models()
+            assert fetches() == 3
+    finally:
+        await store.close()
+
+
+async def test_instances_on_one_database_share_the_catalog(fake_openrouter, pg_url):
+    """Two instances' stores on one PostgreSQL: what one fetched, the other reads from the database.
+    Mutation: the catalog not read from the database (each instance fetching its own)."""
+    one, two = await Store.open(pg_url), await Store.open(pg_url)
+    try:
+        async with OpenRouterClient(None, ProviderSettings(base_url=fake_openrouter.base_url)) as llm:
+            assert "openai/gpt-4o-mini" in await Catalog(llm, one.db).models()
+            other = Catalog(llm, two.db)
+            assert "openai/gpt-4o-mini" in await other.models()
+            assert len(fake_openrouter.requests_to("/models")) == 1 and other.source == CACHED
+            fake_openrouter.models.append({**fake_openrouter.models[1], "id": "new/model"})
+            assert "new/model" in await Catalog(llm, two.db).models(refresh=True)  # `chorus models list --refresh`
+            assert "new/model" in await Catalog(llm, one.db).models()  # the refreshed copy replaced the old one
+            assert await one.db.fetchval("SELECT count(*) FROM kept_values") == 1  # one row, however often fetched
+    finally:
+        await one.close()
+        await two.close()
 
 
 # ---- video jobs -------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -257,11 +257,19 @@ async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, f
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/api/v1"
     home.config.write_text(json.dumps({"models": {"providers": {"openrouter": {"baseUrl": closed, "maxRetries": 0}}}}))
-    cache = home.path / "models-cache.json"
-    os.utime(cache, (time.time() - 3 * 86400,) * 2)  # three days old: stale, still better than the bundled one
+    def cached(sql: str) -> int:
+        """Rows of the catalog's cache in the state's database that ``sql`` changed."""
+        db = sqlite3.connect(home.path / "chorus.db")
+        try:
+            with db:
+                return db.execute(sql).rowcount
+        finally:
+            db.close()
+
+    assert cached("UPDATE kept_values SET kept_at = kept_at - 3 * 86400") == 1  # stale, still better than bundled
     stale = await chorus(home, "models", "list", "--modality", "video")
     assert stale.err == "1 models with video output, from a stale cache (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
-    cache.unlink()
+    assert cached("DELETE FROM kept_values") == 1
     bundled = await chorus(home, "models", "list")
     assert bundled.code == 0, bundled.err
     assert bundled.out.splitlines() == [  # the provider page's four refs and the media defaults

@@ -55,6 +55,14 @@ def test_a_telegram_token_is_masked_inside_a_bot_api_url():
     assert redact(url) == "GET https://api.telegram.org/bot***/getMe failed"
 
 
+def test_a_discord_interaction_token_is_masked_inside_its_urls():
+    """Mutation: the pattern removed (discord.py logs each webhook request's URL at -vv)."""
+    token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpBYmNEZWZHaGlK_x-y.z"
+    for path in (f"/webhooks/1234567890/{token}", f"/interactions/42/{token}/callback"):
+        assert redact(f"POST https://discord.com/api/v10{path}?wait=1 returned 200") == (
+            f"POST https://discord.com/api/v10{path.replace(token, '***')}?wait=1 returned 200")
+
+
 def test_logging_filter_redacts_arguments_and_tracebacks(caplog):
     logger = logging.getLogger("chorus.test-redact")
     logger.addFilter(RedactingFilter(["hunter2-password"]))

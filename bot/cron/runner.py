@@ -16,6 +16,8 @@ from typing import Any
 
 from channels.base import Inbound
 
+from ..db.base import DB_ERRORS
+from ..outage import Outage
 from .jobs import CronJob, CronJobs
 from .schedule import duration, local_text
 
@@ -64,6 +66,7 @@ class CronRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._firing: set[asyncio.Task[Any]] = set()
         self._running: set[int] = set()  # ids of the jobs whose run is under way here
+        self.outage = Outage(log, "cron")
 
     async def start(self) -> None:
         """Start firing; a run missed while the service was down is due at once (late, or skipped past grace)."""
@@ -108,12 +111,16 @@ class CronRunner:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()  # before looking: a job made while we look wakes the next wait
+            upcoming: float | None = None
             try:
                 await self.run_due()
                 upcoming = await self.jobs.next_due(self.channels())
-            except Exception:  # a locked or failing database: logged, tried again at the next poll
+            except DB_ERRORS as exc:  # the database away: said once per outage, tried again at each poll
+                self.outage.failed(exc)
+            except Exception:  # a bug: with its traceback, tried again at the next poll
                 log.exception("could not look for due cron jobs")
-                upcoming = None
+            else:
+                self.outage.answered()
             wait = self.poll if upcoming is None else min(self.poll, max(0.0, upcoming - self.clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)

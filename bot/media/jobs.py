@@ -25,7 +25,8 @@ from providers.openrouter.errors import OpenRouterError
 from providers.openrouter.video import VideoJob, download_video, poll_video
 
 from ..cluster import Cluster, Solo, orphaned
-from ..db.base import utc_now
+from ..db.base import DB_ERRORS, utc_now
+from ..outage import Outage
 from ..store import Store
 
 log = logging.getLogger("chorus.media_jobs")
@@ -60,6 +61,7 @@ class MediaJobs:
         self.cluster = cluster or Solo()
         self.scheduler: AsyncIOScheduler | None = None
         self._ticking: asyncio.Task[Any] | None = None
+        self.outage = Outage(log, "video jobs")
 
     async def start(self) -> None:
         """Start polling; jobs an earlier run left pending are due at once, whatever their schedule was (on a
@@ -106,16 +108,28 @@ class MediaJobs:
             log.info("%d video job(s) of an instance that stopped are checked again here", freed)
 
     async def tick(self) -> None:
-        """Check every job that is due and not taken by another instance meanwhile."""
+        """Check every job that is due and not taken by another instance meanwhile; while the database cannot be
+        reached, none (said when that begins and when it ends: ``Outage``)."""
         self._ticking = asyncio.current_task()
-        for job in await self._due():
-            if not await self._claim(job):
-                continue
-            try:
-                await self._check(job)
-            except Exception:  # one bad job must not stop the others; it is tried again next tick
-                log.exception("video job %s check failed channel=%s chat=%s", job.job.id, job.chat.channel, job.chat.chat_id)
-                await self._unclaim(job)
+        try:
+            for job in await self._due():
+                if await self._claim(job):
+                    await self._checked(job)
+        except DB_ERRORS as exc:  # the next tick looks again
+            self.outage.failed(exc)
+            return
+        self.outage.answered()
+
+    async def _checked(self, job: PendingJob) -> None:
+        """``_check``; one that fails (the channel not running) leaves the job due again as it was, and the
+        others are checked: one bad job must not stop them."""
+        try:
+            await self._check(job)
+        except DB_ERRORS:
+            raise  # the database went away: its claim runs out (CLAIM) and the job is checked again
+        except Exception:
+            log.exception("video job %s check failed channel=%s chat=%s", job.job.id, job.chat.channel, job.chat.chat_id)
+            await self._unclaim(job)
 
     async def pending(self) -> int:
         return int(await self.store.db.fetchval("SELECT COUNT(*) FROM media_jobs WHERE status = 'pending'"))

@@ -18,11 +18,12 @@ import discord
 from discord import app_commands
 
 from ..backoff import Backoff
-from ..base import Alone, Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Leases, Reply, as_edit
+from ..base import (Alone, Attachment, Capabilities, ChatRef, Inbound, InboundHandler, Kept, KeptHere, Leases, Reply,
+                    as_edit)
 from .client import ChorusClient, Identifies
 from .inbound import CHANNEL, chat_of, fetcher, may_speak, to_inbound
 from ..outbox import Outbox as DurableOutbox, Part, PartStore
-from .outbound import DiscordStream, Outbox, chosen, classify, reply_parts
+from .outbound import INTERACTION, DiscordStream, Outbox, chosen, classify, reply_parts
 from .settings import DiscordSettings
 from .shards import Moves, lease_name, plan
 
@@ -56,11 +57,14 @@ class DiscordChannel:
     name = CHANNEL
     capabilities = Capabilities(text_limit=2000, markdown="discord", voice_format="ogg_opus", streams_text=True)
 
-    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None, leases: Leases | None = None) -> None:
+    def __init__(self, settings: DiscordSettings, *, parts: PartStore | None = None, leases: Leases | None = None,
+                 kept: Kept | None = None) -> None:
         """``parts``: where unsent parts of answers are kept (the core's database); else in memory only.
-        ``leases``: the shards' leases among the instances sharing the bot; else this instance runs them all."""
+        ``leases``: the shards' leases among the instances sharing the bot; else this instance runs them all.
+        ``kept``: where an interaction's token waits for the instance that answers it; else in memory only."""
         self.settings = settings
         self.leases: Leases = leases or Alone()
+        self.kept: Kept = kept or KeptHere()
         self.client: ChorusClient | None = None  # REST only: every send, edit, reaction and download goes through it
         self.outbox: Outbox | None = None
         self.durable = DurableOutbox(CHANNEL, self._send_part, classify, store=parts, retry=settings.retry)
@@ -143,7 +147,7 @@ class DiscordChannel:
             raise
         self.count = self.settings.shard_count or recommended
         self._identifies = Identifies(int(limit.get("max_concurrency") or 1))
-        self.client, self.outbox = client, Outbox(client, self._cached_channel)
+        self.client, self.outbox = client, Outbox(client, self._cached_channel, self.kept)
 
     async def _keep_shards(self, handler: InboundHandler) -> str | None:
         """Look at the shards' leases every third of the lease (see ``shards.plan``) and start, drop or hand
@@ -390,13 +394,13 @@ class DiscordChannel:
         if where is None or not may_speak(where, str(interaction.user.id)):
             await interaction.response.send_message("I'm not enabled here.", ephemeral=True)
             return
-        message_id = f"interaction-{interaction.id}"
+        message_id = f"{INTERACTION}{interaction.id}"
         if text == "/stop":  # a stopped answer ends with "⏹ Stopped." itself: only the user sees this receipt
             await interaction.response.send_message("⏹", ephemeral=True)
         else:
             # Discord wants an answer within 3 s; the reply follows ("thinking…" for a slash command, nothing
             # for a press: the message with the buttons stays as it is)
             await interaction.response.defer(thinking=interaction.type is discord.InteractionType.application_command)
-            self.outbox.interactions[message_id] = interaction
+            await self.outbox.keep_interaction(message_id, interaction)  # before the turn: it may run elsewhere
         await handler(Inbound(chat=where.chat, sender_id=str(interaction.user.id), sender_name=interaction.user.display_name,
                               sender_username=interaction.user.name, text=text, message_id=message_id, mentioned=True))

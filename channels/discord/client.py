@@ -77,8 +77,13 @@ class Rebase:
             return await ws_connect(self.websocket(url), **kwargs)
 
         http.request, http.ws_connect = rebased_request, rebased_ws_connect
+        self.install_webhooks()
+
+    def install_webhooks(self) -> None:
+        """Rebase interaction responses and follow-ups made in this task's context (discord.py's webhook
+        adapter is a context variable: set where the client is built, and where a follow-up is sent)."""
         if self.api_base:
-            async_context.set(_RebasedWebhooks(self))  # interaction responses and follow-ups, in this context
+            async_context.set(_RebasedWebhooks(self))
 
 
 class _RebasedWebhooks(AsyncWebhookAdapter):
@@ -141,6 +146,12 @@ class ChorusClient(discord.Client):
         self.rebase.install(self.http)
         self._on_setup = on_setup
         self._identifies = identifies or Identifies()
+
+    def followup(self, application_id: int, token: str) -> discord.Webhook:
+        """The follow-up webhook of an interaction received by any instance (``Interaction.followup`` rebuilt
+        from its application id and token), its requests rebased in the calling task."""
+        self.rebase.install_webhooks()
+        return discord.Webhook.from_state({"id": application_id, "type": 3, "token": token}, self._connection)
 
     async def setup_hook(self) -> None:
         if self._on_setup is not None:

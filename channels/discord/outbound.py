@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import aiohttp
 import discord
 from discord.http import handle_message_parameters
 
-from ..base import AttachmentKind, ChatRef, Media, Reply
+from ..base import AttachmentKind, ChatRef, Kept, KeptHere, Media, Reply
 from ..outbox import Failure, Fate, Part
 from ..chunking import split_text
 from .client import ChorusClient, safe_mentions
@@ -33,6 +34,8 @@ MENU_FROM = 3
 BUTTON = "chorus:"  # + the command: a button's custom_id
 MENU = "chorus:menu"  # the select menu's custom_id
 ID_MAX = 100  # characters of a custom_id or an option's value
+INTERACTION = "interaction-"  # + its id: the message id of a slash command or a press
+INTERACTION_TTL = 14 * 60  # seconds an interaction's token is kept: Discord takes follow-ups for 15 minutes
 
 
 class VoiceFile(discord.File):
@@ -49,12 +52,57 @@ class VoiceFile(discord.File):
 
 class Outbox:
     """Sends replies through one client's REST API; an interaction waiting for its answer is answered by
-    follow-up. ``cached`` finds a channel the gateway told about (its server's upload limit), if any."""
+    follow-up, from whichever instance runs the turn (``kept``: where its token waits, see ``keep_interaction``).
+    ``cached`` finds a channel the gateway told about (its server's upload limit), if any."""
 
-    def __init__(self, client: ChorusClient, cached: Callable[[int], object | None] | None = None) -> None:
+    def __init__(self, client: ChorusClient, cached: Callable[[int], object | None] | None = None,
+                 kept: Kept | None = None) -> None:
         self.client = client
         self.cached = cached or client.get_channel
-        self.interactions: dict[str, discord.Interaction] = {}  # inbound message id -> deferred interaction
+        self.kept: Kept = kept or KeptHere()
+
+    async def keep_interaction(self, message_id: str, interaction: discord.Interaction) -> None:
+        """Keep what answering a deferred interaction takes (its application id and token: a secret, valid 15
+        minutes) where the instance that runs its turn finds it; if it cannot be kept, the answer is posted."""
+        value = json.dumps({"application_id": str(interaction.application_id), "token": interaction.token})
+        try:
+            await self.kept.put(_interaction_key(message_id), value, ttl=INTERACTION_TTL)
+        except Exception as exc:  # the database cannot be reached: the answer goes to the channel instead
+            log.warning("Discord: interaction %s not kept for its follow-up (%s)", message_id, type(exc).__name__)
+
+    async def _followup(self, message_id: str) -> discord.Webhook | None:
+        """The follow-up webhook of the interaction ``message_id`` while its token is valid, else ``None``."""
+        try:
+            found = await self.kept.get(_interaction_key(message_id))
+        except Exception as exc:
+            log.warning("Discord: interaction %s not found for its follow-up (%s); answering in the channel",
+                        message_id, type(exc).__name__)
+            return None
+        if found is None:
+            return None
+        kept = json.loads(found[0])
+        return self.client.followup(int(kept["application_id"]), kept["token"])
+
+    async def _answer_interaction(self, message_id: str, content: str, files: list[discord.File] | None,
+                                  view: discord.ui.View) -> discord.Message | None:
+        """The first message of an interaction's answer as its follow-up (once: the token is then forgotten);
+        ``None`` when there is none to answer, or its token was refused (expired): the caller posts instead."""
+        followup = await self._followup(message_id)
+        if followup is None:
+            return None
+        try:
+            sent = await followup.send(content, files=files or discord.utils.MISSING, wait=True,
+                                       allowed_mentions=safe_mentions(), view=view)
+        except discord.HTTPException as exc:
+            if exc.status not in (401, 404):  # 401 Invalid Webhook Token, 404 Unknown Webhook: expired
+                raise
+            log.info("Discord: interaction %s expired; answering in the channel", message_id)
+            for file in files or ():
+                file.reset()
+            sent = None
+        with suppress(Exception):  # a token left behind expires with the interaction
+            await self.kept.drop(_interaction_key(message_id))
+        return sent
 
     def target(self, chat: ChatRef) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(int(chat.thread_id or chat.chat_id))
@@ -69,11 +117,10 @@ class Outbox:
                    buttons: list[tuple[str, str]] | None = None) -> discord.Message:
         """One message; the first of a reply references the message it answers (or answers its interaction);
         ``buttons`` go under it (see ``choices``)."""
-        interaction = self.interactions.pop(reply_to, None) if reply_to else None
         view = choices(buttons) if buttons else discord.utils.MISSING
-        if interaction is not None:
-            return await interaction.followup.send(content, files=files or discord.utils.MISSING, wait=True,
-                                                   allowed_mentions=safe_mentions(), view=view)
+        if reply_to and reply_to.startswith(INTERACTION) and (
+                answered := await self._answer_interaction(reply_to, content, files, view)) is not None:
+            return answered
         reference = None
         if reply_to and reply_to.isdigit() and self.client.settings.reply_to_mode != "off":
             reference = discord.MessageReference(message_id=int(reply_to), channel_id=int(chat.thread_id or chat.chat_id),
@@ -262,6 +309,10 @@ class DiscordStream:
         for _ in range(int(600 / TYPING_EVERY)):
             await (await self.outbox()).type_once(self.chat)
             await asyncio.sleep(TYPING_EVERY)
+
+
+def _interaction_key(message_id: str) -> str:
+    return f"discord:{message_id}"
 
 
 def _size(size: int) -> str:

@@ -146,6 +146,7 @@ class FakeDiscord:
         self._sockets: set[web.WebSocketResponse] = set()  # every open gateway connection
         self.shard_conflicts: list[str] = []  # a shard identified while another connection still held it
         self._interactions: list[dict[str, Any]] = []  # every INTERACTION_CREATE sent, oldest first
+        self._expired: set[str] = set()  # interaction tokens past their 15 minutes (``expire``)
         # zlib-stream, as the client asked in the gateway URL: one deflate stream per connection, every frame
         # binary and ending in a sync flush (00 00 ff ff), as Discord sends them
         self._deflate: dict[int, Any] = {}
@@ -667,7 +668,8 @@ class FakeDiscord:
         if route == ("POST", "/interactions/{interaction_id}/{interaction_token}/callback"):
             return self._callback(ids[1], call)
         if route == ("POST", "/webhooks/{webhook_id}/{webhook_token}"):
-            return self._create(call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
+            return self._followup_refused(ids[1], ids[2]) or self._create(
+                call.query.get("thread_id") or self._interaction_channel(ids[2]), call)
         if route == ("POST", "/users/@me/channels"):  # create_dm: the DM with a user, the same one each time
             recipient = str((call.json or {}).get("recipient_id"))
             if recipient not in self.users:
@@ -696,6 +698,23 @@ class FakeDiscord:
         return _json({"interaction": {"id": interaction_id, "type": asked, "response_message_loading": kind == 5,
                                       "response_message_ephemeral": bool(flags & 64)},
                       "resource": {"type": kind}})
+
+    def expire(self, interaction: dict[str, Any]) -> None:
+        """Let ``interaction``'s token expire, as Discord does 15 minutes after it was created."""
+        self._expired.add(interaction["token"])
+
+    def _followup_refused(self, webhook_id: str, token: str) -> web.Response | None:
+        """Discord's answer to a follow-up it refuses: an application id or token it did not issue, a token past
+        its 15 minutes (401); a follow-up before the interaction was answered (deferred) is a client's bug."""
+        interaction = next((i for i in self._interactions if i["token"] == token), None)
+        if webhook_id != self.application_id or interaction is None:
+            return _not_found("Unknown Webhook", 10015)
+        if token in self._expired:
+            return _json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+        callback = f"/interactions/{interaction['id']}/{token}/callback"
+        if not any(c.path == callback for c in self.calls):
+            self.violations.append(f"a follow-up to interaction {interaction['id']} before its response (defer)")
+        return None
 
     def _interaction_channel(self, token: str) -> str:
         return next((i["channel_id"] for i in reversed(self._interactions) if i["token"] == token), "")
