@@ -19,7 +19,7 @@ from .kept import KeptValues
 
 log = logging.getLogger("chorus.catalog")
 MAX_AGE = 24 * 3600
-CATALOG_KEY = "openrouter:models"  # its row in ``kept_values``
+CATALOG_KEY = "openrouter:models"  # its row in ``shared_values``
 LIVE, CACHED = "OpenRouter's live catalog", "OpenRouter's catalog as cached today"
 
 
@@ -64,7 +64,7 @@ class ModelInfo:
 
 
 class Catalog:
-    """``GET /models?output_modalities=all``, kept for a day in the database (``kept_values``), where every
+    """``GET /models?output_modalities=all``, kept for a day in the database (``shared_values``), where every
     instance on it finds what one fetched. Without a database (``db`` ``None``), in memory only."""
 
     def __init__(self, llm: OpenRouterClient, db: Database | None, *, max_age: float = MAX_AGE,

@@ -17,6 +17,7 @@ from channels.base import Leases
 
 from .cluster import Cluster
 from .db.base import DB_ERRORS, Database
+from .kept import KeptValues
 
 log = logging.getLogger("chorus.cluster")
 T = TypeVar("T")
@@ -28,7 +29,7 @@ class SharedLeases:
 
     def __init__(self, cluster: Cluster, db: Database) -> None:
         self.cluster = cluster
-        self.db = db
+        self.values = KeptValues(db)
         self.lease = cluster.lease
         self.every = min(1.0, cluster.lease / 3)  # a lease given up (a clean stop) is taken within a second
         self._failing = False
@@ -50,14 +51,11 @@ class SharedLeases:
         await self._try(f"give up {name} (another instance takes it after the lease)", self.cluster.give_up(name), None)
 
     async def get(self, name: str) -> str | None:
-        value = await self._try(f"read {name}", self.db.fetchval("SELECT value FROM shared_values WHERE name = ?", name),
-                                None)
-        return value if isinstance(value, str) else None
+        kept = await self._try(f"read {name}", self.values.get(name), None)
+        return kept[0] if kept is not None else None
 
     async def put(self, name: str, value: str) -> None:
-        await self._try(f"keep {name}", self.db.execute(
-            "INSERT INTO shared_values (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value), None)
+        await self._try(f"keep {name}", self.values.put(name, value), None)
 
     async def _try(self, what: str, work: Awaitable[T], failed: T) -> T:
         """``work``'s result, or ``failed`` when the database cannot answer (said once per outage)."""

@@ -305,7 +305,7 @@ async def test_a_slash_command_is_answered_by_follow_up_from_the_instance_that_r
             (followup,) = followups()
             assert followup.path == f"/webhooks/{discord.application_id}/{interaction['token']}"
             assert [m.content for m in discord.bot_messages(dm)] == ["Model: kimi"]
-            assert await other.db.fetchval("SELECT count(*) FROM kept_values") == 0  # answered: forgotten
+            assert await other.db.fetchval("SELECT count(*) FROM shared_values") == 0  # answered: forgotten
 
             late = await discord.slash(dm, ann, "status")
             await discord.wait_for(lambda: len(heard) == 2)
@@ -325,7 +325,7 @@ async def test_a_slash_command_reaching_the_shard_holder_is_answered_by_the_inst
         tmp_path: Path, pg_url: str, fake_openrouter: FakeOpenRouter) -> None:
     """Two ``chorus run`` on one database: the one holding the shard receives /status and defers it, while the
     other holds the chat's lease; that one runs the command and answers it as the interaction's follow-up, once.
-    Mutation: the runtime not handing the database's ``kept_values`` to the channel (the token in the receiver's
+    Mutation: the runtime not handing the database's ``shared_values`` to the channel (the token in the receiver's
     memory only): no follow-up, which also shows that the answer came from the other instance."""
     async with FakeDiscord(shards=2, heartbeat_ms=500) as discord:
         ann = discord.user("ann")

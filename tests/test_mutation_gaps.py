@@ -225,7 +225,7 @@ async def test_instances_on_one_database_share_the_catalog(fake_openrouter, pg_u
             fake_openrouter.models.append({**fake_openrouter.models[1], "id": "new/model"})
             assert "new/model" in await Catalog(llm, two.db).models(refresh=True)  # `chorus models list --refresh`
             assert "new/model" in await Catalog(llm, one.db).models()  # the refreshed copy replaced the old one
-            assert await one.db.fetchval("SELECT count(*) FROM kept_values") == 1  # one row, however often fetched
+            assert await one.db.fetchval("SELECT count(*) FROM shared_values") == 1  # one row, however often fetched
     finally:
         await one.close()
         await two.close()

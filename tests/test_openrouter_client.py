@@ -266,10 +266,10 @@ async def test_models_list_falls_back_to_the_bundled_catalog_and_says_so(home, f
         finally:
             db.close()
 
-    assert cached("UPDATE kept_values SET kept_at = kept_at - 3 * 86400") == 1  # stale, still better than bundled
+    assert cached("UPDATE shared_values SET kept_at = kept_at - 3 * 86400") == 1  # stale, still better than bundled
     stale = await chorus(home, "models", "list", "--modality", "video")
     assert stale.err == "1 models with video output, from a stale cache (OpenRouter's could not be reached: Could not reach OpenRouter)\n"
-    assert cached("DELETE FROM kept_values") == 1
+    assert cached("DELETE FROM shared_values") == 1
     bundled = await chorus(home, "models", "list")
     assert bundled.code == 0, bundled.err
     assert bundled.out.splitlines() == [  # the provider page's four refs and the media defaults
