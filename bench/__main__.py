@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from bench import discord_path, image_memory, instances, peer, postgres, telegram_path, turn_overhead
+from bench import discord_path, engines, image_memory, instances, peer, postgres, telegram_path, turn_overhead
 
 
 def loopback_only(argv: list[str]) -> list[str]:
@@ -31,6 +31,7 @@ def main() -> int:
     asyncio.run(telegram_path.main())
     asyncio.run(discord_path.main())
     asyncio.run(postgres.main([]))
+    asyncio.run(engines.main([]))
     asyncio.run(instances.main())
     print()
     argv = [sys.executable, "-m", "bench.side_by_side", *sys.argv[1:]]
