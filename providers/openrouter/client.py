@@ -260,12 +260,15 @@ class OpenRouterClient:
         """
         loop = asyncio.get_running_loop()
         waiting_first = True
-        nothing_yet = RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
+
+        def nothing_yet() -> RequestTimeoutError:  # made only when raised: an error's text is masked and composed
+            return RequestTimeoutError(f"nothing within {self.first_byte_timeout:g} s")
+
         with MovingDeadline(loop.time() + self.first_byte_timeout) as deadline:
             try:
                 stream = await deadline.wait(self._open_stream(req))
             except TimeoutError:
-                raise nothing_yet from None
+                raise nothing_yet() from None
             parser, done = SSEParser(), False
             try:
                 while True:
@@ -273,7 +276,7 @@ class OpenRouterClient:
                         piece = await deadline.wait(stream.content.readany())
                     except TimeoutError:
                         if waiting_first:
-                            raise nothing_yet from None
+                            raise nothing_yet() from None
                         raise IncompleteStreamError(f"no data for {self.idle_timeout:g} s") from None
                     except http.TRANSPORT_ERRORS as exc:  # reset, closed early, a broken chunked body
                         raise IncompleteStreamError(f"connection lost: {http.describe(exc)}") from None
