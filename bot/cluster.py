@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .db.base import DB_ERRORS, Database
+from .outage import Outage
 
 if TYPE_CHECKING:
     import asyncpg
@@ -256,7 +257,7 @@ class SharedCluster:
         outage longer than the lease another instance may have taken some), listen again if the connection
         dropped, then run the sweeps."""
         every = self.lease / 3
-        failing = False
+        outage = Outage(log, "heartbeat")
         while True:
             await asyncio.sleep(every)
             began = asyncio.get_running_loop().time()
@@ -273,13 +274,9 @@ class SharedCluster:
                 await self.db.execute(f"DELETE FROM instances WHERE heartbeat_at < {_NOW} - ?", FORGET_DEAD)
                 await self._listen()
             except (*DB_ERRORS, OSError, asyncio.TimeoutError) as exc:
-                if not failing:  # once an outage, not every beat of it
-                    log.warning("heartbeat failed (the database is unreachable?): %s; trying every %.1f s", exc, every)
-                failing = True
+                outage.failed(exc)  # once an outage, not every beat of it
                 continue
-            if failing:
-                log.info("heartbeat: the database is reachable again")
-                failing = False
+            outage.answered()
             for sweep in self.on_beat:
                 try:
                     await sweep()

@@ -18,6 +18,7 @@ from channels.base import Leases
 from .cluster import Cluster
 from .db.base import DB_ERRORS, Database
 from .kept import KeptValues
+from .outage import Outage
 
 log = logging.getLogger("chorus.cluster")
 T = TypeVar("T")
@@ -32,7 +33,7 @@ class SharedLeases:
         self.values = KeptValues(db)
         self.lease = cluster.lease
         self.every = min(1.0, cluster.lease / 3)  # a lease given up (a clean stop) is taken within a second
-        self._failing = False
+        self.outage = Outage(log, "shared leases")
 
     async def take(self, name: str) -> bool:
         # Followers ask every second: a read while another live instance holds it (no row lock, no WAL), the
@@ -62,13 +63,9 @@ class SharedLeases:
         try:
             result = await work
         except UNREACHABLE as exc:
-            if not self._failing:
-                log.warning("could not %s: the database cannot be reached (%s)", what, exc)
-            self._failing = True
+            self.outage.failed(f"could not {what}: {exc}")
             return failed
-        if self._failing:
-            log.info("the database answers again (%s)", what)
-            self._failing = False
+        self.outage.answered()
         return result
 
 

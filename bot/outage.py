@@ -22,7 +22,7 @@ class Outage:
         self.since: float | None = None  # when the current outage began; ``None`` while the database answers
         self.tries = 0  # looks that failed in the current outage
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException | str) -> None:
         """The database did not answer (one of ``DB_ERRORS``); the first failure of an outage is logged."""
         self.tries += 1
         if self.since is None:
