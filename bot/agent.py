@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from channels.base import AttachmentKind, Channel, ChatRef, FetchError, Inbound, Media, Replied, Reply
-from providers.openrouter.client import ChatResult, Done, OpenRouterClient, TextDelta
+from providers.openrouter.client import ChatResult, OpenRouterClient
 from providers.openrouter.errors import AuthError, OpenRouterError
 from providers.openrouter.refs import ModelRef
 from providers.openrouter.request import ChatSpec
@@ -296,15 +296,11 @@ class Agent:
             return await self._stream(spec, stream, shown)
 
     async def _stream(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> ChatResult:
-        result: ChatResult | None = None
-        async for event in self.llm.stream(spec, on_wait=stream.notice):
-            if isinstance(event, TextDelta):
-                shown.append(event.text)
-                await stream.delta(event.text)
-            elif isinstance(event, Done):
-                result = event.result
-        assert result is not None
-        return result
+        async def show(text: str) -> None:
+            shown.append(text)
+            await stream.delta(text)
+
+        return await self.llm.stream(spec, on_text=show, on_wait=stream.notice)
 
 
 def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), said: str | None = None) -> str:

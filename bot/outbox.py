@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from channels.base import ChatRef
+from net import wirejson
 from channels.outbox import Part
 
 from .cluster import Cluster, Solo, orphaned
@@ -49,8 +50,8 @@ class StoredParts:
         if files and not shared:
             await asyncio.to_thread(self._write_files, files)
         owner = self.cluster.id
-        rows = [(p.chat.channel, p.chat.chat_id, p.chat.thread_id, p.chat.kind, json.dumps(p.body), p.file, owner,
-                 p.data if shared else None) for p in parts]
+        rows = [(p.chat.channel, p.chat.chat_id, p.chat.thread_id, p.chat.kind, wirejson.dumps(p.body).decode(),
+                 p.file, owner, p.data if shared else None) for p in parts]
         settling = settles.statements if settles is not None and not settles.settled else []
         ids, *_ = await self.store.db.write_all(
             [inserting("outbox", "channel, chat_id, thread_id, chat_kind, body, file, owner, data", rows), *settling])

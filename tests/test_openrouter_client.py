@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bot.redact import RedactingFilter
-from providers.openrouter.client import Done, OpenRouterClient, TextDelta
+from providers.openrouter.client import OpenRouterClient
 from providers.openrouter.errors import (
     AuthError, ConnectionFailedError, IncompleteStreamError, OpenRouterError, RateLimitError, RequestTimeoutError,
     StreamError,
@@ -42,12 +42,12 @@ async def client(fake_openrouter):
 
 
 async def stream_all(client, s):
-    deltas, result = [], None
-    async for event in client.stream(s):
-        if isinstance(event, TextDelta):
-            deltas.append(event.text)
-        elif isinstance(event, Done):
-            result = event.result
+    deltas = []
+
+    async def heard(text):
+        deltas.append(text)
+
+    result = await client.stream(s, on_text=heard)
     return deltas, result
 
 

@@ -18,7 +18,7 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -85,17 +85,7 @@ class ChatResult:
     latency: float = 0.0
 
 
-@dataclass(slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(slots=True)
-class Done:
-    result: ChatResult
-
-
-StreamEvent = TextDelta | Done
+OnText = Callable[[str], Awaitable[None]]  # told each piece of a streamed answer's text as it comes
 
 MAX_REDIRECTS = 10  # as aiohttp and httpx allow
 
@@ -223,39 +213,39 @@ class OpenRouterClient:
             latency=time.monotonic() - started,
         )
 
-    async def stream(self, spec: ChatSpec, *, on_wait: OnWait | None = None) -> AsyncIterator[StreamEvent]:
-        """A streamed completion: ``TextDelta`` pieces, then one ``Done`` with the whole result.
+    async def stream(self, spec: ChatSpec, *, on_text: OnText | None = None,
+                     on_wait: OnWait | None = None) -> ChatResult:
+        """A streamed completion: each piece of its text handed to ``on_text`` as it comes, the whole result
+        returned.
 
         A try that fails before any text came out is tried again (backoff, ``Retry-After``, the
         policy's time budget; ``on_wait`` hears of each wait); once text is out, a failure is final.
         Only a complete stream counts: one that ends without a finish reason or ``[DONE]``, sends
         malformed data, stays silent past the first-byte or idle timeout (keep-alive comments do
-        not count), or says nothing at all raises instead.
+        not count), or says nothing at all raises instead. A callback rather than an async iterator: each
+        piece of an answer then costs a call, not a trip through a generator per layer.
         """
         spec = dataclasses.replace(spec, stream=True)
         req = build_chat_request(spec, self.settings)
         started = time.monotonic()
         for attempt in itertools.count():
             acc = _StreamAccumulator(ChatResult(model=spec.ref.slug))
-            shown = False
             try:
-                async for text in self._read_stream(req, acc):
-                    shown = True
-                    yield TextDelta(text)
+                await self._read_stream(req, acc, on_text)
                 break
             except OpenRouterError as exc:
-                wait = None if shown else self.retry.wait_before_retry(attempt, exc, time.monotonic() - started)
+                wait = None if acc.shown else self.retry.wait_before_retry(attempt, exc, time.monotonic() - started)
                 if wait is None:
                     raise
                 await announce(wait, exc, attempt, self.retry, on_wait)
                 await asyncio.sleep(wait)
         acc.result.latency = time.monotonic() - started
-        yield Done(acc.finish())
+        return acc.finish()
 
-    async def _read_stream(self, req: PreparedRequest, acc: _StreamAccumulator) -> AsyncIterator[str]:
-        """One try: open the stream and yield its text, each wait bounded by the first-byte, then the idle, timeout.
+    async def _read_stream(self, req: PreparedRequest, acc: _StreamAccumulator, on_text: OnText | None) -> None:
+        """One try: open the stream and hand its text on, each wait bounded by the first-byte, then the idle, timeout.
 
-        The timeouts bound the waits for the answer only, never a ``yield``: the consumer's own work is not timed.
+        The timeouts bound the waits for the answer only, never ``on_text``: the consumer's own work is not timed.
         One ``MovingDeadline`` times the whole try, not a timer per read.
         """
         loop = asyncio.get_running_loop()
@@ -290,8 +280,9 @@ class OpenRouterClient:
                             chunk = wirejson.loads(payload, "replace")
                         except ValueError:
                             raise IncompleteStreamError("the provider sent malformed data") from None
-                        if text := acc.feed(chunk if isinstance(chunk, dict) else {}):
-                            yield text
+                        if (text := acc.feed(chunk if isinstance(chunk, dict) else {})) and on_text is not None:
+                            acc.shown = True
+                            await on_text(text)
                     if not piece:
                         break
             finally:
@@ -380,6 +371,7 @@ class _StreamAccumulator:
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.details: dict[int, dict[str, Any]] = {}
+        self.shown = False  # text went to the consumer: the try can no longer be made again
 
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from .client import Done, OpenRouterClient
+from .client import OpenRouterClient
 from .media import NoMediaError
 from .refs import ModelRef
 from .request import ChatSpec
@@ -37,12 +37,10 @@ async def generate_music(
                     extra={"modalities": ["text", "audio"], "audio": {"format": fmt}})
 
     async def run() -> GeneratedMusic:
-        async for event in llm.stream(spec):
-            if isinstance(event, Done):
-                if not event.result.audio:
-                    said = event.result.text.strip()
-                    raise NoMediaError(f"no audio came back{': ' + said[:200] if said else ''}")
-                return GeneratedMusic(event.result.audio, fmt, event.result.transcript.strip())
-        raise NoMediaError("the stream ended early")
+        result = await llm.stream(spec)
+        if not result.audio:
+            said = result.text.strip()
+            raise NoMediaError(f"no audio came back{': ' + said[:200] if said else ''}")
+        return GeneratedMusic(result.audio, fmt, result.transcript.strip())
 
     return await asyncio.wait_for(run(), timeout)
