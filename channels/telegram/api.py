@@ -184,7 +184,7 @@ class TelegramAPI:
         if not path:
             raise TelegramError("getFile", 400, "the file has no file_path (too big for the Bot API to hand out?)")
         url = f"{self.root}/file/bot{self._token}/{quote(path, safe='/%')}"
-        deadline = http.deadline(self._timeout + (file.get("file_size") or 0) / self._upload_rate)
+        deadline = http.deadline(http.upload_deadline(self._timeout, file.get("file_size") or 0, self._upload_rate))
         try:
             async with self._http("download").get(url, timeout=deadline) as response:
                 if response.status != 200:
@@ -225,7 +225,7 @@ class TelegramAPI:
             seconds = float(request.params.get("timeout") or 0) + POLL_MARGIN
         else:
             seconds = self._timeout
-        return http.deadline(seconds + size / self._upload_rate)
+        return http.deadline(http.upload_deadline(seconds, size, self._upload_rate))
 
     async def _request(self, request: Request) -> Any:
         url = f"{self.root}/bot{self._token}/{request.method}"
