@@ -4,8 +4,9 @@
 binaries (``bench/pgserver.py``; production settings: fsync and synchronous_commit on) and measures, in
 alternating rounds:
 
-- drivers: a turn's statements through the real ``Store`` (inbox accept, the turn's reads, the append of the
-  user's message and the answer with the session's update, inbox done) on asyncpg (``bot.db.postgres``) and on
+- drivers: a turn's statements through the real ``Store`` (inbox accept, the turn's reads, the answer's part
+  committed with the turn's settlement: the user's message and the answer, inbox done; then the sent part's
+  delete) on asyncpg (``bot.db.postgres``) and on
   psycopg 3 (``bench/psycopg_db.py``: async, binary, prepared), when psycopg is installed;
 - engines: ``bench/turn_overhead.py``'s turn (the real dispatcher and agent, a model answering at once) on
   ``Store.open(url)`` against ``Store.open(path)``, with the fake model in a process of its own so that this
@@ -34,8 +35,10 @@ from bench.model_process import fake_model
 from bench.procstat import CpuReading
 from bench.stats import pct
 from bot.db.postgres import PostgresDatabase
-from bot.store import Inbox, Store, StoredMessage
+from bot.outbox import StoredParts
+from bot.store import Inbox, Settlement, Store, StoredMessage, appending, marked_answered
 from channels.base import ChatRef, Inbound
+from channels.outbox import Part
 
 ROUNDS = 4  # per contender, alternating A B B A ...: the machine's drift falls on both alike
 DRIVER_LOAD = {1: 150, 10: 30}  # concurrent chats -> turns each, per round
@@ -91,8 +94,10 @@ def table(title: str, rows: dict[str, Tally]) -> None:
 
 
 async def statement_turns(store: Store, chats: int, turns: int, tag: str, times: list[float]) -> int:
-    """A turn's statements, ``turns`` in a row in each of ``chats`` chats at once."""
+    """A turn's statements, ``turns`` in a row in each of ``chats`` chats at once: its three writes, as the
+    dispatcher, the agent and the outbox make them."""
     inbox = Inbox(store)
+    parts = StoredParts(store, Path(tempfile.gettempdir()))  # text parts only: no file is written
 
     async def chat(i: int) -> None:
         where = ChatRef("bench", f"{tag}-{i}")
@@ -101,11 +106,12 @@ async def statement_turns(store: Store, chats: int, turns: int, tag: str, times:
             inbound = Inbound(chat=where, sender_id="u", sender_name="u", text=f"s{i} t{t}", message_id=f"{tag}-{i}-{t}")
             await inbox.accept(inbound)
             state = await store.turn_state(where)
-            await store.append(state.session_id, [
+            answer = [Part(where, {"call": "sendMessage", "params": {"chat_id": i, "text": ANSWER}})]
+            await parts.add(answer, Settlement([marked_answered([inbound]), appending(state.session_id, [
                 StoredMessage("user", inbound.text),
                 StoredMessage("assistant", ANSWER, model="openrouter/auto", prompt_tokens=40, completion_tokens=40, cost=1e-5),
-            ])
-            await inbox.done([inbound])
+            ])]))
+            await parts.done(answer)  # sent
             times.append(time.perf_counter() - start)
 
     await asyncio.gather(*(chat(i) for i in range(chats)))
