@@ -35,7 +35,7 @@ def rendered(markdown: str) -> tuple[str, list[dict[str, object]]]:
 @pytest.mark.parametrize("line", EDGES)
 def test_a_plain_line_renders_as_the_converter_renders_it(line):
     assert rendered(line) == reference(line)
-    if fmt._PLAIN.fullmatch(line):  # and so does a draft, or a whole answer, of it
+    if fmt._plain(line):  # and so does a draft, or a whole answer, of it
         assert fmt.preview(line) == fmt.Part(*reference(line)) and fmt.render(line) == [fmt.Part(*reference(line))]
 
 
@@ -48,6 +48,16 @@ def test_random_lines_render_as_the_converter_renders_them():
         for _ in range(rng.choice((0, 0, 1, 2, 3))):  # half the lines get markup at random places
             at = rng.randint(0, len(line))
             line = line[:at] + rng.choice(MARKUP) * rng.randint(1, 2) + line[at:]
-        shortcut += bool(fmt._PLAIN.fullmatch(line))
         assert rendered(line) == reference(line), line
+        if fmt._plain(line):
+            shortcut += 1
+            assert fmt.render(line) == [fmt.Part(*reference(line))], line
     assert shortcut > 800, shortcut  # the shortcut itself was exercised, not only the converter
+
+
+@pytest.mark.parametrize(("length", "parts"), [(4096, 1), (4097, 2)])
+def test_a_plain_line_longer_than_a_message_is_split_at_the_limit_and_not_past_it(length, parts):
+    line = "x" * length
+    rendered_parts = fmt.render(line)
+    assert len(rendered_parts) == parts and all(len(p.text) <= fmt.TEXT_LIMIT for p in rendered_parts)
+    assert "".join(p.text for p in rendered_parts) == line
