@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from channels.base import ChatRef
-from net import wirejson
 from channels.outbox import Part
+from net import wirejson
 
 from .cluster import Cluster, Solo, orphaned
 from .db.base import Row, inserting
