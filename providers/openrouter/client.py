@@ -234,7 +234,8 @@ class OpenRouterClient:
                 await self._read_stream(req, acc, on_text)
                 break
             except OpenRouterError as exc:
-                wait = None if acc.shown else self.retry.wait_before_retry(attempt, exc, time.monotonic() - started)
+                shown = on_text is not None and bool(acc.text)  # a try whose text went out is not made again
+                wait = None if shown else self.retry.wait_before_retry(attempt, exc, time.monotonic() - started)
                 if wait is None:
                     raise
                 await announce(wait, exc, attempt, self.retry, on_wait)
@@ -281,7 +282,6 @@ class OpenRouterClient:
                         except ValueError:
                             raise IncompleteStreamError("the provider sent malformed data") from None
                         if (text := acc.feed(chunk if isinstance(chunk, dict) else {})) and on_text is not None:
-                            acc.shown = True
                             await on_text(text)
                     if not piece:
                         break
@@ -371,7 +371,6 @@ class _StreamAccumulator:
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.details: dict[int, dict[str, Any]] = {}
-        self.shown = False  # text went to the consumer: the try can no longer be made again
 
     def feed(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return its new text."""
