@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import dataclasses
 import statistics
-import tempfile
 from pathlib import Path
 
 from tests.fakes.openrouter import FakeOpenRouter
@@ -23,7 +22,6 @@ from tests.fakes.telegram import FakeTelegram
 
 from . import scenarios
 from .products import BareBot, Chorus
-from .service import Service
 
 BARE = "bare bot"
 
@@ -31,20 +29,14 @@ BARE = "bare bot"
 async def _launch(name: str, root: Path | None, chats: int, seconds: float, tg: FakeTelegram, ai: FakeOpenRouter,
                   ids: scenarios.ChatIds) -> tuple[float, int]:
     """One launch: CPU per turn (ms) and the turns answered."""
-    home = Path(tempfile.mkdtemp(prefix="chorus-checkouts-")) / "home"
-    home.mkdir()
+    home = scenarios.fresh_home("chorus-checkouts-")
     if root is None:
         launch = BareBot().launch(home, tg, ai, ids.all, voice=False)
     else:
         launch = Chorus().launch(home, tg, ai, ids.all, voice=False)
         launch = dataclasses.replace(launch, env={**launch.env, "PYTHONPATH": str(root)}, cwd=root)
-    svc = await Service.start(launch, home / "service.log")
-    try:
-        await svc.ready(tg)
-        await scenarios.talk(tg, ai, svc, ids.take(10), 4, 30, scenarios.LOAD_PACE)
+    async with scenarios.serving(launch, home, tg, ai, ids) as svc:
         talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
-    finally:
-        await svc.stop()
     done = scenarios.answered(talk.turns)
     return talk.cpu * 1000 / len(done), len(done)
 

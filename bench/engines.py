@@ -14,16 +14,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.telegram import FakeTelegram
 
 from . import pgserver, procstat, scenarios
 from .products import Chorus
-from .service import Service
 from .stats import pct
 
 
@@ -37,28 +34,25 @@ class Run:
 
 async def _launch(engine: str, server: pgserver.Server | None, rows: list[int], seconds: float, tg: FakeTelegram,
                   ai: FakeOpenRouter, ids: scenarios.ChatIds) -> dict[int, Run]:
-    home = Path(tempfile.mkdtemp(prefix="chorus-engines-")) / engine
-    home.mkdir()
+    home = scenarios.fresh_home("chorus-engines-", engine)
     if server is not None:  # read by Chorus.launch: each launch on a fresh database of that server
         os.environ["BENCH_CHORUS_POSTGRES"] = server.admin_url
-    svc = await Service.start(Chorus().launch(home, tg, ai, ids.all, voice=False), home / "service.log")
     runs: dict[int, Run] = {}
     try:
-        await svc.ready(tg)
-        await scenarios.talk(tg, ai, svc, ids.take(10), 6, 30, scenarios.LOAD_PACE)
-        for chats in rows:
-            before = procstat.CpuReading.of(server.pid) if server is not None and server.pid else None
-            talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
-            done = scenarios.answered(talk.turns)
-            spent = procstat.CpuReading.of(server.pid) - before if before is not None and server is not None else 0.0
-            over, sign = scenarios.values(done, "overhead_ms"), scenarios.values(done, "sign_ms")
-            runs[chats] = Run(talk.cpu * 1000 / len(done), spent * 1000 / len(done),
-                              (pct(over, 0.5), pct(over, 0.99)), (pct(sign, 0.5), pct(sign, 0.99)))
-            print(f"  {engine:<10} {chats:>4} chats: {len(done)} turns, Chorus {runs[chats].chorus_ms:.2f} ms a turn"
-                  + (f", PostgreSQL {runs[chats].server_ms:.2f}" if server is not None else ""), flush=True)
+        async with scenarios.serving(Chorus().launch(home, tg, ai, ids.all, voice=False), home, tg, ai, ids,
+                                     warm_up=6) as svc:
+            for chats in rows:
+                before = procstat.CpuReading.of(server.pid) if server is not None and server.pid else None
+                talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
+                done = scenarios.answered(talk.turns)
+                spent = procstat.CpuReading.of(server.pid) - before if before is not None and server is not None else 0.0
+                over, sign = scenarios.values(done, "overhead_ms"), scenarios.values(done, "sign_ms")
+                runs[chats] = Run(talk.cpu * 1000 / len(done), spent * 1000 / len(done),
+                                  (pct(over, 0.5), pct(over, 0.99)), (pct(sign, 0.5), pct(sign, 0.99)))
+                print(f"  {engine:<10} {chats:>4} chats: {len(done)} turns, Chorus {runs[chats].chorus_ms:.2f} ms a turn"
+                      + (f", PostgreSQL {runs[chats].server_ms:.2f}" if server is not None else ""), flush=True)
     finally:
         os.environ.pop("BENCH_CHORUS_POSTGRES", None)
-        await svc.stop()
     return runs
 
 

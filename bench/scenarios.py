@@ -10,9 +10,10 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.fakes.media import make_audio
 from tests.fakes.openrouter import BenchPace, FakeOpenRouter, Recorded, last_user_text
 from tests.fakes.telegram import FakeTelegram
 
-from .products import Product
+from .products import Launch, Product
 from .service import Service, settle
 from .stats import pct
 from .users import THINK, Observer, Turn, converse
@@ -117,6 +118,27 @@ async def talk(tg: FakeTelegram, ai: FakeOpenRouter, svc: Service, chats: list[i
     wall = (max(answered) if answered else time.monotonic()) - start
     Observer.match_model(turns, ai.requests[requests_before:])
     return Talk(turns, wall, cpu, driver, pct(lags, 0.99) * 1000, _most_open(ai.requests[requests_before:]))
+
+
+def fresh_home(prefix: str, name: str = "home") -> Path:
+    """An empty home directory for one launch."""
+    home = Path(tempfile.mkdtemp(prefix=prefix)) / name
+    home.mkdir()
+    return home
+
+
+@asynccontextmanager
+async def serving(launch: Launch, home: Path, tg: FakeTelegram, ai: FakeOpenRouter, ids: ChatIds,
+                  warm_up: float = 4) -> AsyncIterator[Service]:
+    """The service started, receiving, and warmed up (10 chats for ``warm_up`` seconds: imports, caches and
+    connections are made before anything is measured); stopped on the way out."""
+    svc = await Service.start(launch, home / "service.log")
+    try:
+        await svc.ready(tg)
+        await talk(tg, ai, svc, ids.take(10), warm_up, 30, LOAD_PACE)
+        yield svc
+    finally:
+        await svc.stop()
 
 
 @contextmanager

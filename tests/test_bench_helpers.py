@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from collections import defaultdict
 
 import aiohttp
 import httpx
 
-from bench import procstat
+from bench import probe, procstat
 from bench.stats import pct, ratio
 from bench.users import Observer
 from tests.fakes.openrouter import BenchPace, FakeOpenRouter
@@ -222,3 +224,46 @@ async def test_a_service_does_not_outlive_a_bench_that_was_killed(tmp_path):
         if bench.returncode is None:
             bench.kill()
             await bench.wait()
+
+
+def _spin(ms: float) -> None:
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_probe_times_a_function_where_it_is_called_and_a_coroutine_without_its_waits():
+    target, holder = types.ModuleType("probe_target"), types.ModuleType("probe_holder")
+
+    async def work() -> str:
+        _spin(20)
+        await asyncio.sleep(0.2)  # another task spins 100 ms meanwhile: not this coroutine's CPU
+        _spin(20)
+        return "done"
+
+    async def main() -> str:
+        async def other() -> None:
+            await asyncio.sleep(0.05)
+            _spin(100)
+
+        busy = asyncio.create_task(other())
+        answer = await target.work()
+        await busy
+        return answer
+
+    def spin(ms: float) -> None:  # not _spin itself: every module holding the function gets the timed one
+        _spin(ms)
+
+    target.spin, target.work, holder.spin = spin, work, spin  # holder imported spin by name
+    sums: probe.Sums = defaultdict(lambda: [0, 0])
+    sys.modules.update(probe_target=target, probe_holder=holder)
+    try:
+        probe.wrap("probe_target:spin", sums)
+        probe.wrap("probe_target:work", sums)
+        holder.spin(5)
+        assert asyncio.run(main()) == "done"
+    finally:
+        del sys.modules["probe_target"], sys.modules["probe_holder"]
+    assert sums["spin"][1] == 1 and 4e6 <= sums["spin"][0] < 30e6
+    ns, calls = sums["work"]
+    assert calls == 1 and 38e6 <= ns < 90e6, ns
