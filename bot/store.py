@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from channels.base import Attachment, AttachmentKind, ChatRef, Inbound, Replied
 from providers.openrouter.refs import same_family
 
-from .db.base import Database, Row, Statement, Tx, inserting, utc_now
+from .db.base import Database, Row, Statement, Tx, inserting, utc_now, utc_stamp
 
 T = TypeVar("T")
 
@@ -322,7 +322,7 @@ class Inbox:
         """Forget messages answered more than ``keep_days`` ago; returns how many. Their words stay in the
         session history; a row only has to outlive the platform's redeliveries (minutes), and without this
         the inbox kept a second copy of every message ever received."""
-        before = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        before = utc_stamp(datetime.now(timezone.utc) - timedelta(days=keep_days))
         # in the database thread on SQLite: a first prune may delete many rows; a pending row has no done_at
         return await self.store.db.in_thread(lambda tx: tx.execute("DELETE FROM inbox WHERE done_at < ?", before))
 

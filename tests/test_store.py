@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db.base import DB_ERRORS, StorageError, Tx
+from bot.db.base import DB_ERRORS, StorageError, Tx, utc_now, utc_stamp
 from bot.migrate import Migration, MigrationError, discover, migrate
 from bot.store import Inbox, Settlement, Store, StoredMessage, appending, marked_answered
 from channels.base import ChatRef, Inbound
@@ -260,6 +260,17 @@ async def test_writes_on_the_loop_are_checkpointed_so_the_wal_stays_small(tmp_pa
     assert wal < 4_000_000, f"the WAL grew to {wal} bytes"
     assert await store.db.fetchval("SELECT COUNT(*) FROM group_history") == 2000
     await store.close()
+
+
+def test_times_are_kept_in_the_form_sqlite_writes_them():
+    """Text columns hold times as the schema's defaults write them, so that they compare as they read."""
+    sqlite_now = sqlite3.connect(":memory:").execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')").fetchone()[0]
+    ours = utc_now()
+    assert len(ours) == len(sqlite_now) == 24 and ours[10] == "T" and ours.endswith("Z")
+    assert abs(datetime.fromisoformat(ours) - datetime.fromisoformat(sqlite_now)) < timedelta(seconds=5)
+    two_hours_east = timezone(timedelta(hours=2))
+    assert utc_stamp(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=two_hours_east)) == "2026-01-02T01:04:05.678Z"
+    assert utc_stamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000Z"
 
 
 async def test_answered_messages_are_forgotten_after_a_week_and_nothing_else_is(tmp_path):

@@ -133,7 +133,13 @@ async def write_as_one(db: Reader, statements: Sequence[Statement]) -> list[list
 
 def utc_now() -> str:
     """The time as the schema keeps it in text columns: ISO 8601, milliseconds, UTC (sorts as it reads)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return utc_stamp(datetime.now(timezone.utc))
+
+
+def utc_stamp(moment: datetime) -> str:
+    """``moment`` (aware) as the schema keeps times, the form of SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ')``.
+    ``isoformat`` rather than ``strftime``: a third of the cost, and it is paid with every answer."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 _PLACEHOLDER = re.compile(r"'[^']*'|(\bIS\s+)?\?")
