@@ -6,7 +6,8 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from channels.base import AttachmentKind, Channel, ChatRef, FetchError, Inbound, Media, Replied, Reply
@@ -79,7 +80,7 @@ class Agent:
         where = "a group chat (several people; each user message starts with the sender's name)" if chat.kind == "group" else "a direct chat"
         return (
             f"{self.config.agents.defaults.system_prompt.strip()}\n\n"
-            f"Today is {self.now():%A, %d %B %Y}. You are talking in {where} on {chat.channel}."
+            f"Today is {_spoken(self.now().date())}. You are talking in {where} on {chat.channel}."
         )
 
     async def turn(self, inbound: Inbound, channel: Channel, group_context: Sequence[tuple[str, str]] = (), *,
@@ -301,6 +302,12 @@ class Agent:
             await stream.delta(text)
 
         return await self.llm.stream(spec, on_text=show, on_wait=stream.notice)
+
+
+@lru_cache(maxsize=4)
+def _spoken(day: date) -> str:
+    """``Sunday, 06 December 2026``: formatted once a day, not in every turn's prompt."""
+    return f"{day:%A, %d %B %Y}"
 
 
 def user_text(inbound: Inbound, group_context: Sequence[tuple[str, str]] = (), said: str | None = None) -> str:

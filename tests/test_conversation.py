@@ -11,6 +11,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -413,6 +414,17 @@ async def test_a_group_where_the_bot_is_not_addressed_is_kept_as_context(make):
     assert "[Cy]: sure\n[Bob]: pizza then" in text and "lunch" not in text  # only the newest 2 are kept
     assert text.endswith("[Current message - respond to this]\n[Ada]: what did we decide?")
     assert "group chat" in request.json["messages"][0]["content"]
+
+
+async def test_the_model_is_told_the_date_as_it_changes_and_where_it_is_talking(rig):
+    clock = [datetime(2026, 12, 6, 23, 59, 30, tzinfo=timezone.utc)]
+    rig.dispatcher.agent.now = lambda: clock[0]
+    await rig.say("hi")
+    clock[0] += timedelta(minutes=1)  # past midnight: the next turn's prompt has the new day
+    await rig.say("and now?")
+    first, second = (r.json["messages"][0]["content"] for r in rig.fake.chat_requests())
+    assert first.endswith("\n\nToday is Sunday, 06 December 2026. You are talking in a direct chat on test.")
+    assert second.endswith("\n\nToday is Monday, 07 December 2026. You are talking in a direct chat on test.")
 
 
 async def test_fallback_models_answer_when_the_primary_fails_before_speaking(make):
