@@ -34,7 +34,7 @@ _ZWJ = "\u200d"
 
 def utf16_length(text: str) -> int:
     """Length in UTF-16 code units, as Telegram counts message length and entity offsets."""
-    return len(text.encode("utf-16-le")) // 2
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2  # isascii: a flag, not a scan
 
 
 @dataclass(frozen=True, slots=True)
