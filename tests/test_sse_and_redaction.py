@@ -26,6 +26,10 @@ async def test_sse_skips_keepalive_comments_and_stops_at_done():
     assert got == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
     # An unended line after [DONE] in the same chunk is not an event of this answer either.
     assert await collect(b'data: {"a":1}\n\ndata: [DONE]\n\ndata: late') == [b'{"a":1}', b"[DONE]"]
+    # An event or a comment to each read, as a stream nearly always comes; a field other than data is no event.
+    one_each = [b": OPENROUTER PROCESSING\n\n", b'data: {"a":1}\n\n', b"event: x\n\n", b'data:{"b":2}\n\n',
+                b"data: [DONE]\n\n", b'data: {"late":1}\n\n']
+    assert await collect(*one_each) == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
 
 
 async def test_sse_joins_multiline_data_and_flushes_an_unterminated_event():

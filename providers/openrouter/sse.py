@@ -31,6 +31,12 @@ class SSEParser:
         if self._done:
             return []
         if not self._pending and not self._data and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            if chunk.find(b"\n") == len(chunk) - 2:  # one line: an event or a comment, as nearly every read is
+                if chunk.startswith(b"data: "):
+                    self._done = (payload := chunk[6:-2]) == DONE
+                    return [payload]
+                if chunk.startswith(b":"):
+                    return []
             return self._whole_events(chunk)
         lines = (self._pending + chunk).splitlines(keepends=True)
         self._pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
