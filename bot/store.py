@@ -40,10 +40,17 @@ class StoredMessage:
         them (``for_model``: the slug it is sent to): Gemini's signatures mean nothing to Kimi or DeepSeek.
         The request builder then sorts out, per model, which reasoning fields it reads."""
         msg: dict[str, Any] = {"role": self.role, "content": self.content}
-        thoughts = for_model is None or self.model is None or same_family(self.model, for_model)
-        for key in ("tool_calls", "tool_call_id", *(("reasoning", "reasoning_details") if thoughts else ())):
-            if getattr(self, key):
-                msg[key] = getattr(self, key)
+        if self.tool_calls:
+            msg["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            msg["tool_call_id"] = self.tool_call_id
+        # Spelled out rather than looped over field names: it runs for every message of the history every turn.
+        if (self.reasoning or self.reasoning_details) and (
+                for_model is None or self.model is None or same_family(self.model, for_model)):
+            if self.reasoning:
+                msg["reasoning"] = self.reasoning
+            if self.reasoning_details:
+                msg["reasoning_details"] = self.reasoning_details
         return msg
 
 
