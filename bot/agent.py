@@ -298,7 +298,7 @@ class Agent:
 
     def _stream(self, spec: ChatSpec, stream: _VisibleStream, shown: list[str]) -> Awaitable[ChatResult]:
         """The model's answer streamed to ``stream`` and kept in ``shown``. Not a coroutine itself: the stream's
-        coroutine is handed back, so each of the answer's pieces wakes one frame fewer."""
+        coroutine is handed back, so each wake-up of the turn (one per read of the answer) passes one frame fewer."""
         async def show(text: str) -> None:
             shown.append(text)
             await stream.delta(text)
