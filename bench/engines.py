@@ -45,11 +45,13 @@ async def _launch(engine: str, server: pgserver.Server | None, rows: list[int], 
                 before = procstat.CpuReading.of(server.pid) if server is not None and server.pid else None
                 talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
                 done = scenarios.answered(talk.turns)
-                spent = procstat.CpuReading.of(server.pid) - before if before is not None and server is not None else 0.0
+                spent = (procstat.CpuReading.of(server.pid) - before
+                         if before is not None and server is not None else 0.0)
                 over, sign = scenarios.values(done, "overhead_ms"), scenarios.values(done, "sign_ms")
                 runs[chats] = Run(talk.cpu * 1000 / len(done), spent * 1000 / len(done),
                                   (pct(over, 0.5), pct(over, 0.99)), (pct(sign, 0.5), pct(sign, 0.99)))
-                print(f"  {engine:<10} {chats:>4} chats: {len(done)} turns, Chorus {runs[chats].chorus_ms:.2f} ms a turn"
+                print(f"  {engine:<10} {chats:>4} chats: {len(done)} turns, "
+                      f"Chorus {runs[chats].chorus_ms:.2f} ms a turn"
                       + (f", PostgreSQL {runs[chats].server_ms:.2f}" if server is not None else ""), flush=True)
     finally:
         os.environ.pop("BENCH_CHORUS_POSTGRES", None)
