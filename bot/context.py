@@ -32,32 +32,24 @@ def estimate_tokens(message: dict[str, Any]) -> int:
     return size // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
 
 
-def _turns(history: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Split history into turns, each starting at a user message, so a tool call never loses its result."""
-    turns: list[list[dict[str, Any]]] = []
-    for message in history:
-        if message["role"] == "user" or not turns:
-            turns.append([])
-        turns[-1].append(message)
-    return turns
-
-
 def fit_context(
     system: list[dict[str, Any]], history: list[dict[str, Any]], current: list[dict[str, Any]], window: int
 ) -> tuple[list[dict[str, Any]], int]:
     """The messages to send: the system prompt and the current turn always, then as many of the
-    newest earlier turns as fit in ``window`` minus the answer's reserve. Returns (messages, turns dropped)."""
+    newest earlier turns as fit in ``window`` minus the answer's reserve. Returns (messages, turns dropped).
+
+    A turn starts at a user message (or the history's first), so a tool call never loses its result. One pass
+    from the newest message back, no list per turn: it runs on the whole history every turn."""
     budget = int(window * (1 - OUTPUT_RESERVE)) - sum(map(estimate_tokens, system + current))
-    kept: list[list[dict[str, Any]]] = []
-    turns = _turns(history)
-    for turn in reversed(turns):
-        cost = sum(map(estimate_tokens, turn))
-        if cost > budget:
-            break
-        budget -= cost
-        kept.append(turn)
-    dropped = len(turns) - len(kept)
-    return system + [m for turn in reversed(kept) for m in turn] + current, dropped
+    kept, cost = len(history), 0  # history[kept:] is sent; cost: of the turn being walked, so far
+    for i in range(len(history) - 1, -1, -1):
+        cost += estimate_tokens(history[i])
+        if i == 0 or history[i]["role"] == "user":
+            if cost > budget:
+                break
+            budget, cost, kept = budget - cost, 0, i
+    dropped = sum(1 for i in range(kept) if i == 0 or history[i]["role"] == "user")
+    return system + history[kept:] + current, dropped
 
 
 def plain_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -120,6 +120,18 @@ def test_context_charges_a_tool_calls_arguments():
     assert fit_context(system, tool_turn, current, window=2600)[1] == 0
 
 
+def test_context_keeps_a_turn_that_fits_exactly_and_a_history_that_starts_inside_a_turn():
+    """Mutations: a turn that costs exactly what is left dropped; a history that does not begin at a user
+    message (an older part was left out before) losing that first part, or not counting it as a turn."""
+    system, current = [msg("system", "sys")], [msg("user", "now")]
+    turn = [msg("user", "q1"), msg("assistant", "a1")]  # 206, as are system and current together
+    assert fit_context(system, turn, current, window=515) == (system + turn + current, 0)  # 412 - 206: exactly
+    assert fit_context(system, turn, current, window=514) == (system + current, 1)
+    history = [msg("assistant", "a0"), *turn]
+    assert fit_context(system, history, current, window=10_000) == (system + history + current, 0)
+    assert fit_context(system, history, current, window=515) == (system + turn + current, 1)
+
+
 # ---- refs and request shaping -----------------------------------------------------------------
 
 
