@@ -1,9 +1,12 @@
 """Chorus from several checkouts (and the bare bot) through Telegram, in alternating launches: before and after.
 
-``python -m bench.checkouts before=../chorus-old after=. [--bare] [--rounds 4] [--seconds 20] [--chats 130]``:
-each named checkout runs as ``python -m bot run`` with that directory first on its path (the side by side's
-Chorus: fake Telegram and fake OpenRouter in this process, the load pace), warms up (10 chats for 4 s), then
-``--chats`` chats talk for ``--seconds``; its CPU per turn is the process's, read from ``/proc``. Launches
+``python -m bench.checkouts before=../chorus-old after=. [--bare] [--rounds 4] [--seconds 20] [--chats 130]
+[--history N]``: each named checkout runs as ``python -m bot run`` with that directory first on its path (the
+side by side's Chorus: fake Telegram and fake OpenRouter in this process, the load pace), warms up (10 chats for
+4 s), then ``--chats`` chats talk for ``--seconds``; its CPU per turn is the process's, read from ``/proc``.
+With ``--history``, each talking chat already has that many messages stored, as in a long conversation: what a
+turn costs that grows with it (the history turned into the request, fitted to the window) then shows; the bare
+bot keeps no history, so its figure does not move. Launches
 alternate (A B bare, then bare B A, ...) so the machine's drift falls on all; on a shared VM one launch can
 differ from the next by a tenth, which is why a change is judged by the medians of several rounds, never by
 one. ``make bench`` does not run this: it compares code, so it needs a second checkout (``git worktree add``).
@@ -13,8 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import os
+import sqlite3
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.fakes.openrouter import FakeOpenRouter
@@ -24,19 +32,41 @@ from . import scenarios
 from .products import BareBot, Chorus
 
 BARE = "bare bot"
+HISTORY = (("user", "What should I keep in mind when I plant tomatoes on a balcony that gets sun only in the morning?"),
+           ("assistant", "Pick a compact or cherry variety, use a pot of at least 20 litres, water deeply in the "
+                         "morning and feed every two weeks once the first flowers open; with half a day of sun "
+                         "the harvest is smaller but the plants are easier to keep watered."))
 
 
-async def _launch(name: str, root: Path | None, chats: int, seconds: float, tg: FakeTelegram, ai: FakeOpenRouter,
-                  ids: scenarios.ChatIds) -> tuple[float, int]:
+def _with_history(root: Path, db: Path, chats: list[int], messages: int) -> None:
+    """Each of ``chats`` with a session of ``messages`` earlier messages (a question and an answer, in turn), in a
+    database that ``root``'s own code has migrated (so an older checkout is not refused a newer schema)."""
+    opened = "import asyncio, sys; from pathlib import Path; from bot.store import Store\n" \
+             "async def main():\n    await (await Store.open(Path(sys.argv[1]))).close()\nasyncio.run(main())"
+    subprocess.run([sys.executable, "-c", opened, str(db)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                   check=True)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        for chat in chats:
+            session = conn.execute("INSERT INTO sessions (key, channel, chat_id) VALUES (?, 'telegram', ?)",
+                                   (f"telegram:{chat}", str(chat))).lastrowid
+            conn.executemany("INSERT INTO messages (session_id, role, content) VALUES (?, ?, ?)",
+                             [(session, *HISTORY[n % 2]) for n in range(messages)])
+
+
+async def _launch(name: str, root: Path | None, chats: int, seconds: float, history: int, tg: FakeTelegram,
+                  ai: FakeOpenRouter, ids: scenarios.ChatIds) -> tuple[float, int]:
     """One launch: CPU per turn (ms) and the turns answered."""
     home = scenarios.fresh_home("chorus-checkouts-")
+    talking = ids.take(chats)
     if root is None:
         launch = BareBot().launch(home, tg, ai, ids.all, voice=False)
     else:
         launch = Chorus().launch(home, tg, ai, ids.all, voice=False)
         launch = dataclasses.replace(launch, env={**launch.env, "PYTHONPATH": str(root)}, cwd=root)
+        if history:
+            _with_history(root, home / "chorus.db", talking, history)
     async with scenarios.serving(launch, home, tg, ai, ids) as svc:
-        talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
+        talk = await scenarios.talk(tg, ai, svc, talking, seconds, 30, scenarios.LOAD_PACE)
     done = scenarios.answered(talk.turns)
     return talk.cpu * 1000 / len(done), len(done)
 
@@ -48,6 +78,7 @@ async def main(argv: list[str] | None = None) -> None:
     args.add_argument("--rounds", type=int, default=4)
     args.add_argument("--seconds", type=float, default=20)
     args.add_argument("--chats", type=int, default=130)
+    args.add_argument("--history", type=int, default=0, help="earlier messages each talking chat has stored")
     opts = args.parse_args(argv)
     contenders: list[tuple[str, Path | None]] = []
     for given in opts.checkouts:
@@ -58,13 +89,15 @@ async def main(argv: list[str] | None = None) -> None:
         contenders.append((name or root.name, root))
     if opts.bare:
         contenders.append((BARE, None))
-    print(f"CPU per turn (ms), {opts.chats} chats for {opts.seconds:g} s, {opts.rounds} alternating rounds", flush=True)
+    print(f"CPU per turn (ms), {opts.chats} chats for {opts.seconds:g} s"
+          + (f", each with {opts.history} earlier messages" if opts.history else "")
+          + f", {opts.rounds} alternating rounds", flush=True)
     found: dict[str, list[float]] = {name: [] for name, _ in contenders}
     async with FakeTelegram() as tg, FakeOpenRouter() as ai:
         ids = scenarios.ChatIds()
         for n in range(opts.rounds):
             for name, root in contenders if n % 2 == 0 else contenders[::-1]:
-                ms, turns = await _launch(name, root, opts.chats, opts.seconds, tg, ai, ids)
+                ms, turns = await _launch(name, root, opts.chats, opts.seconds, opts.history, tg, ai, ids)
                 found[name].append(ms)
                 print(f"  round {n + 1} {name:<12} {ms:.2f} ({turns} turns)", flush=True)
     floor = statistics.median(found[BARE]) if opts.bare else None
