@@ -120,14 +120,17 @@ class Store:
     """
 
     # Messages of recent sessions held in memory, so a turn reads only the rows added since its session's last
-    # turn: reading a whole history each turn cost 3.3 µs a message, 1 ms a turn at 300 messages.
-    HISTORY_CACHE = 10_000
+    # turn: reading a whole history each turn cost 3.3 µs a message, 1 ms a turn at 300 messages. Bounded by
+    # size (held_size), not by count: 10,000 messages were too few for 130 chats of 100 messages (each turn
+    # then read its whole history again, as the least recently used is the next to talk), and a count does not
+    # bound a history of images kept as data URLs.
+    HISTORY_CACHE = 32 << 20  # bytes, about
 
     def __init__(self, db: Database) -> None:
         self.db = db
         # chat's session key -> (its active session's id, that history), least recently used first
         self._histories: OrderedDict[str, tuple[int, list[StoredMessage]]] = OrderedDict()
-        self._held = 0  # messages in _histories
+        self._held = 0  # held_size of what _histories holds
 
     @classmethod
     async def open(cls, where: Path | str) -> Store:
@@ -169,19 +172,19 @@ class Store:
     def _hold(self, key: str, session_id: int, added: list[StoredMessage]) -> list[StoredMessage]:
         """The session's history with ``added`` joined (the rows after the last held: history only grows, by
         rows with higher ids, and on a shared database another instance may have answered since), kept as the
-        most recently used; the least recently used are let go past ``HISTORY_CACHE`` messages. A history held
+        most recently used; the least recently used are let go past ``HISTORY_CACHE`` bytes. A history held
         for another session of the chat (retired since) is dropped: ``added`` is then the whole history.
         Returns a list of the caller's own. A session's turns run one at a time (its lane), so what one turn
         read is joined before the next reads."""
         held_session, held = self._histories.pop(key, (session_id, []))
         if held_session != session_id:
-            self._held -= len(held)
+            self._held -= sum(map(held_size, held))
             held = []
         held += added
         self._histories[key] = (session_id, held)
-        self._held += len(added)
+        self._held += sum(map(held_size, added))
         while self._held > self.HISTORY_CACHE and len(self._histories) > 1:
-            self._held -= len(self._histories.popitem(last=False)[1][1])
+            self._held -= sum(map(held_size, self._histories.popitem(last=False)[1][1]))
         return list(held)
 
     async def new_session(self, chat: ChatRef) -> int:
@@ -273,6 +276,12 @@ def marked_answered(inbounds: list[Inbound]) -> Statement:
 def _attachment_meta(a: Attachment) -> dict[str, Any]:
     """What is kept of an attachment: enough to fetch it again, never its bytes."""
     return {"kind": a.kind.value, "mime": a.mime, "filename": a.filename, "size": a.size, "source": a.source}
+
+
+def held_size(m: StoredMessage) -> int:
+    """About the bytes ``m`` takes in memory: its text, and a few hundred for the object and its other fields."""
+    content = m.content if isinstance(m.content, str) else json.dumps(m.content) if m.content else ""
+    return 300 + len(content) + len(m.reasoning or "")
 
 
 def _from_row(r: Row) -> StoredMessage:

@@ -103,7 +103,7 @@ async def test_a_turn_reads_only_what_its_session_added_since_the_last_and_misse
     path = tmp_path / "db.sqlite"
     store = await Store.open(path)
     try:
-        store.HISTORY_CACHE = 5
+        store.HISTORY_CACHE = 1_600  # bytes: the first chat's five short messages (~1,520) and not much more
         others = [ChatRef("console", f"other{i}") for i in range(3)]
         state = await store.turn_state(CHAT)
         assert state.history == []
@@ -118,7 +118,7 @@ async def test_a_turn_reads_only_what_its_session_added_since_the_last_and_misse
         held = await store.turn_state(CHAT)
         assert [m.content for m in held.history] == ["one", "1", "from the cli", "two", "2"]
         held.history.clear()  # the caller's list is its own
-        for chat in others:  # three more sessions push the first out of a five-message hold
+        for chat in others:  # three more sessions push the first out of the hold
             sid = (await store.turn_state(chat)).session_id
             await store.append(sid, [StoredMessage("user", f"hi {chat.chat_id}"), StoredMessage("assistant", "hello")])
             assert [m.content for m in (await store.turn_state(chat)).history] == [f"hi {chat.chat_id}", "hello"]
@@ -271,6 +271,24 @@ def test_times_are_kept_in_the_form_sqlite_writes_them():
     two_hours_east = timezone(timedelta(hours=2))
     assert utc_stamp(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=two_hours_east)) == "2026-01-02T01:04:05.678Z"
     assert utc_stamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000Z"
+
+
+async def test_the_held_history_is_bounded_by_its_size_not_by_its_count_of_messages(tmp_path):
+    """Mutation: the hold counted messages. One long message (a data URL, a long answer) fills it as many short
+    ones would: two messages of 15 and 6 KB do not both stay in a 20 KB hold."""
+    path = tmp_path / "db.sqlite"
+    store = await Store.open(path)
+    try:
+        store.HISTORY_CACHE = 20_000
+        big, small = ChatRef("console", "big"), ChatRef("console", "small")
+        for chat, text in ((big, "x" * 15_000), (small, "y" * 6_000)):
+            await store.append((await store.turn_state(chat)).session_id, [StoredMessage("user", text)])
+            assert [m.content for m in (await store.turn_state(chat)).history] == [text]
+        with sqlite3.connect(path) as cli:  # seen only if the big history was let go and is read again
+            cli.execute("UPDATE messages SET content = 'rewritten' WHERE content = ?", ("x" * 15_000,))
+        assert [m.content for m in (await store.turn_state(big)).history] == ["rewritten"]
+    finally:
+        await store.close()
 
 
 async def test_answered_messages_are_forgotten_after_a_week_and_nothing_else_is(tmp_path):
