@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import os
-import sqlite3
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.fakes.openrouter import FakeOpenRouter
@@ -32,25 +27,6 @@ from . import scenarios
 from .products import BareBot, Chorus
 
 BARE = "bare bot"
-HISTORY = (("user", "What should I keep in mind when I plant tomatoes on a balcony that gets sun only in the morning?"),
-           ("assistant", "Pick a compact or cherry variety, use a pot of at least 20 litres, water deeply in the "
-                         "morning and feed every two weeks once the first flowers open; with half a day of sun "
-                         "the harvest is smaller but the plants are easier to keep watered."))
-
-
-def _with_history(root: Path, db: Path, chats: list[int], messages: int) -> None:
-    """Each of ``chats`` with a session of ``messages`` earlier messages (a question and an answer, in turn), in a
-    database that ``root``'s own code has migrated (so an older checkout is not refused a newer schema)."""
-    opened = "import asyncio, sys; from pathlib import Path; from bot.store import Store\n" \
-             "async def main():\n    await (await Store.open(Path(sys.argv[1]))).close()\nasyncio.run(main())"
-    subprocess.run([sys.executable, "-c", opened, str(db)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                   check=True)
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        for chat in chats:
-            session = conn.execute("INSERT INTO sessions (key, channel, chat_id) VALUES (?, 'telegram', ?)",
-                                   (f"telegram:{chat}", str(chat))).lastrowid
-            conn.executemany("INSERT INTO messages (session_id, role, content) VALUES (?, ?, ?)",
-                             [(session, *HISTORY[n % 2]) for n in range(messages)])
 
 
 async def _launch(name: str, root: Path | None, chats: int, seconds: float, history: int, tg: FakeTelegram,
@@ -64,7 +40,7 @@ async def _launch(name: str, root: Path | None, chats: int, seconds: float, hist
         launch = Chorus().launch(home, tg, ai, ids.all, voice=False)
         launch = dataclasses.replace(launch, env={**launch.env, "PYTHONPATH": str(root)}, cwd=root)
         if history:
-            _with_history(root, home / "chorus.db", talking, history)
+            scenarios.with_history(root, home / "chorus.db", talking, history)
     async with scenarios.serving(launch, home, tg, ai, ids) as svc:
         talk = await scenarios.talk(tg, ai, svc, talking, seconds, 30, scenarios.LOAD_PACE)
     done = scenarios.answered(talk.turns)

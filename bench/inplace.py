@@ -1,9 +1,10 @@
 """Where a turn's CPU goes inside the running bot: chosen functions, or the event loop's callbacks, per turn.
 
-``python -m bench.inplace [--chats 130] [--seconds 20] [--bare | --bare-only] TARGET...``: Chorus from this
-checkout (the side by side's: fake Telegram and fake OpenRouter in this process, the load pace) runs under
-``bench/probe.py`` with each ``TARGET`` timed (``module:qualname``, e.g. ``bot.db.sqlite:_commit_together``,
-or ``handles`` for every callback of the loop by task). After a warm-up, ``--chats`` chats talk for
+``python -m bench.inplace [--chats 130] [--seconds 20] [--history N] [--bare | --bare-only] TARGET...``:
+Chorus from this checkout (the side by side's: fake Telegram and fake OpenRouter in this process, the load
+pace) runs under ``bench/probe.py`` with each ``TARGET`` timed (``module:qualname``, e.g.
+``bot.db.sqlite:_commit_together``, or ``handles`` for every callback of the loop by task). After a warm-up,
+``--chats`` chats (each with ``--history`` messages stored before, as in ``bench/checkouts.py``) talk for
 ``--seconds``; each target's CPU per turn, calls per turn and CPU per call are printed, largest first, beside
 the process's CPU per turn. ``--bare`` runs the bare bot the same way after Chorus, ``--bare-only`` instead
 of it: with ``handles``, its loop's callbacks are the floor's side of the same table (a function of
@@ -33,17 +34,20 @@ async def _figures(out: Path) -> dict[str, list[int]]:
     return figures
 
 
-async def _run(product: Product, targets: list[str], chats: int, seconds: float, tg: FakeTelegram,
+async def _run(product: Product, targets: list[str], chats: int, seconds: float, history: int, tg: FakeTelegram,
                ai: FakeOpenRouter, ids: scenarios.ChatIds) -> None:
     home = scenarios.fresh_home("chorus-inplace-")
     out = home / "probe.txt"
+    talking = ids.take(chats)
     launch = product.launch(home, tg, ai, ids.all, voice=False)
+    if history and isinstance(product, Chorus):
+        scenarios.with_history(ROOT, home / "chorus.db", talking, history)
     module = launch.argv.index("-m") + 1  # python -m MODULE ARGS -> python -m bench.probe OUT TARGETS MODULE ARGS
     argv = [*launch.argv[:module], "bench.probe", str(out), ",".join(targets), *launch.argv[module:]]
     launch = dataclasses.replace(launch, argv=argv, env={**launch.env, "PYTHONPATH": str(ROOT)})
     async with scenarios.serving(launch, home, tg, ai, ids) as svc:
         before = await _figures(out)
-        talk = await scenarios.talk(tg, ai, svc, ids.take(chats), seconds, 30, scenarios.LOAD_PACE)
+        talk = await scenarios.talk(tg, ai, svc, talking, seconds, 30, scenarios.LOAD_PACE)
         after = await _figures(out)
     turns = len(scenarios.answered(talk.turns))
     spent = {name: [a - b for a, b in zip(sums, before.get(name, [0, 0]), strict=True)] for name, sums in after.items()}
@@ -61,6 +65,7 @@ async def main(argv: list[str] | None = None) -> None:
     args.add_argument("targets", nargs="+", help="module:qualname, or handles")
     args.add_argument("--chats", type=int, default=130)
     args.add_argument("--seconds", type=float, default=20)
+    args.add_argument("--history", type=int, default=0, help="earlier messages each talking chat has stored")
     args.add_argument("--bare", action="store_true", help="the bare bot the same way, after Chorus")
     args.add_argument("--bare-only", action="store_true", help="the bare bot alone")
     opts = args.parse_args(argv)
@@ -68,7 +73,7 @@ async def main(argv: list[str] | None = None) -> None:
     async with FakeTelegram() as tg, FakeOpenRouter() as ai:
         ids = scenarios.ChatIds()
         for product in products:
-            await _run(product, opts.targets, opts.chats, opts.seconds, tg, ai, ids)
+            await _run(product, opts.targets, opts.chats, opts.seconds, opts.history, tg, ai, ids)
 
 
 if __name__ == "__main__":

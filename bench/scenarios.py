@@ -7,9 +7,14 @@ patience is counted as unanswered, never waited for without end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import itertools
+import os
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +34,10 @@ from .users import THINK, Observer, Turn, converse
 LATENCY_PACE = BenchPace(first_token=0.3, tokens_per_second=50, tokens=40)
 LOAD_PACE = BenchPace(first_token=2.0, tokens_per_second=50, tokens=40)  # the issue's slow model: 2 s to answer
 TRANSCRIPT = "hello from the fake transcriber"  # what the fake OpenRouter hears in any voice note
+HISTORY = (("user", "What should I keep in mind when I plant tomatoes on a balcony that gets sun only in the morning?"),
+           ("assistant", "Pick a compact or cherry variety, use a pot of at least 20 litres, water deeply in the "
+                         "morning and feed every two weeks once the first flowers open; with half a day of sun "
+                         "the harvest is smaller but the plants are easier to keep watered."))
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,21 @@ def fresh_home(prefix: str, name: str = "home") -> Path:
     home = Path(tempfile.mkdtemp(prefix=prefix)) / name
     home.mkdir()
     return home
+
+
+def with_history(root: Path, db: Path, chats: list[int], messages: int) -> None:
+    """Each of ``chats`` with a session of ``messages`` earlier messages (a question and an answer, in turn), in a
+    database that ``root``'s own code has migrated (so an older checkout is not refused a newer schema)."""
+    opened = "import asyncio, sys; from pathlib import Path; from bot.store import Store\n" \
+             "async def main():\n    await (await Store.open(Path(sys.argv[1]))).close()\nasyncio.run(main())"
+    subprocess.run([sys.executable, "-c", opened, str(db)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                   check=True)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        for chat in chats:
+            session = conn.execute("INSERT INTO sessions (key, channel, chat_id) VALUES (?, 'telegram', ?)",
+                                   (f"telegram:{chat}", str(chat))).lastrowid
+            conn.executemany("INSERT INTO messages (session_id, role, content) VALUES (?, ?, ?)",
+                             [(session, *HISTORY[n % 2]) for n in range(messages)])
 
 
 @asynccontextmanager
