@@ -1,15 +1,15 @@
 """Chorus from several checkouts (and the bare bot) through Telegram, in alternating launches: before and after.
 
 ``python -m bench.checkouts before=../chorus-old after=. [--bare] [--rounds 4] [--seconds 20] [--chats 130]
-[--history N]``: each named checkout runs as ``python -m bot run`` with that directory first on its path (the
-side by side's Chorus: fake Telegram and fake OpenRouter in this process, the load pace), warms up (10 chats for
-4 s), then ``--chats`` chats talk for ``--seconds``; its CPU per turn is the process's, read from ``/proc``.
-With ``--history``, each talking chat already has that many messages stored, as in a long conversation: what a
-turn costs that grows with it (the history turned into the request, fitted to the window) then shows; the bare
-bot keeps no history, so its figure does not move. Launches
-alternate (A B bare, then bare B A, ...) so the machine's drift falls on all; on a shared VM one launch can
-differ from the next by a tenth, which is why a change is judged by the medians of several rounds, never by
-one. ``make bench`` does not run this: it compares code, so it needs a second checkout (``git worktree add``).
+[--history N]``: each named checkout runs as ``python -m bot run`` with that directory first on its path (the side
+by side's Chorus: fake Telegram and fake OpenRouter in this process, the load pace), warms up (10 chats for 4 s),
+then ``--chats`` chats talk for ``--seconds``; its CPU per turn is the process's, read from ``/proc``. With
+``--history``, each talking chat already has that many messages stored, as in a long conversation: what a turn costs
+that grows with it (the history turned into the request, fitted to the window) then shows; the bare bot keeps no
+history, so its figure does not move. Launches alternate (A B bare, then bare B A, ...) so the machine's drift falls
+on all; on a shared VM one launch can differ from the next by a tenth, which is why a change is judged by the
+medians of several rounds, never by one. ``make bench`` does not run this: it compares code, so it needs a second
+checkout (``git worktree add``).
 """
 
 from __future__ import annotations
