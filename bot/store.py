@@ -128,8 +128,8 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        # chat's session key -> (its active session's id, that history), least recently used first
-        self._histories: OrderedDict[str, tuple[int, list[StoredMessage]]] = OrderedDict()
+        # chat's session key -> (its active session's id, that history, its held_size), least recently used first
+        self._histories: OrderedDict[str, tuple[int, list[StoredMessage], int]] = OrderedDict()
         self._held = 0  # held_size of what _histories holds
 
     @classmethod
@@ -159,7 +159,7 @@ class Store:
     async def turn_state(self, chat: ChatRef) -> TurnState:
         """The chat's session (opened if there is none), its history and the chat's settings, in one trip."""
         key = chat.session_key
-        held_session, held = self._histories.get(key, (0, []))
+        held_session, held, _ = self._histories.get(key, (0, [], 0))
         rows = await self.db.read(lambda tx: tx.fetch(_TURN_STATE, key, key, held_session, held[-1].id or 0 if held else 0))
         first = rows[0]
         settings = ChatSettings(first["chat_model"], first["chat_thinking"], first["chat_tts"], first["chat_tz"])
@@ -176,15 +176,16 @@ class Store:
         for another session of the chat (retired since) is dropped: ``added`` is then the whole history.
         Returns a list of the caller's own. A session's turns run one at a time (its lane), so what one turn
         read is joined before the next reads."""
-        held_session, held = self._histories.pop(key, (session_id, []))
+        held_session, held, size = self._histories.pop(key, (session_id, [], 0))
         if held_session != session_id:
-            self._held -= sum(map(held_size, held))
-            held = []
+            self._held -= size
+            held, size = [], 0
         held += added
-        self._histories[key] = (session_id, held)
-        self._held += sum(map(held_size, added))
+        grown = sum(map(held_size, added))
+        self._histories[key] = (session_id, held, size + grown)
+        self._held += grown
         while self._held > self.HISTORY_CACHE and len(self._histories) > 1:
-            self._held -= sum(map(held_size, self._histories.popitem(last=False)[1][1]))
+            self._held -= self._histories.popitem(last=False)[1][2]
         return list(held)
 
     async def new_session(self, chat: ChatRef) -> int:
