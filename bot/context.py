@@ -40,16 +40,18 @@ def fit_context(
 
     A turn starts at a user message (or the history's first), so a tool call never loses its result. One pass
     from the newest message back, no list per turn: it runs on the whole history every turn."""
+    def starts_turn(i: int) -> bool:
+        return i == 0 or history[i]["role"] == "user"
+
     budget = int(window * (1 - OUTPUT_RESERVE)) - sum(map(estimate_tokens, system + current))
     kept, cost = len(history), 0  # history[kept:] is sent; cost: of the turn being walked, so far
     for i in range(len(history) - 1, -1, -1):
         cost += estimate_tokens(history[i])
-        if i == 0 or history[i]["role"] == "user":
+        if starts_turn(i):
             if cost > budget:
                 break
             budget, cost, kept = budget - cost, 0, i
-    dropped = sum(1 for i in range(kept) if i == 0 or history[i]["role"] == "user")
-    return system + history[kept:] + current, dropped
+    return system + history[kept:] + current, sum(map(starts_turn, range(kept)))
 
 
 def plain_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
