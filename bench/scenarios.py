@@ -139,10 +139,9 @@ def fresh_home(prefix: str, name: str = "home") -> Path:
 def with_history(root: Path, db: Path, chats: list[int], messages: int) -> None:
     """Each of ``chats`` with a session of ``messages`` earlier messages (a question and an answer, in turn), in a
     database that ``root``'s own code has migrated (so an older checkout is not refused a newer schema)."""
-    opened = "import asyncio, sys; from pathlib import Path; from bot.store import Store\n" \
-             "async def main():\n    await (await Store.open(Path(sys.argv[1]))).close()\nasyncio.run(main())"
-    subprocess.run([sys.executable, "-c", opened, str(db)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                   check=True)
+    # bench.seed with no sessions: the database opened (and migrated) by that checkout's Store, nothing more
+    subprocess.run([sys.executable, "-m", "bench.seed", "chorus", str(db), "0"], cwd=root,
+                   env={**os.environ, "PYTHONPATH": str(root)}, check=True)
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         for chat in chats:
             session = conn.execute("INSERT INTO sessions (key, channel, chat_id) VALUES (?, 'telegram', ?)",
